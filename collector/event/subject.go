@@ -1,0 +1,48 @@
+package event
+
+import (
+	"fmt"
+	"strings"
+)
+
+// NATS names of the contract.
+const (
+	UsageStream      = "TENANTGUARD_USAGE"
+	DLQStream        = "TENANTGUARD_DLQ"
+	UsageSubjects    = "tenantguard.usage.>"
+	DLQSubjects      = "tenantguard.dlq.>"
+	usagePrefix      = "tenantguard.usage."
+	dlqPrefix        = "tenantguard.dlq."
+	alertsPrefix     = "tenantguard.alerts."
+	HeaderMsgID      = "Nats-Msg-Id"
+	HeaderReason     = "Tenantguard-Reason"
+	HeaderSubject    = "Tenantguard-Subject"
+	DecisionsBucket  = "tenantguard_decisions"
+	LimitersBucket   = "tenantguard_limiters"
+)
+
+// Subject returns the usage subject of an event: tenantguard.usage.<tenant>.<kind>.
+func Subject(tenant, kind string) string {
+	return usagePrefix + tenant + "." + kind
+}
+
+// AlertSubject returns tenantguard.alerts.<tenant>.
+func AlertSubject(tenant string) string { return alertsPrefix + tenant }
+
+// DLQSubject returns the dead-letter subject for a message that arrived on
+// subject. The original subject may hold any tokens, so it is not reused;
+// the reason code is the last token.
+func DLQSubject(reason Reason) string { return dlqPrefix + string(reason) }
+
+// ParseSubject splits a usage subject into its tenant and kind tokens.
+func ParseSubject(subject string) (tenant, kind string, err error) {
+	rest, ok := strings.CutPrefix(subject, usagePrefix)
+	if !ok {
+		return "", "", fmt.Errorf("subject %q is not under %s", subject, usagePrefix)
+	}
+	tenant, kind, ok = strings.Cut(rest, ".")
+	if !ok || tenant == "" || kind == "" || strings.Contains(kind, ".") {
+		return "", "", fmt.Errorf("subject %q must be %s<tenant_id>.<kind>", subject, usagePrefix)
+	}
+	return tenant, kind, nil
+}
