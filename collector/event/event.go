@@ -24,10 +24,10 @@ var BuiltinKinds = []string{
 
 // Limits of wire format v1.
 const (
-	MaxSize        = 8 << 10 // bytes in one encoded event
-	MaxIDLen       = 128
-	MaxAttrs       = 16
-	MaxFuture      = 5 * time.Minute
+	MaxSize         = 8 << 10 // bytes in one encoded event
+	MaxIDLen        = 128
+	MaxAttrs        = 16
+	MaxFuture       = 5 * time.Minute
 	DefaultLateness = 7 * 24 * time.Hour
 )
 

@@ -7,18 +7,18 @@ import (
 
 // NATS names of the contract.
 const (
-	UsageStream      = "TENANTGUARD_USAGE"
-	DLQStream        = "TENANTGUARD_DLQ"
-	UsageSubjects    = "tenantguard.usage.>"
-	DLQSubjects      = "tenantguard.dlq.>"
-	usagePrefix      = "tenantguard.usage."
-	dlqPrefix        = "tenantguard.dlq."
-	alertsPrefix     = "tenantguard.alerts."
-	HeaderMsgID      = "Nats-Msg-Id"
-	HeaderReason     = "Tenantguard-Reason"
-	HeaderSubject    = "Tenantguard-Subject"
-	DecisionsBucket  = "tenantguard_decisions"
-	LimitersBucket   = "tenantguard_limiters"
+	UsageStream     = "TENANTGUARD_USAGE"
+	DLQStream       = "TENANTGUARD_DLQ"
+	UsageSubjects   = "tenantguard.usage.>"
+	DLQSubjects     = "tenantguard.dlq.>"
+	usagePrefix     = "tenantguard.usage."
+	dlqPrefix       = "tenantguard.dlq."
+	alertsPrefix    = "tenantguard.alerts."
+	HeaderMsgID     = "Nats-Msg-Id"
+	HeaderReason    = "Tenantguard-Reason"
+	HeaderSubject   = "Tenantguard-Subject"
+	DecisionsBucket = "tenantguard_decisions"
+	LimitersBucket  = "tenantguard_limiters"
 )
 
 // Subject returns the usage subject of an event: tenantguard.usage.<tenant>.<kind>.

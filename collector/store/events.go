@@ -1,0 +1,197 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/shopspring/decimal"
+
+	"github.com/tenantguard/tenantguard/collector/event"
+)
+
+// Row is a priced event, ready to store.
+type Row struct {
+	Event        *event.Event
+	Plan         string
+	UnitPrice    decimal.Decimal
+	Cost         decimal.Decimal
+	PriceVersion string
+}
+
+// eventColumns is the explicit column list 18.16 needs on every INSERT.
+const eventColumns = "tenant_id, kind, time, time_ms, id, quantity, service, route, user_id, " +
+	"latency_ms, status_code, error, attrs_keys, attrs_values, plan, unit_price, cost, price_version, ingested_at"
+
+// InsertEvents writes rows as one native batch, column by column. The batch
+// is always sent or aborted, so a failure never holds a pooled connection.
+func (s *Store) InsertEvents(ctx context.Context, rows []Row, ingestedAt time.Time) error {
+	if len(rows) == 0 {
+		return nil
+	}
+	n := len(rows)
+	var (
+		tenant, kind, id, service, route, user, plan, version = make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+		ts, ingested                                          = make([]time.Time, n), make([]time.Time, n)
+		ms, status                                            = make([]uint16, n), make([]uint16, n)
+		qty, latency                                          = make([]float64, n), make([]float64, n)
+		errs                                                  = make([]uint8, n)
+		keys, values                                          = make([][]string, n), make([][]string, n)
+		unit, cost                                            = make([]decimal.Decimal, n), make([]decimal.Decimal, n)
+	)
+	ingestedAt = ingestedAt.UTC().Truncate(time.Second)
+	for i, r := range rows {
+		e := r.Event
+		tenant[i], kind[i], id[i] = e.TenantID, e.Kind, e.ID
+		ts[i], ms[i] = e.Time.UTC().Truncate(time.Second), event.Milli(e.Time)
+		qty[i], service[i], route[i], user[i] = e.Quantity, e.Service, e.Route, e.UserID
+		latency[i], status[i] = e.LatencyMs, uint16(e.StatusCode)
+		if e.Error {
+			errs[i] = 1
+		}
+		keys[i], values[i] = attrColumns(e.Attrs)
+		plan[i], unit[i], cost[i], version[i] = r.Plan, r.UnitPrice, r.Cost, r.PriceVersion
+		ingested[i] = ingestedAt
+	}
+	batch, err := s.conn.PrepareBatch(ctx, "INSERT INTO "+s.Table("events")+" ("+eventColumns+")")
+	if err != nil {
+		return fmt.Errorf("prepare events batch: %w", err)
+	}
+	cols := []any{tenant, kind, ts, ms, id, qty, service, route, user, latency, status, errs, keys, values, plan, unit, cost, version, ingested}
+	for i, c := range cols {
+		if err := batch.Column(i).Append(c); err != nil {
+			_ = batch.Abort()
+			return fmt.Errorf("append events column %d: %w", i, err)
+		}
+	}
+	if err := batch.Send(); err != nil {
+		return fmt.Errorf("insert %d events: %w", n, err)
+	}
+	return nil
+}
+
+var emptyStrings = []string{}
+
+func attrColumns(attrs map[string]string) (keys, values []string) {
+	if len(attrs) == 0 {
+		return emptyStrings, emptyStrings
+	}
+	keys, values = make([]string, 0, len(attrs)), make([]string, 0, len(attrs))
+	for k, v := range attrs {
+		keys = append(keys, k)
+		values = append(values, v)
+	}
+	return keys, values
+}
+
+// EventKey identifies a stored event for the redelivery check.
+type EventKey struct {
+	TenantID string
+	ID       string
+	Time     time.Time
+}
+
+// ExistingIDs returns which of keys are already in events, as tenant+"\x00"+id.
+// The query is bounded by the keys' tenants and time range so it reads only
+// the parts that can hold them.
+func (s *Store) ExistingIDs(ctx context.Context, keys []EventKey) (map[string]struct{}, error) {
+	found := make(map[string]struct{})
+	const chunk = 5000
+	for start := 0; start < len(keys); start += chunk {
+		end := min(start+chunk, len(keys))
+		if err := s.existingChunk(ctx, keys[start:end], found); err != nil {
+			return nil, err
+		}
+	}
+	return found, nil
+}
+
+func (s *Store) existingChunk(ctx context.Context, keys []EventKey, found map[string]struct{}) error {
+	tenants := make(map[string]struct{})
+	wanted := make(map[string]struct{}, len(keys))
+	var tset, iset []any
+	lo, hi := keys[0].Time, keys[0].Time
+	for _, k := range keys {
+		if _, ok := tenants[k.TenantID]; !ok {
+			tenants[k.TenantID] = struct{}{}
+			tset = append(tset, k.TenantID)
+		}
+		iset = append(iset, k.ID)
+		wanted[k.TenantID+"\x00"+k.ID] = struct{}{}
+		if k.Time.Before(lo) {
+			lo = k.Time
+		}
+		if k.Time.After(hi) {
+			hi = k.Time
+		}
+	}
+	q := "SELECT tenant_id, id FROM " + s.Table("events") +
+		" WHERE time >= toDateTime(?) AND time <= toDateTime(?) AND tenant_id IN ? AND id IN ?"
+	rows, err := s.conn.Query(ctx, q,
+		lo.UTC().Truncate(time.Second).Unix(), hi.UTC().Add(time.Second).Unix(),
+		clickhouse.GroupSet{Value: tset}, clickhouse.GroupSet{Value: iset})
+	if err != nil {
+		return fmt.Errorf("check redelivered ids: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var tenant, id string
+		if err := rows.Scan(&tenant, &id); err != nil {
+			return fmt.Errorf("check redelivered ids: %w", err)
+		}
+		// The IN lists match the cross product of tenants and ids: keep only asked pairs.
+		if key := tenant + "\x00" + id; hasKey(wanted, key) {
+			found[key] = struct{}{}
+		}
+	}
+	return rows.Err()
+}
+
+func hasKey(m map[string]struct{}, k string) bool { _, ok := m[k]; return ok }
+
+// DropPartitionsBefore drops whole daily event partitions older than cutoff
+// and returns their ids. It is retention that works on every version.
+func (s *Store) DropPartitionsBefore(ctx context.Context, cutoff time.Time) ([]string, error) {
+	limit := cutoff.UTC().Format("20060102")
+	rows, err := s.conn.Query(ctx,
+		"SELECT DISTINCT partition FROM system.parts WHERE database = ? AND table = 'events' AND active AND partition < ?",
+		s.cfg.Database, limit)
+	if err != nil {
+		return nil, fmt.Errorf("list partitions: %w", err)
+	}
+	var parts []string
+	for rows.Next() {
+		var p string
+		if err := rows.Scan(&p); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("list partitions: %w", err)
+		}
+		parts = append(parts, p)
+	}
+	rows.Close()
+	for _, p := range parts {
+		if _, err := strconv.ParseUint(p, 10, 32); err != nil {
+			return nil, fmt.Errorf("unexpected partition id %q", p)
+		}
+		if err := s.conn.Exec(ctx, "ALTER TABLE "+s.Table("events")+" DROP PARTITION "+p); err != nil {
+			return nil, fmt.Errorf("drop partition %s: %w", p, err)
+		}
+	}
+	return parts, nil
+}
+
+// DeleteTenant removes every row of tenant from events and usage_1m. It is
+// an asynchronous ClickHouse mutation: rows disappear when it completes.
+func (s *Store) DeleteTenant(ctx context.Context, tenant string) error {
+	if !event.ValidTenantID(tenant) {
+		return fmt.Errorf("delete tenant: invalid tenant id %q", tenant)
+	}
+	for _, t := range []string{"events", "usage_1m"} {
+		if err := s.conn.Exec(ctx, "ALTER TABLE "+s.Table(t)+" DELETE WHERE tenant_id = ?", tenant); err != nil {
+			return fmt.Errorf("delete tenant from %s: %w", t, err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,212 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Migration is one versioned step of the schema. Statements use {db} for
+// the database and must be idempotent (IF NOT EXISTS), so a migration that
+// died half-way can run again.
+type Migration struct {
+	Version    uint32
+	Name       string
+	Statements []string
+}
+
+// minServerMajor is the oldest ClickHouse the schema is tested on (18.16).
+const minServerMajor = 18
+
+// Migrations is the schema, oldest first. Append; never edit a released step.
+var Migrations = []Migration{
+	{1, "events", []string{`
+CREATE TABLE IF NOT EXISTS {db}.events (
+    tenant_id     String,
+    kind          String,
+    time          DateTime,
+    time_ms       UInt16,
+    id            String,
+    quantity      Float64,
+    service       String,
+    route         String,
+    user_id       String,
+    latency_ms    Float64,
+    status_code   UInt16,
+    error         UInt8,
+    attrs_keys    Array(String),
+    attrs_values  Array(String),
+    plan          String,
+    unit_price    Decimal(18, 9),
+    cost          Decimal(18, 9),
+    price_version String,
+    ingested_at   DateTime
+) ENGINE = MergeTree
+PARTITION BY toYYYYMMDD(time)
+ORDER BY (tenant_id, kind, time)`}},
+	{2, "usage_1m", []string{`
+CREATE TABLE IF NOT EXISTS {db}.usage_1m (
+    tenant_id     String,
+    kind          String,
+    minute        DateTime,
+    count         UInt64,
+    quantity      Float64,
+    cost          Decimal(38, 9),
+    errors        UInt64,
+    latency_count UInt64,
+    latency       AggregateFunction(quantilesTDigest(0.5, 0.95, 0.99), Float32)
+) ENGINE = SummingMergeTree
+PARTITION BY toYYYYMM(minute)
+ORDER BY (tenant_id, kind, minute)`, `
+CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.usage_1m_mv TO {db}.usage_1m AS
+SELECT
+    tenant_id,
+    kind,
+    toStartOfMinute(time) AS minute,
+    count() AS count,
+    sum(quantity) AS quantity,
+    toDecimal128(sum(cost), 9) AS cost,
+    toUInt64(sum(error)) AS errors,
+    toUInt64(countIf(latency_ms > 0)) AS latency_count,
+    quantilesTDigestState(0.5, 0.95, 0.99)(toFloat32(if(latency_ms > 0, latency_ms, nan))) AS latency
+FROM {db}.events
+GROUP BY tenant_id, kind, minute`}},
+	{3, "anomalies", []string{`
+CREATE TABLE IF NOT EXISTS {db}.anomalies (
+    fingerprint String,
+    tenant_id   String,
+    metric      String,
+    kind        String,
+    status      String,
+    severity    String,
+    observed    Float64,
+    baseline    Float64,
+    ratio       Float64,
+    starts_at   DateTime,
+    ends_at     DateTime,
+    summary     String,
+    updated_at  DateTime
+) ENGINE = ReplacingMergeTree(updated_at)
+PARTITION BY toYYYYMM(starts_at)
+ORDER BY (tenant_id, fingerprint, starts_at)`}},
+	{4, "decisions", []string{`
+CREATE TABLE IF NOT EXISTS {db}.decisions (
+    tenant_id    String,
+    scope        String,
+    action       String,
+    rate_per_sec Float64,
+    burst        UInt32,
+    issued_at    DateTime,
+    expires_at   DateTime,
+    reason       String,
+    source       String,
+    anomaly_id   String,
+    recorded_at  DateTime
+) ENGINE = MergeTree
+PARTITION BY toYYYYMM(issued_at)
+ORDER BY (tenant_id, issued_at)`}},
+	{5, "pg_findings", []string{`
+CREATE TABLE IF NOT EXISTS {db}.pg_findings (
+    database           String,
+    queryid            Int64,
+    userid             UInt32,
+    role               String,
+    query              String,
+    tables             Array(String),
+    class              String,
+    calls              UInt64,
+    total_exec_time_ms Float64,
+    first_seen         DateTime,
+    last_seen          DateTime,
+    observed_at        DateTime
+) ENGINE = ReplacingMergeTree(observed_at)
+PARTITION BY toYYYYMM(first_seen)
+ORDER BY (database, queryid, userid)`}},
+}
+
+// MigrationStatus is one applied or pending step.
+type MigrationStatus struct {
+	Version   uint32
+	Name      string
+	AppliedAt time.Time // zero when pending
+}
+
+// Migrate creates the database and applies every pending migration in order.
+// It is idempotent and refuses servers older than 18.16's major version.
+func (s *Store) Migrate(ctx context.Context) ([]MigrationStatus, error) {
+	major, minor, err := s.ServerVersion(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if major < minServerMajor {
+		return nil, fmt.Errorf("clickhouse %d.%d is older than the supported 18.16", major, minor)
+	}
+	db := s.cfg.Database
+	if err := s.conn.Exec(ctx, "CREATE DATABASE IF NOT EXISTS "+db); err != nil {
+		return nil, fmt.Errorf("create database %s: %w", db, err)
+	}
+	ledger := `CREATE TABLE IF NOT EXISTS ` + db + `.schema_migrations (
+    version    UInt32,
+    name       String,
+    applied_at DateTime
+) ENGINE = MergeTree ORDER BY version`
+	if err := s.conn.Exec(ctx, ledger); err != nil {
+		return nil, fmt.Errorf("create schema_migrations: %w", err)
+	}
+	applied, err := s.applied(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []MigrationStatus
+	for _, m := range Migrations {
+		if at, ok := applied[m.Version]; ok {
+			out = append(out, MigrationStatus{m.Version, m.Name, at})
+			continue
+		}
+		for _, stmt := range m.Statements {
+			if err := s.conn.Exec(ctx, strings.ReplaceAll(stmt, "{db}", db)); err != nil {
+				return out, fmt.Errorf("migration %d %s: %w", m.Version, m.Name, err)
+			}
+		}
+		now := time.Now().UTC().Truncate(time.Second)
+		if err := s.recordMigration(ctx, m, now); err != nil {
+			return out, err
+		}
+		out = append(out, MigrationStatus{m.Version, m.Name, now})
+	}
+	return out, nil
+}
+
+func (s *Store) applied(ctx context.Context) (map[uint32]time.Time, error) {
+	rows, err := s.conn.Query(ctx, "SELECT version, max(applied_at) FROM "+s.Table("schema_migrations")+" GROUP BY version")
+	if err != nil {
+		return nil, fmt.Errorf("read schema_migrations: %w", err)
+	}
+	defer rows.Close()
+	out := make(map[uint32]time.Time)
+	for rows.Next() {
+		var v uint32
+		var at time.Time
+		if err := rows.Scan(&v, &at); err != nil {
+			return nil, fmt.Errorf("read schema_migrations: %w", err)
+		}
+		out[v] = at
+	}
+	return out, rows.Err()
+}
+
+func (s *Store) recordMigration(ctx context.Context, m Migration, at time.Time) error {
+	batch, err := s.conn.PrepareBatch(ctx, "INSERT INTO "+s.Table("schema_migrations")+" (version, name, applied_at)")
+	if err != nil {
+		return fmt.Errorf("record migration %d: %w", m.Version, err)
+	}
+	if err := batch.Append(m.Version, m.Name, at); err != nil {
+		_ = batch.Abort()
+		return fmt.Errorf("record migration %d: %w", m.Version, err)
+	}
+	if err := batch.Send(); err != nil {
+		return fmt.Errorf("record migration %d: %w", m.Version, err)
+	}
+	return nil
+}

@@ -1,0 +1,141 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+)
+
+// Config says how to reach ClickHouse.
+type Config struct {
+	// Addr lists native-protocol addresses. Default ["127.0.0.1:9000"].
+	Addr []string `mapstructure:"addr"`
+	// Database holds the tables. Default "tenantguard".
+	Database string `mapstructure:"database"`
+	// Username defaults to "default"; Password to empty.
+	Username string `mapstructure:"username"`
+	Password string `mapstructure:"password"`
+	// DialTimeout bounds connecting. Default 5s.
+	DialTimeout time.Duration `mapstructure:"dial_timeout"`
+	// ReadTimeout bounds one query's reads. Default 5m.
+	ReadTimeout time.Duration `mapstructure:"read_timeout"`
+	// MaxOpenConns caps the pool. Default 10.
+	MaxOpenConns int `mapstructure:"max_open_conns"`
+	// Migrate applies the schema at start. Default true.
+	Migrate bool `mapstructure:"migrate"`
+	// RetentionDays drops event partitions older than this; 0 keeps all. Default 0.
+	RetentionDays int `mapstructure:"retention_days"`
+}
+
+// DefaultConfig returns the defaults documented on Config.
+func DefaultConfig() Config {
+	return Config{
+		Addr:         []string{"127.0.0.1:9000"},
+		Database:     "tenantguard",
+		Username:     "default",
+		DialTimeout:  5 * time.Second,
+		ReadTimeout:  5 * time.Minute,
+		MaxOpenConns: 10,
+		Migrate:      true,
+	}
+}
+
+var identRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,63}$`)
+
+// ValidIdent reports whether s is safe to splice into SQL as an identifier.
+func ValidIdent(s string) bool { return identRE.MatchString(s) }
+
+// Validate names every bad field.
+func (c Config) Validate() error {
+	var errs []error
+	if len(c.Addr) == 0 {
+		errs = append(errs, errors.New("clickhouse.addr: must not be empty"))
+	}
+	for _, a := range c.Addr {
+		if !strings.Contains(a, ":") {
+			errs = append(errs, fmt.Errorf("clickhouse.addr: %q must be host:port", a))
+		}
+	}
+	if !ValidIdent(c.Database) {
+		errs = append(errs, fmt.Errorf("clickhouse.database: %q must match %s", c.Database, identRE))
+	}
+	if c.DialTimeout <= 0 {
+		errs = append(errs, errors.New("clickhouse.dial_timeout: must be > 0"))
+	}
+	if c.ReadTimeout <= 0 {
+		errs = append(errs, errors.New("clickhouse.read_timeout: must be > 0"))
+	}
+	if c.MaxOpenConns <= 0 {
+		errs = append(errs, errors.New("clickhouse.max_open_conns: must be > 0"))
+	}
+	if c.RetentionDays < 0 {
+		errs = append(errs, errors.New("clickhouse.retention_days: must be >= 0"))
+	}
+	return errors.Join(errs...)
+}
+
+// Store is a ClickHouse connection pool bound to one database.
+type Store struct {
+	cfg       Config
+	conn      driver.Conn
+	closeOnce sync.Once
+}
+
+// Open connects to ClickHouse. It does not create anything; call Migrate.
+func Open(ctx context.Context, cfg Config) (*Store, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	conn, err := clickhouse.Open(&clickhouse.Options{
+		Addr:         cfg.Addr,
+		Protocol:     clickhouse.Native,
+		Auth:         clickhouse.Auth{Database: "default", Username: cfg.Username, Password: cfg.Password},
+		DialTimeout:  cfg.DialTimeout,
+		ReadTimeout:  cfg.ReadTimeout,
+		MaxOpenConns: cfg.MaxOpenConns,
+		MaxIdleConns: cfg.MaxOpenConns,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open clickhouse %v: %w", cfg.Addr, err)
+	}
+	return &Store{cfg: cfg, conn: conn}, nil
+}
+
+// Conn returns the pooled connection. Table names must be qualified with
+// Database(), since the connection's default database is "default".
+func (s *Store) Conn() driver.Conn { return s.conn }
+
+// Database returns the validated database name.
+func (s *Store) Database() string { return s.cfg.Database }
+
+// Table returns db.name for a table of this store.
+func (s *Store) Table(name string) string { return s.cfg.Database + "." + name }
+
+// Ping checks that ClickHouse answers.
+func (s *Store) Ping(ctx context.Context) error { return s.conn.Ping(ctx) }
+
+// Close closes the pool; it is safe to call twice.
+func (s *Store) Close() error {
+	var err error
+	s.closeOnce.Do(func() { err = s.conn.Close() })
+	return err
+}
+
+// ServerVersion returns the server's version as major, minor.
+func (s *Store) ServerVersion(ctx context.Context) (major, minor int, err error) {
+	var v string
+	if err := s.conn.QueryRow(ctx, "SELECT version()").Scan(&v); err != nil {
+		return 0, 0, fmt.Errorf("server version: %w", err)
+	}
+	if _, err := fmt.Sscanf(v, "%d.%d", &major, &minor); err != nil {
+		return 0, 0, fmt.Errorf("parse server version %q: %w", v, err)
+	}
+	return major, minor, nil
+}

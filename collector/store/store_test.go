@@ -1,0 +1,159 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shopspring/decimal"
+
+	"github.com/tenantguard/tenantguard/collector/event"
+	"github.com/tenantguard/tenantguard/internal/testenv"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+// openTest returns a migrated store on a fresh database of the shared server.
+func openTest(t *testing.T) *Store {
+	t.Helper()
+	srv, db := testenv.ClickHouse(t)
+	cfg := DefaultConfig()
+	cfg.Addr, cfg.Database = []string{srv.Addr}, db
+	st, err := Open(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	if _, err := st.Migrate(context.Background()); err != nil {
+		t.Fatalf("migrate: %v", err)
+	}
+	return st
+}
+
+func row(tenant, id string, at time.Time, cost string) Row {
+	return Row{
+		Event: &event.Event{ID: id, TenantID: tenant, Kind: "api_request", Time: at, Quantity: 1,
+			LatencyMs: 20, StatusCode: 200, Attrs: map[string]string{"model": "m"}},
+		Plan: "pro", UnitPrice: decimal.RequireFromString(cost), Cost: decimal.RequireFromString(cost), PriceVersion: "v1",
+	}
+}
+
+func TestMigrateIsIdempotent(t *testing.T) {
+	st := openTest(t)
+	got, err := st.Migrate(context.Background())
+	if err != nil {
+		t.Fatalf("second migrate: %v", err)
+	}
+	if len(got) != len(Migrations) {
+		t.Fatalf("got %d migrations, want %d", len(got), len(Migrations))
+	}
+	var n uint64
+	if err := st.Conn().QueryRow(context.Background(), "SELECT count() FROM "+st.Table("schema_migrations")).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != uint64(len(Migrations)) {
+		t.Fatalf("ledger has %d rows after two runs, want %d", n, len(Migrations))
+	}
+}
+
+func TestInsertRollupAndExistingIDs(t *testing.T) {
+	st := openTest(t)
+	ctx := context.Background()
+	at := time.Now().UTC().Truncate(time.Minute).Add(-2 * time.Minute).Add(123 * time.Millisecond)
+	var rows []Row
+	for i := 0; i < 10; i++ {
+		rows = append(rows, row("acme", fmt.Sprintf("e%d", i), at, "0.000000001"))
+	}
+	rows = append(rows, row("globex", "e0", at, "1.5"))
+	if err := st.InsertEvents(ctx, rows, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	var count uint64
+	var cost decimal.Decimal
+	var p95 []float32
+	err := st.Conn().QueryRow(ctx, "SELECT sum(count), sum(cost), quantilesTDigestMerge(0.5, 0.95, 0.99)(latency) FROM "+
+		st.Table("usage_1m")+" WHERE tenant_id = ?", "acme").Scan(&count, &cost, &p95)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if count != 10 || !cost.Equal(decimal.RequireFromString("0.00000001")) {
+		t.Fatalf("usage_1m got count %d cost %s, want 10 and 0.00000001", count, cost)
+	}
+	if len(p95) != 3 || p95[1] != 20 {
+		t.Fatalf("usage_1m latency quantiles %v, want p95 20", p95)
+	}
+	var ms uint16
+	if err := st.Conn().QueryRow(ctx, "SELECT time_ms FROM "+st.Table("events")+" WHERE id = 'e1'").Scan(&ms); err != nil {
+		t.Fatal(err)
+	}
+	if ms != 123 {
+		t.Fatalf("time_ms %d, want 123", ms)
+	}
+	found, err := st.ExistingIDs(ctx, []EventKey{
+		{"acme", "e3", at}, {"acme", "missing", at}, {"globex", "e0", at}, {"globex", "e1", at},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]bool{"acme\x00e3": true, "globex\x00e0": true}
+	if len(found) != len(want) {
+		t.Fatalf("got %v, want %v", found, want)
+	}
+	for k := range want {
+		if _, ok := found[k]; !ok {
+			t.Fatalf("missing %q in %v", k, found)
+		}
+	}
+}
+
+func TestRetentionAndTenantDelete(t *testing.T) {
+	st := openTest(t)
+	ctx := context.Background()
+	now := time.Now().UTC()
+	old := now.AddDate(0, 0, -10)
+	if err := st.InsertEvents(ctx, []Row{row("a", "1", old, "1"), row("a", "2", now, "1"), row("b", "3", now, "1")}, now); err != nil {
+		t.Fatal(err)
+	}
+	dropped, err := st.DropPartitionsBefore(ctx, now.AddDate(0, 0, -7))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(dropped) != 1 || dropped[0] != old.Format("20060102") {
+		t.Fatalf("dropped %v, want [%s]", dropped, old.Format("20060102"))
+	}
+	if err := st.DeleteTenant(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.DeleteTenant(ctx, "a' OR 1=1 --"); err == nil {
+		t.Fatal("DeleteTenant accepted an injection string")
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var n uint64
+		if err := st.Conn().QueryRow(ctx, "SELECT count() FROM "+st.Table("events")).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n == 1 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("events has %d rows after retention and delete, want 1", n)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func TestConfigValidateNamesFields(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Database = "x; DROP"
+	cfg.Addr = nil
+	cfg.MaxOpenConns = 0
+	err := cfg.Validate()
+	for _, want := range []string{"clickhouse.database", "clickhouse.addr", "clickhouse.max_open_conns"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("error %v does not name %s", err, want)
+		}
+	}
+}
