@@ -1,0 +1,90 @@
+package billing
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/shopspring/decimal"
+
+	"github.com/tenantguard/tenantguard/collector/event"
+	"github.com/tenantguard/tenantguard/collector/store"
+	"github.com/tenantguard/tenantguard/internal/testenv"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+// openStore returns a migrated store on a fresh database of the shared server.
+func openStore(t testing.TB) *store.Store {
+	t.Helper()
+	srv, db := testenv.ClickHouse(t)
+	cfg := store.DefaultConfig()
+	cfg.Addr, cfg.Database = []string{srv.Addr}, db
+	st, err := store.Open(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	if _, err := st.Migrate(context.Background()); err != nil {
+		t.Fatalf("migrate: %v", err)
+	}
+	return st
+}
+
+func newExporter(t testing.TB, st *store.Store) *Exporter {
+	t.Helper()
+	x, err := New(DefaultConfig(), st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return x
+}
+
+// insert writes rows in chunks through the store's batch insert.
+func insert(t testing.TB, st *store.Store, rows []store.Row) {
+	t.Helper()
+	const chunk = 100000
+	for i := 0; i < len(rows); i += chunk {
+		if err := st.InsertEvents(context.Background(), rows[i:min(i+chunk, len(rows))], time.Now()); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// price is an awkward price book: sub-cent prices with nine decimals.
+var price = map[string][]string{
+	event.KindAITokens:   {"0.000123456", "0.000098765"}, // a price change mid-range
+	event.KindAPIRequest: {"0.000033333"},
+	event.KindDBQuery:    {"0.000001001"},
+	event.KindJobRun:     {"0.017777777"},
+}
+
+var kinds = []string{event.KindAITokens, event.KindAPIRequest, event.KindDBQuery, event.KindJobRun}
+
+// genRows makes n priced events over tenants tenants spread across [from, to).
+func genRows(n, tenants int, from, to time.Time, seed uint64) []store.Row {
+	r := rand.New(rand.NewPCG(seed, seed+1))
+	span := to.Sub(from).Milliseconds()
+	rows := make([]store.Row, n)
+	for i := range rows {
+		kind := kinds[r.IntN(len(kinds))]
+		prices := price[kind]
+		pi := r.IntN(len(prices))
+		unit := decimal.RequireFromString(prices[pi])
+		qty := 1.0
+		if kind == event.KindAITokens {
+			qty = float64(1 + r.IntN(5000))
+		}
+		e := &event.Event{
+			ID: fmt.Sprintf("e%08d", i), TenantID: fmt.Sprintf("tenant-%04d", r.IntN(tenants)), Kind: kind,
+			Time:     from.Add(time.Duration(r.Int64N(span)) * time.Millisecond),
+			Quantity: qty, Service: "svc", Route: "GET /v1/x", UserID: "u1",
+			LatencyMs: float64(r.IntN(500)), StatusCode: 200, Attrs: map[string]string{"model": "m"},
+		}
+		rows[i] = store.Row{Event: e, Plan: "pro", UnitPrice: unit,
+			Cost: unit.Mul(decimal.NewFromFloat(qty)), PriceVersion: fmt.Sprintf("v%d", pi+1)}
+	}
+	return rows
+}
