@@ -1,0 +1,260 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"reflect"
+	"strings"
+	"time"
+
+	"github.com/go-viper/mapstructure/v2"
+	"github.com/nats-io/nats.go"
+	"github.com/spf13/cobra"
+	"github.com/spf13/viper"
+
+	"github.com/tenantguard/tenantguard/collector"
+	"github.com/tenantguard/tenantguard/collector/event"
+	"github.com/tenantguard/tenantguard/collector/pricing"
+	"github.com/tenantguard/tenantguard/collector/store"
+)
+
+// Config is the whole configuration; each section belongs to one stage.
+type Config struct {
+	NATS       NATSConfig       `mapstructure:"nats"`
+	ClickHouse store.Config     `mapstructure:"clickhouse"`
+	Metrics    MetricsConfig    `mapstructure:"metrics"`
+	API        APIConfig        `mapstructure:"api"`
+	Collector  collector.Config `mapstructure:"collector"`
+	Pricing    pricing.Config   `mapstructure:"pricing"`
+	Anomaly    AnomalyConfig    `mapstructure:"anomaly"`
+	Exporter   ExporterConfig   `mapstructure:"exporter"`
+	PGStat     PGStatConfig     `mapstructure:"pgstat"`
+	Log        LogConfig        `mapstructure:"log"`
+}
+
+// NATSConfig says how to reach NATS.
+type NATSConfig struct {
+	// URL lists servers, comma-separated. Default nats://127.0.0.1:4222.
+	URL string `mapstructure:"url"`
+	// CredsFile is a NATS .creds file. Default none.
+	CredsFile string `mapstructure:"creds_file"`
+	// TLS client settings. Default none.
+	TLS struct {
+		CAFile   string `mapstructure:"ca_file"`
+		CertFile string `mapstructure:"cert_file"`
+		KeyFile  string `mapstructure:"key_file"`
+	} `mapstructure:"tls"`
+	// Name identifies this client to the server. Default "tenantguard".
+	Name string `mapstructure:"name"`
+}
+
+// MetricsConfig is the Prometheus listener.
+type MetricsConfig struct {
+	// Listen serves /metrics. Default ":9464".
+	Listen string `mapstructure:"listen"`
+}
+
+// APIConfig is the HTTP API listener.
+type APIConfig struct {
+	// Listen serves /api/v1, /healthz and /readyz. Default ":8080".
+	Listen string `mapstructure:"listen"`
+}
+
+// AnomalyConfig switches the anomaly stage.
+type AnomalyConfig struct {
+	// Enabled runs the stage in `tenantguard run`. Default true.
+	Enabled bool `mapstructure:"enabled"`
+}
+
+// ExporterConfig switches the exporter stage.
+type ExporterConfig struct {
+	// Enabled runs the stage in `tenantguard run`. Default true.
+	Enabled bool `mapstructure:"enabled"`
+	// MaxTenantSeries is how many top tenants get their own tenant label. Default 500.
+	MaxTenantSeries int `mapstructure:"max_tenant_series"`
+}
+
+// PGStatConfig switches the Postgres audit stage.
+type PGStatConfig struct {
+	// Enabled runs the stage in `tenantguard run`. Default false.
+	Enabled bool `mapstructure:"enabled"`
+	// DSNs are the Postgres databases to audit. Default none.
+	DSNs []string `mapstructure:"dsns"`
+}
+
+// LogConfig sets logging.
+type LogConfig struct {
+	// Level is debug, info, warn or error. Default info.
+	Level string `mapstructure:"level"`
+}
+
+// DefaultConfig returns every default.
+func DefaultConfig() Config {
+	c := Config{
+		NATS:       NATSConfig{URL: "nats://127.0.0.1:4222", Name: "tenantguard"},
+		ClickHouse: store.DefaultConfig(),
+		Metrics:    MetricsConfig{Listen: ":9464"},
+		API:        APIConfig{Listen: ":8080"},
+		Collector:  collector.DefaultConfig(),
+		Pricing:    pricing.DefaultConfig(),
+		Anomaly:    AnomalyConfig{Enabled: true},
+		Exporter:   ExporterConfig{Enabled: true, MaxTenantSeries: 500},
+		PGStat:     PGStatConfig{},
+		Log:        LogConfig{Level: "info"},
+	}
+	return c
+}
+
+// Validate checks every section and names every bad field.
+func (c Config) Validate() error {
+	var errs []error
+	if strings.TrimSpace(c.NATS.URL) == "" {
+		errs = append(errs, errors.New("nats.url: must not be empty"))
+	}
+	for _, l := range []struct{ key, val string }{{"metrics.listen", c.Metrics.Listen}, {"api.listen", c.API.Listen}} {
+		if !strings.Contains(l.val, ":") {
+			errs = append(errs, fmt.Errorf("%s: %q must be [host]:port", l.key, l.val))
+		}
+	}
+	errs = append(errs, c.ClickHouse.Validate(), c.Collector.Validate())
+	kinds, err := event.NewValidator(event.Rules{CustomKinds: c.Collector.CustomKinds})
+	if err == nil {
+		errs = append(errs, c.Pricing.Validate(kinds.KnownKind))
+	}
+	if c.Exporter.MaxTenantSeries < 1 || c.Exporter.MaxTenantSeries > 100000 {
+		errs = append(errs, errors.New("exporter.max_tenant_series: must be 1 to 100000"))
+	}
+	if c.PGStat.Enabled && len(c.PGStat.DSNs) == 0 {
+		errs = append(errs, errors.New("pgstat.dsns: must list at least one DSN when pgstat.enabled"))
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Errorf("log.level: %q must be debug, info, warn or error", c.Log.Level))
+	}
+	return errors.Join(errs...)
+}
+
+// load reads the config file, then TENANTGUARD_* variables, then flags.
+func (a *app) load(cmd *cobra.Command) error {
+	v := a.v
+	setDefaults(v, "", reflect.ValueOf(DefaultConfig()))
+	v.SetEnvPrefix("TENANTGUARD")
+	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
+	v.AutomaticEnv()
+	switch {
+	case a.cfgFile != "":
+		v.SetConfigFile(a.cfgFile)
+	default:
+		for _, p := range []string{"tenantguard.yaml", "/etc/tenantguard/tenantguard.yaml"} {
+			if _, err := os.Stat(p); err == nil {
+				v.SetConfigFile(p)
+				break
+			}
+		}
+	}
+	if v.ConfigFileUsed() != "" {
+		v.SetConfigType("yaml")
+		if err := v.ReadInConfig(); err != nil {
+			return fmt.Errorf("read config %s: %w", v.ConfigFileUsed(), err)
+		}
+	}
+	for flag, key := range map[string]string{"nats-url": "nats.url", "clickhouse-addr": "clickhouse.addr", "log-level": "log.level"} {
+		if f := cmd.Flags().Lookup(flag); f != nil && f.Changed {
+			v.Set(key, f.Value.String())
+		}
+	}
+	var cfg Config
+	err := v.Unmarshal(&cfg, func(dc *mapstructure.DecoderConfig) {
+		dc.ErrorUnused = true
+		dc.DecodeHook = mapstructure.ComposeDecodeHookFunc(
+			mapstructure.StringToTimeDurationHookFunc(),
+			mapstructure.StringToSliceHookFunc(","),
+		)
+	})
+	if err != nil {
+		return fmt.Errorf("config %s: %w", orDefault(v.ConfigFileUsed(), "(defaults and environment)"), err)
+	}
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("invalid config:\n%w", err)
+	}
+	a.cfg = cfg
+	a.log = a.logger(cfg.Log.Level)
+	return nil
+}
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+// setDefaults registers every leaf of def under its mapstructure key, so
+// viper knows every key and TENANTGUARD_* variables reach all of them.
+func setDefaults(v *viper.Viper, prefix string, def reflect.Value) {
+	t := def.Type()
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		tag := strings.Split(f.Tag.Get("mapstructure"), ",")[0]
+		if tag == "" || tag == "-" {
+			continue
+		}
+		key := tag
+		if prefix != "" {
+			key = prefix + "." + tag
+		}
+		fv := def.Field(i)
+		if fv.Kind() == reflect.Struct && fv.Type() != reflect.TypeOf(time.Time{}) {
+			setDefaults(v, key, fv)
+			continue
+		}
+		v.SetDefault(key, fv.Interface())
+	}
+}
+
+// connectNATS dials the configured servers and reconnects forever.
+func (a *app) connectNATS(name string) (*nats.Conn, error) {
+	c := a.cfg.NATS
+	opts := []nats.Option{
+		nats.Name(c.Name + "-" + name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+		nats.RetryOnFailedConnect(true),
+		nats.ReconnectBufSize(64 << 20),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				a.log.Warn("nats disconnected", "component", name, "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) { a.log.Info("nats reconnected", "component", name, "url", nc.ConnectedUrlRedacted()) }),
+	}
+	if c.CredsFile != "" {
+		opts = append(opts, nats.UserCredentials(c.CredsFile))
+	}
+	if c.TLS.CAFile != "" {
+		opts = append(opts, nats.RootCAs(c.TLS.CAFile))
+	}
+	if c.TLS.CertFile != "" {
+		opts = append(opts, nats.ClientCert(c.TLS.CertFile, c.TLS.KeyFile))
+	}
+	nc, err := nats.Connect(c.URL, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("connect nats: %w", err)
+	}
+	return nc, nil
+}
+
+func newConfigCmd(a *app) *cobra.Command {
+	cmd := &cobra.Command{Use: "config", Short: "Check the configuration"}
+	cmd.AddCommand(&cobra.Command{
+		Use:   "validate",
+		Short: "Load the config (file, environment, flags) and report every bad field",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			fmt.Fprintf(a.stdout, "config OK (%s)\n", orDefault(a.v.ConfigFileUsed(), "defaults and environment"))
+			return nil
+		},
+	})
+	return cmd
+}

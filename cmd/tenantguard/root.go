@@ -1,0 +1,61 @@
+package main
+
+import (
+	"io"
+	"log/slog"
+	"os"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/viper"
+)
+
+// app is the state one invocation shares between commands.
+type app struct {
+	v       *viper.Viper
+	cfgFile string
+	cfg     Config
+	log     *slog.Logger
+	stdout  io.Writer
+	stderr  io.Writer
+}
+
+func newApp(stdout, stderr io.Writer) *app {
+	return &app{v: viper.New(), stdout: stdout, stderr: stderr}
+}
+
+func (a *app) root() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "tenantguard",
+		Short:         "Per-tenant metering, observability and noisy-neighbour guard",
+		Long:          "tenantguard meters usage per tenant from NATS JetStream into ClickHouse, shows it as\nPrometheus metrics, bills it, guards shared services from noisy tenants, and audits Postgres\nfor queries that cross tenants.",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			if err := a.load(cmd); err != nil {
+				return &exitError{code: 2, err: err}
+			}
+			return nil
+		},
+	}
+	root.PersistentFlags().StringVar(&a.cfgFile, "config", "", "config file (default ./tenantguard.yaml, then /etc/tenantguard/tenantguard.yaml)")
+	root.PersistentFlags().String("log-level", "info", "log level: debug, info, warn or error")
+	root.PersistentFlags().String("nats-url", "", "NATS server(s), comma-separated (config nats.url)")
+	root.PersistentFlags().String("clickhouse-addr", "", "ClickHouse native address(es), comma-separated (config clickhouse.addr)")
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &exitError{code: 2, err: err} })
+	root.AddCommand(
+		newRunCmd(a),
+		newMigrateCmd(a),
+		newDevCmd(a),
+		newLoadgenCmd(a),
+		newConfigCmd(a),
+	)
+	return root
+}
+
+func (a *app) logger(level string) *slog.Logger {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		l = slog.LevelInfo
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
+}

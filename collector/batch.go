@@ -1,0 +1,222 @@
+package collector
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tenantguard/tenantguard/collector/event"
+	"github.com/tenantguard/tenantguard/collector/pricing"
+	"github.com/tenantguard/tenantguard/collector/store"
+)
+
+// batch is the unit of work: every message in it is acked together, after
+// its valid events are stored and its invalid ones dead-lettered.
+type batch struct {
+	msgs     []jetstream.Msg
+	events   []event.Event // backing store for rows; never grows past cap
+	rows     []store.Row
+	costs    []float64
+	redeliv  []int // indexes into rows of redelivered messages
+	dlq      []dlqItem
+	seen     map[string]struct{}
+	newest   time.Time
+	duplicat int
+}
+
+type dlqItem struct {
+	msg  jetstream.Msg
+	verr *event.ValidationError
+}
+
+func newBatch(n int) *batch {
+	return &batch{
+		msgs:   make([]jetstream.Msg, 0, n),
+		events: make([]event.Event, 0, n),
+		rows:   make([]store.Row, 0, n),
+		costs:  make([]float64, 0, n),
+		seen:   make(map[string]struct{}, n),
+	}
+}
+
+func (b *batch) reset() {
+	clear(b.msgs)
+	b.msgs = b.msgs[:0]
+	b.events = b.events[:0]
+	clear(b.rows)
+	b.rows = b.rows[:0]
+	b.costs = b.costs[:0]
+	b.redeliv = b.redeliv[:0]
+	b.dlq = b.dlq[:0]
+	clear(b.seen)
+	b.newest = time.Time{}
+	b.duplicat = 0
+}
+
+// add decodes, validates and prices one message into the batch.
+func (c *Collector) add(b *batch, msg jetstream.Msg) {
+	b.msgs = append(b.msgs, msg)
+	b.events = append(b.events, event.Event{})
+	e := &b.events[len(b.events)-1]
+	if verr := c.validator.Parse(msg.Data(), msg.Subject(), e); verr != nil {
+		b.events = b.events[:len(b.events)-1]
+		b.dlq = append(b.dlq, dlqItem{msg, verr})
+		return
+	}
+	key := e.TenantID + "\x00" + e.ID
+	if _, dup := b.seen[key]; dup {
+		// The same id twice in one batch: a publisher retry outside the
+		// duplicate window. Store it once.
+		b.events = b.events[:len(b.events)-1]
+		b.duplicat++
+		return
+	}
+	b.seen[key] = struct{}{}
+	plan, unit := c.pricer.Price(e.TenantID, e.Kind)
+	cost := pricing.Cost(e.Quantity, unit)
+	if md, err := msg.Metadata(); err == nil && md.NumDelivered > 1 {
+		b.redeliv = append(b.redeliv, len(b.rows))
+		c.m.redelivered.Inc()
+	}
+	b.rows = append(b.rows, store.Row{Event: e, Plan: plan, UnitPrice: unit, Cost: cost, PriceVersion: c.pricer.Version()})
+	b.costs = append(b.costs, cost.InexactFloat64())
+	if e.Time.After(b.newest) {
+		b.newest = e.Time
+	}
+}
+
+// flush dead-letters, de-duplicates, stores and acks the batch. It retries
+// until it succeeds or ctx ends; on ctx end nothing is acked.
+func (c *Collector) flush(ctx context.Context, b *batch) error {
+	if len(b.msgs) == 0 {
+		return nil
+	}
+	if len(b.dlq) > 0 {
+		if err := c.retry(ctx, "dead-letter", b, func() error { return c.deadLetter(ctx, b.dlq) }); err != nil {
+			return err
+		}
+		for _, d := range b.dlq {
+			c.m.dlq.WithLabelValues(string(d.verr.Reason)).Inc()
+		}
+		c.m.events.WithLabelValues("dlq").Add(float64(len(b.dlq)))
+	}
+	rows, costs := b.rows, b.costs
+	if len(b.redeliv) > 0 {
+		var err error
+		if err = c.retry(ctx, "redelivery check", b, func() error {
+			rows, costs, err = c.dropStored(ctx, b)
+			return err
+		}); err != nil {
+			return err
+		}
+	}
+	if len(rows) > 0 {
+		start := time.Now()
+		if err := c.retry(ctx, "insert", b, func() error { return c.store.InsertEvents(ctx, rows, start) }); err != nil {
+			return err
+		}
+		c.m.insertDur.Observe(time.Since(start).Seconds())
+		c.m.batchRows.Observe(float64(len(rows)))
+		c.m.lag.Set(time.Since(b.newest).Seconds())
+		for i := range rows {
+			for _, o := range c.observers {
+				o.Observe(rows[i].Event, costs[i])
+			}
+		}
+	}
+	c.m.events.WithLabelValues("stored").Add(float64(len(rows)))
+	c.m.events.WithLabelValues("duplicate").Add(float64(len(b.rows) - len(rows) + b.duplicat))
+	for _, m := range b.msgs {
+		// A failed ack means redelivery, which the ClickHouse check absorbs.
+		_ = m.Ack()
+	}
+	return nil
+}
+
+// dropStored removes redelivered rows that a previous run already stored.
+func (c *Collector) dropStored(ctx context.Context, b *batch) ([]store.Row, []float64, error) {
+	keys := make([]store.EventKey, len(b.redeliv))
+	for i, idx := range b.redeliv {
+		e := b.rows[idx].Event
+		keys[i] = store.EventKey{TenantID: e.TenantID, ID: e.ID, Time: e.Time}
+	}
+	found, err := c.store.ExistingIDs(ctx, keys)
+	if err != nil || len(found) == 0 {
+		return b.rows, b.costs, err
+	}
+	rows := make([]store.Row, 0, len(b.rows))
+	costs := make([]float64, 0, len(b.rows))
+	for i, r := range b.rows {
+		if _, stored := found[r.Event.TenantID+"\x00"+r.Event.ID]; !stored {
+			rows = append(rows, r)
+			costs = append(costs, b.costs[i])
+		}
+	}
+	c.log.Info("skipped redelivered events already stored", "count", len(b.rows)-len(rows))
+	return rows, costs, nil
+}
+
+// deadLetter publishes invalid messages to the DLQ stream and waits for
+// JetStream to confirm every one.
+func (c *Collector) deadLetter(ctx context.Context, items []dlqItem) error {
+	futures := make([]jetstream.PubAckFuture, 0, len(items))
+	for _, d := range items {
+		f, err := c.js.PublishMsgAsync(dlqMessage(d.msg, d.verr))
+		if err != nil {
+			return fmt.Errorf("publish to %s: %w", event.DLQStream, err)
+		}
+		futures = append(futures, f)
+	}
+	for _, f := range futures {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			return fmt.Errorf("publish to %s: %w", event.DLQStream, err)
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(10 * time.Second):
+			return fmt.Errorf("publish to %s: no ack after 10s", event.DLQStream)
+		}
+	}
+	return nil
+}
+
+// retry runs fn until it succeeds, backing off between failures and telling
+// JetStream the batch is still in progress so it is not redelivered.
+func (c *Collector) retry(ctx context.Context, what string, b *batch, fn func() error) error {
+	wait := c.cfg.RetryMin
+	lastTouch := time.Now()
+	for attempt := 1; ; attempt++ {
+		err := fn()
+		if err == nil {
+			if attempt > 1 {
+				c.log.Info(what+" recovered", "count", len(b.msgs), "attempts", attempt)
+			}
+			c.healthy.Store(true)
+			c.m.healthy.Set(1)
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		c.healthy.Store(false)
+		c.m.healthy.Set(0)
+		c.m.insertErrors.Inc()
+		c.log.Warn(what+" failed; retrying", "err", err, "count", len(b.msgs), "attempt", attempt, "backoff", wait)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait + rand.N(wait/4+1)):
+		}
+		wait = min(wait*2, c.cfg.RetryMax)
+		if time.Since(lastTouch) > c.cfg.AckWait/3 {
+			for _, m := range b.msgs {
+				_ = m.InProgress()
+			}
+			lastTouch = time.Now()
+		}
+	}
+}

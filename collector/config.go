@@ -1,0 +1,96 @@
+package collector
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/tenantguard/tenantguard/collector/event"
+)
+
+// Config tunes the collector.
+type Config struct {
+	// Enabled runs the stage in `tenantguard run`. Default true.
+	Enabled bool `mapstructure:"enabled"`
+	// Durable is the JetStream consumer name shared by replicas. Default "tenantguard-collector".
+	Durable string `mapstructure:"durable"`
+	// BatchMaxRows flushes a batch at this many events. Default 10000.
+	BatchMaxRows int `mapstructure:"batch_max_rows"`
+	// BatchMaxWait flushes a non-empty batch after this long. Default 500ms.
+	BatchMaxWait time.Duration `mapstructure:"batch_max_wait"`
+	// AckWait is how long JetStream waits for an ack before redelivering. Default 30s.
+	AckWait time.Duration `mapstructure:"ack_wait"`
+	// MaxAckPending caps unacked messages in flight; it must exceed BatchMaxRows. Default 40000.
+	MaxAckPending int `mapstructure:"max_ack_pending"`
+	// RetryMin and RetryMax bound the backoff while ClickHouse is down. Defaults 200ms and 10s.
+	RetryMin time.Duration `mapstructure:"retry_min"`
+	RetryMax time.Duration `mapstructure:"retry_max"`
+	// Lateness is how old an event may be. Default 168h (7 days).
+	Lateness time.Duration `mapstructure:"lateness"`
+	// CustomKinds are accepted besides the built-in kinds. Default none.
+	CustomKinds []string `mapstructure:"custom_kinds"`
+	// Stream configures TENANTGUARD_USAGE and TENANTGUARD_DLQ.
+	Stream StreamConfig `mapstructure:"stream"`
+}
+
+// StreamConfig sets the limits of the streams the collector creates.
+type StreamConfig struct {
+	// DuplicateWindow is JetStream's Nats-Msg-Id dedup window. Default 2m.
+	DuplicateWindow time.Duration `mapstructure:"duplicate_window"`
+	// MaxAge drops stored messages older than this; 0 keeps them. Default 72h.
+	MaxAge time.Duration `mapstructure:"max_age"`
+	// MaxBytes caps the usage stream's size; -1 is unlimited. Default -1.
+	MaxBytes int64 `mapstructure:"max_bytes"`
+	// Replicas of each stream in a NATS cluster. Default 1.
+	Replicas int `mapstructure:"replicas"`
+	// DLQMaxAge keeps dead letters this long. Default 720h (30 days).
+	DLQMaxAge time.Duration `mapstructure:"dlq_max_age"`
+}
+
+// DefaultConfig returns the defaults documented on Config.
+func DefaultConfig() Config {
+	return Config{
+		Enabled:       true,
+		Durable:       "tenantguard-collector",
+		BatchMaxRows:  10000,
+		BatchMaxWait:  500 * time.Millisecond,
+		AckWait:       30 * time.Second,
+		MaxAckPending: 40000,
+		RetryMin:      200 * time.Millisecond,
+		RetryMax:      10 * time.Second,
+		Lateness:      event.DefaultLateness,
+		Stream: StreamConfig{
+			DuplicateWindow: 2 * time.Minute,
+			MaxAge:          72 * time.Hour,
+			MaxBytes:        -1,
+			Replicas:        1,
+			DLQMaxAge:       30 * 24 * time.Hour,
+		},
+	}
+}
+
+// Validate names every bad field.
+func (c Config) Validate() error {
+	var errs []error
+	check := func(ok bool, field, msg string) {
+		if !ok {
+			errs = append(errs, fmt.Errorf("collector.%s: %s", field, msg))
+		}
+	}
+	check(c.Durable != "" && event.ValidTenantID(c.Durable), "durable", "must be a name of letters, digits, '-' or '_'")
+	check(c.BatchMaxRows > 0 && c.BatchMaxRows <= 1_000_000, "batch_max_rows", "must be 1 to 1000000")
+	check(c.BatchMaxWait > 0 && c.BatchMaxWait <= time.Minute, "batch_max_wait", "must be > 0 and <= 1m")
+	check(c.AckWait >= time.Second, "ack_wait", "must be >= 1s")
+	check(c.MaxAckPending > c.BatchMaxRows, "max_ack_pending", "must be greater than batch_max_rows")
+	check(c.RetryMin > 0 && c.RetryMax >= c.RetryMin, "retry_min", "must be > 0 and <= retry_max")
+	check(c.Lateness > 0, "lateness", "must be > 0")
+	for _, k := range c.CustomKinds {
+		check(event.ValidKindName(k), "custom_kinds", fmt.Sprintf("%q must match %s", k, event.KindPattern))
+	}
+	check(c.Stream.DuplicateWindow > 0, "stream.duplicate_window", "must be > 0")
+	check(c.Stream.MaxAge >= 0 && (c.Stream.MaxAge == 0 || c.Stream.MaxAge >= c.Stream.DuplicateWindow), "stream.max_age", "must be 0 or >= duplicate_window")
+	check(c.Stream.MaxBytes == -1 || c.Stream.MaxBytes > 0, "stream.max_bytes", "must be -1 or > 0")
+	check(c.Stream.Replicas >= 1 && c.Stream.Replicas <= 5, "stream.replicas", "must be 1 to 5")
+	check(c.Stream.DLQMaxAge >= 0, "stream.dlq_max_age", "must be >= 0")
+	return errors.Join(errs...)
+}

@@ -1,0 +1,11 @@
+// Package collector is the ingest stage. It takes usage events from the
+// JetStream stream TENANTGUARD_USAGE through a durable pull consumer,
+// validates them (invalid ones go to TENANTGUARD_DLQ with a reason), prices
+// them, batches them by rows and by time, and inserts each batch into
+// ClickHouse. A message is acked only after its row is stored, so a crash or
+// a ClickHouse outage loses nothing; redelivered messages are checked
+// against ClickHouse first, so nothing is stored twice.
+//
+// Lifecycle: New, then Run (blocks until the context ends), then Close.
+// Observers see each stored event once, after its batch is inserted.
+package collector

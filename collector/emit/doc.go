@@ -1,0 +1,13 @@
+// Package emit is the SDK services use to publish usage events. Emit
+// validates and encodes an event and puts it in a bounded buffer; a sender
+// publishes from the buffer to JetStream asynchronously, with the event id
+// as Nats-Msg-Id, and keeps each event until JetStream confirms it. Events
+// that fail to publish (NATS down or restarting) are retried, and the
+// stream's duplicate window makes retries safe, so nothing accepted into the
+// buffer is lost while the process lives. When the buffer is full, Emit
+// blocks or drops according to the overflow policy; drops and errors are
+// counted in Stats and never silent.
+//
+// Lifecycle: New, Emit from any goroutine, Flush to wait for delivery,
+// Close to flush and stop. It imports nats.go and the event package only.
+package emit

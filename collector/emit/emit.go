@@ -1,0 +1,318 @@
+package emit
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tenantguard/tenantguard/collector/event"
+)
+
+// Overflow policies.
+const (
+	Block = "block" // Emit waits for room, up to its context
+	Drop  = "drop"  // Emit returns ErrBufferFull at once
+)
+
+// Errors Emit returns.
+var (
+	ErrBufferFull = errors.New("emit: buffer full, event dropped")
+	ErrClosed     = errors.New("emit: emitter closed")
+)
+
+// Config tunes an Emitter.
+type Config struct {
+	// BufferSize bounds events accepted but not yet confirmed. Default 100000.
+	BufferSize int
+	// Overflow is Block or Drop. Default Block.
+	Overflow string
+	// MaxInFlight bounds async publishes awaiting an ack. Default 4096.
+	MaxInFlight int
+	// AckTimeout is how long to wait for JetStream's ack before retrying. Default 5s.
+	AckTimeout time.Duration
+	// RetryWait is the pause before a failed event is sent again. Default 250ms.
+	RetryWait time.Duration
+	// Service fills Event.Service when empty. Default none.
+	Service string
+}
+
+// DefaultConfig returns the defaults documented on Config.
+func DefaultConfig() Config {
+	return Config{BufferSize: 100000, Overflow: Block, MaxInFlight: 4096, AckTimeout: 5 * time.Second, RetryWait: 250 * time.Millisecond}
+}
+
+// Validate names every bad field.
+func (c Config) Validate() error {
+	var errs []error
+	if c.BufferSize <= 0 {
+		errs = append(errs, errors.New("emit.buffer_size: must be > 0"))
+	}
+	if c.Overflow != Block && c.Overflow != Drop {
+		errs = append(errs, fmt.Errorf("emit.overflow: %q must be block or drop", c.Overflow))
+	}
+	if c.MaxInFlight <= 0 {
+		errs = append(errs, errors.New("emit.max_in_flight: must be > 0"))
+	}
+	if c.AckTimeout <= 0 || c.RetryWait <= 0 {
+		errs = append(errs, errors.New("emit.ack_timeout, emit.retry_wait: must be > 0"))
+	}
+	return errors.Join(errs...)
+}
+
+// Stats are the emitter's counters since New.
+type Stats struct {
+	Accepted  uint64 // events taken into the buffer
+	Published uint64 // events JetStream confirmed
+	Dropped   uint64 // events refused because the buffer was full
+	Invalid   uint64 // events refused by validation
+	Retries   uint64 // publish attempts that failed and were retried
+	Buffered  int64  // events accepted and not yet confirmed
+	LastError string // the last publish error, if any
+}
+
+type pending struct {
+	msg *nats.Msg
+}
+
+// Emitter publishes events to JetStream. It is safe for concurrent use.
+type Emitter struct {
+	cfg   Config
+	js    jetstream.JetStream
+	slots chan struct{} // one per buffered event: the buffer bound
+	queue chan *pending
+	acks  chan inflight
+	done  chan struct{}
+	wg    sync.WaitGroup
+
+	closed                                         atomic.Bool
+	accepted, published, dropped, invalid, retries atomic.Uint64
+	lastErr                                        atomic.Value
+	idPrefix                                       string
+	idSeq                                          atomic.Uint64
+	closeOnce                                      sync.Once
+}
+
+type inflight struct {
+	p *pending
+	f jetstream.PubAckFuture
+	t time.Time
+}
+
+// New starts an emitter publishing through nc.
+func New(nc *nats.Conn, cfg Config) (*Emitter, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(cfg.MaxInFlight),
+		jetstream.WithPublishAsyncTimeout(cfg.AckTimeout))
+	if err != nil {
+		return nil, fmt.Errorf("emit: jetstream: %w", err)
+	}
+	var rnd [6]byte
+	_, _ = rand.Read(rnd[:])
+	e := &Emitter{
+		cfg: cfg, js: js,
+		slots:    make(chan struct{}, cfg.BufferSize),
+		queue:    make(chan *pending, cfg.BufferSize),
+		acks:     make(chan inflight, cfg.MaxInFlight),
+		done:     make(chan struct{}),
+		idPrefix: hex.EncodeToString(rnd[:]),
+	}
+	e.wg.Add(2)
+	go e.send()
+	go e.confirm()
+	return e, nil
+}
+
+// NewID returns a unique event id: a random per-process prefix, the time and
+// a sequence number, so ids sort roughly by time.
+func (e *Emitter) NewID() string {
+	var b [16]byte
+	binary.BigEndian.PutUint64(b[:8], uint64(time.Now().UnixMilli()))
+	binary.BigEndian.PutUint64(b[8:], e.idSeq.Add(1))
+	return e.idPrefix + hex.EncodeToString(b[2:])
+}
+
+// Emit validates ev, fills id, time and service when empty, and buffers it.
+// It returns ErrBufferFull under the drop policy when the buffer is full,
+// and the context's error when blocking ran out of time.
+func (e *Emitter) Emit(ctx context.Context, ev event.Event) error {
+	if e.closed.Load() {
+		return ErrClosed
+	}
+	if ev.ID == "" {
+		ev.ID = e.NewID()
+	}
+	if ev.Time.IsZero() {
+		ev.Time = time.Now()
+	}
+	if ev.Service == "" {
+		ev.Service = e.cfg.Service
+	}
+	if err := precheck(&ev); err != nil {
+		e.invalid.Add(1)
+		return err
+	}
+	data := event.AppendJSON(make([]byte, 0, 256), &ev)
+	if len(data) > event.MaxSize {
+		e.invalid.Add(1)
+		return fmt.Errorf("emit: event is %d bytes, limit %d", len(data), event.MaxSize)
+	}
+	if err := e.acquire(ctx); err != nil {
+		return err
+	}
+	msg := nats.NewMsg(event.Subject(ev.TenantID, ev.Kind))
+	msg.Data = data
+	msg.Header.Set(event.HeaderMsgID, ev.ID)
+	e.accepted.Add(1)
+	e.queue <- &pending{msg: msg} // never blocks: queue cap equals the slot count
+	return nil
+}
+
+// precheck refuses what the collector would dead-letter for certain, so a
+// bad call fails at the caller instead of in the DLQ.
+func precheck(ev *event.Event) error {
+	switch {
+	case len(ev.ID) > event.MaxIDLen:
+		return fmt.Errorf("emit: id longer than %d bytes", event.MaxIDLen)
+	case !event.ValidTenantID(ev.TenantID):
+		return fmt.Errorf("emit: tenant_id %q must match %s", ev.TenantID, event.TenantPattern)
+	case !event.ValidKindName(ev.Kind):
+		return fmt.Errorf("emit: kind %q must match %s", ev.Kind, event.KindPattern)
+	case ev.Quantity < 0 || ev.Quantity != ev.Quantity || ev.Quantity > 1e300:
+		return errors.New("emit: quantity must be finite and >= 0")
+	case len(ev.Attrs) > event.MaxAttrs:
+		return fmt.Errorf("emit: at most %d attrs", event.MaxAttrs)
+	}
+	return nil
+}
+
+func (e *Emitter) acquire(ctx context.Context) error {
+	select {
+	case e.slots <- struct{}{}:
+		return nil
+	default:
+	}
+	if e.cfg.Overflow == Drop {
+		e.dropped.Add(1)
+		return ErrBufferFull
+	}
+	select {
+	case e.slots <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		e.dropped.Add(1)
+		return fmt.Errorf("emit: buffer full: %w", ctx.Err())
+	case <-e.done:
+		return ErrClosed
+	}
+}
+
+// send publishes queued events asynchronously.
+func (e *Emitter) send() {
+	defer e.wg.Done()
+	defer close(e.acks)
+	for {
+		select {
+		case <-e.done:
+			return
+		case p := <-e.queue:
+			for {
+				f, err := e.js.PublishMsgAsync(p.msg)
+				if err == nil {
+					e.acks <- inflight{p: p, f: f, t: time.Now()}
+					break
+				}
+				e.fail(err)
+				select {
+				case <-e.done:
+					return
+				case <-time.After(e.cfg.RetryWait):
+				}
+			}
+		}
+	}
+}
+
+// confirm waits for acks in publish order and re-queues failures.
+func (e *Emitter) confirm() {
+	defer e.wg.Done()
+	for in := range e.acks {
+		select {
+		case <-in.f.Ok():
+			e.published.Add(1)
+			<-e.slots
+		case err := <-in.f.Err():
+			e.fail(err)
+			go e.requeue(in.p)
+		}
+	}
+}
+
+// requeue sends a failed event again after RetryWait. The event keeps its
+// slot, and the queue has room for every slot, so this never blocks long.
+func (e *Emitter) requeue(p *pending) {
+	select {
+	case <-time.After(e.cfg.RetryWait):
+	case <-e.done:
+		return
+	}
+	select {
+	case e.queue <- p:
+	case <-e.done:
+	}
+}
+
+func (e *Emitter) fail(err error) {
+	e.retries.Add(1)
+	e.lastErr.Store(err.Error())
+}
+
+// Stats returns the counters.
+func (e *Emitter) Stats() Stats {
+	s := Stats{
+		Accepted: e.accepted.Load(), Published: e.published.Load(), Dropped: e.dropped.Load(),
+		Invalid: e.invalid.Load(), Retries: e.retries.Load(), Buffered: int64(len(e.slots)),
+	}
+	if v, ok := e.lastErr.Load().(string); ok {
+		s.LastError = v
+	}
+	return s
+}
+
+// Flush waits until every accepted event is confirmed, or ctx ends; then it
+// returns how many are still unconfirmed.
+func (e *Emitter) Flush(ctx context.Context) error {
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	for len(e.slots) > 0 {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("emit: flush: %d events unconfirmed: %w", len(e.slots), ctx.Err())
+		case <-t.C:
+		}
+	}
+	return nil
+}
+
+// Close stops accepting events, flushes until ctx ends and stops the sender.
+// Events still unconfirmed then are reported in the error, never hidden.
+func (e *Emitter) Close(ctx context.Context) error {
+	var err error
+	e.closeOnce.Do(func() {
+		e.closed.Store(true)
+		err = e.Flush(ctx)
+		close(e.done)
+		e.wg.Wait()
+	})
+	return err
+}
