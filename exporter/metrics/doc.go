@@ -1,0 +1,26 @@
+// Package metrics is the exporter's per-tenant Prometheus collector.
+//
+// It takes in every stored event through Observe(e, cost), the collector's
+// observer hook, and state from the daemon through setters
+// (SetActiveAnomalies, SetThrottled, SetPGFindings). It puts out, at scrape
+// time, the tenantguard_tenant_* series (events, quantity, errors, cost,
+// request latency histogram, active anomalies, throttles) and
+// tenantguard_pg_findings, through a custom prometheus.Collector registered
+// on the Registerer passed to New.
+//
+// Cardinality is bounded: only the top-K tenants by a decayed event rate
+// (Config.MaxTenantSeries, default 500) get their own tenant label; the rest
+// are summed under tenant="__overflow__". Totals are kept per tenant
+// internally, so summing any counter over tenant always equals everything
+// observed, and no series ever decreases while it exists: a tenant entering
+// the top-K starts its own series at the count it has from then on (or its
+// whole count when it was never summed into the overflow), and a tenant
+// leaving it hands its series value to the overflow in one step. That step
+// is the trade-off: rate(...{tenant="__overflow__"}) shows a one-off bump
+// when an evicted tenant's series is removed. Tenants idle for
+// Config.IdleSeriesTTL (default 1h) lose their series and their state.
+//
+// Lifecycle: New registers; Observe and the setters may be called from any
+// goroutine; Close unregisters and is idempotent. There is no Run: all
+// housekeeping (ranking, idle eviction) happens during a scrape.
+package metrics
