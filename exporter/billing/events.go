@@ -56,6 +56,10 @@ FROM %s
 WHERE tenant_id = ? AND %s
 ORDER BY time, time_ms, kind, id`
 
+// eventsBlockRows is the block size asked of ClickHouse for the events
+// export.
+const eventsBlockRows = 8192
+
 // Events writes one tenant's raw events in [From, To) to w, oldest first.
 // NDJSON lines are wire format v1 (event.AppendJSON), so they can be
 // replayed or re-ingested; CSV carries the price columns too. It returns the
@@ -67,8 +71,11 @@ func (x *Exporter) Events(ctx context.Context, w io.Writer, req EventsRequest) (
 	cond, args := timeCond(req.From, req.To)
 	args = append([]any{req.Tenant}, args...)
 	ctx = clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{
-		"max_bytes_before_external_sort": x.cfg.MaxExternalSortBytes,
-	}))
+		"max_bytes_before_external_sort": int(x.cfg.MaxExternalSortBytes),
+		// Small blocks keep the driver's read-ahead (two blocks) small: a
+		// default 65536-row block of wide events is tens of MB in Go.
+		"max_block_size": eventsBlockRows,
+	}), clickhouse.WithBlockBufferSize(2))
 	rows, err := x.db.Conn().Query(ctx, fmt.Sprintf(eventsQuery, x.table("events"), cond), args...)
 	if err != nil {
 		return 0, fmt.Errorf("events query: %w", err)

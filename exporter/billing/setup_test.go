@@ -88,3 +88,17 @@ func genRows(n, tenants int, from, to time.Time, seed uint64) []store.Row {
 	}
 	return rows
 }
+
+// insertGen generates and inserts n events chunk by chunk, so a million
+// events never sit in memory at once. Ids stay unique across chunks.
+func insertGen(t testing.TB, st *store.Store, n, tenants int, from, to time.Time, seed uint64) {
+	t.Helper()
+	const chunk = 100000
+	for done := 0; done < n; done += chunk {
+		rows := genRows(min(chunk, n-done), tenants, from, to, seed+uint64(done))
+		for _, r := range rows {
+			r.Event.ID = fmt.Sprintf("%d-%s", done, r.Event.ID)
+		}
+		insert(t, st, rows)
+	}
+}
