@@ -66,11 +66,18 @@ func (c *ClickHouse) write(ctx context.Context, alerts []anomaly.Alert) (err err
 			_ = batch.Abort() // frees the pooled connection
 		}
 	}()
-	updated := c.now().UTC()
+	now := c.now().UTC()
 	for _, a := range alerts {
 		ends := time.Unix(0, 0).UTC() // 0 while firing
-		if a.Status == anomaly.StatusResolved && !a.EndsAt.IsZero() {
-			ends = a.EndsAt.UTC()
+		updated := now
+		if a.Status == anomaly.StatusResolved {
+			if !a.EndsAt.IsZero() {
+				ends = a.EndsAt.UTC()
+			}
+			// A resolution is the last state of an episode (a new episode
+			// has a new fingerprint): give it a later version so it wins
+			// over a firing row written in the same second.
+			updated = now.Add(time.Second)
 		}
 		if err := batch.Append(a.Fingerprint, a.TenantID, a.Metric, a.Kind, string(a.Status), string(a.Severity),
 			a.Observed, a.Baseline, a.Ratio, a.StartsAt.UTC(), ends, a.Summary, updated); err != nil {

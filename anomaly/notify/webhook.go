@@ -31,9 +31,9 @@ const (
 
 // Signature verification errors.
 var (
-	ErrBadSignature     = errors.New("webhook signature does not match")
-	ErrBadTimestamp     = errors.New("webhook timestamp is missing or malformed")
-	ErrStaleTimestamp   = errors.New("webhook timestamp is outside the tolerance")
+	ErrBadSignature       = errors.New("webhook signature does not match")
+	ErrBadTimestamp       = errors.New("webhook timestamp is missing or malformed")
+	ErrStaleTimestamp     = errors.New("webhook timestamp is outside the tolerance")
 	ErrMalformedSignature = errors.New("webhook signature header is malformed")
 )
 

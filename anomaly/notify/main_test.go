@@ -1,0 +1,121 @@
+package notify
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tenantguard/tenantguard/anomaly"
+	"github.com/tenantguard/tenantguard/internal/testenv"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+// testAlert returns a firing usage alert for tenant.
+func testAlert(tenant string) anomaly.Alert {
+	start := time.Now().Add(-time.Minute).Truncate(time.Second)
+	return anomaly.Alert{
+		Fingerprint: anomaly.Fingerprint(tenant, anomaly.MetricUsage, "api_request", "", start),
+		TenantID:    tenant,
+		Metric:      anomaly.MetricUsage,
+		Kind:        "api_request",
+		Status:      anomaly.StatusFiring,
+		Severity:    anomaly.SeverityWarning,
+		Observed:    930,
+		Baseline:    300,
+		Ratio:       3.1,
+		StartsAt:    start,
+		Summary:     "api_request rate of " + tenant + " is 3.1x its baseline",
+	}
+}
+
+// resolved returns a resolved at now.
+func resolved(a anomaly.Alert) anomaly.Alert {
+	a.Status = anomaly.StatusResolved
+	a.EndsAt = time.Now().Truncate(time.Second)
+	return a
+}
+
+// testConfig returns a config with every sink off.
+func testConfig() Config {
+	cfg := DefaultConfig()
+	cfg.NATS.Enabled = false
+	cfg.ClickHouse.Enabled = false
+	return cfg
+}
+
+func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// start builds a Fanout on a fresh registry and runs it until the test ends.
+func start(t *testing.T, cfg Config, deps Deps) (*Fanout, *prometheus.Registry) {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	deps.Registerer = reg
+	if deps.Logger == nil {
+		deps.Logger = quietLogger()
+	}
+	f, err := New(cfg, deps)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- f.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+		f.Close()
+	})
+	return f, reg
+}
+
+// metric returns the value of a notifier series for sink ("" for unlabelled).
+func metric(t *testing.T, reg *prometheus.Registry, name, sink string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			match := sink == ""
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "sink" && l.GetValue() == sink {
+					match = true
+				}
+			}
+			if !match {
+				continue
+			}
+			if m.Counter != nil {
+				return m.Counter.GetValue()
+			}
+			return m.Gauge.GetValue()
+		}
+	}
+	return 0
+}
+
+// eventually polls cond every 50ms until it holds or timeout passes.
+func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("after %s: %s", timeout, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func itoa(i int) string { return strconv.Itoa(i) }
