@@ -1,0 +1,184 @@
+package limiter
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/tenantguard/tenantguard/collector/event"
+)
+
+// Config configures a Limiter. Zero values are not defaults: start from
+// DefaultConfig.
+type Config struct {
+	// Group names the set of instances that split a global rate between
+	// them, usually the service name. Default "default".
+	Group string `mapstructure:"group"`
+	// InstanceID identifies this instance in the presence bucket. Default:
+	// empty, which means a random id.
+	InstanceID string `mapstructure:"instance_id"`
+	// DefaultRatePerSec is the cluster-wide rate for tenants without a
+	// decision and without a plan default. Default 0: unlimited.
+	DefaultRatePerSec float64 `mapstructure:"default_rate_per_sec"`
+	// DefaultBurst is the cluster-wide burst that goes with
+	// DefaultRatePerSec. Default 0: max(1, ceil(rate)).
+	DefaultBurst int `mapstructure:"default_burst"`
+	// Plans are cluster-wide default limits per plan, for tenants without a
+	// decision; Deps.PlanOf maps a tenant to its plan. Default empty.
+	Plans map[string]PlanLimit `mapstructure:"plans"`
+	// MaxDefaultTenants caps how many tenants get their own default-limit
+	// bucket; further tenants share one. Default 100000.
+	MaxDefaultTenants int `mapstructure:"max_default_tenants"`
+	// SplitGlobal divides every rate and burst by the number of live
+	// instances of the Group. Default true.
+	SplitGlobal bool `mapstructure:"split_global"`
+	// HeartbeatInterval is how often the presence key is refreshed.
+	// Default 500ms.
+	HeartbeatInterval time.Duration `mapstructure:"heartbeat_interval"`
+	// PresenceTTL is how long a silent instance still counts as live; also
+	// the presence bucket's max age when this instance creates it. Default 1.5s.
+	PresenceTTL time.Duration `mapstructure:"presence_ttl"`
+	// RewatchBackoff is the pause before the KV watch is re-created after a
+	// failure. Default 250ms.
+	RewatchBackoff time.Duration `mapstructure:"rewatch_backoff"`
+	// MaxTenantSeries caps the tenants with their own metrics label; the
+	// others are summed under tenant="__overflow__". Default 100.
+	MaxTenantSeries int `mapstructure:"max_tenant_series"`
+	// Breaker configures the circuit breakers.
+	Breaker BreakerConfig `mapstructure:"breaker"`
+}
+
+// PlanLimit is a cluster-wide default limit for the tenants of a plan.
+type PlanLimit struct {
+	// RatePerSec is the cluster-wide rate; 0 means unlimited. Default 0.
+	RatePerSec float64 `mapstructure:"rate_per_sec"`
+	// Burst goes with RatePerSec; 0 means max(1, ceil(rate)). Default 0.
+	Burst int `mapstructure:"burst"`
+}
+
+// BreakerConfig configures the per-tenant, per-integration circuit breakers.
+type BreakerConfig struct {
+	// Window is the rolling window of the error ratio. Default 10s.
+	Window time.Duration `mapstructure:"window"`
+	// Buckets splits Window into this many buckets. Default 10.
+	Buckets int `mapstructure:"buckets"`
+	// MinRequests is the minimum number of calls in Window before the error
+	// ratio can open the circuit. Default 20.
+	MinRequests int `mapstructure:"min_requests"`
+	// ErrorRatio opens the circuit when errors/calls in Window reach it.
+	// Default 0.5.
+	ErrorRatio float64 `mapstructure:"error_ratio"`
+	// OpenFor is how long a locally opened circuit stays open before it
+	// lets probes through (half-open). Default 5s.
+	OpenFor time.Duration `mapstructure:"open_for"`
+	// HalfOpenProbes is how many probe calls half-open admits; that many
+	// successes close the circuit, one failure re-opens it. Default 3.
+	HalfOpenProbes int `mapstructure:"half_open_probes"`
+	// MaxBreakers caps the tracked tenant/integration pairs; calls on
+	// further pairs are not tracked. Default 100000.
+	MaxBreakers int `mapstructure:"max_breakers"`
+}
+
+// DefaultConfig returns the documented defaults.
+func DefaultConfig() Config {
+	return Config{
+		Group:             "default",
+		MaxDefaultTenants: 100000,
+		SplitGlobal:       true,
+		HeartbeatInterval: 500 * time.Millisecond,
+		PresenceTTL:       1500 * time.Millisecond,
+		RewatchBackoff:    250 * time.Millisecond,
+		MaxTenantSeries:   100,
+		Breaker:           DefaultBreakerConfig(),
+	}
+}
+
+// DefaultBreakerConfig returns the documented breaker defaults.
+func DefaultBreakerConfig() BreakerConfig {
+	return BreakerConfig{
+		Window:         10 * time.Second,
+		Buckets:        10,
+		MinRequests:    20,
+		ErrorRatio:     0.5,
+		OpenFor:        5 * time.Second,
+		HalfOpenProbes: 3,
+		MaxBreakers:    100000,
+	}
+}
+
+// Validate returns every bad field, prefixed with its path under limiter.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("limiter.%s: "+format, append([]any{field}, args...)...))
+	}
+	if !event.ValidTenantID(c.Group) {
+		bad("group", "%q must match %s", c.Group, event.TenantPattern)
+	}
+	if c.InstanceID != "" && !event.ValidTenantID(c.InstanceID) {
+		bad("instance_id", "%q must match %s", c.InstanceID, event.TenantPattern)
+	}
+	if !finiteNonNeg(c.DefaultRatePerSec) {
+		bad("default_rate_per_sec", "must be finite and >= 0")
+	}
+	if c.DefaultBurst < 0 {
+		bad("default_burst", "must be >= 0")
+	}
+	for name, p := range c.Plans {
+		if !finiteNonNeg(p.RatePerSec) {
+			bad("plans."+name+".rate_per_sec", "must be finite and >= 0")
+		}
+		if p.Burst < 0 {
+			bad("plans."+name+".burst", "must be >= 0")
+		}
+	}
+	if c.MaxDefaultTenants <= 0 {
+		bad("max_default_tenants", "must be > 0")
+	}
+	if c.HeartbeatInterval <= 0 {
+		bad("heartbeat_interval", "must be > 0")
+	}
+	if c.PresenceTTL < 2*c.HeartbeatInterval {
+		bad("presence_ttl", "must be >= 2 x heartbeat_interval (%s)", 2*c.HeartbeatInterval)
+	}
+	if c.RewatchBackoff <= 0 {
+		bad("rewatch_backoff", "must be > 0")
+	}
+	if c.MaxTenantSeries < 0 {
+		bad("max_tenant_series", "must be >= 0")
+	}
+	if err := c.Breaker.validate("limiter.breaker."); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+func (b BreakerConfig) validate(prefix string) error {
+	var errs []error
+	bad := func(field, msg string) { errs = append(errs, fmt.Errorf("%s%s: %s", prefix, field, msg)) }
+	if b.Window <= 0 {
+		bad("window", "must be > 0")
+	}
+	if b.Buckets <= 0 || b.Buckets > 600 {
+		bad("buckets", "must be in 1..600")
+	}
+	if b.MinRequests <= 0 {
+		bad("min_requests", "must be > 0")
+	}
+	if !(b.ErrorRatio > 0 && b.ErrorRatio <= 1) {
+		bad("error_ratio", "must be in (0, 1]")
+	}
+	if b.OpenFor <= 0 {
+		bad("open_for", "must be > 0")
+	}
+	if b.HalfOpenProbes <= 0 {
+		bad("half_open_probes", "must be > 0")
+	}
+	if b.MaxBreakers <= 0 {
+		bad("max_breakers", "must be > 0")
+	}
+	return errors.Join(errs...)
+}
+
+func finiteNonNeg(f float64) bool { return !math.IsNaN(f) && !math.IsInf(f, 0) && f >= 0 }

@@ -1,0 +1,246 @@
+package limiter
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/tenantguard/tenantguard/collector/event"
+)
+
+// Action is what a decision does.
+type Action string
+
+// Actions of the decision contract.
+const (
+	ActionThrottle    Action = "throttle"     // limit to rate_per_sec with burst
+	ActionShed        Action = "shed"         // reject everything in scope
+	ActionOpenCircuit Action = "open_circuit" // force the scope's circuit open
+	ActionClear       Action = "clear"        // remove the decision for the scope
+)
+
+// Source says who issued a decision.
+type Source string
+
+// Sources of the decision contract. Manual decisions outrank the others
+// until they expire; see Publisher.Put.
+const (
+	SourceAnomaly  Source = "anomaly"
+	SourceSpendCap Source = "spend_cap"
+	SourceManual   Source = "manual"
+)
+
+// Scope prefixes. A scope is "all", "route:<route>" or "integration:<name>".
+const (
+	ScopeAll         = "all"
+	ScopeRoutePrefix = "route:"
+	ScopeIntegPrefix = "integration:"
+	keyRouteToken    = ".route."
+	keyIntegToken    = ".integration."
+	maxScopeNameLen  = 256
+	maxReasonLen     = 1024
+	maxAnomalyIDLen  = 128
+	MaxDecisionSize  = 8 << 10 // bytes of one encoded decision
+)
+
+// Errors returned by decision parsing.
+var (
+	ErrInvalidDecision = errors.New("invalid decision")
+	ErrInvalidKey      = errors.New("invalid decision key")
+)
+
+// Decision is one throttle, shed, circuit or clear order for a tenant, as
+// stored (JSON) under its key in the KV bucket tenantguard_decisions.
+type Decision struct {
+	TenantID   string    `json:"tenant_id"`
+	Scope      string    `json:"scope"`
+	Action     Action    `json:"action"`
+	RatePerSec float64   `json:"rate_per_sec"` // cluster-wide; split across live instances
+	Burst      uint32    `json:"burst"`        // cluster-wide; 0 means max(1, ceil(rate))
+	IssuedAt   time.Time `json:"issued_at"`
+	ExpiresAt  time.Time `json:"expires_at"`
+	Reason     string    `json:"reason"`
+	Source     Source    `json:"source"`
+	AnomalyID  string    `json:"anomaly_id"`
+}
+
+// RouteScope returns the scope "route:<route>".
+func RouteScope(route string) string { return ScopeRoutePrefix + route }
+
+// IntegrationScope returns the scope "integration:<name>".
+func IntegrationScope(name string) string { return ScopeIntegPrefix + name }
+
+// Live reports whether d is in force at now.
+func (d Decision) Live(now time.Time) bool { return now.Before(d.ExpiresAt) }
+
+// EffectiveBurst is Burst, or max(1, ceil(RatePerSec)) when Burst is 0.
+func (d Decision) EffectiveBurst() int {
+	if d.Burst > 0 {
+		return int(d.Burst)
+	}
+	return max(1, int(math.Ceil(d.RatePerSec)))
+}
+
+// Key returns the KV key of d: see Key.
+func (d Decision) Key() (string, error) { return Key(d.TenantID, d.Scope) }
+
+// Validate checks every field and returns all problems joined, each
+// prefixed with its JSON field name.
+func (d Decision) Validate() error {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: "+format, append([]any{field}, args...)...))
+	}
+	if !event.ValidTenantID(d.TenantID) {
+		bad("tenant_id", "%q must match %s", d.TenantID, event.TenantPattern)
+	}
+	if err := validScope(d.Scope); err != nil {
+		bad("scope", "%v", err)
+	}
+	switch d.Action {
+	case ActionThrottle, ActionShed, ActionClear:
+	case ActionOpenCircuit:
+		if !strings.HasPrefix(d.Scope, ScopeIntegPrefix) && d.Scope != ScopeAll {
+			bad("scope", "open_circuit needs scope integration:<name> or all, got %q", d.Scope)
+		}
+	default:
+		bad("action", "%q must be throttle, shed, open_circuit or clear", d.Action)
+	}
+	if math.IsNaN(d.RatePerSec) || math.IsInf(d.RatePerSec, 0) || d.RatePerSec < 0 {
+		bad("rate_per_sec", "must be finite and >= 0, got %v", d.RatePerSec)
+	}
+	if d.IssuedAt.IsZero() {
+		bad("issued_at", "must be set")
+	}
+	if d.ExpiresAt.IsZero() {
+		bad("expires_at", "must be set: every decision expires")
+	} else if !d.IssuedAt.IsZero() && !d.ExpiresAt.After(d.IssuedAt) {
+		bad("expires_at", "must be after issued_at")
+	}
+	switch d.Source {
+	case SourceAnomaly, SourceSpendCap, SourceManual:
+	default:
+		bad("source", "%q must be anomaly, spend_cap or manual", d.Source)
+	}
+	if len(d.Reason) > maxReasonLen || !utf8.ValidString(d.Reason) {
+		bad("reason", "must be valid UTF-8 of at most %d bytes", maxReasonLen)
+	}
+	if len(d.AnomalyID) > maxAnomalyIDLen || !utf8.ValidString(d.AnomalyID) {
+		bad("anomaly_id", "must be valid UTF-8 of at most %d bytes", maxAnomalyIDLen)
+	}
+	if len(errs) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w: %w", ErrInvalidDecision, errors.Join(errs...))
+}
+
+// validScope checks "all", "route:<r>" or "integration:<n>" where the name is
+// 1..256 bytes of printable UTF-8.
+func validScope(s string) error {
+	if s == ScopeAll {
+		return nil
+	}
+	var name string
+	switch {
+	case strings.HasPrefix(s, ScopeRoutePrefix):
+		name = s[len(ScopeRoutePrefix):]
+	case strings.HasPrefix(s, ScopeIntegPrefix):
+		name = s[len(ScopeIntegPrefix):]
+	default:
+		return fmt.Errorf("%q must be all, route:<route> or integration:<name>", s)
+	}
+	if name == "" || len(name) > maxScopeNameLen || !utf8.ValidString(name) {
+		return fmt.Errorf("%q: the name must be 1..%d bytes of UTF-8", s, maxScopeNameLen)
+	}
+	for _, r := range name {
+		if r < 0x20 || r == 0x7f {
+			return fmt.Errorf("%q: the name has a control character", s)
+		}
+	}
+	return nil
+}
+
+// Key returns the KV key of a tenant's decision for a scope:
+//
+//	all                 -> <tenant_id>
+//	route:<r>           -> <tenant_id>.route.<base64url(r), no padding>
+//	integration:<name>  -> <tenant_id>.integration.<base64url(name), no padding>
+//
+// Routes hold spaces, slashes and colons that are not legal in KV keys, so
+// the name is always base64url-encoded (alphabet A-Z a-z 0-9 - _), which is
+// KV-key safe and reversible; see ParseKey.
+func Key(tenant, scope string) (string, error) {
+	if !event.ValidTenantID(tenant) {
+		return "", fmt.Errorf("%w: tenant %q must match %s", ErrInvalidKey, tenant, event.TenantPattern)
+	}
+	if err := validScope(scope); err != nil {
+		return "", fmt.Errorf("%w: %w", ErrInvalidKey, err)
+	}
+	switch {
+	case scope == ScopeAll:
+		return tenant, nil
+	case strings.HasPrefix(scope, ScopeRoutePrefix):
+		return tenant + keyRouteToken + base64.RawURLEncoding.EncodeToString([]byte(scope[len(ScopeRoutePrefix):])), nil
+	default:
+		return tenant + keyIntegToken + base64.RawURLEncoding.EncodeToString([]byte(scope[len(ScopeIntegPrefix):])), nil
+	}
+}
+
+// ParseKey reverses Key.
+func ParseKey(key string) (tenant, scope string, err error) {
+	tenant, rest, hasScope := strings.Cut(key, ".")
+	if !event.ValidTenantID(tenant) {
+		return "", "", fmt.Errorf("%w: %q", ErrInvalidKey, key)
+	}
+	if !hasScope {
+		return tenant, ScopeAll, nil
+	}
+	kind, enc, ok := strings.Cut(rest, ".")
+	if !ok {
+		return "", "", fmt.Errorf("%w: %q", ErrInvalidKey, key)
+	}
+	var prefix string
+	switch kind {
+	case "route":
+		prefix = ScopeRoutePrefix
+	case "integration":
+		prefix = ScopeIntegPrefix
+	default:
+		return "", "", fmt.Errorf("%w: %q: unknown scope kind %q", ErrInvalidKey, key, kind)
+	}
+	name, err := base64.RawURLEncoding.Strict().DecodeString(enc)
+	if err != nil {
+		return "", "", fmt.Errorf("%w: %q: %v", ErrInvalidKey, key, err)
+	}
+	scope = prefix + string(name)
+	if err := validScope(scope); err != nil {
+		return "", "", fmt.Errorf("%w: %q: %w", ErrInvalidKey, key, err)
+	}
+	return tenant, scope, nil
+}
+
+// DecodeDecision parses and validates one JSON decision of at most
+// MaxDecisionSize bytes. Unknown fields are rejected.
+func DecodeDecision(data []byte) (Decision, error) {
+	var d Decision
+	if len(data) > MaxDecisionSize {
+		return d, fmt.Errorf("%w: %d bytes exceeds %d", ErrInvalidDecision, len(data), MaxDecisionSize)
+	}
+	dec := json.NewDecoder(strings.NewReader(string(data)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&d); err != nil {
+		return Decision{}, fmt.Errorf("%w: %v", ErrInvalidDecision, err)
+	}
+	if dec.More() {
+		return Decision{}, fmt.Errorf("%w: trailing data", ErrInvalidDecision)
+	}
+	if err := d.Validate(); err != nil {
+		return Decision{}, err
+	}
+	return d, nil
+}

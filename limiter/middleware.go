@@ -1,0 +1,164 @@
+package limiter
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/tenantguard/tenantguard/collector/event"
+)
+
+// TenantFunc extracts the tenant of a request. An error rejects the
+// request with 401.
+type TenantFunc func(r *http.Request) (string, error)
+
+// ErrNoTenant is returned by a TenantFunc when the request names no tenant.
+var ErrNoTenant = errors.New("no tenant in request")
+
+// HeaderTenant reads the tenant from a header such as X-Tenant-ID. The
+// header is trusted: use it behind a gateway that sets it.
+func HeaderTenant(name string) TenantFunc {
+	return func(r *http.Request) (string, error) {
+		t := r.Header.Get(name)
+		if t == "" {
+			return "", ErrNoTenant
+		}
+		if !event.ValidTenantID(t) {
+			return "", fmt.Errorf("header %s: invalid tenant id", name)
+		}
+		return t, nil
+	}
+}
+
+// JWTClaimTenant reads the tenant from claim of an "Authorization: Bearer"
+// JWT that VerifyHS256 accepts under secret (leeway 30s for exp and nbf).
+func JWTClaimTenant(secret []byte, claim string) TenantFunc {
+	return func(r *http.Request) (string, error) {
+		auth := r.Header.Get("Authorization")
+		tok, ok := strings.CutPrefix(auth, "Bearer ")
+		if !ok || tok == "" {
+			return "", ErrNoTenant
+		}
+		claims, err := VerifyHS256(strings.TrimSpace(tok), secret, time.Now(), 30*time.Second)
+		if err != nil {
+			return "", err
+		}
+		t, _ := claims[claim].(string)
+		if !event.ValidTenantID(t) {
+			return "", fmt.Errorf("%w: claim %s is not a valid tenant id", ErrInvalidToken, claim)
+		}
+		return t, nil
+	}
+}
+
+// MiddlewareConfig configures Middleware.
+type MiddlewareConfig struct {
+	// Tenant extracts the tenant; required.
+	Tenant TenantFunc
+	// Route names the request's route for route-scoped decisions; nil
+	// means r.Pattern (set by http.ServeMux).
+	Route func(r *http.Request) string
+	// Integration names the integration the request depends on; when its
+	// circuit is open for the tenant the request gets 503. Nil: no check.
+	Integration func(r *http.Request) string
+	// AllowAnonymous passes requests without a tenant (ErrNoTenant)
+	// through unlimited instead of answering 401.
+	AllowAnonymous bool
+}
+
+// Middleware enforces the limiter on HTTP requests: 401 when the tenant
+// cannot be established, 429 with Retry-After when throttled or shed, 503
+// with Retry-After when the integration's circuit is open. Limited tenants
+// get RateLimit-Limit, RateLimit-Remaining and RateLimit-Reset (seconds) on
+// every response.
+func (l *Limiter) Middleware(cfg MiddlewareConfig) (func(http.Handler) http.Handler, error) {
+	if cfg.Tenant == nil {
+		return nil, errors.New("limiter middleware: Tenant func is required")
+	}
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			tenant, err := cfg.Tenant(r)
+			if err != nil {
+				if cfg.AllowAnonymous && errors.Is(err, ErrNoTenant) {
+					next.ServeHTTP(w, r)
+					return
+				}
+				http.Error(w, "unauthorized: no valid tenant", http.StatusUnauthorized)
+				return
+			}
+			route := r.Pattern
+			if cfg.Route != nil {
+				route = cfg.Route(r)
+			}
+			res := l.Check(tenant, route, time.Now())
+			h := w.Header()
+			if res.Limited {
+				h.Set("RateLimit-Limit", strconv.Itoa(res.Limit))
+				h.Set("RateLimit-Remaining", strconv.Itoa(res.Remaining))
+				h.Set("RateLimit-Reset", seconds(res.Reset, 0))
+			}
+			if !res.Allowed {
+				h.Set("Retry-After", seconds(res.RetryAfter, 1))
+				http.Error(w, "too many requests", http.StatusTooManyRequests)
+				return
+			}
+			if cfg.Integration != nil {
+				if integ := cfg.Integration(r); integ != "" {
+					if err := l.breakers.Allow(tenant, integ); err != nil {
+						var coe *CircuitOpenError
+						if errors.As(err, &coe) {
+							h.Set("Retry-After", seconds(coe.RetryAfter, 1))
+							http.Error(w, "service unavailable: circuit open", http.StatusServiceUnavailable)
+							return
+						}
+						h.Set("Retry-After", "1")
+						http.Error(w, "too many requests", http.StatusTooManyRequests)
+						return
+					}
+					sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+					next.ServeHTTP(sw, r)
+					var rerr error
+					if sw.status >= 500 {
+						rerr = fmt.Errorf("status %d", sw.status)
+					}
+					l.breakers.Report(tenant, integ, rerr)
+					return
+				}
+			}
+			next.ServeHTTP(w, r)
+		})
+	}, nil
+}
+
+// seconds renders d as whole seconds, rounded up, at least min.
+func seconds(d time.Duration, min int) string {
+	s := int(math.Ceil(d.Seconds()))
+	if s < min {
+		s = min
+	}
+	return strconv.Itoa(s)
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	status  int
+	written bool
+}
+
+func (s *statusWriter) WriteHeader(code int) {
+	if !s.written {
+		s.status, s.written = code, true
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusWriter) Write(b []byte) (int, error) {
+	s.written = true
+	return s.ResponseWriter.Write(b)
+}
+
+func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }

@@ -1,0 +1,269 @@
+package limiter
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Run follows the decisions bucket, heartbeats presence and expires
+// decisions locally until ctx ends or Close is called; it returns nil then.
+// NATS being down never fails Run: it retries, and the hot path keeps the
+// last known decisions until they expire.
+func (l *Limiter) Run(ctx context.Context) error {
+	if !l.running.CompareAndSwap(false, true) {
+		return errors.New("limiter: Run called twice")
+	}
+	defer close(l.runDone)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-l.closed:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	if l.deps.Conn == nil {
+		l.expiryLoop(ctx)
+		return nil
+	}
+	js, err := jetstream.New(l.deps.Conn)
+	if err != nil {
+		return err
+	}
+	status := l.deps.Conn.StatusChanged(nats.CONNECTED, nats.DISCONNECTED, nats.RECONNECTING, nats.CLOSED)
+	defer l.deps.Conn.RemoveStatusListener(status)
+	reconnectDecisions := make(chan struct{}, 1)
+	reconnectPresence := make(chan struct{}, 1)
+	p := newPresence(l, js)
+	presenceDone := make(chan struct{})
+	go func() {
+		defer close(presenceDone)
+		p.run(ctx, reconnectPresence)
+	}()
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case s := <-status:
+				p.setConnected(s == nats.CONNECTED)
+				if s == nats.CONNECTED {
+					signal(reconnectDecisions)
+					signal(reconnectPresence)
+				}
+			}
+		}
+	}()
+	// Learn the instance count before applying decisions, so a joining
+	// instance never applies an unsplit global rate.
+	select {
+	case <-p.ready:
+	case <-time.After(2 * time.Second):
+	case <-ctx.Done():
+	}
+	l.watchLoop(ctx, js, reconnectDecisions)
+	<-presenceDone
+	return nil
+}
+
+func signal(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
+// expiryLoop drops decisions as they expire; used without NATS.
+func (l *Limiter) expiryLoop(ctx context.Context) {
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		l.resetExpiry(timer)
+		select {
+		case <-ctx.Done():
+			return
+		case <-l.expiryC:
+		case <-timer.C:
+			l.mu.Lock()
+			l.expireLocked(time.Now())
+			l.mu.Unlock()
+		}
+	}
+}
+
+func (l *Limiter) resetExpiry(timer *time.Timer) {
+	l.mu.Lock()
+	next := l.nextExpiryLocked()
+	l.mu.Unlock()
+	d := time.Hour
+	if !next.IsZero() {
+		d = max(time.Until(next), time.Millisecond)
+	}
+	timer.Reset(d)
+}
+
+// watchLoop keeps one KV watch alive. The nats.go watcher does not recover
+// after a lost connection (nats.go issue #1777), so on every reconnect, and
+// whenever the watch ends, it is re-created from the last revision seen.
+func (l *Limiter) watchLoop(ctx context.Context, js jetstream.JetStream, reconnect <-chan struct{}) {
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	first := true
+	for ctx.Err() == nil {
+		if !first {
+			l.metrics.incWatchRestarts()
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(l.cfg.RewatchBackoff):
+			}
+		}
+		first = false
+		if err := l.watchOnce(ctx, js, reconnect, timer); err != nil && ctx.Err() == nil {
+			l.log.Warn("decision watch ended; re-watching", "err", err)
+		}
+	}
+}
+
+var (
+	errRewatch       = errors.New("reconnected")
+	errWatcherClosed = errors.New("watcher closed")
+)
+
+func (l *Limiter) watchOnce(ctx context.Context, js jetstream.JetStream, reconnect <-chan struct{}, timer *time.Timer) error {
+	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	kv, err := openBucket(sctx, js, DecisionsBucketConfig())
+	if err != nil {
+		cancel()
+		return err
+	}
+	l.mu.Lock()
+	from := l.lastRev
+	l.mu.Unlock()
+	full := from == 0
+	if !full {
+		// A bucket that is behind our revision was recreated: resync fully.
+		st, err := kv.Status(sctx)
+		if err != nil {
+			cancel()
+			return err
+		}
+		if js, ok := st.(*jetstream.KeyValueBucketStatus); ok && js.StreamInfo().State.LastSeq < from {
+			full = true
+		}
+	}
+	cancel()
+	var opts []jetstream.WatchOpt
+	if !full {
+		opts = append(opts, jetstream.ResumeFromRevision(from+1))
+	}
+	wctx, wcancel := context.WithCancel(ctx)
+	defer wcancel()
+	w, err := kv.WatchAll(wctx, opts...)
+	if err != nil {
+		return err
+	}
+	defer w.Stop()
+	// In a full resync, the initial values replace the whole state.
+	var initial map[string]*Decision
+	if full {
+		initial = map[string]*Decision{}
+	}
+	for {
+		l.resetExpiry(timer)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-reconnect:
+			return errRewatch
+		case <-timer.C:
+			l.mu.Lock()
+			l.expireLocked(time.Now())
+			l.mu.Unlock()
+		case <-l.expiryC:
+		case e, ok := <-w.Updates():
+			if !ok {
+				return errWatcherClosed
+			}
+			changes := map[string]*Decision{}
+			done := l.collect(e, changes, &initial)
+			// Coalesce whatever else is already queued into one snapshot.
+		drain:
+			for !done && len(changes) < 4096 {
+				select {
+				case e, ok := <-w.Updates():
+					if !ok {
+						break drain
+					}
+					done = l.collect(e, changes, &initial)
+				default:
+					break drain
+				}
+			}
+			if initial != nil {
+				if !done {
+					continue
+				}
+				l.mu.Lock()
+				for key := range l.decisions {
+					if _, ok := initial[key]; !ok {
+						initial[key] = nil
+					}
+				}
+				l.applyLocked(initial, time.Now())
+				l.mu.Unlock()
+				l.metrics.addUpdates(len(initial))
+				initial = nil
+				continue
+			}
+			if len(changes) > 0 {
+				l.mu.Lock()
+				l.applyLocked(changes, time.Now())
+				l.mu.Unlock()
+				l.metrics.addUpdates(len(changes))
+			}
+		}
+	}
+}
+
+// collect records one watch entry into changes (or into *initial during a
+// full resync) and reports whether it was the end-of-initial-values marker.
+func (l *Limiter) collect(e jetstream.KeyValueEntry, changes map[string]*Decision, initial *map[string]*Decision) bool {
+	if e == nil {
+		return true
+	}
+	l.mu.Lock()
+	if e.Revision() > l.lastRev {
+		l.lastRev = e.Revision()
+	}
+	l.mu.Unlock()
+	var d *Decision
+	if e.Operation() == jetstream.KeyValuePut {
+		dec, err := DecodeDecision(e.Value())
+		if err == nil {
+			if k, kerr := dec.Key(); kerr != nil || k != e.Key() {
+				err = errors.New("key does not match the decision's tenant and scope")
+			}
+		}
+		if err != nil {
+			l.log.Warn("ignoring invalid decision", "key", e.Key(), "err", err)
+		} else {
+			d = &dec
+		}
+	}
+	if *initial != nil {
+		if d != nil {
+			(*initial)[e.Key()] = d
+		} else {
+			delete(*initial, e.Key())
+		}
+		return false
+	}
+	changes[e.Key()] = d
+	return false
+}
