@@ -228,7 +228,9 @@ func (a *app) connectNATS(name string) (*nats.Conn, error) {
 				a.log.Warn("nats disconnected", "component", name, "err", err)
 			}
 		}),
-		nats.ReconnectHandler(func(nc *nats.Conn) { a.log.Info("nats reconnected", "component", name, "url", nc.ConnectedUrlRedacted()) }),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			a.log.Info("nats reconnected", "component", name, "url", nc.ConnectedUrlRedacted())
+		}),
 	}
 	if c.CredsFile != "" {
 		opts = append(opts, nats.UserCredentials(c.CredsFile))
