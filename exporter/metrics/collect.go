@@ -14,9 +14,9 @@ import (
 const hysteresis = 2.0
 
 type descs struct {
-	events, quantity, errors, cost, latency *prometheus.Desc
-	anomalies, throttled, pgFindings        *prometheus.Desc
-	tracked, series, evictions              *prometheus.Desc
+	events, quantity, errors, cost, latency    *prometheus.Desc
+	anomalies, throttled, spendCap, pgFindings *prometheus.Desc
+	tracked, series, evictions                 *prometheus.Desc
 }
 
 func newDescs() descs {
@@ -38,6 +38,8 @@ func newDescs() descs {
 			"Anomalies currently firing per tenant.", t, nil),
 		throttled: prometheus.NewDesc("tenantguard_tenant_throttled",
 			"1 while a throttle, shed or open-circuit decision is in force for the tenant (the overflow series counts such tenants).", t, nil),
+		spendCap: prometheus.NewDesc("tenantguard_tenant_spend_cap",
+			"Monthly spend cap of the tenant's plan, in the price book's currency; only tenants with their own series.", t, nil),
 		pgFindings: prometheus.NewDesc("tenantguard_pg_findings",
 			"Queries flagged by the last pg_stat_statements scan, by database and class.",
 			[]string{"database", "class"}, nil),
@@ -114,7 +116,7 @@ func (c *counts) sub(base *counts) counts {
 func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
 	d := m.descs
 	for _, x := range []*prometheus.Desc{d.events, d.quantity, d.errors, d.cost, d.latency,
-		d.anomalies, d.throttled, d.pgFindings, d.tracked, d.series, d.evictions} {
+		d.anomalies, d.throttled, d.spendCap, d.pgFindings, d.tracked, d.series, d.evictions} {
 		ch <- x
 	}
 }
@@ -351,6 +353,9 @@ func (m *Metrics) emitGauges(ch chan<- prometheus.Metric, overflowActive bool) {
 			thr = 1
 		}
 		ch <- prometheus.MustNewConstMetric(d.throttled, prometheus.GaugeValue, thr, id)
+		if c, ok := m.caps[id]; ok {
+			ch <- prometheus.MustNewConstMetric(d.spendCap, prometheus.GaugeValue, c, id)
+		}
 	}
 	m.mu.RUnlock()
 	if overflowActive || overAnom > 0 || overThr > 0 {

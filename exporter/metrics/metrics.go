@@ -42,6 +42,7 @@ type Metrics struct {
 	gaugeMu   sync.Mutex
 	anomalies map[string]int
 	throttled map[string]bool
+	caps      map[string]float64
 	pg        map[pgKey]int
 
 	collectMu sync.Mutex // serializes scrapes; guards the fields below
@@ -114,6 +115,7 @@ func New(cfg Config, reg prometheus.Registerer) (*Metrics, error) {
 		tenants:   make(map[string]*tenant),
 		anomalies: make(map[string]int),
 		throttled: make(map[string]bool),
+		caps:      make(map[string]float64),
 		pg:        make(map[pgKey]int),
 		descs:     newDescs(),
 	}
@@ -237,6 +239,23 @@ func (m *Metrics) SetThrottled(tenant string, on bool) {
 		return
 	}
 	m.throttled[strings.Clone(tenant)] = true
+}
+
+// SetSpendCap sets tenant's monthly spend cap, in the price book's
+// currency, from its plan. It is exported as tenantguard_tenant_spend_cap
+// for tenants that have their own series only (a sum of caps under the
+// overflow would mean nothing). capacity <= 0 (or NaN) clears it.
+func (m *Metrics) SetSpendCap(tenant string, capacity float64) {
+	if !event.ValidTenantID(tenant) {
+		return
+	}
+	m.gaugeMu.Lock()
+	defer m.gaugeMu.Unlock()
+	if !(capacity > 0) || math.IsInf(capacity, 0) {
+		delete(m.caps, tenant)
+		return
+	}
+	m.caps[strings.Clone(tenant)] = capacity
 }
 
 // SetPGFindings sets how many pg_stat_statements findings of class

@@ -305,6 +305,8 @@ func TestGauges(t *testing.T) {
 	m.SetThrottled("big", true)
 	m.SetThrottled("big", false)
 	m.SetActiveAnomalies("bad tenant", 9)
+	m.SetSpendCap("big", 100)
+	m.SetSpendCap("small", 50)
 	m.SetPGFindings("app", "unscoped", 4)
 	m.SetPGFindings("app", "multi_tenant", 0)
 	s := scrape(t, reg)
@@ -313,6 +315,9 @@ func TestGauges(t *testing.T) {
 	}
 	if got := series(s, "tenantguard_tenant_throttled"); got["big"] != 0 || got[OverflowTenant] != 1 {
 		t.Errorf("throttled = %v, want big 0, overflow 1", got)
+	}
+	if got := series(s, "tenantguard_tenant_spend_cap"); got["big"] != 100 || len(got) != 1 {
+		t.Errorf("spend cap = %v, want big 100 only (small is in the overflow)", got)
 	}
 	pg := map[string]float64{}
 	for _, x := range s {

@@ -55,6 +55,7 @@ func TestPromtoolCheckMetrics(t *testing.T) {
 		m.SetActiveAnomalies("tenant-0001", 1)
 		m.SetThrottled("tenant-0039", true)
 		m.SetPGFindings("app", "unscoped", 2)
+		m.SetSpendCap("tenant-0001", 100)
 		body := render(t, reg)
 		if !bytes.Contains(body, []byte(`tenant="__overflow__"`)) {
 			t.Fatalf("no overflow series in output")
