@@ -1,0 +1,289 @@
+package anomaly
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"sort"
+	"time"
+)
+
+// Config is the `anomaly` section of the tenantguard config.
+type Config struct {
+	// Enabled switches the stage on in `tenantguard run`. Default true.
+	Enabled bool `mapstructure:"enabled"`
+	// EvalInterval is how often closed windows are evaluated. Default 10s.
+	EvalInterval time.Duration `mapstructure:"eval_interval"`
+	// Lateness is how long a 1-minute window stays open for late events
+	// after it ends; at most 50s. Default 10s.
+	Lateness time.Duration `mapstructure:"lateness"`
+	// MinVolume is the minimum baseline, in events per hour, below which a
+	// tenant is never alerted on (usage, cost, error_rate). Default 120.
+	MinVolume float64 `mapstructure:"min_volume"`
+	// KWindows is how many evaluation windows in a row must be anomalous
+	// before an alert fires. Default 2.
+	KWindows int `mapstructure:"k_windows"`
+	// QuietPeriod is how long the condition must stay clear (smoothed
+	// ratio below the resolve ratio) before an alert resolves. Default 5m.
+	QuietPeriod time.Duration `mapstructure:"quiet_period"`
+	// Cooldown is how long after a resolve no new episode may start on the
+	// same series. Default 10m.
+	Cooldown time.Duration `mapstructure:"cooldown"`
+	// Significance is the CUSUM threshold h in quasi-log-likelihood units:
+	// higher means fewer false alerts and later detection. Default 12.
+	Significance float64 `mapstructure:"significance"`
+	// RatioFraction sets the ratio test: a window is anomalous only when
+	// observed/baseline >= factor*ratio_fraction (2 for the default 3x).
+	// Default 0.667.
+	RatioFraction float64 `mapstructure:"ratio_fraction"`
+	// ResolveRatio: while firing, a window is quiet when the smoothed
+	// observed/baseline is below 1 + (factor*ratio_fraction-1)*resolve_ratio.
+	// Default 0.5.
+	ResolveRatio float64 `mapstructure:"resolve_ratio"`
+	// WarmupWindows is how many windows a series learns before it may
+	// alert. Default 60.
+	WarmupWindows int `mapstructure:"warmup_windows"`
+	// BaselineHalfLife is the half-life of the level EWMA. Default 1h.
+	BaselineHalfLife time.Duration `mapstructure:"baseline_half_life"`
+
+	Usage     MetricConfig  `mapstructure:"usage"`      // factor 3
+	Cost      MetricConfig  `mapstructure:"cost"`       // factor 3
+	ErrorRate ErrorConfig   `mapstructure:"error_rate"` // factor 3
+	Latency   LatencyConfig `mapstructure:"latency"`    // factor 2
+
+	// QuantityKinds are kinds whose usage is measured by quantity (tokens,
+	// seconds, bytes) rather than event count. Default ai_tokens,
+	// compute_seconds, storage_bytes.
+	QuantityKinds []string `mapstructure:"quantity_kinds"`
+	// MaxKinds bounds the kinds tracked per tenant. Default 8.
+	MaxKinds int `mapstructure:"max_kinds"`
+	// MaxIntegrations bounds the integrations tracked per tenant. Default 4.
+	MaxIntegrations int `mapstructure:"max_integrations"`
+	// IdleEvict drops a tenant's state after this long without events.
+	// Default 192h (8 days).
+	IdleEvict time.Duration `mapstructure:"idle_evict"`
+
+	// Plans holds per-plan factor overrides, keyed by plan name. Default empty.
+	Plans map[string]PlanOverride `mapstructure:"plans"`
+	// SpendCaps is the monthly spend cap per plan, in price-book currency.
+	// The lead wires it from pricing.plans.<name>.spend_cap. Default empty
+	// (no caps).
+	SpendCaps map[string]float64 `mapstructure:"spend_caps"`
+	// SpendThresholds are the fractions of the cap that alert. The last one
+	// (1.0) also marks the tenant for graceful degradation. Default
+	// 0.7, 0.9, 1.0.
+	SpendThresholds []float64 `mapstructure:"spend_thresholds"`
+	// TenantPlan maps a tenant to its plan; nil means every tenant is on
+	// plan "default". Wired from pricing.tenants by cmd.
+	TenantPlan func(tenant string) string `mapstructure:"-"`
+
+	// WarmStart controls loading baselines from ClickHouse usage_1m.
+	WarmStart WarmStartConfig `mapstructure:"warm_start"`
+}
+
+// MetricConfig holds the factor of one metric.
+type MetricConfig struct {
+	// Factor is the size of spike the detector is designed for. Default
+	// 3 (usage, cost).
+	Factor float64 `mapstructure:"factor"`
+}
+
+// ErrorConfig configures the error-rate detector.
+type ErrorConfig struct {
+	// Factor: see MetricConfig. Default 3.
+	Factor float64 `mapstructure:"factor"`
+	// MinRate is the smallest error ratio that may alert. Default 0.05.
+	MinRate float64 `mapstructure:"min_rate"`
+	// BaseFloor is the smallest baseline error ratio used. Default 0.005.
+	BaseFloor float64 `mapstructure:"base_floor"`
+}
+
+// LatencyConfig configures the P95 latency detector.
+type LatencyConfig struct {
+	// Factor: P95 at factor x baseline is a regression. Default 2.
+	Factor float64 `mapstructure:"factor"`
+	// MinSamples per window for the window to count. Default 50.
+	MinSamples int `mapstructure:"min_samples"`
+	// RatioFraction: a window is anomalous at P95 >= factor*ratio_fraction
+	// times baseline (1.6 for 2x). Default 0.8.
+	RatioFraction float64 `mapstructure:"ratio_fraction"`
+	// Z is the minimum log-ratio in units of the learned window-to-window
+	// spread. Default 4.
+	Z float64 `mapstructure:"z"`
+	// KWindows overrides k_windows for latency; 0 uses k_windows.
+	// Default 3.
+	KWindows int `mapstructure:"k_windows"`
+}
+
+// PlanOverride overrides factors for tenants on one plan; zero keeps the
+// global value.
+type PlanOverride struct {
+	UsageFactor   float64 `mapstructure:"usage_factor"`
+	CostFactor    float64 `mapstructure:"cost_factor"`
+	ErrorFactor   float64 `mapstructure:"error_factor"`
+	LatencyFactor float64 `mapstructure:"latency_factor"`
+	MinVolume     float64 `mapstructure:"min_volume"`
+}
+
+// WarmStartConfig controls the warm start from ClickHouse.
+type WarmStartConfig struct {
+	// Enabled loads baselines at start when a ClickHouse store is wired.
+	// Default true.
+	Enabled bool `mapstructure:"enabled"`
+	// History is how far back the seasonal profile is loaded. Default 504h
+	// (3 weeks).
+	History time.Duration `mapstructure:"history"`
+	// Recent is how many hours of minute windows are replayed to warm the
+	// levels and dispersion. Default 3h.
+	Recent time.Duration `mapstructure:"recent"`
+}
+
+// DefaultConfig returns the defaults documented on each field.
+func DefaultConfig() Config {
+	return Config{
+		Enabled:          true,
+		EvalInterval:     10 * time.Second,
+		Lateness:         10 * time.Second,
+		MinVolume:        120,
+		KWindows:         2,
+		QuietPeriod:      5 * time.Minute,
+		Cooldown:         10 * time.Minute,
+		Significance:     12,
+		RatioFraction:    0.667,
+		ResolveRatio:     0.5,
+		WarmupWindows:    60,
+		BaselineHalfLife: time.Hour,
+		Usage:            MetricConfig{Factor: 3},
+		Cost:             MetricConfig{Factor: 3},
+		ErrorRate:        ErrorConfig{Factor: 3, MinRate: 0.05, BaseFloor: 0.005},
+		Latency:          LatencyConfig{Factor: 2, MinSamples: 50, RatioFraction: 0.8, Z: 4, KWindows: 3},
+		QuantityKinds:    []string{"ai_tokens", "compute_seconds", "storage_bytes"},
+		MaxKinds:         8,
+		MaxIntegrations:  4,
+		IdleEvict:        192 * time.Hour,
+		SpendThresholds:  []float64{0.7, 0.9, 1.0},
+		WarmStart:        WarmStartConfig{Enabled: true, History: 504 * time.Hour, Recent: 3 * time.Hour},
+	}
+}
+
+// Validate reports every bad field, each prefixed with its path.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(field, msg string) { errs = append(errs, fmt.Errorf("anomaly.%s: %s", field, msg)) }
+	pos := func(field string, v float64) {
+		if !(v > 0) || math.IsInf(v, 0) {
+			bad(field, "must be > 0")
+		}
+	}
+	if c.EvalInterval <= 0 {
+		bad("eval_interval", "must be > 0")
+	}
+	if c.Lateness < 0 || c.Lateness > 50*time.Second {
+		bad("lateness", "must be between 0s and 50s")
+	}
+	if c.MinVolume < 0 || math.IsNaN(c.MinVolume) {
+		bad("min_volume", "must be >= 0")
+	}
+	if c.KWindows < 1 || c.KWindows > 60 {
+		bad("k_windows", "must be between 1 and 60")
+	}
+	if c.QuietPeriod < time.Minute || c.QuietPeriod > 4*time.Hour {
+		bad("quiet_period", "must be between 1m and 4h")
+	}
+	if c.Cooldown < 0 {
+		bad("cooldown", "must be >= 0")
+	}
+	pos("significance", c.Significance)
+	if !(c.RatioFraction > 0 && c.RatioFraction <= 1) {
+		bad("ratio_fraction", "must be in (0, 1]")
+	}
+	if !(c.ResolveRatio > 0 && c.ResolveRatio <= 1) {
+		bad("resolve_ratio", "must be in (0, 1]")
+	}
+	if c.WarmupWindows < 1 || c.WarmupWindows > 10000 {
+		bad("warmup_windows", "must be between 1 and 10000")
+	}
+	if c.BaselineHalfLife < time.Minute {
+		bad("baseline_half_life", "must be >= 1m")
+	}
+	factorOK := func(field string, f float64) {
+		if !(f > 1) || math.IsInf(f, 0) {
+			bad(field, "must be > 1")
+		} else if f*c.RatioFraction <= 1 && field != "latency.factor" {
+			bad(field, "factor*ratio_fraction must be > 1")
+		}
+	}
+	factorOK("usage.factor", c.Usage.Factor)
+	factorOK("cost.factor", c.Cost.Factor)
+	factorOK("error_rate.factor", c.ErrorRate.Factor)
+	factorOK("latency.factor", c.Latency.Factor)
+	if !(c.ErrorRate.MinRate >= 0 && c.ErrorRate.MinRate <= 1) {
+		bad("error_rate.min_rate", "must be in [0, 1]")
+	}
+	if !(c.ErrorRate.BaseFloor > 0 && c.ErrorRate.BaseFloor < 1) {
+		bad("error_rate.base_floor", "must be in (0, 1)")
+	}
+	if c.Latency.MinSamples < 1 {
+		bad("latency.min_samples", "must be >= 1")
+	}
+	if !(c.Latency.RatioFraction > 0 && c.Latency.RatioFraction <= 1) || c.Latency.Factor*c.Latency.RatioFraction <= 1 {
+		bad("latency.ratio_fraction", "must be in (0, 1] with factor*ratio_fraction > 1")
+	}
+	if c.Latency.Z < 0 {
+		bad("latency.z", "must be >= 0")
+	}
+	if c.Latency.KWindows < 0 || c.Latency.KWindows > 60 {
+		bad("latency.k_windows", "must be between 0 and 60")
+	}
+	if c.MaxKinds < 1 || c.MaxKinds > 64 {
+		bad("max_kinds", "must be between 1 and 64")
+	}
+	if c.MaxIntegrations < 0 || c.MaxIntegrations > 64 {
+		bad("max_integrations", "must be between 0 and 64")
+	}
+	if c.IdleEvict < time.Hour {
+		bad("idle_evict", "must be >= 1h")
+	}
+	for _, name := range sortedKeys(c.Plans) {
+		p := c.Plans[name]
+		for field, f := range map[string]float64{"usage_factor": p.UsageFactor, "cost_factor": p.CostFactor, "error_factor": p.ErrorFactor} {
+			if f != 0 && !(f*c.RatioFraction > 1) {
+				bad("plans."+name+"."+field, "must be 0 or have factor*ratio_fraction > 1")
+			}
+		}
+		if p.LatencyFactor != 0 && !(p.LatencyFactor*c.Latency.RatioFraction > 1) {
+			bad("plans."+name+".latency_factor", "must be 0 or have factor*latency.ratio_fraction > 1")
+		}
+		if p.MinVolume < 0 {
+			bad("plans."+name+".min_volume", "must be >= 0")
+		}
+	}
+	for _, name := range sortedKeys(c.SpendCaps) {
+		if v := c.SpendCaps[name]; !(v > 0) || math.IsInf(v, 0) {
+			bad("spend_caps."+name, "must be > 0")
+		}
+	}
+	if len(c.SpendThresholds) == 0 || len(c.SpendThresholds) > 8 {
+		bad("spend_thresholds", "must have 1 to 8 entries")
+	} else {
+		for i, v := range c.SpendThresholds {
+			if !(v > 0) || math.IsInf(v, 0) || (i > 0 && v <= c.SpendThresholds[i-1]) {
+				bad("spend_thresholds", "must be > 0 and strictly increasing")
+				break
+			}
+		}
+	}
+	if c.WarmStart.History < 0 || c.WarmStart.Recent < 0 || c.WarmStart.Recent > 48*time.Hour {
+		bad("warm_start", "history must be >= 0 and recent between 0 and 48h")
+	}
+	return errors.Join(errs...)
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}

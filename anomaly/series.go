@@ -1,0 +1,265 @@
+package anomaly
+
+import "math"
+
+// series is the state of one detector on one tenant (48 bytes). Every
+// detector shares this state machine: an evidence test per window, k
+// anomalous windows in a row to fire, a quiet period of smoothed-ratio
+// windows below the resolve ratio to resolve, then a cool-down.
+type series struct {
+	level    float32 // baseline: deseasonalized mean per window (counts) or mean ln value (latency)
+	disp     float32 // dispersion var/mean (counts) or variance of ln (latency)
+	cusum    float32 // quasi-Poisson CUSUM statistic (counts)
+	segObs   float32 // observed since the CUSUM segment started; smoothed observed while firing
+	segExp   float32 // expected since the CUSUM segment started; smoothed expected while firing
+	obs      float32 // observed reported in the alert
+	base     float32 // baseline reported in the alert
+	segStart int32   // minute the CUSUM segment started
+	start    int32   // minute the episode started
+	cool     int32   // no new episode before this minute
+	n        uint16  // windows learned
+	run      uint8   // anomalous windows in a row
+	quiet    uint8   // quiet windows in a row, while firing
+	firing   bool
+}
+
+// transition of a series after one window.
+type transition int8
+
+const (
+	none transition = iota
+	fired
+	resolved
+)
+
+// countParams parameterizes the count detector for one metric and plan.
+type countParams struct {
+	factor   float64 // design factor, for severity
+	minRatio float64 // ratio test
+	lnRho    float64 // CUSUM alternative: ln(minRatio)
+	rhoM1    float64 // minRatio - 1
+	h        float64 // CUSUM threshold
+	resolve  float64 // smoothed ratio below which a firing window is quiet
+	k        uint8
+	quiet    uint8
+	cooldown int32
+	warm     uint16
+	alpha    float64 // level EWMA weight
+	alphaD   float64 // dispersion EWMA weight
+}
+
+func newCountParams(c *Config, factor float64) countParams {
+	r := factor * c.RatioFraction
+	return countParams{
+		factor:   factor,
+		minRatio: r,
+		lnRho:    math.Log(r),
+		rhoM1:    r - 1,
+		h:        c.Significance,
+		resolve:  1 + (r-1)*c.ResolveRatio,
+		k:        uint8(c.KWindows),
+		quiet:    uint8(min(255, int(c.QuietPeriod/60e9))),
+		cooldown: int32(c.Cooldown / 60e9),
+		warm:     uint16(c.WarmupWindows),
+		alpha:    1 - math.Exp2(-60/c.BaselineHalfLife.Seconds()),
+		alphaD:   1 - math.Exp2(-60/(4*c.BaselineHalfLife.Seconds())),
+	}
+}
+
+// stepCount evaluates one closed window of a count-like series: x observed,
+// mu expected, unit the smallest dispersion (mean quantity per event: 1 for
+// counts). eligible is false below the minimum volume or during warm-up.
+func (s *series) stepCount(x, mu, unit float64, eligible bool, m int32, p *countParams) transition {
+	if mu < 1e-9 {
+		mu = 1e-9
+	}
+	if s.firing {
+		if s.segExp == 0 {
+			s.segObs, s.segExp = float32(x), float32(mu)
+		} else {
+			s.segObs += 0.3 * (float32(x) - s.segObs)
+			s.segExp += 0.3 * (float32(mu) - s.segExp)
+		}
+		if float64(s.segObs) < p.resolve*float64(s.segExp) {
+			s.quiet++
+		} else {
+			s.quiet = 0
+		}
+		if s.quiet >= p.quiet {
+			s.firing = false
+			s.cusum, s.segObs, s.segExp, s.run = 0, 0, 0, 0
+			s.cool = m + p.cooldown
+			return resolved
+		}
+		return none
+	}
+	alarm := false
+	if eligible {
+		phi := math.Max(float64(s.disp), unit)
+		llr := (x*p.lnRho - mu*p.rhoM1) / phi
+		c := float64(s.cusum) + llr
+		if c <= 0 {
+			s.cusum, s.segObs, s.segExp = 0, 0, 0
+		} else {
+			if s.cusum == 0 {
+				s.segStart = m
+				s.segObs, s.segExp = 0, 0
+			}
+			s.cusum = float32(c)
+			s.segObs += float32(x)
+			s.segExp += float32(mu)
+		}
+		alarm = c >= p.h && float64(s.segObs) >= p.minRatio*float64(s.segExp)
+	} else {
+		s.cusum, s.segObs, s.segExp = 0, 0, 0
+	}
+	if !alarm {
+		s.run = 0
+		return none
+	}
+	if s.run < 255 {
+		s.run++
+	}
+	if s.run < p.k || m < s.cool {
+		return none
+	}
+	n := float32(m - s.segStart + 1)
+	s.firing, s.quiet = true, 0
+	s.start = s.segStart
+	s.obs, s.base = s.segObs/n, s.segExp/n
+	s.segObs, s.segExp = 0, 0
+	return fired
+}
+
+// calm reports whether the series may learn from the current window: not
+// firing and no evidence building up.
+func (s *series) calm(p *countParams) bool {
+	return !s.firing && s.run == 0 && float64(s.cusum) < p.h/2
+}
+
+// learnCount folds a calm window into the level (y deseasonalized by idx)
+// and the dispersion (x against mu).
+func (s *series) learnCount(x, mu, idx, unit float64, p *countParams) {
+	if idx < 1e-6 {
+		idx = 1e-6
+	}
+	y := x / idx
+	if s.n < p.warm {
+		s.n++
+		s.level += (float32(y) - s.level) / float32(s.n)
+		if s.n > 1 && mu > 0 {
+			r2 := (x - mu) * (x - mu) / mu
+			s.disp += (float32(r2) - s.disp) / float32(s.n-1)
+		} else {
+			s.disp = float32(unit)
+		}
+		return
+	}
+	l := float64(s.level)
+	phi := math.Max(float64(s.disp), unit)
+	sd := math.Sqrt(phi*math.Max(l, 1e-9)/idx) + 1e-9
+	y = math.Min(math.Max(y, l-4*sd), l+4*sd)
+	s.level = float32(l + p.alpha*(y-l))
+	if mu > 0 {
+		r2 := math.Min((x-mu)*(x-mu)/mu, 16*phi)
+		s.disp = float32(float64(s.disp) + p.alphaD*(r2-float64(s.disp)))
+	}
+}
+
+// latParams parameterizes the latency detector.
+type latParams struct {
+	factor     float64
+	lnThr      float64 // ln(factor*ratio_fraction)
+	lnResolve  float64
+	z          float64
+	minSamples uint32
+	k          uint8
+	quiet      uint8
+	cooldown   int32
+	warm       uint16
+	alpha      float64
+}
+
+func newLatParams(c *Config, factor float64) latParams {
+	thr := factor * c.Latency.RatioFraction
+	k := c.Latency.KWindows
+	if k == 0 {
+		k = c.KWindows
+	}
+	return latParams{
+		factor:     factor,
+		lnThr:      math.Log(thr),
+		lnResolve:  math.Log(1 + (thr-1)*c.ResolveRatio),
+		z:          c.Latency.Z,
+		minSamples: uint32(c.Latency.MinSamples),
+		k:          uint8(k),
+		quiet:      uint8(min(255, int(c.QuietPeriod/60e9))),
+		cooldown:   int32(c.Cooldown / 60e9),
+		warm:       uint16(min(c.WarmupWindows, 30)),
+		alpha:      1 - math.Exp2(-60/c.BaselineHalfLife.Seconds()),
+	}
+}
+
+// stepLatency evaluates one window with P95 p95 (ms) from samples samples.
+func (s *series) stepLatency(p95 float64, samples uint32, m int32, p *latParams) transition {
+	enough := samples >= p.minSamples && p95 > 0
+	var d float64
+	if enough {
+		d = math.Log(p95) - float64(s.level)
+	}
+	if s.firing {
+		if !enough || d < p.lnResolve {
+			s.quiet++
+		} else {
+			s.quiet = 0
+		}
+		if s.quiet >= p.quiet {
+			s.firing, s.run = false, 0
+			s.cool = m + p.cooldown
+			return resolved
+		}
+		return none
+	}
+	if !enough {
+		return none // windows without enough samples neither count nor break a run
+	}
+	sd := math.Sqrt(math.Max(float64(s.disp), 0.0025))
+	alarm := s.n >= p.warm && d >= p.lnThr && d >= p.z*sd
+	if !alarm {
+		s.run = 0
+		s.learnLatency(d)
+		return none
+	}
+	if s.run < 255 {
+		s.run++
+	}
+	if s.run < p.k || m < s.cool {
+		return none
+	}
+	s.firing, s.quiet = true, 0
+	s.start = m - int32(s.run) + 1
+	s.obs, s.base = float32(p95), float32(math.Exp(float64(s.level)))
+	return fired
+}
+
+// learnLatency folds a calm window with log deviation d from the level.
+func (s *series) learnLatency(d float64) {
+	if s.n == 0 {
+		s.n = 1
+		s.level += float32(d)
+		return
+	}
+	sd := math.Sqrt(math.Max(float64(s.disp), 0.0025))
+	if s.n < 30 {
+		s.n++
+		s.level += float32(d / float64(s.n))
+		s.disp += (float32(d*d) - s.disp) / float32(s.n-1)
+		return
+	}
+	if s.n < math.MaxUint16 {
+		s.n++
+	}
+	d = math.Min(math.Max(d, -4*sd), 4*sd)
+	s.level += float32(0.02 * d)
+	s.disp += float32(0.01 * (d*d - float64(s.disp)))
+}

@@ -1,0 +1,259 @@
+package anomaly
+
+import "math"
+
+// kindState is the usage series of one kind of one tenant.
+type kindState struct {
+	name     string
+	cnt      [2]uint32
+	qty      [2]float32
+	perEvent float32 // EWMA of quantity per event, for quantity kinds
+	quantity bool    // usage is measured by quantity, not count
+	s        series
+}
+
+// integState is the error-rate series of one integration of one tenant.
+type integState struct {
+	name     string
+	cnt      [2]uint32
+	errs     [2]uint32
+	cntLevel float32
+	s        series
+}
+
+// tenant holds every window and series of one tenant. The two window slots
+// are indexed by minute parity: the minute being filled and the previous
+// one, still open for late events until it is closed.
+type tenant struct {
+	id         string
+	pp         *planParams
+	slotMin    [2]int32 // minute held by a slot; <= lastClosed means free
+	count      [2]uint32
+	errs       [2]uint32
+	latN       [2]uint32
+	cost       [2]float32
+	lat        [2]latHist
+	lastClosed int32 // last minute evaluated
+	lastSeen   int32 // last minute with an event
+	cntLevel   float32
+	cntN       uint16
+	kinds      []kindState
+	integ      []integState
+	prof       profile
+	latS       series
+	errS       series
+	costS      series
+	sp         spendState
+}
+
+func newTenant(id string, pp *planParams, m, closed int32) *tenant {
+	t := &tenant{id: id, pp: pp, lastClosed: closed, lastSeen: m}
+	t.slotMin = [2]int32{closed, closed}
+	t.prof.hour = floorDiv(closed+1, 60)
+	return t
+}
+
+// slot returns the slot index for minute m, or false when m is already
+// closed or its slot still holds another open minute.
+func (t *tenant) slot(m int32) (int, bool) {
+	if m <= t.lastClosed {
+		return 0, false
+	}
+	i := int(m & 1)
+	if t.slotMin[i] == m {
+		return i, true
+	}
+	if t.slotMin[i] > t.lastClosed {
+		return 0, false
+	}
+	t.slotMin[i] = m
+	return i, true
+}
+
+// kind returns the state of kind k, creating it (bounded by maxKinds).
+func (t *tenant) kind(k string, d *Detector) *kindState {
+	for i := range t.kinds {
+		if t.kinds[i].name == k {
+			return &t.kinds[i]
+		}
+	}
+	if len(t.kinds) >= d.cfg.MaxKinds {
+		return nil
+	}
+	t.kinds = append(t.kinds, kindState{name: k, quantity: d.qkinds[k]})
+	return &t.kinds[len(t.kinds)-1]
+}
+
+// integration returns the state of integration name, creating it (bounded).
+func (t *tenant) integration(name string, max int) *integState {
+	for i := range t.integ {
+		if t.integ[i].name == name {
+			return &t.integ[i]
+		}
+	}
+	if len(t.integ) >= max {
+		return nil
+	}
+	t.integ = append(t.integ, integState{name: name})
+	return &t.integ[len(t.integ)-1]
+}
+
+// closeMinute evaluates minute m of t and appends alerts to out.
+func (d *Detector) closeMinute(t *tenant, m int32, out *[]Alert) {
+	i := int(m & 1)
+	has := t.slotMin[i] == m
+	var cnt, errs, latN uint32
+	var cost float64
+	var p95 float64
+	if has {
+		cnt, errs, latN, cost = t.count[i], t.errs[i], t.latN[i], float64(t.cost[i])
+		if latN > 0 {
+			p95 = t.lat[i].quantile(0.95)
+			t.lat[i].reset()
+		}
+		t.count[i], t.errs[i], t.latN[i], t.cost[i] = 0, 0, 0, 0
+	}
+
+	// Seasonal profile: fold finished hours, switch mode when history allows.
+	pr := &t.prof
+	if h := floorDiv(m, 60); h != pr.hour {
+		if pr.acc > 0 || pr.hours > 0 {
+			pr.fold()
+		}
+		pr.hour = h
+	}
+	if nm := pr.nextMode(); nm != pr.mode {
+		r := pr.index(m, pr.mode) / pr.index(m, nm) // keep baselines continuous
+		t.rescale(r)
+		pr.mode = nm
+	}
+	idx := pr.index(m, pr.mode)
+	pr.acc += float32(cnt)
+
+	pp := d.plan(t)
+	countBase := float64(t.cntLevel) * idx
+	volOK := t.cntN >= pp.usage.warm && countBase*60 >= pp.minVolume
+	allCalm := true
+
+	for k := range t.kinds {
+		ks := &t.kinds[k]
+		x := float64(ks.cnt[i])
+		unit := 1.0
+		if ks.quantity {
+			if ks.cnt[i] > 0 {
+				pe := float32(float64(ks.qty[i]) / x)
+				if ks.perEvent == 0 {
+					ks.perEvent = pe
+				} else {
+					ks.perEvent += 0.02 * (pe - ks.perEvent)
+				}
+			}
+			x = float64(ks.qty[i])
+			unit = math.Max(float64(ks.perEvent), 1e-9)
+		}
+		ks.cnt[i], ks.qty[i] = 0, 0
+		s := &ks.s
+		mu := float64(s.level) * idx
+		eligible := volOK && s.n >= pp.usage.warm && mu/unit*60 >= pp.minVolume
+		if tr := s.stepCount(x, mu, unit, eligible, m, &pp.usage); tr != none {
+			*out = append(*out, d.countAlert(t, MetricUsage, ks.name, "", s, tr, m, &pp.usage, 1))
+		}
+		if s.calm(&pp.usage) {
+			s.learnCount(x, mu, idx, unit, &pp.usage)
+		} else {
+			allCalm = false
+		}
+	}
+	if !allCalm {
+		pr.unusual = true
+	} else {
+		learnLevel(&t.cntLevel, &t.cntN, float64(cnt)/idx, &pp.usage)
+	}
+
+	// Tenant error rate.
+	d.stepErrors(t, &t.errS, "", float64(errs), float64(cnt), float64(t.cntLevel), idx, volOK, m, pp, out)
+	for g := range t.integ {
+		gs := &t.integ[g]
+		gc, ge := float64(gs.cnt[i]), float64(gs.errs[i])
+		gs.cnt[i], gs.errs[i] = 0, 0
+		var n uint16 = pp.usage.warm // integrations share the tenant's warm-up
+		learnLevel(&gs.cntLevel, &n, gc/idx, &pp.usage)
+		gok := volOK && float64(gs.cntLevel)*idx*60 >= pp.minVolume
+		d.stepErrors(t, &gs.s, gs.name, ge, gc, float64(gs.cntLevel), idx, gok, m, pp, out)
+	}
+
+	// Cost: spend per window against the seasonal baseline, reported per hour.
+	{
+		s := &t.costS
+		mu := float64(s.level) * idx
+		unit := 1e-12
+		if t.cntLevel > 0 && s.level > 0 {
+			unit = float64(s.level) / float64(t.cntLevel) // cost per event
+		}
+		eligible := volOK && s.n >= pp.cost.warm && mu > 0
+		if tr := s.stepCount(cost, mu, unit, eligible, m, &pp.cost); tr != none {
+			*out = append(*out, d.countAlert(t, MetricCost, "", "", s, tr, m, &pp.cost, 60))
+		}
+		if s.calm(&pp.cost) {
+			s.learnCount(cost, mu, idx, unit, &pp.cost)
+		}
+	}
+
+	// Latency P95.
+	if tr := t.latS.stepLatency(p95, latN, m, &pp.lat); tr != none {
+		*out = append(*out, d.latencyAlert(t, tr, m, &pp.lat))
+	}
+}
+
+// stepErrors runs the error-rate detector: expected errors are the window's
+// events times the baseline error ratio, floored so that only an observed
+// ratio of at least min_rate can alert.
+func (d *Detector) stepErrors(t *tenant, s *series, integ string, errs, cnt, cntLevel, idx float64, volOK bool, m int32, pp *planParams, out *[]Alert) {
+	p0 := 0.0
+	if cntLevel > 0 {
+		p0 = float64(s.level) / cntLevel
+	}
+	pEff := math.Max(p0, pp.errFloor)
+	eligible := volOK && cnt > 0 && s.n >= pp.errs.warm
+	if tr := s.stepCount(errs, cnt*pEff, 1, eligible, m, &pp.errs); tr != none {
+		a := d.countAlert(t, MetricErrorRate, "", integ, s, tr, m, &pp.errs, 1)
+		if tr == fired && cnt > 0 {
+			// Report ratios, not counts: observed error ratio over the baseline ratio.
+			a.Observed = a.Ratio * pEff
+			a.Baseline = pEff
+			s.obs, s.base = float32(a.Observed), float32(a.Baseline)
+		}
+		*out = append(*out, a)
+	}
+	if s.calm(&pp.errs) {
+		s.learnCount(errs, math.Max(cnt*p0, 1e-9), idx, 1, &pp.errs)
+	}
+}
+
+// learnLevel is a plain EWMA with a running-mean warm-up.
+func learnLevel(level *float32, n *uint16, y float64, p *countParams) {
+	if *n < p.warm {
+		*n++
+		*level += (float32(y) - *level) / float32(*n)
+		return
+	}
+	*level += float32(p.alpha * (y - float64(*level)))
+}
+
+// rescale multiplies every deseasonalized level by r.
+func (t *tenant) rescale(r float64) {
+	if !(r > 0) || math.IsInf(r, 0) {
+		return
+	}
+	f := float32(r)
+	t.cntLevel *= f
+	for k := range t.kinds {
+		t.kinds[k].s.level *= f
+	}
+	for g := range t.integ {
+		t.integ[g].cntLevel *= f
+		t.integ[g].s.level *= f
+	}
+	t.errS.level *= f
+	t.costS.level *= f
+}
