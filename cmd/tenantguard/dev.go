@@ -1,7 +1,200 @@
 package main
 
-import "github.com/spf13/cobra"
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/tenantguard/tenantguard/collector/emit"
+	"github.com/tenantguard/tenantguard/collector/loadgen"
+	"github.com/tenantguard/tenantguard/collector/pricing"
+	"github.com/tenantguard/tenantguard/internal/chserver"
+)
 
 func newDevCmd(a *app) *cobra.Command {
-	return &cobra.Command{Use: "dev", Short: "Run the whole stack on this machine (see --demo)"}
+	var demo bool
+	var dataDir string
+	lc := loadgen.DefaultConfig()
+	lc.Tenants, lc.Rate, lc.Noisy, lc.DayLength = 30, 300, "noisy-co", 20*time.Minute
+	lc.SpikeAfter, lc.SpikeFor = 90*time.Second, 4*time.Minute
+	cmd := &cobra.Command{
+		Use:   "dev",
+		Short: "Run the whole stack on this machine: embedded NATS, a managed clickhouse-server, the daemon",
+		Long: "dev starts an embedded NATS server with JetStream and a clickhouse-server child process on free\n" +
+			"ports, keeps their data under ./.tenantguard/, and runs the daemon against them. With --demo it\n" +
+			"also sends synthetic traffic from several tenants, one of them noisy, and shows a live table.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return runDev(ctx, a, dataDir, demo, lc)
+		},
+	}
+	f := cmd.Flags()
+	f.BoolVar(&demo, "demo", false, "send synthetic traffic with a noisy tenant and show a live table")
+	f.StringVar(&dataDir, "data-dir", ".tenantguard", "where NATS and ClickHouse keep their data")
+	f.IntVar(&lc.Tenants, "tenants", lc.Tenants, "demo: number of tenants")
+	f.Float64Var(&lc.Rate, "rate", lc.Rate, "demo: total events/s outside the spike")
+	f.StringVar(&lc.Noisy, "noisy", lc.Noisy, "demo: id of the noisy tenant")
+	f.Float64Var(&lc.NoisyFactor, "noisy-factor", lc.NoisyFactor, "demo: rate multiplier of the noisy tenant")
+	f.DurationVar(&lc.SpikeAfter, "spike-after", lc.SpikeAfter, "demo: when the spike starts")
+	f.DurationVar(&lc.SpikeFor, "spike-for", lc.SpikeFor, "demo: how long the spike lasts")
+	f.DurationVar(&lc.Duration, "duration", 0, "stop after this long (0 = until interrupted)")
+	return cmd
+}
+
+func runDev(ctx context.Context, a *app, dataDir string, demo bool, lc loadgen.Config) error {
+	if chserver.Binary() == "" {
+		return fmt.Errorf("clickhouse-server is not installed; install it with:\n  %s", chserver.InstallHint)
+	}
+	if lc.Duration > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, lc.Duration)
+		defer cancel()
+	}
+	abs, err := filepath.Abs(dataDir)
+	if err != nil {
+		return err
+	}
+	ns, natsURL, err := startEmbeddedNATS(filepath.Join(abs, "nats"))
+	if err != nil {
+		return err
+	}
+	defer ns.Shutdown()
+	ch, err := chserver.Start(filepath.Join(abs, "clickhouse"), freePort(), freePort())
+	if err != nil {
+		return err
+	}
+	defer ch.Stop()
+	if a.cfg.Pricing.Version == pricing.DefaultConfig().Version && len(a.cfg.Pricing.Prices) == 0 {
+		a.cfg.Pricing = demoPricing()
+	}
+	a.cfg.NATS.URL = natsURL
+	a.cfg.ClickHouse.Addr = []string{ch.Addr}
+	a.cfg.Metrics.Listen = preferPort(a.cfg.Metrics.Listen)
+	a.cfg.API.Listen = preferPort(a.cfg.API.Listen)
+	fmt.Fprintf(a.stderr, "dev: NATS %s  ClickHouse %s (client: clickhouse-client --port %s)\n"+
+		"dev: metrics http://%s/metrics  API http://%s  data %s\n",
+		natsURL, ch.Addr, portOf(ch.Addr), hostPort(a.cfg.Metrics.Listen), hostPort(a.cfg.API.Listen), abs)
+
+	g, gctx := errgroup.WithContext(ctx)
+	started := make(chan *daemon, 1)
+	g.Go(func() error { return runDaemon(gctx, a, func(d *daemon) { started <- d }) })
+	if demo {
+		g.Go(func() error {
+			var d *daemon
+			select {
+			case d = <-started:
+			case <-gctx.Done():
+				return nil
+			}
+			return runDemo(gctx, a, d, lc)
+		})
+	}
+	err = g.Wait()
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return nil
+	}
+	return err
+}
+
+func startEmbeddedNATS(dir string) (*server.Server, string, error) {
+	opts := &server.Options{
+		Host: "127.0.0.1", Port: freePort(), JetStream: true, StoreDir: dir,
+		NoSigs: true, NoLog: true, JetStreamMaxStore: 4 << 30, JetStreamMaxMemory: 256 << 20,
+	}
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		return nil, "", fmt.Errorf("embedded nats: %w", err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		ns.Shutdown()
+		return nil, "", errors.New("embedded nats: not ready after 10s")
+	}
+	return ns, ns.ClientURL(), nil
+}
+
+func runDemo(ctx context.Context, a *app, d *daemon, lc loadgen.Config) error {
+	gen, err := loadgen.NewGenerator(lc)
+	if err != nil {
+		return err
+	}
+	nc, err := a.connectNATS("demo")
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	ecfg := emit.DefaultConfig()
+	ecfg.Service = "demo"
+	em, err := emit.New(nc, ecfg)
+	if err != nil {
+		return err
+	}
+	defer em.Close(context.Background())
+	view := newLiveView(a, d, lc.Noisy)
+	go view.run(ctx)
+	_, err = gen.Run(ctx, em, nil)
+	return err
+}
+
+// demoPricing is the price book dev uses when none is configured.
+func demoPricing() pricing.Config {
+	c := pricing.DefaultConfig()
+	c.Version = "dev-demo"
+	c.Prices = map[string]string{
+		"api_request": "0.0001", "db_query": "0.00002", "ai_tokens": "0.000002",
+		"webhook_call": "0.0005", "compute_seconds": "0.00005", "job_run": "0.001", "storage_bytes": "0.0000000001",
+	}
+	c.Plans = map[string]pricing.Plan{"default": {SpendCap: "50", DegradedRate: 5}}
+	return c
+}
+
+func freePort() int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// preferPort keeps addr when it is free on loopback, else picks a free port.
+func preferPort(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "127.0.0.1:" + strconv.Itoa(freePort())
+	}
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	l, err := net.Listen("tcp", net.JoinHostPort(host, port))
+	if err != nil {
+		return net.JoinHostPort(host, strconv.Itoa(freePort()))
+	}
+	l.Close()
+	return net.JoinHostPort(host, port)
+}
+
+func hostPort(addr string) string {
+	if len(addr) > 0 && addr[0] == ':' {
+		return "127.0.0.1" + addr
+	}
+	return addr
+}
+
+func portOf(addr string) string {
+	_, p, _ := net.SplitHostPort(addr)
+	return p
 }

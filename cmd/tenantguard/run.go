@@ -46,6 +46,7 @@ type daemon struct {
 	book     *pricing.Book
 	ready    []func() error // readiness checks
 	services []func(ctx context.Context) error
+	status   func(tenant string) string // guard status per tenant for the live view (anomaly, throttle)
 }
 
 // runDaemon wires the stages and blocks until ctx ends. started, when not

@@ -1,0 +1,137 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/shopspring/decimal"
+
+	"github.com/tenantguard/tenantguard/collector/event"
+)
+
+// liveView prints the demo's terminal table: the busiest tenants, their
+// rate, P95 latency, cost so far, and the pipeline's totals.
+type liveView struct {
+	a       *app
+	d       *daemon
+	noisy   string
+	tty     bool
+	started time.Time
+}
+
+func newLiveView(a *app, d *daemon, noisy string) *liveView {
+	fi, err := os.Stdout.Stat()
+	return &liveView{a: a, d: d, noisy: noisy, tty: err == nil && fi.Mode()&os.ModeCharDevice != 0, started: time.Now()}
+}
+
+type tenantRow struct {
+	tenant string
+	rate   float64
+	p95    float64
+	cost   decimal.Decimal
+}
+
+func (v *liveView) run(ctx context.Context) {
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			out, err := v.render(qctx)
+			cancel()
+			if err != nil {
+				out = "live view: " + err.Error() + "\n"
+			}
+			if v.tty {
+				out = "\033[H\033[2J" + out
+			}
+			fmt.Fprint(v.a.stdout, out)
+		}
+	}
+}
+
+func (v *liveView) render(ctx context.Context) (string, error) {
+	const window = 30
+	conn, events, usage := v.d.store.Conn(), v.d.store.Table("events"), v.d.store.Table("usage_1m")
+	rows, err := conn.Query(ctx, "SELECT tenant_id, count() / ? AS rate, quantileIf(0.95)(latency_ms, kind = 'api_request') AS p95 FROM "+events+
+		" WHERE time >= now() - ? GROUP BY tenant_id ORDER BY rate DESC LIMIT 12", float64(window), window)
+	if err != nil {
+		return "", err
+	}
+	var list []tenantRow
+	var tenants []any
+	for rows.Next() {
+		var r tenantRow
+		if err := rows.Scan(&r.tenant, &r.rate, &r.p95); err != nil {
+			rows.Close()
+			return "", err
+		}
+		list = append(list, r)
+		tenants = append(tenants, r.tenant)
+	}
+	rows.Close()
+	if v.noisy != "" && !containsTenant(list, v.noisy) {
+		list = append(list, tenantRow{tenant: v.noisy})
+		tenants = append(tenants, v.noisy)
+	}
+	costs := map[string]decimal.Decimal{}
+	if len(tenants) > 0 {
+		crow, err := conn.Query(ctx, "SELECT tenant_id, sum(cost) FROM "+usage+" WHERE tenant_id IN ? GROUP BY tenant_id", clickhouse.GroupSet{Value: tenants})
+		if err != nil {
+			return "", err
+		}
+		for crow.Next() {
+			var t string
+			var c decimal.Decimal
+			if err := crow.Scan(&t, &c); err == nil {
+				costs[t] = c
+			}
+		}
+		crow.Close()
+	}
+	var total uint64
+	if err := conn.QueryRow(ctx, "SELECT count() FROM "+events).Scan(&total); err != nil {
+		return "", err
+	}
+	dlq := uint64(0)
+	if s, err := v.d.js.Stream(ctx, event.DLQStream); err == nil {
+		if info, err := s.Info(ctx); err == nil {
+			dlq = info.State.Msgs
+		}
+	}
+	sort.SliceStable(list, func(i, j int) bool { return list[i].rate > list[j].rate })
+	var b strings.Builder
+	fmt.Fprintf(&b, "tenantguard dev --demo   up %s   events stored %d   DLQ %d   (Ctrl-C to stop)\n\n",
+		time.Since(v.started).Truncate(time.Second), total, dlq)
+	fmt.Fprintf(&b, "%-16s %10s %11s %14s  %s\n", "TENANT", "RATE/s", "P95 API ms", "COST", "STATUS")
+	for _, r := range list {
+		status := ""
+		if v.d.status != nil {
+			status = v.d.status(r.tenant)
+		}
+		mark := " "
+		if r.tenant == v.noisy {
+			mark = "*"
+		}
+		fmt.Fprintf(&b, "%-15s%s %10.1f %11.1f %14s  %s\n", r.tenant, mark, r.rate, r.p95, costs[r.tenant].StringFixed(4), status)
+	}
+	fmt.Fprintf(&b, "\n* the noisy tenant (rate in the last %ds; cost since the data dir was created)\n", window)
+	return b.String(), nil
+}
+
+func containsTenant(list []tenantRow, t string) bool {
+	for _, r := range list {
+		if r.tenant == t {
+			return true
+		}
+	}
+	return false
+}
