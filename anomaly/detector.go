@@ -166,7 +166,10 @@ func (d *Detector) tenantLocked(sh *shard, id string, m int32) *tenant {
 
 // Observe records one stored event and its cost. It is the collector's hot
 // path: no allocations once the tenant, kind and integration are known.
-func (d *Detector) Observe(e *event.Event, cost float64) {
+func (d *Detector) Observe(e *event.Event, cost float64) { d.observe(e, cost) }
+
+// observe is Observe reporting whether the event reached an open window.
+func (d *Detector) observe(e *event.Event, cost float64) bool {
 	sec := e.Time.Unix()
 	m := int32(floorDiv64(sec, 60))
 	sh := d.shard(e.TenantID)
@@ -177,7 +180,7 @@ func (d *Detector) Observe(e *event.Event, cost float64) {
 	if !ok {
 		sh.late++
 		sh.mu.Unlock()
-		return
+		return false
 	}
 	if m > t.lastSeen {
 		t.lastSeen = m
@@ -211,6 +214,7 @@ func (d *Detector) Observe(e *event.Event, cost float64) {
 		}
 	}
 	sh.mu.Unlock()
+	return true
 }
 
 // Rollup is one per-minute aggregate of a tenant and kind, as stored in
