@@ -56,13 +56,13 @@ func TestAuthMatrix(t *testing.T) {
 	seed(t, st)
 	f := start(t, st, testConfig())
 	badAuth := []string{
-		"",                                 // no header
-		"Bearer",                           // no token
-		"Bearer ",                          // empty token
-		"Bearer tok-nobody",                // unknown token
-		"Basic " + tokens["admin"],         // wrong scheme
-		"Bearer " + hash(tokens["admin"]),  // the stored hash is not the token
-		"Bearer " + tokens["admin"] + "x",  // near miss
+		"",                                // no header
+		"Bearer",                          // no token
+		"Bearer ",                         // empty token
+		"Bearer tok-nobody",               // unknown token
+		"Basic " + tokens["admin"],        // wrong scheme
+		"Bearer " + hash(tokens["admin"]), // the stored hash is not the token
+		"Bearer " + tokens["admin"] + "x", // near miss
 		"Bearer " + strings.Repeat("a", 5000),
 	}
 	for _, ep := range matrix {

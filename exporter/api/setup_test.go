@@ -192,3 +192,7 @@ func errorMessage(t testing.TB, r resp) string {
 	}
 	return e.Error
 }
+
+type eventT = event.Event
+
+func itoa(i int) string { return fmt.Sprint(i) }
