@@ -171,7 +171,30 @@ var builtins = map[string]bool{
 	"__timeFilter": true, "__fromTime": true, "__toTime": true, "__interval_s": true,
 }
 
-var varRef = regexp.MustCompile(`\$\{?([A-Za-z_][A-Za-z0-9_]*)`)
+// varRef matches $name and ${name}.
+var varRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)`)
+
+func refName(m []string) string {
+	if m[1] != "" {
+		return m[1]
+	}
+	return m[2]
+}
+
+// expandVars substitutes every $name and ${name} from vars; an unknown
+// reference fails the test.
+func expandVars(t *testing.T, q string, vars map[string]string) string {
+	t.Helper()
+	return varRef.ReplaceAllStringFunc(q, func(m string) string {
+		name := refName(varRef.FindStringSubmatch(m))
+		v, ok := vars[name]
+		if !ok {
+			t.Errorf("no expansion for %s in %q", m, q)
+			return m
+		}
+		return v
+	})
+}
 
 // TestDashboardsResolve checks uids, panel ids, datasources and every
 // variable reference.
@@ -263,7 +286,7 @@ func TestDashboardsResolve(t *testing.T) {
 				t.Errorf("%s: datasource uid %q not provisioned", q.where, q.ds)
 			}
 			for _, m := range varRef.FindAllStringSubmatch(q.text, -1) {
-				name := m[1]
+				name := refName(m)
 				if strings.HasPrefix(name, "__") {
 					if !builtins[name] {
 						t.Errorf("%s: unknown macro $%s", q.where, name)
