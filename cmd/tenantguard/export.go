@@ -1,0 +1,262 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tenantguard/tenantguard/collector/store"
+	"github.com/tenantguard/tenantguard/exporter/billing"
+)
+
+// newExportCmd is `tenantguard export billing|events`.
+func newExportCmd(a *app) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "export",
+		Short: "Export billing lines, or one tenant's raw events, from ClickHouse",
+		Args:  cobra.NoArgs,
+	}
+	cmd.AddCommand(newExportBillingCmd(a), newExportEventsCmd(a))
+	return cmd
+}
+
+// exportFlags are shared by both exports.
+type exportFlags struct {
+	from, to, tenant, format, output string
+	noProgress                       bool
+}
+
+func (f *exportFlags) register(cmd *cobra.Command, defFormat, formats string) {
+	cmd.Flags().StringVar(&f.from, "from", "", "start of the range, inclusive: RFC 3339 or YYYY-MM-DD (UTC midnight)")
+	cmd.Flags().StringVar(&f.to, "to", "", "end of the range, exclusive: RFC 3339 or YYYY-MM-DD (UTC midnight)")
+	cmd.Flags().StringVar(&f.format, "format", defFormat, "output format: "+formats)
+	cmd.Flags().StringVarP(&f.output, "output", "o", "-", "output file; - is stdout. A file appears only when the export completed")
+	cmd.Flags().BoolVar(&f.noProgress, "no-progress", false, "do not report progress on stderr")
+	_ = cmd.MarkFlagRequired("from")
+	_ = cmd.MarkFlagRequired("to")
+}
+
+func (f *exportFlags) times() (from, to time.Time, err error) {
+	if from, err = parseWhen("--from", f.from); err != nil {
+		return
+	}
+	if to, err = parseWhen("--to", f.to); err != nil {
+		return
+	}
+	if !to.After(from) {
+		err = errors.New("--to must be after --from")
+	}
+	return
+}
+
+func parseWhen(flag, s string) (time.Time, error) {
+	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+		return t.UTC(), nil
+	}
+	if t, err := time.Parse("2006-01-02", s); err == nil {
+		return t, nil
+	}
+	return time.Time{}, fmt.Errorf("%s: %q is neither RFC 3339 (2026-11-01T00:00:00Z) nor a date (2026-11-01)", flag, s)
+}
+
+func usageErr(err error) error { return &exitError{code: 2, err: err} }
+
+func newExportBillingCmd(a *app) *cobra.Command {
+	var f exportFlags
+	cmd := &cobra.Command{
+		Use:   "billing --from T --to T [--tenant T] [--format csv|json] [-o FILE]",
+		Short: "Billing lines per tenant, kind and unit price, plus a total per tenant (docs/billing.md)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			from, to, err := f.times()
+			if err != nil {
+				return usageErr(err)
+			}
+			req := billing.Request{From: from, To: to, Tenant: f.tenant, Format: billing.Format(f.format)}
+			if err := req.Validate(); err != nil {
+				return usageErr(err)
+			}
+			return a.runExport(cmd.Context(), &f, "lines", func(ctx context.Context, x *billing.Exporter, w io.Writer, progress func(int64)) (string, error) {
+				req.Progress = progress
+				sum, err := x.Billing(ctx, w, req)
+				return fmt.Sprintf("%d lines, %d tenants, %d events, total %s %s",
+					sum.Lines, sum.Tenants, sum.Events, sum.Total.StringFixed(9), x.Currency()), err
+			})
+		},
+	}
+	f.register(cmd, "csv", "csv or json (NDJSON)")
+	cmd.Flags().StringVar(&f.tenant, "tenant", "", "only this tenant")
+	return cmd
+}
+
+func newExportEventsCmd(a *app) *cobra.Command {
+	var f exportFlags
+	cmd := &cobra.Command{
+		Use:   "events --tenant T --from T --to T [--format ndjson|csv] [-o FILE]",
+		Short: "One tenant's raw events (data portability): NDJSON in wire format v1, or CSV",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			from, to, err := f.times()
+			if err != nil {
+				return usageErr(err)
+			}
+			req := billing.EventsRequest{Tenant: f.tenant, From: from, To: to, Format: billing.Format(f.format)}
+			if err := req.Validate(); err != nil {
+				return usageErr(err)
+			}
+			return a.runExport(cmd.Context(), &f, "events", func(ctx context.Context, x *billing.Exporter, w io.Writer, progress func(int64)) (string, error) {
+				req.Progress = progress
+				n, err := x.Events(ctx, w, req)
+				return fmt.Sprintf("%d events of tenant %s", n, req.Tenant), err
+			})
+		},
+	}
+	f.register(cmd, "ndjson", "ndjson or csv")
+	cmd.Flags().StringVar(&f.tenant, "tenant", "", "the tenant (required)")
+	_ = cmd.MarkFlagRequired("tenant")
+	return cmd
+}
+
+type exportFunc func(ctx context.Context, x *billing.Exporter, w io.Writer, progress func(int64)) (summary string, err error)
+
+// runExport opens ClickHouse, writes the export to stdout or to a temporary
+// file renamed into place on success, and reports progress on stderr.
+func (a *app) runExport(ctx context.Context, f *exportFlags, unit string, run exportFunc) error {
+	st, err := store.Open(ctx, a.cfg.ClickHouse)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	bcfg := billing.DefaultConfig()
+	bcfg.Currency = a.cfg.Pricing.Currency
+	x, err := billing.New(bcfg, st)
+	if err != nil {
+		return err
+	}
+
+	var out io.Writer = a.stdout
+	var tmp *os.File
+	if f.output != "-" && f.output != "" {
+		tmp, err = os.CreateTemp(filepath.Dir(f.output), "."+filepath.Base(f.output)+".partial-*")
+		if err != nil {
+			return err
+		}
+		defer func() {
+			if tmp != nil { // not renamed: remove the partial file
+				tmp.Close()
+				os.Remove(tmp.Name())
+			}
+		}()
+		out = tmp
+	}
+	cw := &countingWriter{w: out}
+	p := newProgress(a.stderr, unit, cw, !f.noProgress)
+	summary, err := run(ctx, x, cw, p.update)
+	p.stop()
+	if err != nil {
+		return err
+	}
+	if tmp != nil {
+		if err := tmp.Sync(); err != nil {
+			return err
+		}
+		if err := tmp.Close(); err != nil {
+			return err
+		}
+		if err := os.Rename(tmp.Name(), f.output); err != nil {
+			return err
+		}
+		tmp = nil
+	}
+	if !f.noProgress {
+		fmt.Fprintf(a.stderr, "exported %s (%s) in %s\n", summary, humanBytes(cw.n.Load()), p.elapsed().Round(time.Millisecond))
+	}
+	return nil
+}
+
+type countingWriter struct {
+	w io.Writer
+	n atomic.Int64
+}
+
+func (c *countingWriter) Write(b []byte) (int, error) {
+	n, err := c.w.Write(b)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// progress redraws one status line on stderr while an export runs, when
+// stderr is a terminal; otherwise only the final summary is printed.
+type progress struct {
+	w       io.Writer
+	unit    string
+	cw      *countingWriter
+	rows    atomic.Int64
+	start   time.Time
+	done    chan struct{}
+	stopped chan struct{}
+	live    bool
+}
+
+func newProgress(w io.Writer, unit string, cw *countingWriter, enabled bool) *progress {
+	p := &progress{w: w, unit: unit, cw: cw, start: time.Now(), done: make(chan struct{}), stopped: make(chan struct{})}
+	if fd, ok := w.(*os.File); ok && enabled {
+		if fi, err := fd.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
+			p.live = true
+		}
+	}
+	if !p.live {
+		close(p.stopped)
+		return p
+	}
+	go func() {
+		defer close(p.stopped)
+		t := time.NewTicker(200 * time.Millisecond)
+		defer t.Stop()
+		spin := `|/-\`
+		for i := 0; ; i++ {
+			select {
+			case <-p.done:
+				fmt.Fprint(p.w, "\r\033[K")
+				return
+			case <-t.C:
+				fmt.Fprintf(p.w, "\r\033[K%c exporting: %d %s, %s, %s", spin[i%4], p.rows.Load(), p.unit,
+					humanBytes(p.cw.n.Load()), time.Since(p.start).Round(100*time.Millisecond))
+			}
+		}
+	}()
+	return p
+}
+
+func (p *progress) update(rows int64) { p.rows.Store(rows) }
+
+func (p *progress) stop() {
+	select {
+	case <-p.done:
+	default:
+		close(p.done)
+	}
+	<-p.stopped
+}
+
+func (p *progress) elapsed() time.Duration { return time.Since(p.start) }
+
+func humanBytes(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}
+
