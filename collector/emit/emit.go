@@ -229,7 +229,11 @@ func (e *Emitter) send() {
 			for {
 				f, err := e.js.PublishMsgAsync(p.msg)
 				if err == nil {
-					e.acks <- inflight{p: p, f: f, t: time.Now()}
+					select {
+					case e.acks <- inflight{p: p, f: f, t: time.Now()}:
+					case <-e.done:
+						return
+					}
 					break
 				}
 				e.fail(err)
@@ -254,6 +258,8 @@ func (e *Emitter) confirm() {
 		case err := <-in.f.Err():
 			e.fail(err)
 			go e.requeue(in.p)
+		case <-e.done:
+			return
 		}
 	}
 }
