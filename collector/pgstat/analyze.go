@@ -2,6 +2,7 @@ package pgstat
 
 import (
 	"fmt"
+	"runtime"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -46,7 +47,7 @@ type TableUse struct {
 	Table string `json:"table"`
 	// Cmd is SELECT, INSERT, UPDATE, DELETE, MERGE or COPY.
 	Cmd   string `json:"cmd"`
-	Scope Scope  `json:"-"`
+	Scope Scope  `json:"scope"`
 	// ByRLS: row-level security, not a predicate, restricts the rows.
 	ByRLS bool `json:"by_rls,omitempty"`
 	// View is the view through which the table is reached, if any.
@@ -220,5 +221,53 @@ func mergeUses(uses []TableUse) []TableUse {
 		}
 		return out[i].View < out[j].View
 	})
+	return out
+}
+
+type analyzed struct {
+	stmt *Stmt
+	res  *Analysis
+}
+
+// analyzeAll analyses the statements called at least minCalls times, on
+// all CPUs when there are many cache misses. A statement whose text is
+// unavailable is unknown.
+func analyzeAll(an *Analyzer, stmts []Stmt, cat *Catalog, minCalls uint64) []analyzed {
+	out := make([]analyzed, 0, len(stmts))
+	for i := range stmts {
+		if stmts[i].Calls >= minCalls {
+			out = append(out, analyzed{stmt: &stmts[i]})
+		}
+	}
+	one := func(a *analyzed) {
+		if a.stmt.Text == "" {
+			a.res = &Analysis{Unknown: true, Reason: "query text unavailable"}
+			return
+		}
+		a.res = an.Analyze(a.stmt.QueryID, a.stmt.Text, cat.Roles[a.stmt.UserID])
+	}
+	workers := runtime.GOMAXPROCS(0)
+	if len(out) < 256 || workers < 2 {
+		for i := range out {
+			one(&out[i])
+		}
+		return out
+	}
+	var wg sync.WaitGroup
+	next := atomic.Int64{}
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= len(out) {
+					return
+				}
+				one(&out[i])
+			}
+		}()
+	}
+	wg.Wait()
 	return out
 }

@@ -226,7 +226,8 @@ func TestAnalyzeDML(t *testing.T) {
 	runCases(t, []analyzeCase{
 		{"insert values", "INSERT INTO items (tenant_id, sku) VALUES ($1, $2)", 0, ClassClean, nil},
 		{"insert no tenant", "INSERT INTO items (sku) VALUES ($1)", 0, ClassUnscoped, []string{"public.items"}},
-		{"insert multi row", "INSERT INTO items (tenant_id, sku) VALUES ($1, $2), ($3, $4)", 0, ClassMultiTenant, []string{"public.items"}},
+		{"insert multi row", "INSERT INTO items (tenant_id, sku) VALUES ($1, $2), ($3, $4)", 0, ClassClean, nil},
+		{"insert multi row missing tenant", "INSERT INTO items (tenant_id, sku) VALUES ($1, $2), (DEFAULT, $4)", 0, ClassUnscoped, []string{"public.items"}},
 		{"insert select unscoped", "INSERT INTO items (tenant_id, invoice_id, sku) SELECT tenant_id, id, $1 FROM invoices WHERE status = $2",
 			0, ClassUnscoped, []string{"public.invoices", "public.items"}},
 		{"insert select scoped", "INSERT INTO items (tenant_id, invoice_id) SELECT tenant_id, id FROM invoices WHERE tenant_id = $1",

@@ -497,6 +497,10 @@ func (w *walker) insertStmt(ins *pg.InsertStmt, ctes *cteScope) {
 	if p.lvl == ScopeSingle && p.fp == unsetFP {
 		p = pinVal{}
 	}
+	if p.lvl == ScopeMulti && len(ins.SelectStmt.GetSelectStmt().GetValuesLists()) > 0 {
+		// Each VALUES row carries its own explicit tenant: nothing is read.
+		p = pinVal{ScopeSingle, "values"}
+	}
 	if p.lvl != ScopeSingle && w.rlsProtects(t, "INSERT") {
 		w.record(t, "INSERT", pinVal{ScopeSingle, rlsFP}, true)
 		return
