@@ -48,6 +48,7 @@ func (a *app) root() *cobra.Command {
 		newDevCmd(a),
 		newLoadgenCmd(a),
 		newConfigCmd(a),
+		newBenchCmd(a),
 		newExportCmd(a),
 	)
 	return root

@@ -1,0 +1,45 @@
+# tenantguard: `make demo` runs the stack with synthetic tenants, `make test`
+# runs every test against real servers. Both install the servers first.
+GO        ?= go
+BIN       := bin/tenantguard
+PKGS      := ./...
+TESTFLAGS ?= -count=1 -timeout 45m
+
+.PHONY: all build deps demo test test-short bench bench-ingest fuzz vet lint clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/tenantguard
+
+deps:
+	./scripts/install-deps.sh
+
+demo: deps build
+	./$(BIN) dev --demo
+
+test: deps vet
+	$(GO) test $(TESTFLAGS) $(PKGS)
+
+test-short: deps
+	$(GO) test -short $(TESTFLAGS) $(PKGS)
+
+vet:
+	$(GO) vet $(PKGS)
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
+
+# Go benchmarks of every package, then the end-to-end ingest benchmark.
+bench: deps build
+	$(GO) test -run '^$$' -bench . -benchtime 1s -count 1 $(PKGS)
+	./$(BIN) bench ingest
+
+bench-ingest: deps build
+	./$(BIN) bench ingest
+
+# Short runs of every fuzzer; the corpus lives in each package's testdata/fuzz.
+fuzz:
+	$(GO) test ./collector/event -run '^$$' -fuzz FuzzDecode -fuzztime 30s
+
+clean:
+	rm -rf bin .tenantguard

@@ -1,0 +1,41 @@
+package main
+
+import (
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tenantguard/tenantguard/internal/ingestbench"
+)
+
+func newBenchCmd(a *app) *cobra.Command {
+	cmd := &cobra.Command{Use: "bench", Short: "Benchmarks that need real servers"}
+	var cfg ingestbench.Config
+	ingest := &cobra.Command{
+		Use:   "ingest",
+		Short: "End-to-end ingest: loadgen -> JetStream -> collector -> ClickHouse, with raw ceilings in the same run",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			bin, err := os.Executable()
+			if err != nil {
+				return err
+			}
+			cfg.Binary, cfg.Out = bin, a.stderr
+			res, err := ingestbench.Run(ctx, cfg)
+			if err != nil {
+				return err
+			}
+			res.Print(a.stdout)
+			return nil
+		},
+	}
+	ingest.Flags().IntVar(&cfg.Events, "events", 1_000_000, "events through the pipeline")
+	ingest.Flags().IntVar(&cfg.Tenants, "tenants", 10_000, "distinct tenants")
+	ingest.Flags().IntVar(&cfg.RawN, "raw", 0, "messages/rows for each raw ceiling (default = --events)")
+	cmd.AddCommand(ingest)
+	return cmd
+}

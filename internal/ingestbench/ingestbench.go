@@ -1,0 +1,407 @@
+// Package ingestbench measures end-to-end ingest on this machine: synthetic
+// traffic through the emitter into JetStream, the collector (a separate
+// `tenantguard run` process, so its RSS is its own), and ClickHouse. In the
+// same run it measures the raw ceilings (JetStream async publish, ClickHouse
+// batch insert) and reports the pipeline as ratios to them.
+package ingestbench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/shopspring/decimal"
+
+	"github.com/tenantguard/tenantguard/collector/emit"
+	"github.com/tenantguard/tenantguard/collector/event"
+	"github.com/tenantguard/tenantguard/collector/loadgen"
+	"github.com/tenantguard/tenantguard/collector/store"
+	"github.com/tenantguard/tenantguard/internal/chserver"
+)
+
+// Config sizes the run.
+type Config struct {
+	Events  int    // total events through the pipeline (default 1,000,000)
+	Tenants int    // distinct tenants (default 10,000)
+	RawN    int    // messages/rows for each raw ceiling (default = Events)
+	Binary  string // tenantguard binary to run as the collector
+	Dir     string // scratch directory (default a temp dir)
+	Out     io.Writer
+}
+
+// Result holds the figures.
+type Result struct {
+	Events           int
+	Seconds          float64
+	EventsPerSec     float64
+	P50, P99         time.Duration // probes at saturation, queueing included
+	PacedRate        float64       // events/s of the latency phase
+	PacedP50         time.Duration // probes at PacedRate
+	PacedP99         time.Duration
+	Probes           int
+	CollectorPeakRSS int64 // bytes
+	RawPublishPerSec float64
+	RawInsertPerSec  float64
+}
+
+// Run executes the benchmark and prints progress to cfg.Out.
+func Run(ctx context.Context, cfg Config) (*Result, error) {
+	if cfg.Events <= 0 {
+		cfg.Events = 1_000_000
+	}
+	if cfg.Tenants <= 0 {
+		cfg.Tenants = 10_000
+	}
+	if cfg.RawN <= 0 {
+		cfg.RawN = cfg.Events
+	}
+	if cfg.Dir == "" {
+		d, err := os.MkdirTemp("", "tenantguard-bench-")
+		if err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(d)
+		cfg.Dir = d
+	}
+	logf := func(format string, args ...any) { fmt.Fprintf(cfg.Out, format+"\n", args...) }
+
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true,
+		StoreDir: filepath.Join(cfg.Dir, "nats"), NoSigs: true, NoLog: true, JetStreamMaxStore: 16 << 30})
+	if err != nil {
+		return nil, err
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		return nil, fmt.Errorf("nats not ready")
+	}
+	defer ns.Shutdown()
+	ch, err := chserver.Start(filepath.Join(cfg.Dir, "clickhouse"), freePort(), freePort())
+	if err != nil {
+		return nil, err
+	}
+	defer ch.Stop()
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		return nil, err
+	}
+	defer nc.Close()
+	res := &Result{Events: cfg.Events}
+
+	logf("raw JetStream async publish of %d messages...", cfg.RawN)
+	if res.RawPublishPerSec, err = rawPublish(ctx, nc, cfg.RawN, cfg.Tenants); err != nil {
+		return nil, err
+	}
+	logf("  %.0f msgs/s", res.RawPublishPerSec)
+	logf("raw ClickHouse batch insert of %d rows...", cfg.RawN)
+	if res.RawInsertPerSec, err = rawInsert(ctx, ch.Addr, cfg.RawN, cfg.Tenants); err != nil {
+		return nil, err
+	}
+	logf("  %.0f rows/s", res.RawInsertPerSec)
+
+	st, err := openStore(ctx, ch.Addr, "tenantguard")
+	if err != nil {
+		return nil, err
+	}
+	defer st.Close()
+	logf("pipeline: %d events across %d tenants, loadgen -> JetStream -> collector -> ClickHouse", cfg.Events, cfg.Tenants)
+	collector, err := startCollector(cfg, ns.ClientURL(), ch.Addr)
+	if err != nil {
+		return nil, err
+	}
+	defer stopCollector(collector)
+	if err := waitTable(ctx, st); err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	lat, err := pipeline(ctx, cfg, nc, st, 0, cfg.Events, uint64(cfg.Events), logf)
+	if err != nil {
+		return nil, err
+	}
+	res.Seconds = time.Since(start).Seconds()
+	res.EventsPerSec = float64(cfg.Events) / res.Seconds
+	res.Probes = len(lat)
+	res.P50, res.P99 = quantiles(lat)
+	res.PacedRate = min(100000, float64(int(res.EventsPerSec*0.6/1000))*1000)
+	paced := int(res.PacedRate * 10)
+	logf("latency phase: %d events paced at %.0f events/s", paced, res.PacedRate)
+	lat, err = pipeline(ctx, cfg, nc, st, res.PacedRate, paced, uint64(cfg.Events+paced), logf)
+	if err != nil {
+		return nil, err
+	}
+	res.PacedP50, res.PacedP99 = quantiles(lat)
+	res.CollectorPeakRSS = peakRSS(collector.Process.Pid)
+	return res, nil
+}
+
+// Print writes the figures and the ratios to the raw ceilings.
+func (r *Result) Print(w io.Writer) {
+	fmt.Fprintf(w, "\nend-to-end ingest: %d events in %.2fs\n", r.Events, r.Seconds)
+	fmt.Fprintf(w, "  sustained            %10.0f events/s\n", r.EventsPerSec)
+	fmt.Fprintf(w, "  publish->queryable   at %.0f events/s: p50 %v  p99 %v\n", r.PacedRate, r.PacedP50.Round(time.Millisecond), r.PacedP99.Round(time.Millisecond))
+	fmt.Fprintf(w, "                       at saturation: p50 %v  p99 %v (emitter queueing included; %d probes)\n", r.P50.Round(time.Millisecond), r.P99.Round(time.Millisecond), r.Probes)
+	fmt.Fprintf(w, "  collector peak RSS   %10.1f MiB\n", float64(r.CollectorPeakRSS)/(1<<20))
+	fmt.Fprintf(w, "raw ceilings, same run:\n")
+	fmt.Fprintf(w, "  JetStream async publish  %10.0f msgs/s   pipeline ratio %.2f\n", r.RawPublishPerSec, r.EventsPerSec/r.RawPublishPerSec)
+	fmt.Fprintf(w, "  ClickHouse batch insert  %10.0f rows/s   pipeline ratio %.2f\n", r.RawInsertPerSec, r.EventsPerSec/r.RawInsertPerSec)
+}
+
+func freePort() int {
+	l, err := netListen()
+	if err != nil {
+		return 0
+	}
+	defer l.Close()
+	return portOf(l.Addr().String())
+}
+
+func openStore(ctx context.Context, addr, db string) (*store.Store, error) {
+	cfg := store.DefaultConfig()
+	cfg.Addr, cfg.Database = []string{addr}, db
+	return store.Open(ctx, cfg)
+}
+
+func encoded(n, tenants int, prefix string) []*nats.Msg {
+	msgs := make([]*nats.Msg, n)
+	now := time.Now()
+	for i := range msgs {
+		e := event.Event{ID: prefix + strconv.Itoa(i), TenantID: "t" + strconv.Itoa(i%tenants), Kind: "api_request",
+			Time: now, Quantity: 1, LatencyMs: 12.5, StatusCode: 200, Route: "GET /v1/invoices", Service: "bench"}
+		m := nats.NewMsg("raw." + e.TenantID)
+		m.Data = event.AppendJSON(nil, &e)
+		m.Header.Set(event.HeaderMsgID, e.ID)
+		msgs[i] = m
+	}
+	return msgs
+}
+
+// rawPublish measures JetStream async publish of pre-encoded messages.
+func rawPublish(ctx context.Context, nc *nats.Conn, n, tenants int) (float64, error) {
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096))
+	if err != nil {
+		return 0, err
+	}
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "RAW", Subjects: []string{"raw.>"}, Storage: jetstream.FileStorage}); err != nil {
+		return 0, err
+	}
+	defer js.DeleteStream(context.Background(), "RAW")
+	msgs := encoded(n, tenants, "r")
+	start := time.Now()
+	for _, m := range msgs {
+		if _, err := js.PublishMsgAsync(m); err != nil {
+			return 0, err
+		}
+	}
+	select {
+	case <-js.PublishAsyncComplete():
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+	return float64(n) / time.Since(start).Seconds(), nil
+}
+
+// rawInsert measures the store's batch insert into a scratch database.
+func rawInsert(ctx context.Context, addr string, n, tenants int) (float64, error) {
+	st, err := openStore(ctx, addr, "raw_bench")
+	if err != nil {
+		return 0, err
+	}
+	defer st.Close()
+	if _, err := st.Migrate(ctx); err != nil {
+		return 0, err
+	}
+	defer st.Conn().Exec(context.Background(), "DROP DATABASE IF EXISTS raw_bench")
+	const batch = 10000
+	rows := make([]store.Row, batch)
+	evs := make([]event.Event, batch)
+	now := time.Now()
+	unit := decimal.RequireFromString("0.0001")
+	start := time.Now()
+	for done := 0; done < n; done += batch {
+		for i := range rows {
+			evs[i] = event.Event{ID: "i" + strconv.Itoa(done+i), TenantID: "t" + strconv.Itoa((done+i)%tenants),
+				Kind: "api_request", Time: now, Quantity: 1, LatencyMs: 12.5, StatusCode: 200, Route: "GET /v1/invoices", Service: "bench"}
+			rows[i] = store.Row{Event: &evs[i], Plan: "default", UnitPrice: unit, Cost: unit, PriceVersion: "bench"}
+		}
+		if err := st.InsertEvents(ctx, rows, now); err != nil {
+			return 0, err
+		}
+	}
+	return float64(n) / time.Since(start).Seconds(), nil
+}
+
+func startCollector(cfg Config, natsURL, chAddr string) (*exec.Cmd, error) {
+	cmd := exec.Command(cfg.Binary, "run")
+	cmd.Env = append(os.Environ(),
+		"TENANTGUARD_NATS_URL="+natsURL,
+		"TENANTGUARD_CLICKHOUSE_ADDR="+chAddr,
+		"TENANTGUARD_METRICS_LISTEN=127.0.0.1:"+strconv.Itoa(freePort()),
+		"TENANTGUARD_API_LISTEN=127.0.0.1:"+strconv.Itoa(freePort()),
+		"TENANTGUARD_LOG_LEVEL=warn",
+	)
+	cmd.Dir = cfg.Dir // no ./tenantguard.yaml there
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start collector %s: %w", cfg.Binary, err)
+	}
+	return cmd, nil
+}
+
+func stopCollector(cmd *exec.Cmd) {
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(15 * time.Second):
+		_ = cmd.Process.Kill()
+	}
+}
+
+// waitTable waits until the collector has migrated the schema.
+func waitTable(ctx context.Context, st *store.Store) error {
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		var n uint64
+		if err := st.Conn().QueryRow(ctx, "SELECT count() FROM system.tables WHERE database = 'tenantguard' AND name = 'events'").Scan(&n); err == nil && n == 1 {
+			return nil
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	return fmt.Errorf("collector did not create tenantguard.events within 60s")
+}
+
+// pipeline sends count events at rate (0 = unpaced), waits until the table
+// holds total rows, and returns the publish->queryable latency of probes:
+// one event in 500 goes to tenant "probe" with a recorded publish time.
+func pipeline(ctx context.Context, cfg Config, nc *nats.Conn, st *store.Store, rate float64, count int, total uint64, logf func(string, ...any)) ([]time.Duration, error) {
+	lc := loadgen.DefaultConfig()
+	lc.Tenants, lc.Rate, lc.Count, lc.TenantPrefix, lc.Seed = cfg.Tenants, rate, count, "t", total
+	gen, err := loadgen.NewGenerator(lc)
+	if err != nil {
+		return nil, err
+	}
+	ecfg := emit.DefaultConfig()
+	ecfg.Service = "bench"
+	em, err := emit.New(nc, ecfg)
+	if err != nil {
+		return nil, err
+	}
+	probes := &probeEmitter{em: em, sent: map[string]time.Time{}, prefix: fmt.Sprintf("probe-%d-", total)}
+	pctx, stopPoll := context.WithCancel(ctx)
+	defer stopPoll()
+	var wg sync.WaitGroup
+	var seen map[string]time.Time
+	wg.Add(1)
+	go func() { defer wg.Done(); seen = pollProbes(pctx, st) }()
+	start := time.Now()
+	if _, err := gen.Run(ctx, probes, func(p loadgen.Progress) {
+		logf("  sent %d  %.0f ev/s", p.Sent, p.Rate)
+	}); err != nil {
+		return nil, err
+	}
+	if err := em.Close(ctx); err != nil {
+		return nil, err
+	}
+	logf("  %d events confirmed by JetStream after %.1fs; waiting for ClickHouse", count, time.Since(start).Seconds())
+	for {
+		var n uint64
+		if err := st.Conn().QueryRow(ctx, "SELECT count() FROM tenantguard.events").Scan(&n); err != nil {
+			return nil, err
+		}
+		if n >= total {
+			break
+		}
+		if time.Since(start) > 10*time.Minute {
+			return nil, fmt.Errorf("only %d of %d events stored after 10 minutes", n, total)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(300 * time.Millisecond)
+	stopPoll()
+	wg.Wait()
+	var lat []time.Duration
+	for id, sent := range probes.sent {
+		if at, ok := seen[id]; ok {
+			lat = append(lat, at.Sub(sent))
+		}
+	}
+	return lat, nil
+}
+
+func quantiles(lat []time.Duration) (p50, p99 time.Duration) {
+	if len(lat) == 0 {
+		return 0, 0
+	}
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	return lat[len(lat)/2], lat[len(lat)*99/100]
+}
+
+// probeEmitter turns one event in 500 into a probe.
+type probeEmitter struct {
+	em     *emit.Emitter
+	n      int
+	prefix string
+	sent   map[string]time.Time
+}
+
+func (p *probeEmitter) Emit(ctx context.Context, e event.Event) error {
+	p.n++
+	if p.n%500 == 0 {
+		e.TenantID, e.ID = "probe", p.prefix+strconv.Itoa(p.n)
+		p.sent[e.ID] = time.Now()
+	}
+	return p.em.Emit(ctx, e)
+}
+
+// pollProbes records when each probe first becomes queryable.
+func pollProbes(ctx context.Context, st *store.Store) map[string]time.Time {
+	seen := map[string]time.Time{}
+	for ctx.Err() == nil {
+		rows, err := st.Conn().Query(ctx, "SELECT id FROM tenantguard.events WHERE tenant_id = 'probe' AND time >= now() - 600")
+		if err == nil {
+			now := time.Now()
+			for rows.Next() {
+				var id string
+				if rows.Scan(&id) == nil {
+					if _, ok := seen[id]; !ok {
+						seen[id] = now
+					}
+				}
+			}
+			rows.Close()
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+	return seen
+}
+
+// peakRSS reads VmHWM of a live process.
+func peakRSS(pid int) int64 {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "VmHWM:") {
+			f := strings.Fields(line)
+			if len(f) >= 2 {
+				kb, _ := strconv.ParseInt(f[1], 10, 64)
+				return kb << 10
+			}
+		}
+	}
+	return 0
+}
