@@ -30,7 +30,7 @@ type Config struct {
 	// same series. Default 10m.
 	Cooldown time.Duration `mapstructure:"cooldown"`
 	// Significance is the CUSUM threshold h in quasi-log-likelihood units:
-	// higher means fewer false alerts and later detection. Default 12.
+	// higher means fewer false alerts and later detection. Default 14.
 	Significance float64 `mapstructure:"significance"`
 	// RatioFraction sets the ratio test: a window is anomalous only when
 	// observed/baseline >= factor*ratio_fraction (2 for the default 3x).
@@ -40,6 +40,9 @@ type Config struct {
 	// observed/baseline is below 1 + (factor*ratio_fraction-1)*resolve_ratio.
 	// Default 0.5.
 	ResolveRatio float64 `mapstructure:"resolve_ratio"`
+	// MaxEpisode: an episode firing this long is taken as the new normal:
+	// it resolves and the baseline adopts the current level. Default 12h.
+	MaxEpisode time.Duration `mapstructure:"max_episode"`
 	// WarmupWindows is how many windows a series learns before it may
 	// alert. Default 60.
 	WarmupWindows int `mapstructure:"warmup_windows"`
@@ -148,9 +151,10 @@ func DefaultConfig() Config {
 		KWindows:         2,
 		QuietPeriod:      5 * time.Minute,
 		Cooldown:         10 * time.Minute,
-		Significance:     12,
+		Significance:     14,
 		RatioFraction:    0.667,
 		ResolveRatio:     0.5,
+		MaxEpisode:       12 * time.Hour,
 		WarmupWindows:    60,
 		BaselineHalfLife: time.Hour,
 		Usage:            MetricConfig{Factor: 3},
@@ -199,6 +203,9 @@ func (c Config) Validate() error {
 	}
 	if !(c.ResolveRatio > 0 && c.ResolveRatio <= 1) {
 		bad("resolve_ratio", "must be in (0, 1]")
+	}
+	if c.MaxEpisode < c.QuietPeriod {
+		bad("max_episode", "must be >= quiet_period")
 	}
 	if c.WarmupWindows < 1 || c.WarmupWindows > 10000 {
 		bad("warmup_windows", "must be between 1 and 10000")

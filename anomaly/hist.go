@@ -4,12 +4,14 @@ import "math"
 
 // latBuckets log-spaced buckets at 2^(1/3) (26%) steps from 1 ms: bucket i
 // holds [2^(i/3), 2^((i+1)/3)) ms; the first also holds < 1 ms and the last
-// everything above ~20 s.
-const latBuckets = 44
+// everything above ~10 s.
+const latBuckets = 40
 
-// latHist is a fixed-size per-window latency histogram (88 bytes). Counts
-// saturate by halving every bucket, which keeps the quantiles.
-type latHist [latBuckets]uint16
+// latHist is a fixed-size per-window latency histogram (40 bytes). A full
+// bucket halves every bucket, which keeps the quantiles to within the
+// 1/128 resolution that matters for a P95 (the exact sample count is kept
+// beside it).
+type latHist [latBuckets]uint8
 
 var cbrt2, cbrt4 = math.Cbrt(2), math.Cbrt(4)
 
@@ -19,7 +21,7 @@ func latBucket(ms float64) int {
 		return 0
 	}
 	frac, exp := math.Frexp(ms) // ms = frac * 2^exp, frac in [0.5, 1)
-	m := frac * 2                  // [1, 2)
+	m := frac * 2               // [1, 2)
 	i := (exp - 1) * 3
 	if m >= cbrt4 {
 		i += 2
@@ -37,16 +39,22 @@ func (h *latHist) add(ms float64, n uint32) {
 	if n == 0 {
 		return
 	}
-	if n > 30000 {
-		n = 30000
-	}
 	i := latBucket(ms)
-	for uint32(h[i])+n > math.MaxUint16 {
+	for uint32(h[i])+n > math.MaxUint8 {
+		if n > 128 {
+			// Many samples at once (a rollup): scale the histogram and n
+			// together so both fit.
+			for j := range h {
+				h[j] >>= 1
+			}
+			n = (n + 1) >> 1
+			continue
+		}
 		for j := range h {
 			h[j] >>= 1
 		}
 	}
-	h[i] += uint16(n)
+	h[i] += uint8(n)
 }
 
 // quantile returns the q quantile in ms (geometric interpolation inside the

@@ -22,15 +22,16 @@ const (
 // window 1, 2 and 3 weeks ago at minute resolution would take 90 KiB per
 // series; this keeps the weekly shape in under 400 bytes.
 type profile struct {
-	week     [hoursPerWeek]uint16
-	day      [24]uint16
-	weekSum  float32
-	daySum   float32
-	acc      float32 // events in the hour being accumulated
-	hour     int32   // hour being accumulated (hours since epoch)
-	hours    int32   // hours folded
-	mode     uint8
-	unusual  bool // a usage series was not calm during this hour
+	week    [hoursPerWeek]uint16
+	day     [24]uint16
+	weekSum float32
+	daySum  float32
+	acc     float32 // events in the hour being accumulated
+	hour    int32   // hour being accumulated (hours since epoch); -1 none
+	seeded  int32   // last hour seeded by warm start
+	hours   int32   // hours folded
+	mode    uint8
+	unusual bool // a usage series was not calm during this hour
 }
 
 func encodeQ(v float64) uint16 {
@@ -117,13 +118,16 @@ func (p *profile) index(m int32, mode uint8) float64 {
 	}
 	n := len(slots)
 	pos := (float64(m-hour*60) + 0.5) / 60 // position inside the hour, slot values sit at 0.5
+	// Lean halfway toward the neighbour hour at the edges: smooth shapes
+	// follow, and a step between hours (a weekend ending at midnight) moves
+	// the baseline only a quarter of the way early.
 	v := decodeQ(slots[h])
 	if pos < 0.5 {
 		prev := decodeQ(slots[(h+n-1)%n])
-		v = prev + (v-prev)*(pos+0.5)
+		v += (prev - v) * (0.5 - pos) / 2
 	} else {
 		next := decodeQ(slots[(h+1)%n])
-		v += (next - v) * (pos - 0.5)
+		v += (next - v) * (pos - 0.5) / 2
 	}
 	idx := v / mean
 	return math.Max(idx, 0.02)

@@ -34,35 +34,37 @@ const (
 
 // countParams parameterizes the count detector for one metric and plan.
 type countParams struct {
-	factor   float64 // design factor, for severity
-	minRatio float64 // ratio test
-	lnRho    float64 // CUSUM alternative: ln(minRatio)
-	rhoM1    float64 // minRatio - 1
-	h        float64 // CUSUM threshold
-	resolve  float64 // smoothed ratio below which a firing window is quiet
-	k        uint8
-	quiet    uint8
-	cooldown int32
-	warm     uint16
-	alpha    float64 // level EWMA weight
-	alphaD   float64 // dispersion EWMA weight
+	factor     float64 // design factor, for severity
+	minRatio   float64 // ratio test
+	lnRho      float64 // CUSUM alternative: ln(minRatio)
+	rhoM1      float64 // minRatio - 1
+	h          float64 // CUSUM threshold
+	resolve    float64 // smoothed ratio below which a firing window is quiet
+	k          uint8
+	quiet      uint8
+	cooldown   int32
+	maxEpisode int32
+	warm       uint16
+	alpha      float64 // level EWMA weight
+	alphaD     float64 // dispersion EWMA weight
 }
 
 func newCountParams(c *Config, factor float64) countParams {
 	r := factor * c.RatioFraction
 	return countParams{
-		factor:   factor,
-		minRatio: r,
-		lnRho:    math.Log(r),
-		rhoM1:    r - 1,
-		h:        c.Significance,
-		resolve:  1 + (r-1)*c.ResolveRatio,
-		k:        uint8(c.KWindows),
-		quiet:    uint8(min(255, int(c.QuietPeriod/60e9))),
-		cooldown: int32(c.Cooldown / 60e9),
-		warm:     uint16(c.WarmupWindows),
-		alpha:    1 - math.Exp2(-60/c.BaselineHalfLife.Seconds()),
-		alphaD:   1 - math.Exp2(-60/(4*c.BaselineHalfLife.Seconds())),
+		factor:     factor,
+		minRatio:   r,
+		lnRho:      math.Log(r),
+		rhoM1:      r - 1,
+		h:          c.Significance,
+		resolve:    1 + (r-1)*c.ResolveRatio,
+		k:          uint8(c.KWindows),
+		quiet:      uint8(min(255, int(c.QuietPeriod/60e9))),
+		cooldown:   int32(c.Cooldown / 60e9),
+		maxEpisode: int32(c.MaxEpisode / 60e9),
+		warm:       uint16(c.WarmupWindows),
+		alpha:      1 - math.Exp2(-60/c.BaselineHalfLife.Seconds()),
+		alphaD:     1 - math.Exp2(-60/(4*c.BaselineHalfLife.Seconds())),
 	}
 }
 
@@ -91,29 +93,40 @@ func (s *series) stepCount(x, mu, unit float64, eligible bool, m int32, p *count
 			s.cool = m + p.cooldown
 			return resolved
 		}
+		if m-s.start >= p.maxEpisode {
+			// A "spike" this long is the new normal: adopt it and resolve.
+			if s.segExp > 0 {
+				s.level *= s.segObs / s.segExp
+			}
+			s.firing = false
+			s.cusum, s.segObs, s.segExp, s.run, s.quiet = 0, 0, 0, 0, 0
+			s.cool = m + p.cooldown
+			return resolved
+		}
 		return none
 	}
-	alarm := false
-	if eligible {
-		phi := math.Max(float64(s.disp), unit)
-		llr := (x*p.lnRho - mu*p.rhoM1) / phi
-		c := float64(s.cusum) + llr
-		if c <= 0 {
-			s.cusum, s.segObs, s.segExp = 0, 0, 0
-		} else {
-			if s.cusum == 0 {
-				s.segStart = m
-				s.segObs, s.segExp = 0, 0
-			}
-			s.cusum = float32(c)
-			s.segObs += float32(x)
-			s.segExp += float32(mu)
-		}
-		alarm = c >= p.h && float64(s.segObs) >= p.minRatio*float64(s.segExp)
-	} else {
-		s.cusum, s.segObs, s.segExp = 0, 0, 0
+	if !eligible {
+		s.cusum, s.segObs, s.segExp, s.run = 0, 0, 0, 0
+		return none
 	}
-	if !alarm {
+	phi := math.Max(float64(s.disp), unit)
+	llr := (x*p.lnRho - mu*p.rhoM1) / phi
+	c := float64(s.cusum) + llr
+	if c <= 0 {
+		s.cusum, s.segObs, s.segExp = 0, 0, 0
+	} else {
+		if s.cusum == 0 {
+			s.segStart = m
+			s.segObs, s.segExp = 0, 0
+		}
+		s.cusum = float32(c)
+		s.segObs += float32(x)
+		s.segExp += float32(mu)
+	}
+	// A window is anomalous when it adds evidence itself (x/mu above
+	// (rho-1)/ln rho, 1.44 for rho = 2), the CUSUM is over the threshold
+	// and the segment's ratio passes the ratio test; k in a row fire.
+	if llr <= 0 || c < p.h || float64(s.segObs) < p.minRatio*float64(s.segExp) {
 		s.run = 0
 		return none
 	}
@@ -132,9 +145,11 @@ func (s *series) stepCount(x, mu, unit float64, eligible bool, m int32, p *count
 }
 
 // calm reports whether the series may learn from the current window: not
-// firing and no evidence building up.
-func (s *series) calm(p *countParams) bool {
-	return !s.firing && s.run == 0 && float64(s.cusum) < p.h/2
+// firing and not in a run of anomalous windows. (Freezing on a rising
+// CUSUM instead deadlocks on slow legitimate change: the baseline stops
+// following while the ratio climbs to the test.)
+func (s *series) calm() bool {
+	return !s.firing && s.run == 0
 }
 
 // learnCount folds a calm window into the level (y deseasonalized by idx)
@@ -173,6 +188,7 @@ type latParams struct {
 	lnResolve  float64
 	z          float64
 	minSamples uint32
+	maxEpisode int32
 	k          uint8
 	quiet      uint8
 	cooldown   int32
@@ -192,6 +208,7 @@ func newLatParams(c *Config, factor float64) latParams {
 		lnResolve:  math.Log(1 + (thr-1)*c.ResolveRatio),
 		z:          c.Latency.Z,
 		minSamples: uint32(c.Latency.MinSamples),
+		maxEpisode: int32(c.MaxEpisode / 60e9),
 		k:          uint8(k),
 		quiet:      uint8(min(255, int(c.QuietPeriod/60e9))),
 		cooldown:   int32(c.Cooldown / 60e9),
@@ -213,7 +230,10 @@ func (s *series) stepLatency(p95 float64, samples uint32, m int32, p *latParams)
 		} else {
 			s.quiet = 0
 		}
-		if s.quiet >= p.quiet {
+		if s.quiet >= p.quiet || m-s.start >= p.maxEpisode {
+			if s.quiet < p.quiet && enough {
+				s.level += float32(d) // the new normal
+			}
 			s.firing, s.run = false, 0
 			s.cool = m + p.cooldown
 			return resolved

@@ -117,14 +117,19 @@ func (d *Detector) closeMinute(t *tenant, m int32, out *[]Alert) {
 	// Seasonal profile: fold finished hours, switch mode when history allows.
 	pr := &t.prof
 	if h := floorDiv(m, 60); h != pr.hour {
-		if pr.acc > 0 || pr.hours > 0 {
+		if pr.hour >= 0 && (pr.acc > 0 || pr.hours > 0) {
 			pr.fold()
 		}
 		pr.hour = h
 	}
 	if nm := pr.nextMode(); nm != pr.mode {
-		r := pr.index(m, pr.mode) / pr.index(m, nm) // keep baselines continuous
-		t.rescale(r)
+		// Levels were deseasonalized by the old index: convert them with
+		// the mean ratio of the two indexes over the last 6 hours.
+		var r float64
+		for j := int32(1); j <= 36; j++ {
+			r += pr.index(m-10*j, pr.mode) / pr.index(m-10*j, nm)
+		}
+		t.rescale(r / 36)
 		pr.mode = nm
 	}
 	idx := pr.index(m, pr.mode)
@@ -158,7 +163,7 @@ func (d *Detector) closeMinute(t *tenant, m int32, out *[]Alert) {
 		if tr := s.stepCount(x, mu, unit, eligible, m, &pp.usage); tr != none {
 			*out = append(*out, d.countAlert(t, MetricUsage, ks.name, "", s, tr, m, &pp.usage, 1))
 		}
-		if s.calm(&pp.usage) {
+		if s.calm() {
 			s.learnCount(x, mu, idx, unit, &pp.usage)
 		} else {
 			allCalm = false
@@ -194,7 +199,7 @@ func (d *Detector) closeMinute(t *tenant, m int32, out *[]Alert) {
 		if tr := s.stepCount(cost, mu, unit, eligible, m, &pp.cost); tr != none {
 			*out = append(*out, d.countAlert(t, MetricCost, "", "", s, tr, m, &pp.cost, 60))
 		}
-		if s.calm(&pp.cost) {
+		if s.calm() {
 			s.learnCount(cost, mu, idx, unit, &pp.cost)
 		}
 	}
@@ -225,7 +230,7 @@ func (d *Detector) stepErrors(t *tenant, s *series, integ string, errs, cnt, cnt
 		}
 		*out = append(*out, a)
 	}
-	if s.calm(&pp.errs) {
+	if s.calm() {
 		s.learnCount(errs, math.Max(cnt*p0, 1e-9), idx, 1, &pp.errs)
 	}
 }

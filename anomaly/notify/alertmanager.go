@@ -156,8 +156,8 @@ func appendUnique(list []*amEntry, e *amEntry) []*amEntry {
 }
 
 // Resend posts every alert that is pending or due, and forgets resolved
-// alerts past their retention and firing alerts the detector stopped
-// sending (Alertmanager then resolves them at their endsAt).
+// alerts past their retention and, with a stale timeout, firing alerts the
+// detector stopped sending (Alertmanager then resolves them at their endsAt).
 func (am *Alertmanager) Resend(ctx context.Context, now time.Time) (Result, error) {
 	now = am.now()
 	am.expire(now)
@@ -176,7 +176,7 @@ func (am *Alertmanager) expire(now time.Time) {
 			if now.Sub(e.resolvedAt) >= am.cfg.ResolvedRetention {
 				delete(am.active, fp)
 			}
-		} else if now.Sub(e.lastUpdate) >= am.cfg.StaleTimeout {
+		} else if am.cfg.StaleTimeout > 0 && now.Sub(e.lastUpdate) >= am.cfg.StaleTimeout {
 			delete(am.active, fp)
 		}
 	}

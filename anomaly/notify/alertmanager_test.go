@@ -278,8 +278,11 @@ func TestAlertmanagerResendSemantics(t *testing.T) {
 
 	b := testAlert("beta")
 	step("second alert", 1, notify(b))
-	now = now.Add(cfg.StaleTimeout)
-	step("stale firing alert is forgotten", 0, resend)
+	now = now.Add(24 * time.Hour)
+	step("a firing alert is re-posted until it resolves", 1, resend)
+	am.cfg.StaleTimeout = time.Hour
+	now = now.Add(time.Hour)
+	step("with a stale timeout, a firing alert the detector stopped sending is forgotten", 0, resend)
 	if am.Active() != 0 {
 		t.Errorf("active after stale timeout: got %d, want 0", am.Active())
 	}

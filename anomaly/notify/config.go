@@ -45,8 +45,11 @@ type AlertmanagerConfig struct {
 	// ResolvedRetention is how long a resolved alert keeps being re-posted,
 	// so an Alertmanager that was down at resolution time still learns of it. Default 15m.
 	ResolvedRetention time.Duration `mapstructure:"resolved_retention"`
-	// StaleTimeout forgets a firing alert the detector has not re-sent for
-	// this long; Alertmanager then resolves it after resolve_timeout. Default 1h.
+	// StaleTimeout, when > 0, forgets a firing alert the detector has not
+	// re-sent for this long; Alertmanager then resolves it after
+	// resolve_timeout. Set it only if the detector re-sends firing alerts
+	// periodically; the tenantguard detector sends transitions only, so the
+	// default is 0: a firing alert is re-posted until it resolves.
 	StaleTimeout time.Duration `mapstructure:"stale_timeout"`
 	// MaxActive bounds the alerts the sink tracks for re-sending. Default 10000.
 	MaxActive int `mapstructure:"max_active"`
@@ -96,7 +99,6 @@ func DefaultConfig() Config {
 			ResendInterval:    time.Minute,
 			ResolveTimeout:    4 * time.Minute,
 			ResolvedRetention: 15 * time.Minute,
-			StaleTimeout:      time.Hour,
 			MaxActive:         10000,
 			Timeout:           10 * time.Second,
 			MaxRetries:        3,
@@ -146,8 +148,8 @@ func (c Config) Validate() error {
 	if am.ResolvedRetention < 0 {
 		bad("alertmanager.resolved_retention", "must be >= 0")
 	}
-	if am.StaleTimeout <= am.ResendInterval {
-		bad("alertmanager.stale_timeout", "must be > alertmanager.resend_interval (%s), got %s", am.ResendInterval, am.StaleTimeout)
+	if am.StaleTimeout != 0 && am.StaleTimeout <= am.ResendInterval {
+		bad("alertmanager.stale_timeout", "must be 0 (off) or > alertmanager.resend_interval (%s), got %s", am.ResendInterval, am.StaleTimeout)
 	}
 	if am.MaxActive <= 0 {
 		bad("alertmanager.max_active", "must be > 0")

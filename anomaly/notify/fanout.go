@@ -200,15 +200,16 @@ func finite(x float64) float64 {
 func (f *Fanout) Run(ctx context.Context) error {
 	if !f.running.CompareAndSwap(false, true) {
 		if f.closed.Load() {
-			return nil // closed before Run
+			return nil // Close already drained
 		}
 		return errors.New("notify: Run called twice")
 	}
 	defer close(f.runDone)
-	if f.closed.Load() {
-		f.closeSinks()
-		return nil
-	}
+	f.run(ctx)
+	return nil
+}
+
+func (f *Fanout) run(ctx context.Context) {
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() {
@@ -244,7 +245,6 @@ func (f *Fanout) Run(ctx context.Context) error {
 	wg.Wait()
 	f.closed.Store(true)
 	f.closeSinks()
-	return nil
 }
 
 func (f *Fanout) work(runCtx, deliverCtx context.Context, w *worker) {
@@ -305,8 +305,10 @@ func (f *Fanout) deliver(ctx context.Context, w *worker, n int, call func(contex
 	}
 }
 
-// Close stops accepting alerts and ends Run after its drain; it returns
-// once Run has returned (if it was started). It is idempotent.
+// Close stops accepting alerts, drains the queues (within
+// Config.DrainTimeout) and releases the sinks. If Run is running, Close ends
+// it and waits for it; if Run never started, Close drains by itself. It is
+// idempotent.
 func (f *Fanout) Close() error {
 	f.closeOnce.Do(func() {
 		f.closed.Store(true)
@@ -315,8 +317,10 @@ func (f *Fanout) Close() error {
 			<-f.runDone // Run drains and closes the sinks
 			return
 		}
-		close(f.runDone)
-		f.closeSinks()
+		defer close(f.runDone)
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel() // straight to the drain
+		f.run(ctx)
 	})
 	return nil
 }

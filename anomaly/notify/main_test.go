@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"math"
 	"strconv"
 	"testing"
 	"time"
@@ -119,3 +120,7 @@ func eventually(t *testing.T, timeout time.Duration, what string, cond func() bo
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
+
+const maxFloat = math.MaxFloat64
+
+func posInf() float64 { return math.Inf(1) }

@@ -94,8 +94,8 @@ func TestNATSSinkRefusesBadTenantToken(t *testing.T) {
 // anomalyRow is one row of the anomalies table.
 type anomalyRow struct {
 	fingerprint, tenant, metric, kind, status, severity, summary string
-	observed, baseline, ratio                                   float64
-	startsAt, endsAt, updatedAt                                 time.Time
+	observed, baseline, ratio                                    float64
+	startsAt, endsAt, updatedAt                                  time.Time
 }
 
 func TestClickHouseSinkWritesAnomalies(t *testing.T) {

@@ -18,21 +18,22 @@ type Report struct {
 	TenantDays             float64 // scored tenant-days, tenants >= 120/h
 	Episodes               int     // all episodes in the scored period
 
-	Spikes30, Spikes30Hit int     // 3x spikes >= 30 min, tenants >= 120/h
-	Spikes15, Spikes15Hit int     // 3x spikes 15-30 min, tenants >= 120/h
-	SpikesLow, SpikesLowHit int   // 3x spikes on tenants < 120/h
-	MedianDelay           float64 // minutes (1-minute windows) from spike start to detection
-	P90Delay              float64
-	LatDoubling, LatHit   int // P95 doublings with >= 50 samples per window
-	ErrBursts, ErrHit     int
-	TruePos               int // episodes matching an injection of their metric
-	FalseAlerts           int // episodes matching nothing, tenants >= 120/h
-	FalseAlertsLow        int // same, tenants < 120/h
-	ShiftAlerts           int // false alerts within 48 h after a +30% shift
-	WeekendAlerts         int // false alerts on Sat, Sun or Monday morning
-	ByMetric              map[string]int
-	Elapsed               time.Duration
-	Rows                  int
+	Spikes30, Spikes30Hit   int     // 3x spikes >= 30 min, tenants >= 120/h
+	Spikes15, Spikes15Hit   int     // 3x spikes 15-30 min, tenants >= 120/h
+	SpikesLow, SpikesLowHit int     // 3x spikes on tenants < 120/h
+	MedianDelay             float64 // minutes (1-minute windows) from spike start to detection
+	P90Delay                float64
+	LatDoubling, LatHit     int // P95 doublings with >= 50 samples per window
+	ErrBursts, ErrHit       int
+	TruePos                 int // episodes matching an injection of their metric
+	FalseAlerts             int // episodes matching nothing, tenants >= 120/h
+	FalseAlertsLow          int // same, tenants < 120/h
+	ShiftAlerts             int // false alerts within 48 h after a +30% shift
+	WeekendAlerts           int // false alerts on Sat, Sun or Monday morning
+	ByMetric                map[string]int
+	False                   []anomaly.Episode // the false alerts, tenants >= 120/h
+	Elapsed                 time.Duration
+	Rows                    int
 }
 
 // Recall on 3x spikes >= 30 minutes.
@@ -187,6 +188,7 @@ func Score(tr *Truth, eps []anomaly.Episode) *Report {
 				continue
 			}
 			rep.FalseAlerts++
+			rep.False = append(rep.False, e)
 			if s, ok := shifts[e.TenantID]; ok && !e.StartsAt.Before(s.Add(-time.Hour)) && e.StartsAt.Before(s.Add(48*time.Hour)) {
 				rep.ShiftAlerts++
 			}

@@ -57,16 +57,16 @@ type Injection struct {
 
 // Tenant is one synthetic tenant.
 type Tenant struct {
-	ID       string
-	Rate     float64 // mean events per hour before seasonality
-	dayAmp   float64
-	phase    float64
-	weekend  float64
-	growth   float64 // per 30 days
-	shape    float64 // negative binomial k: var = mu + mu^2/k
-	errRate  float64
-	p95      float64 // ms
-	inj      []Injection
+	ID      string
+	Rate    float64 // mean events per hour before seasonality
+	dayAmp  float64
+	phase   float64
+	weekend float64
+	growth  float64 // per 30 days
+	shape   float64 // negative binomial k: var = mu + mu^2/k
+	errRate float64
+	p95     float64 // ms
+	inj     []Injection
 }
 
 // Truth is what was generated.

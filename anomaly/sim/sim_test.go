@@ -20,6 +20,9 @@ func TestQuality(t *testing.T) {
 		t.Fatal(err)
 	}
 	rep.Print(os.Stdout)
+	for _, e := range rep.False {
+		t.Logf("false alert: %+v", e)
+	}
 	if rep.Recall() < 0.95 {
 		t.Errorf("recall %.3f, want >= 0.95", rep.Recall())
 	}

@@ -1,0 +1,357 @@
+package anomaly
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tenantguard/tenantguard/collector/event"
+	"github.com/tenantguard/tenantguard/internal/testenv"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+var t0 = time.Date(2026, 3, 2, 0, 0, 0, 0, time.UTC) // a Monday
+
+// feed drives a detector through minutes [from, to) with per-minute rollups
+// from gen, evaluating each minute as the daemon would.
+func feed(t *testing.T, d *Detector, from, to int, gen func(m int) []Rollup) {
+	t.Helper()
+	ctx := context.Background()
+	for m := from; m < to; m++ {
+		at := t0.Add(time.Duration(m) * time.Minute)
+		for _, r := range gen(m) {
+			r.Minute = at
+			if !d.ObserveRollup(&r) {
+				t.Fatalf("minute %d: rollup rejected", m)
+			}
+		}
+		d.Advance(ctx, at.Add(time.Minute+d.cfg.Lateness))
+	}
+}
+
+func newTestDetector(t *testing.T, mod func(*Config)) (*Detector, *Recorder) {
+	t.Helper()
+	cfg := DefaultConfig()
+	if mod != nil {
+		mod(&cfg)
+	}
+	rec := &Recorder{}
+	d, err := New(cfg, rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d, rec
+}
+
+func poissonish(r *rand.Rand, mu float64) uint64 {
+	// Normal approximation is enough for these volumes.
+	v := mu + r.NormFloat64()*sqrt(mu)
+	if v < 0 {
+		return 0
+	}
+	return uint64(v + 0.5)
+}
+
+func sqrt(x float64) float64 {
+	z := x
+	for i := 0; i < 30; i++ {
+		z -= (z*z - x) / (2 * z)
+	}
+	return z
+}
+
+func only(alerts []Alert, metric string) []Alert {
+	var out []Alert
+	for _, a := range alerts {
+		if a.Metric == metric {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+func TestUsageSpikeFiresAndResolves(t *testing.T) {
+	d, rec := newTestDetector(t, nil)
+	r := rand.New(rand.NewPCG(1, 2))
+	const spikeFrom, spikeTo = 300, 360
+	feed(t, d, 0, 420, func(m int) []Rollup {
+		mu := 100.0
+		if m >= spikeFrom && m < spikeTo {
+			mu *= 3
+		}
+		return []Rollup{
+			{TenantID: "acme", Kind: "api_request", Count: poissonish(r, mu), Cost: mu * 0.01},
+			{TenantID: "quiet", Kind: "api_request", Count: poissonish(r, 100)},
+		}
+	})
+	got := only(rec.Alerts(), MetricUsage)
+	if len(got) != 2 {
+		t.Fatalf("got %d usage alerts, want 2 (firing, resolved): %+v", len(got), got)
+	}
+	f, res := got[0], got[1]
+	if f.TenantID != "acme" || f.Status != StatusFiring || f.Kind != "api_request" {
+		t.Errorf("first alert %+v, want acme firing api_request", f)
+	}
+	if want := t0.Add(spikeFrom * time.Minute); !f.StartsAt.Equal(want) {
+		t.Errorf("starts_at %s, want %s", f.StartsAt, want)
+	}
+	if f.Ratio < 2.5 || f.Ratio > 3.5 {
+		t.Errorf("ratio %.2f, want about 3", f.Ratio)
+	}
+	if res.Status != StatusResolved || res.Fingerprint != f.Fingerprint {
+		t.Errorf("second alert %+v, want resolved with the same fingerprint", res)
+	}
+	if want := t0.Add(spikeTo * time.Minute); res.EndsAt.Sub(want).Abs() > 5*time.Minute {
+		t.Errorf("ends_at %s, want about %s", res.EndsAt, want)
+	}
+	if n := len(only(rec.Alerts(), MetricCost)); n != 2 {
+		t.Errorf("got %d cost alerts, want 2", n)
+	}
+}
+
+func TestNoAlertOnLevelShiftOrLowVolume(t *testing.T) {
+	d, rec := newTestDetector(t, nil)
+	r := rand.New(rand.NewPCG(3, 4))
+	feed(t, d, 0, 600, func(m int) []Rollup {
+		shift := 200.0
+		if m >= 300 {
+			shift *= 1.3 // +30% must not alert
+		}
+		tiny := 0.5 // 30 events/h: below min_volume, even when it jumps 5x
+		if m >= 400 && m < 460 {
+			tiny *= 5
+		}
+		return []Rollup{
+			{TenantID: "shift", Kind: "api_request", Count: poissonish(r, shift)},
+			{TenantID: "tiny", Kind: "api_request", Count: poissonish(r, tiny)},
+		}
+	})
+	if a := rec.Alerts(); len(a) != 0 {
+		t.Fatalf("got %d alerts, want none: %+v", len(a), a[0])
+	}
+}
+
+func TestHysteresisAndCooldown(t *testing.T) {
+	d, rec := newTestDetector(t, func(c *Config) { c.QuietPeriod = 5 * time.Minute; c.Cooldown = 30 * time.Minute })
+	feed(t, d, 0, 400, func(m int) []Rollup {
+		mu := 100.0
+		switch {
+		case m >= 200 && m < 240:
+			mu = 300
+			if m%4 == 0 {
+				mu = 120 // single dips inside the spike must not resolve it
+			}
+		case m >= 245 && m < 260:
+			mu = 300 // a relapse within the cool-down must not open a new episode
+		}
+		return []Rollup{{TenantID: "flap", Kind: "api_request", Count: uint64(mu)}}
+	})
+	got := only(rec.Alerts(), MetricUsage)
+	if len(got) != 2 || got[0].Status != StatusFiring || got[1].Status != StatusResolved {
+		t.Fatalf("got %d alerts %+v, want exactly one episode", len(got), got)
+	}
+	if end := got[1].EndsAt; end.Before(t0.Add(240 * time.Minute)) {
+		t.Errorf("resolved at %s, before the spike ended", end)
+	}
+}
+
+func TestKWindowsInARow(t *testing.T) {
+	d, rec := newTestDetector(t, func(c *Config) { c.KWindows = 3 })
+	feed(t, d, 0, 300, func(m int) []Rollup {
+		mu := 1000.0
+		if m == 200 || m == 201 || m == 250 || m == 251 {
+			mu = 5000 // two-window blips: below k = 3
+		}
+		return []Rollup{{TenantID: "blip", Kind: "api_request", Count: uint64(mu)}}
+	})
+	if a := rec.Alerts(); len(a) != 0 {
+		t.Fatalf("got %+v, want no alert for 2-window blips with k=3", a[0])
+	}
+}
+
+func TestLatencyRegression(t *testing.T) {
+	d, rec := newTestDetector(t, nil)
+	r := rand.New(rand.NewPCG(5, 6))
+	feed(t, d, 0, 300, func(m int) []Rollup {
+		p95 := 80 * (1 + 0.05*r.NormFloat64())
+		if m >= 200 && m < 240 {
+			p95 *= 2
+		}
+		few := 120.0
+		if m >= 100 && m < 140 {
+			few *= 3 // doubling with too few samples: must not count
+		}
+		return []Rollup{
+			{TenantID: "slow", Kind: "api_request", Count: 100, LatencyP95: p95},
+			{TenantID: "sparse", Kind: "api_request", Count: 10, LatencyP95: few},
+		}
+	})
+	got := only(rec.Alerts(), MetricLatencyP95)
+	if len(got) != 2 || got[0].TenantID != "slow" || got[0].Status != StatusFiring {
+		t.Fatalf("got %+v, want one latency episode for slow", got)
+	}
+	if got[0].Ratio < 1.6 || got[0].Ratio > 2.6 {
+		t.Errorf("ratio %.2f, want about 2", got[0].Ratio)
+	}
+	if !got[0].StartsAt.Equal(t0.Add(200 * time.Minute)) {
+		t.Errorf("starts_at %s, want minute 200", got[0].StartsAt)
+	}
+}
+
+func TestErrorRatePerTenantAndIntegration(t *testing.T) {
+	d, rec := newTestDetector(t, nil)
+	ctx := context.Background()
+	e := event.Event{TenantID: "acme", Kind: "api_request", Quantity: 1, Route: "GET /v1/a", Attrs: map[string]string{}}
+	stripe := map[string]string{"integration": "stripe"}
+	for m := 0; m < 260; m++ {
+		at := t0.Add(time.Duration(m) * time.Minute)
+		for i := 0; i < 200; i++ {
+			e.Time = at.Add(time.Duration(i) * 250 * time.Millisecond)
+			e.Attrs, e.Route = nil, "GET /v1/a"
+			if i%2 == 0 {
+				e.Attrs, e.Route = stripe, ""
+			}
+			// 1% errors; stripe fails 50% of its calls during the incident.
+			e.Error = i%100 == 0 || (m >= 200 && m < 230 && i%2 == 0 && i%4 == 0)
+			d.Observe(&e, 0)
+		}
+		d.Advance(ctx, at.Add(time.Minute+d.cfg.Lateness))
+	}
+	got := only(rec.Alerts(), MetricErrorRate)
+	var tenant, integ bool
+	for _, a := range got {
+		if a.Status != StatusFiring {
+			continue
+		}
+		switch a.Integration {
+		case "":
+			tenant = true
+		case "stripe":
+			integ = true
+		default:
+			t.Errorf("unexpected alert on %q: %+v", a.Integration, a)
+		}
+	}
+	if !tenant || !integ {
+		t.Fatalf("tenant alert %v, stripe alert %v, want both: %+v", tenant, integ, got)
+	}
+}
+
+func TestSpendCapOnceAndSupersede(t *testing.T) {
+	d, rec := newTestDetector(t, func(c *Config) {
+		c.SpendCaps = map[string]float64{"pro": 100}
+		c.TenantPlan = func(string) string { return "pro" }
+	})
+	ctx := context.Background()
+	e := event.Event{TenantID: "acme", Kind: "api_request", Quantity: 1}
+	spend := func(at time.Time, cost float64) {
+		e.Time = at
+		d.Observe(&e, cost)
+		d.Advance(ctx, at.Add(time.Second))
+	}
+	day := time.Date(2026, 3, 10, 12, 0, 0, 0, time.UTC)
+	spend(day, 50)
+	spend(day.Add(time.Minute), 25)   // 75%: 70 fires
+	spend(day.Add(2*time.Minute), 1)  // still 76%: nothing
+	spend(day.Add(3*time.Minute), 20) // 96%: 90 fires, 70 resolves (superseded)
+	spend(day.Add(4*time.Minute), 10) // 106%: 100 fires (degrade), 90 resolves
+	spend(day.Add(5*time.Minute), 10) // nothing more this month
+	next := time.Date(2026, 4, 1, 0, 1, 0, 0, time.UTC)
+	spend(next, 95) // new period: 100 resolves; 90 fires straight away (70 superseded)
+
+	var log []string
+	for _, a := range only(rec.Alerts(), MetricSpendCap) {
+		log = append(log, a.Labels["threshold"]+":"+string(a.Status))
+		if a.Labels["threshold"] == "100" && a.Status == StatusFiring && a.Labels["action"] != "degrade" {
+			t.Errorf("100%% alert without action=degrade: %+v", a)
+		}
+	}
+	want := "70:firing 70:resolved 90:firing 90:resolved 100:firing 100:resolved 90:firing"
+	if got := strings.Join(log, " "); got != want {
+		t.Fatalf("got %s\nwant %s", got, want)
+	}
+}
+
+func TestSetSpendSkipsAlertedThresholds(t *testing.T) {
+	d, rec := newTestDetector(t, func(c *Config) { c.SpendCaps = map[string]float64{DefaultPlan: 10} })
+	now := time.Date(2026, 3, 10, 12, 0, 0, 0, time.UTC)
+	d.SetSpend("acme", now, 9.5, 0.95) // 90% was alerted before the restart
+	d.Advance(context.Background(), now)
+	if a := rec.Alerts(); len(a) != 0 {
+		t.Fatalf("got %+v, want no repeat after restart", a[0])
+	}
+	e := event.Event{TenantID: "acme", Kind: "api_request", Time: now, Quantity: 1}
+	d.Observe(&e, 1)
+	d.Advance(context.Background(), now.Add(time.Second))
+	if a := rec.Alerts(); len(a) != 1 || a[0].Labels["threshold"] != "100" {
+		t.Fatalf("got %+v, want one 100%% alert", a)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	if err := DefaultConfig().Validate(); err != nil {
+		t.Fatalf("default config: %v", err)
+	}
+	c := DefaultConfig()
+	c.Usage.Factor = 1
+	c.KWindows = 0
+	c.Lateness = time.Minute
+	c.SpendThresholds = []float64{0.9, 0.7}
+	err := c.Validate()
+	for _, want := range []string{"anomaly.usage.factor", "anomaly.k_windows", "anomaly.lateness", "anomaly.spend_thresholds"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v does not name %s", err, want)
+		}
+	}
+}
+
+func TestLatencyHistogram(t *testing.T) {
+	var h latHist
+	for i := 1; i <= 1000; i++ {
+		h.add(float64(i), 1)
+	}
+	if q := h.quantile(0.95); q < 800 || q > 1150 {
+		t.Errorf("p95 of 1..1000 = %.0f, want about 950", q)
+	}
+	h.reset()
+	h.add(40, 100000) // saturation keeps the shape
+	h.add(400, 10)
+	if q := h.quantile(0.5); q < 30 || q > 55 {
+		t.Errorf("p50 = %.1f, want about 40", q)
+	}
+}
+
+// TestMemoryPerTenant measures the heap held per tenant with one kind and
+// one integration, latency, errors and cost, after a day of windows.
+func TestMemoryPerTenant(t *testing.T) {
+	const n = 20000
+	d, _ := newTestDetector(t, nil)
+	before := heapInUse()
+	e := event.Event{Kind: "api_request", Quantity: 1, LatencyMs: 12, Route: "GET /x"}
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("tenant-%06d", i)
+	}
+	ctx := context.Background()
+	for m := 0; m < 3; m++ {
+		e.Time = t0.Add(time.Duration(m) * time.Minute)
+		for i := range ids {
+			e.TenantID = ids[i]
+			d.Observe(&e, 0.001)
+		}
+		d.Advance(ctx, e.Time.Add(time.Minute+d.cfg.Lateness))
+	}
+	after := heapInUse()
+	per := float64(after-before) / n
+	t.Logf("memory per tenant: %.0f bytes (all metrics, one kind, one integration)", per)
+	if per > 1024 {
+		t.Errorf("memory per tenant %.0f bytes, want <= 1024", per)
+	}
+	if d.Stats().Tenants != n {
+		t.Fatalf("tenants %d, want %d", d.Stats().Tenants, n)
+	}
+}
