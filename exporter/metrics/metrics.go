@@ -142,6 +142,9 @@ func (m *Metrics) newTenant(id string) *tenant {
 // tenant's own mutex, and allocates only the first time it sees a tenant
 // or one of its kinds.
 func (m *Metrics) Observe(e *event.Event, cost float64) {
+	if e == nil {
+		return
+	}
 	m.mu.RLock()
 	t := m.tenants[e.TenantID]
 	if t == nil && !event.ValidTenantID(e.TenantID) {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -441,5 +442,58 @@ func TestObserveZeroAlloc(t *testing.T) {
 	m.Observe(e, 0.1)
 	if a := testing.AllocsPerRun(1000, func() { m.Observe(e, 0.1) }); a != 0 {
 		t.Errorf("Observe allocates %v per call, want 0", a)
+	}
+}
+
+// TestConcurrentObserveAndScrape runs Observe, setters and scrapes at once
+// (run with -race) and checks that no event is lost across evictions.
+func TestConcurrentObserveAndScrape(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.MaxTenantSeries = 4
+	cfg.IdleSeriesTTL = time.Millisecond
+	reg := prometheus.NewRegistry()
+	m, err := New(cfg, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	const workers, perWorker = 4, 3000
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; i < 50; i++ {
+			if _, err := reg.Gather(); err != nil {
+				t.Errorf("gather: %v", err)
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for i := 0; i < perWorker; i++ {
+				tn := fmt.Sprintf("t%d", (i*7+w)%20)
+				m.Observe(ev(tn, event.KindAPIRequest, 1, 3, i%4 == 0), 0.5)
+				if i%100 == 0 {
+					m.SetActiveAnomalies(tn, i%3)
+					m.SetThrottled(tn, i%2 == 0)
+				}
+			}
+		}(w)
+	}
+	wg.Wait()
+	<-done
+	s := scrape(t, reg)
+	if got := sum(series(s, "tenantguard_tenant_events_total")); got != workers*perWorker {
+		t.Errorf("sum of events = %v, want %d", got, workers*perWorker)
+	}
+	if got := sum(series(s, "tenantguard_tenant_cost_total")); got != 0.5*workers*perWorker {
+		t.Errorf("sum of cost = %v, want %v", got, 0.5*workers*perWorker)
+	}
+	if got := sum(series(s, "tenantguard_tenant_request_duration_seconds")); got != workers*perWorker {
+		t.Errorf("histogram count = %v, want %d", got, workers*perWorker)
 	}
 }
