@@ -262,6 +262,10 @@ func (f *Fanout) work(runCtx, deliverCtx context.Context, w *worker) {
 			f.drain(deliverCtx, w, batch)
 			return
 		case <-w.q.ready:
+			if runCtx.Err() != nil { // shutting down: the drain deadline applies
+				f.drain(deliverCtx, w, batch)
+				return
+			}
 			var left int
 			batch, left = w.q.popBatch(batch[:0], maxBatch)
 			w.st.queueLen.Set(float64(left))
