@@ -15,7 +15,7 @@ func heapInUse() uint64 {
 	runtime.GC()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
-	return ms.HeapInuse
+	return ms.HeapAlloc
 }
 
 // BenchmarkObserve is the collector's hot path on known tenants.

@@ -194,8 +194,8 @@ func (c Config) Validate() error {
 	if c.QuietPeriod < time.Minute || c.QuietPeriod > 4*time.Hour {
 		bad("quiet_period", "must be between 1m and 4h")
 	}
-	if c.Cooldown < 0 {
-		bad("cooldown", "must be >= 0")
+	if c.Cooldown < 0 || c.Cooldown > 4*time.Hour {
+		bad("cooldown", "must be between 0s and 4h")
 	}
 	pos("significance", c.Significance)
 	if !(c.RatioFraction > 0 && c.RatioFraction <= 1) {

@@ -317,8 +317,9 @@ func (t *tenant) anyFiring() bool {
 			return true
 		}
 	}
-	for i := range t.integ {
-		if t.integ[i].s.firing {
+	integ := t.integrations()
+	for i := range integ {
+		if integ[i].s.firing {
 			return true
 		}
 	}

@@ -2,7 +2,7 @@ package anomaly
 
 import "math"
 
-// series is the state of one detector on one tenant (48 bytes). Every
+// series is the state of one detector on one tenant (44 bytes). Every
 // detector shares this state machine: an evidence test per window, k
 // anomalous windows in a row to fire, a quiet period of smoothed-ratio
 // windows below the resolve ratio to resolve, then a cool-down.
@@ -16,8 +16,8 @@ type series struct {
 	base     float32 // baseline reported in the alert
 	segStart int32   // minute the CUSUM segment started
 	start    int32   // minute the episode started
-	cool     int32   // no new episode before this minute
 	n        uint16  // windows learned
+	cool     uint8   // windows left in the cool-down
 	run      uint8   // anomalous windows in a row
 	quiet    uint8   // quiet windows in a row, while firing
 	firing   bool
@@ -42,7 +42,7 @@ type countParams struct {
 	resolve    float64 // smoothed ratio below which a firing window is quiet
 	k          uint8
 	quiet      uint8
-	cooldown   int32
+	cooldown   uint8
 	maxEpisode int32
 	warm       uint16
 	alpha      float64 // level EWMA weight
@@ -60,7 +60,7 @@ func newCountParams(c *Config, factor float64) countParams {
 		resolve:    1 + (r-1)*c.ResolveRatio,
 		k:          uint8(c.KWindows),
 		quiet:      uint8(min(255, int(c.QuietPeriod/60e9))),
-		cooldown:   int32(c.Cooldown / 60e9),
+		cooldown:   uint8(min(255, int(c.Cooldown/60e9))),
 		maxEpisode: int32(c.MaxEpisode / 60e9),
 		warm:       uint16(c.WarmupWindows),
 		alpha:      1 - math.Exp2(-60/c.BaselineHalfLife.Seconds()),
@@ -90,7 +90,7 @@ func (s *series) stepCount(x, mu, unit float64, eligible bool, m int32, p *count
 		if s.quiet >= p.quiet {
 			s.firing = false
 			s.cusum, s.segObs, s.segExp, s.run = 0, 0, 0, 0
-			s.cool = m + p.cooldown
+			s.cool = p.cooldown
 			return resolved
 		}
 		if m-s.start >= p.maxEpisode {
@@ -100,10 +100,14 @@ func (s *series) stepCount(x, mu, unit float64, eligible bool, m int32, p *count
 			}
 			s.firing = false
 			s.cusum, s.segObs, s.segExp, s.run, s.quiet = 0, 0, 0, 0, 0
-			s.cool = m + p.cooldown
+			s.cool = p.cooldown
 			return resolved
 		}
 		return none
+	}
+	cooling := s.cool > 0
+	if cooling {
+		s.cool--
 	}
 	if !eligible {
 		s.cusum, s.segObs, s.segExp, s.run = 0, 0, 0, 0
@@ -133,7 +137,7 @@ func (s *series) stepCount(x, mu, unit float64, eligible bool, m int32, p *count
 	if s.run < 255 {
 		s.run++
 	}
-	if s.run < p.k || m < s.cool {
+	if s.run < p.k || cooling {
 		return none
 	}
 	n := float32(m - s.segStart + 1)
@@ -191,7 +195,7 @@ type latParams struct {
 	maxEpisode int32
 	k          uint8
 	quiet      uint8
-	cooldown   int32
+	cooldown   uint8
 	warm       uint16
 	alpha      float64
 }
@@ -211,7 +215,7 @@ func newLatParams(c *Config, factor float64) latParams {
 		maxEpisode: int32(c.MaxEpisode / 60e9),
 		k:          uint8(k),
 		quiet:      uint8(min(255, int(c.QuietPeriod/60e9))),
-		cooldown:   int32(c.Cooldown / 60e9),
+		cooldown:   uint8(min(255, int(c.Cooldown/60e9))),
 		warm:       uint16(min(c.WarmupWindows, 30)),
 		alpha:      1 - math.Exp2(-60/c.BaselineHalfLife.Seconds()),
 	}
@@ -235,10 +239,14 @@ func (s *series) stepLatency(p95 float64, samples uint32, m int32, p *latParams)
 				s.level += float32(d) // the new normal
 			}
 			s.firing, s.run = false, 0
-			s.cool = m + p.cooldown
+			s.cool = p.cooldown
 			return resolved
 		}
 		return none
+	}
+	cooling := s.cool > 0
+	if cooling {
+		s.cool--
 	}
 	if !enough {
 		return none // windows without enough samples neither count nor break a run
@@ -253,7 +261,7 @@ func (s *series) stepLatency(p95 float64, samples uint32, m int32, p *latParams)
 	if s.run < 255 {
 		s.run++
 	}
-	if s.run < p.k || m < s.cool {
+	if s.run < p.k || cooling {
 		return none
 	}
 	s.firing, s.quiet = true, 0

@@ -9,12 +9,12 @@ import (
 // spendState tracks a tenant's spend in the current billing period (a UTC
 // calendar month) and which cap thresholds have alerted in it.
 type spendState struct {
-	from, to   int64 // current period, Unix seconds [from, to)
 	spend      float64
-	activeFrom int64 // period of the firing threshold alert
-	activeAt   int64 // its starts_at
-	fired      uint8 // bit i: threshold i alerted (or was superseded) this period
-	active     int8  // 1 + index of the firing threshold alert, 0 when none
+	from, to   uint32 // current period, Unix seconds [from, to)
+	activeFrom uint32 // period of the firing threshold alert
+	activeAt   uint32 // its starts_at
+	fired      uint8  // bit i: threshold i alerted (or was superseded) this period
+	active     int8   // 1 + index of the firing threshold alert, 0 when none
 }
 
 // monthBounds returns the UTC calendar month holding sec.
@@ -26,14 +26,15 @@ func monthBounds(sec int64) (int64, int64) {
 
 // add books cost at sec. Cost of an earlier, finished period is ignored.
 func (s *spendState) add(sec int64, cost float64) {
-	if sec >= s.from && sec < s.to {
+	if sec >= int64(s.from) && sec < int64(s.to) {
 		s.spend += cost
 		return
 	}
-	if sec < s.from {
+	if sec < int64(s.from) || sec < 0 || sec >= 1<<32-32*86400 {
 		return
 	}
-	s.from, s.to = monthBounds(sec)
+	from, to := monthBounds(sec)
+	s.from, s.to = uint32(from), uint32(to)
 	s.spend, s.fired = cost, 0
 }
 
@@ -50,15 +51,15 @@ func (d *Detector) checkSpend(t *tenant, now int64, out *[]Alert) {
 		return
 	}
 	th := d.cfg.SpendThresholds
-	if s.active != 0 && (s.activeFrom != s.from || now >= s.to) {
-		end := s.to
+	if s.active != 0 && (s.activeFrom != s.from || now >= int64(s.to)) {
+		end := int64(s.to)
 		if s.activeFrom != s.from {
-			end = s.from
+			end = int64(s.from)
 		}
-		*out = append(*out, d.spendAlert(t, int(s.active-1), s.activeAt, end, s.spend))
+		*out = append(*out, d.spendAlert(t, int(s.active-1), int64(s.activeAt), end, s.spend))
 		s.active = 0
 	}
-	if now >= s.to || now < s.from {
+	if now >= int64(s.to) || now < int64(s.from) {
 		return
 	}
 	hi := -1
@@ -71,10 +72,10 @@ func (d *Detector) checkSpend(t *tenant, now int64, out *[]Alert) {
 		return
 	}
 	if s.active != 0 {
-		*out = append(*out, d.spendAlert(t, int(s.active-1), s.activeAt, now, s.spend))
+		*out = append(*out, d.spendAlert(t, int(s.active-1), int64(s.activeAt), now, s.spend))
 	}
 	s.fired |= 1<<(hi+1) - 1
-	s.active, s.activeFrom, s.activeAt = int8(hi+1), s.from, now
+	s.active, s.activeFrom, s.activeAt = int8(hi+1), s.from, uint32(now)
 	*out = append(*out, d.spendAlert(t, hi, now, 0, s.spend))
 }
 
@@ -128,8 +129,8 @@ func (d *Detector) SetSpend(tenant string, at time.Time, spend float64, alertedU
 	t := d.tenantLocked(sh, tenant, int32(floorDiv64(sec, 60)))
 	from, to := monthBounds(sec)
 	s := &t.sp
-	if s.from != from {
-		s.from, s.to, s.fired, s.spend = from, to, 0, 0
+	if int64(s.from) != from {
+		s.from, s.to, s.fired, s.spend = uint32(from), uint32(to), 0, 0
 	}
 	s.spend = spend
 	for i, f := range d.cfg.SpendThresholds {

@@ -38,7 +38,7 @@ type tenant struct {
 	cntLevel   float32
 	cntN       uint16
 	kinds      []kindState
-	integ      []integState
+	integ      *[]integState // nil until the tenant has an integration
 	prof       profile
 	latS       series
 	errS       series
@@ -86,16 +86,28 @@ func (t *tenant) kind(k string, d *Detector) *kindState {
 
 // integration returns the state of integration name, creating it (bounded).
 func (t *tenant) integration(name string, max int) *integState {
-	for i := range t.integ {
-		if t.integ[i].name == name {
-			return &t.integ[i]
+	if t.integ == nil {
+		t.integ = new([]integState)
+	}
+	in := *t.integ
+	for i := range in {
+		if in[i].name == name {
+			return &in[i]
 		}
 	}
-	if len(t.integ) >= max {
+	if len(in) >= max {
 		return nil
 	}
-	t.integ = append(t.integ, integState{name: name})
-	return &t.integ[len(t.integ)-1]
+	*t.integ = append(in, integState{name: name})
+	return &(*t.integ)[len(in)]
+}
+
+// integrations returns the tenant's integration states.
+func (t *tenant) integrations() []integState {
+	if t.integ == nil {
+		return nil
+	}
+	return *t.integ
 }
 
 // closeMinute evaluates minute m of t and appends alerts to out.
@@ -177,8 +189,9 @@ func (d *Detector) closeMinute(t *tenant, m int32, out *[]Alert) {
 
 	// Tenant error rate.
 	d.stepErrors(t, &t.errS, "", float64(errs), float64(cnt), float64(t.cntLevel), idx, volOK, m, pp, out)
-	for g := range t.integ {
-		gs := &t.integ[g]
+	integ := t.integrations()
+	for g := range integ {
+		gs := &integ[g]
 		gc, ge := float64(gs.cnt[i]), float64(gs.errs[i])
 		gs.cnt[i], gs.errs[i] = 0, 0
 		var n uint16 = pp.usage.warm // integrations share the tenant's warm-up
@@ -255,9 +268,10 @@ func (t *tenant) rescale(r float64) {
 	for k := range t.kinds {
 		t.kinds[k].s.level *= f
 	}
-	for g := range t.integ {
-		t.integ[g].cntLevel *= f
-		t.integ[g].s.level *= f
+	integ := t.integrations()
+	for g := range integ {
+		integ[g].cntLevel *= f
+		integ[g].s.level *= f
 	}
 	t.errS.level *= f
 	t.costS.level *= f

@@ -50,6 +50,8 @@ func (a *app) root() *cobra.Command {
 		newConfigCmd(a),
 		newBenchCmd(a),
 		newExportCmd(a),
+		newReplayCmd(a),
+		newAnomalyEvalCmd(a),
 	)
 	return root
 }

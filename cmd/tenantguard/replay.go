@@ -1,0 +1,152 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tenantguard/tenantguard/anomaly"
+	"github.com/tenantguard/tenantguard/collector/store"
+)
+
+// anomalyConfig returns the anomaly section: defaults, then the loaded
+// config file and environment (only cmd touches viper).
+func (a *app) anomalyConfig() (anomaly.Config, error) {
+	cfg := anomaly.DefaultConfig()
+	if a.v != nil && a.v.IsSet("anomaly") {
+		if err := a.v.UnmarshalKey("anomaly", &cfg); err != nil {
+			return cfg, fmt.Errorf("anomaly config: %w", err)
+		}
+	}
+	return cfg, cfg.Validate()
+}
+
+func newReplayCmd(a *app) *cobra.Command {
+	var (
+		input, format, from, to string
+		strict, fromCH          bool
+		flush                   time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "replay --input FILE [--format json] | --from-clickhouse --from T --to T",
+		Short: "Backtest the anomaly detector over NDJSON events, CSV rollups or stored usage_1m history",
+		Long: "replay runs the daemon's detector on a simulated clock and writes one JSON object per\n" +
+			"alert episode (tenant_id, metric, kind, starts_at, ends_at, observed, baseline, ratio,\n" +
+			"severity). Input: NDJSON events (wire format v1) or CSV with the header\n" +
+			"minute,tenant_id,kind,count,quantity,errors,latency_p95_ms (minute RFC 3339 or Unix\n" +
+			"seconds; optional cost and latency_count columns). Malformed lines are reported on\n" +
+			"stderr with their line number and skipped, or stop the replay under --strict.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if format != "json" {
+				return usageErr(fmt.Errorf("--format: %q is not supported (json)", format))
+			}
+			cfg, err := a.anomalyConfig()
+			if err != nil {
+				return usageErr(err)
+			}
+			ctx := cmd.Context()
+			var eps []anomaly.Episode
+			bad := 0
+			switch {
+			case fromCH:
+				if input != "" {
+					return usageErr(errors.New("--input and --from-clickhouse are exclusive"))
+				}
+				f, err := parseWhen("--from", from)
+				if err != nil {
+					return usageErr(err)
+				}
+				t, err := parseWhen("--to", to)
+				if err != nil {
+					return usageErr(err)
+				}
+				if !t.After(f) {
+					return usageErr(errors.New("--to must be after --from"))
+				}
+				eps, err = replayClickHouse(ctx, a.cfg.ClickHouse, cfg, f, t, flush)
+				if err != nil {
+					return err
+				}
+			case input != "":
+				in := io.Reader(os.Stdin)
+				if input != "-" {
+					fh, err := os.Open(input)
+					if err != nil {
+						return usageErr(err)
+					}
+					defer fh.Close()
+					in = fh
+				}
+				eps, err = anomaly.ReplayReader(ctx, cfg, in, anomaly.ReplayOptions{
+					Strict: strict,
+					Flush:  flush,
+					OnError: func(le *anomaly.LineError) {
+						bad++
+						if bad <= 100 {
+							fmt.Fprintf(a.stderr, "%s: %v\n", input, le)
+						}
+					},
+				})
+				if err != nil {
+					var le *anomaly.LineError
+					if errors.As(err, &le) {
+						return usageErr(fmt.Errorf("%s: %w", input, err))
+					}
+					return err
+				}
+			default:
+				return usageErr(errors.New("give --input FILE or --from-clickhouse --from T --to T"))
+			}
+			w := bufio.NewWriter(a.stdout)
+			enc := json.NewEncoder(w)
+			for i := range eps {
+				if err := enc.Encode(&eps[i]); err != nil {
+					return err
+				}
+			}
+			if err := w.Flush(); err != nil {
+				return err
+			}
+			if bad > 0 {
+				fmt.Fprintf(a.stderr, "%d malformed lines skipped\n", bad)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&input, "input", "", "NDJSON events or CSV rollups; - is stdin")
+	cmd.Flags().StringVar(&format, "format", "json", "output format: json (NDJSON, one episode per line)")
+	cmd.Flags().BoolVar(&strict, "strict", false, "stop at the first malformed line")
+	cmd.Flags().BoolVar(&fromCH, "from-clickhouse", false, "replay usage_1m from ClickHouse (config clickhouse.*)")
+	cmd.Flags().StringVar(&from, "from", "", "with --from-clickhouse: start, RFC 3339 or date (inclusive)")
+	cmd.Flags().StringVar(&to, "to", "", "with --from-clickhouse: end, RFC 3339 or date (exclusive)")
+	cmd.Flags().DurationVar(&flush, "flush", 15*time.Minute, "keep evaluating this long after the last input so ended spikes resolve")
+	return cmd
+}
+
+func replayClickHouse(ctx context.Context, sc store.Config, cfg anomaly.Config, from, to time.Time, flush time.Duration) ([]anomaly.Episode, error) {
+	st, err := store.Open(ctx, sc)
+	if err != nil {
+		return nil, err
+	}
+	defer st.Close()
+	r, err := anomaly.NewReplayer(cfg)
+	if err != nil {
+		return nil, err
+	}
+	err = anomaly.QueryRollups(ctx, st.Conn(), st.Database(), from, to, func(ro *anomaly.Rollup) error {
+		r.Rollup(ro)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return r.Finish(flush), nil
+}
