@@ -68,7 +68,7 @@ func (s *Server) billingExport(w http.ResponseWriter, r *http.Request, _ princip
 	p := parseParams(r.URL.RawQuery)
 	from, to := p.timeRange(s.cfg.MaxRange)
 	tenant := p.tenant("tenant")
-	format := p.enum("format", "csv", "csv", "json")
+	format := p.enum("format", "csv", "csv", "json", "ndjson") // ndjson: an alias of json
 	if err := p.done(); err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
@@ -100,7 +100,7 @@ func (s *Server) billingExport(w http.ResponseWriter, r *http.Request, _ princip
 func (s *Server) events(w http.ResponseWriter, r *http.Request, _ principal, tenant string) {
 	p := parseParams(r.URL.RawQuery)
 	from, to := p.timeRange(s.cfg.MaxRange)
-	format := p.enum("format", "ndjson", "ndjson", "csv")
+	format := p.enum("format", "ndjson", "ndjson", "json", "csv") // json: an alias of ndjson
 	if err := p.done(); err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
