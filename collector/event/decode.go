@@ -151,7 +151,7 @@ func (d *decoder) field(key []byte, e *Event) (uint32, *ValidationError) {
 		e.TenantID, err = d.str("tenant_id")
 		return fTenant, err
 	case "kind":
-		e.Kind, err = d.str("kind")
+		e.Kind, err = d.strInterned("kind", true)
 		return fKind, err
 	case "time":
 		return fTime, d.time(e)
@@ -362,13 +362,15 @@ func (d *decoder) scanString() (raw []byte, escaped bool, msg string) {
 		return nil, false, "expected a string"
 	}
 	start := d.i
+	var high byte // OR of every byte: checks UTF-8 only when one is >= 0x80
 	for d.i < len(d.b) {
 		c := d.b[d.i]
+		high |= c
 		switch {
 		case c == '"':
 			raw = d.b[start:d.i]
 			d.i++
-			if !utf8.Valid(raw) {
+			if high >= utf8.RuneSelf && !utf8.Valid(raw) {
 				return nil, false, "invalid UTF-8"
 			}
 			return raw, escaped, ""
@@ -423,6 +425,12 @@ func (d *decoder) rawString() ([]byte, bool) {
 }
 
 func (d *decoder) str(field string) (string, *ValidationError) {
+	return d.strInterned(field, false)
+}
+
+// strInterned decodes a string; with intern, a built-in kind name is
+// returned without allocating.
+func (d *decoder) strInterned(field string, intern bool) (string, *ValidationError) {
 	if d.null() {
 		return "", nil
 	}
@@ -436,8 +444,10 @@ func (d *decoder) str(field string) (string, *ValidationError) {
 	if !ok {
 		return "", d.syntax("bad string in " + field)
 	}
-	if k, ok := internedKinds[string(raw)]; ok {
-		return k, nil
+	if intern {
+		if k, ok := internedKinds[string(raw)]; ok {
+			return k, nil
+		}
 	}
 	return string(raw), nil
 }
