@@ -27,8 +27,8 @@ type gettableAlert struct {
 	} `json:"status"`
 }
 
-// amAlerts lists the alerts Alertmanager returns for tenant; active
-// selects active (true) or every non-resolved alert state.
+// amAlerts lists the alerts Alertmanager's API returns for tenant (it
+// leaves resolved alerts out).
 func amAlerts(t *testing.T, base, tenant string) []gettableAlert {
 	t.Helper()
 	q := url.Values{"filter": {`tenant="` + tenant + `"`}}
@@ -140,7 +140,7 @@ func TestAlertmanagerDown(t *testing.T) {
 		a := testAlert("t" + itoa(i))
 		f.Send(context.Background(), a)
 	}
-	if d := time.Since(begin); d > 200*time.Millisecond {
+	if d := time.Since(begin); d > time.Second {
 		t.Errorf("%d Sends took %s with an Alertmanager down; Send must not block", n, d)
 	}
 	eventually(t, 10*time.Second, "failures to the dead Alertmanager not counted", func() bool {
