@@ -34,10 +34,10 @@ type Config struct {
 	// instances of the Group. Default true.
 	SplitGlobal bool `mapstructure:"split_global"`
 	// HeartbeatInterval is how often the presence key is refreshed.
-	// Default 500ms.
+	// Default 400ms.
 	HeartbeatInterval time.Duration `mapstructure:"heartbeat_interval"`
 	// PresenceTTL is how long a silent instance still counts as live; also
-	// the presence bucket's max age when this instance creates it. Default 1.5s.
+	// the presence bucket's max age when this instance creates it. Default 1.2s.
 	PresenceTTL time.Duration `mapstructure:"presence_ttl"`
 	// RewatchBackoff is the pause before the KV watch is re-created after a
 	// failure. Default 250ms.
@@ -86,8 +86,8 @@ func DefaultConfig() Config {
 		Group:             "default",
 		MaxDefaultTenants: 100000,
 		SplitGlobal:       true,
-		HeartbeatInterval: 500 * time.Millisecond,
-		PresenceTTL:       1500 * time.Millisecond,
+		HeartbeatInterval: 400 * time.Millisecond,
+		PresenceTTL:       1200 * time.Millisecond,
 		RewatchBackoff:    250 * time.Millisecond,
 		MaxTenantSeries:   100,
 		Breaker:           DefaultBreakerConfig(),

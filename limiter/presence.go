@@ -78,8 +78,8 @@ func (p *presence) heartbeat(ctx context.Context) {
 			hctx, cancel := context.WithTimeout(ctx, p.l.cfg.HeartbeatInterval)
 			_, err = kv.Put(hctx, p.key, []byte(time.Now().UTC().Format(time.RFC3339Nano)))
 			cancel()
-			if err != nil {
-				kv = nil
+			if err != nil && ctx.Err() == nil {
+				kv = nil // re-open: the bucket may have been recreated
 			}
 		}
 		if err != nil && ctx.Err() == nil {
