@@ -287,8 +287,12 @@ func (d *Detector) Advance(ctx context.Context, now time.Time) {
 		sh.mu.Lock()
 		for id, t := range sh.tenants {
 			if t.lastClosed < due {
-				evals += uint64(due - t.lastClosed)
-				for m := t.lastClosed + 1; m <= due; m++ {
+				from := t.lastClosed + 1
+				if due-from > evict {
+					from = due - evict // a long gap (replay jumps): older idle minutes change nothing
+				}
+				evals += uint64(due - from + 1)
+				for m := from; m <= due; m++ {
 					d.closeMinute(t, m, &d.buf)
 				}
 				t.lastClosed = due

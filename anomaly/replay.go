@@ -110,6 +110,10 @@ func (r *Replayer) Rollup(ro *Rollup) {
 	if !r.started {
 		r.curMin, r.started = m, true
 	}
+	if m-r.curMin > 2 {
+		r.closeRollupMinute() // close the last filled minute, then jump the gap
+		r.curMin = m - 1
+	}
 	for r.curMin < m {
 		r.closeRollupMinute()
 	}

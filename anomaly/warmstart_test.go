@@ -1,0 +1,120 @@
+package anomaly
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/shopspring/decimal"
+
+	"github.com/tenantguard/tenantguard/collector/store"
+	"github.com/tenantguard/tenantguard/internal/testenv"
+)
+
+// TestWarmStartFromClickHouse seeds usage_1m and anomalies in a real
+// ClickHouse, warm-starts a detector from it, and checks that the restarted
+// detector (1) knows the weekly profile and levels, so a spike alerts at
+// once instead of after the cold warm-up, and (2) neither forgets the
+// month's spend nor repeats a spend-cap alert sent before the restart.
+func TestWarmStartFromClickHouse(t *testing.T) {
+	srv, db := testenv.ClickHouse(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	sc := store.DefaultConfig()
+	sc.Addr, sc.Database = []string{srv.Addr}, db
+	st, err := store.Open(ctx, sc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if _, err := st.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	conn := st.Conn()
+
+	now := time.Date(2026, 3, 20, 12, 0, 30, 0, time.UTC)
+	start := now.Add(-8 * 24 * time.Hour).Truncate(time.Hour)
+	batch, err := conn.PrepareBatch(ctx, "INSERT INTO "+db+".usage_1m (tenant_id, kind, minute, count, quantity, cost, errors, latency_count)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for m := start; m.Before(now.Truncate(time.Minute)); m = m.Add(time.Minute) {
+		n := uint64(100) // 6000/h, flat: the profile index is 1
+		if m.Hour() >= 9 && m.Hour() < 17 {
+			n = 200 // office hours
+		}
+		cost := 95.0 / float64(now.Truncate(time.Minute).Sub(start).Minutes()) // 95 this month
+		if err := batch.Append("acme", "api_request", m, n, float64(n), decimal.NewFromFloat(cost), uint64(0), uint64(0)); err != nil {
+			batch.Abort()
+			t.Fatal(err)
+		}
+	}
+	if err := batch.Send(); err != nil {
+		t.Fatal(err)
+	}
+	ab, err := conn.PrepareBatch(ctx, "INSERT INTO "+db+".anomalies (fingerprint, tenant_id, metric, kind, status, severity, observed, baseline, ratio, starts_at, ends_at, summary, updated_at)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := now.Add(-time.Hour)
+	if err := ab.Append("f", "acme", MetricSpendCap, "", "firing", "warning", 91.0, 100.0, 0.91, at, time.Unix(0, 0), "90%", at); err != nil {
+		ab.Abort()
+		t.Fatal(err)
+	}
+	if err := ab.Send(); err != nil {
+		t.Fatal(err)
+	}
+
+	cfg := DefaultConfig()
+	cfg.SpendCaps = map[string]float64{DefaultPlan: 100}
+	rec := &Recorder{}
+	d, err := New(cfg, rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := d.WarmStart(ctx, conn, db, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 1 {
+		t.Fatalf("warm-started %d tenants, want 1", n)
+	}
+	if a := rec.Alerts(); len(a) != 0 {
+		t.Fatalf("warm start sent %+v, want nothing", a[0])
+	}
+	sh := d.shard("acme")
+	tn := sh.tenants["acme"]
+	if tn.prof.mode != modeWeek {
+		t.Errorf("profile mode %d after 8 days of history, want week", tn.prof.mode)
+	}
+	if got := tn.sp.spend; got < 94 || got > 96 {
+		t.Errorf("month-to-date spend %.2f, want about 95", got)
+	}
+	if k := tn.kind("api_request", d); int(k.s.n) < cfg.WarmupWindows {
+		t.Errorf("usage series learned %d windows, want >= %d (warm)", k.s.n, cfg.WarmupWindows)
+	}
+
+	// Live again: a 3x spike at 12:01 alerts within 3 windows; spend reaches
+	// 100% once (90% was alerted before the restart).
+	base := now.Truncate(time.Minute)
+	for i := 0; i < 5; i++ {
+		m := base.Add(time.Duration(i) * time.Minute)
+		d.ObserveRollup(&Rollup{Minute: m, TenantID: "acme", Kind: "api_request", Count: 600, Quantity: 600, Cost: 2})
+		d.Advance(ctx, m.Add(time.Minute+cfg.Lateness))
+	}
+	var usage, caps []Alert
+	for _, a := range rec.Alerts() {
+		switch a.Metric {
+		case MetricUsage:
+			usage = append(usage, a)
+		case MetricSpendCap:
+			caps = append(caps, a)
+		}
+	}
+	if len(usage) != 1 || usage[0].Status != StatusFiring {
+		t.Errorf("usage alerts %+v, want one firing within 5 minutes of warm start", usage)
+	}
+	if len(caps) != 1 || caps[0].Labels["threshold"] != "100" {
+		t.Errorf("spend-cap alerts %+v, want only the 100%% one", caps)
+	}
+}
