@@ -17,6 +17,9 @@ import (
 	"github.com/tenantguard/tenantguard/collector/event"
 	"github.com/tenantguard/tenantguard/collector/pricing"
 	"github.com/tenantguard/tenantguard/collector/store"
+	"github.com/tenantguard/tenantguard/exporter/api"
+	"github.com/tenantguard/tenantguard/exporter/billing"
+	"github.com/tenantguard/tenantguard/exporter/metrics"
 )
 
 // Config is the whole configuration; each section belongs to one stage.
@@ -24,7 +27,8 @@ type Config struct {
 	NATS       NATSConfig       `mapstructure:"nats"`
 	ClickHouse store.Config     `mapstructure:"clickhouse"`
 	Metrics    MetricsConfig    `mapstructure:"metrics"`
-	API        APIConfig        `mapstructure:"api"`
+	API        api.Config       `mapstructure:"api"`
+	Billing    billing.Config   `mapstructure:"billing"`
 	Collector  collector.Config `mapstructure:"collector"`
 	Pricing    pricing.Config   `mapstructure:"pricing"`
 	Anomaly    AnomalyConfig    `mapstructure:"anomaly"`
@@ -55,24 +59,17 @@ type MetricsConfig struct {
 	Listen string `mapstructure:"listen"`
 }
 
-// APIConfig is the HTTP API listener.
-type APIConfig struct {
-	// Listen serves /api/v1, /healthz and /readyz. Default ":8080".
-	Listen string `mapstructure:"listen"`
-}
-
 // AnomalyConfig switches the anomaly stage.
 type AnomalyConfig struct {
 	// Enabled runs the stage in `tenantguard run`. Default true.
 	Enabled bool `mapstructure:"enabled"`
 }
 
-// ExporterConfig switches the exporter stage.
+// ExporterConfig switches the exporter stage; the metrics keys sit beside it.
 type ExporterConfig struct {
 	// Enabled runs the stage in `tenantguard run`. Default true.
-	Enabled bool `mapstructure:"enabled"`
-	// MaxTenantSeries is how many top tenants get their own tenant label. Default 500.
-	MaxTenantSeries int `mapstructure:"max_tenant_series"`
+	Enabled        bool `mapstructure:"enabled"`
+	metrics.Config `mapstructure:",squash"`
 }
 
 // PGStatConfig switches the Postgres audit stage.
@@ -95,11 +92,12 @@ func DefaultConfig() Config {
 		NATS:       NATSConfig{URL: "nats://127.0.0.1:4222", Name: "tenantguard"},
 		ClickHouse: store.DefaultConfig(),
 		Metrics:    MetricsConfig{Listen: ":9464"},
-		API:        APIConfig{Listen: ":8080"},
+		API:        api.DefaultConfig(),
+		Billing:    billing.DefaultConfig(),
 		Collector:  collector.DefaultConfig(),
 		Pricing:    pricing.DefaultConfig(),
 		Anomaly:    AnomalyConfig{Enabled: true},
-		Exporter:   ExporterConfig{Enabled: true, MaxTenantSeries: 500},
+		Exporter:   ExporterConfig{Enabled: true, Config: metrics.DefaultConfig()},
 		PGStat:     PGStatConfig{},
 		Log:        LogConfig{Level: "info"},
 	}
@@ -112,19 +110,18 @@ func (c Config) Validate() error {
 	if strings.TrimSpace(c.NATS.URL) == "" {
 		errs = append(errs, errors.New("nats.url: must not be empty"))
 	}
-	for _, l := range []struct{ key, val string }{{"metrics.listen", c.Metrics.Listen}, {"api.listen", c.API.Listen}} {
-		if !strings.Contains(l.val, ":") {
-			errs = append(errs, fmt.Errorf("%s: %q must be [host]:port", l.key, l.val))
-		}
+	if !strings.Contains(c.Metrics.Listen, ":") {
+		errs = append(errs, fmt.Errorf("metrics.listen: %q must be [host]:port", c.Metrics.Listen))
 	}
-	errs = append(errs, c.ClickHouse.Validate(), c.Collector.Validate())
+	errs = append(errs, c.ClickHouse.Validate(), c.Collector.Validate(), c.API.Validate(), c.Billing.Validate())
+	if c.Billing.Currency != c.Pricing.Currency {
+		errs = append(errs, fmt.Errorf("billing.currency: %q must equal pricing.currency %q", c.Billing.Currency, c.Pricing.Currency))
+	}
 	kinds, err := event.NewValidator(event.Rules{CustomKinds: c.Collector.CustomKinds})
 	if err == nil {
 		errs = append(errs, c.Pricing.Validate(kinds.KnownKind))
 	}
-	if c.Exporter.MaxTenantSeries < 1 || c.Exporter.MaxTenantSeries > 100000 {
-		errs = append(errs, errors.New("exporter.max_tenant_series: must be 1 to 100000"))
-	}
+	errs = append(errs, c.Exporter.Config.Validate())
 	if c.PGStat.Enabled && len(c.PGStat.DSNs) == 0 {
 		errs = append(errs, errors.New("pgstat.dsns: must list at least one DSN when pgstat.enabled"))
 	}
@@ -197,8 +194,13 @@ func setDefaults(v *viper.Viper, prefix string, def reflect.Value) {
 	t := def.Type()
 	for i := 0; i < t.NumField(); i++ {
 		f := t.Field(i)
-		tag := strings.Split(f.Tag.Get("mapstructure"), ",")[0]
-		if tag == "" || tag == "-" {
+		parts := strings.Split(f.Tag.Get("mapstructure"), ",")
+		if len(parts) > 1 && parts[1] == "squash" {
+			setDefaults(v, prefix, def.Field(i))
+			continue
+		}
+		tag := parts[0]
+		if tag == "" || tag == "-" || !f.IsExported() {
 			continue
 		}
 		key := tag

@@ -22,6 +22,9 @@ import (
 	"github.com/tenantguard/tenantguard/collector/event"
 	"github.com/tenantguard/tenantguard/collector/pricing"
 	"github.com/tenantguard/tenantguard/collector/store"
+	"github.com/tenantguard/tenantguard/exporter/api"
+	"github.com/tenantguard/tenantguard/exporter/billing"
+	"github.com/tenantguard/tenantguard/exporter/metrics"
 )
 
 func newRunCmd(a *app) *cobra.Command {
@@ -44,7 +47,7 @@ type daemon struct {
 	store    *store.Store
 	js       jetstream.JetStream
 	book     *pricing.Book
-	ready    []func() error // readiness checks
+	metrics  *metrics.Metrics // nil when the exporter is off
 	services []func(ctx context.Context) error
 	status   func(tenant string) string // guard status per tenant for the live view (anomaly, throttle)
 }
@@ -81,13 +84,17 @@ func runDaemon(ctx context.Context, a *app, started func(d *daemon)) error {
 			return err
 		}
 	}
-	d.ready = append(d.ready, func() error {
-		pctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		return d.store.Ping(pctx)
-	})
-
 	var observers []collector.Observer
+	if cfg.Exporter.Enabled {
+		m, err := metrics.New(cfg.Exporter.Config, d.reg)
+		if err != nil {
+			return err
+		}
+		defer m.Close()
+		d.metrics = m
+		observers = append(observers, m)
+	}
+	var colHealthy func() bool
 	if cfg.Collector.Enabled {
 		col, err := collector.New(cfg.Collector, collector.Deps{
 			JetStream: d.js, Store: d.store, Pricer: d.book, Observers: observers,
@@ -98,52 +105,52 @@ func runDaemon(ctx context.Context, a *app, started func(d *daemon)) error {
 		}
 		defer col.Close()
 		d.services = append(d.services, col.Run)
-		d.ready = append(d.ready, func() error {
-			if !col.Healthy() {
+		colHealthy = col.Healthy
+	}
+
+	metricsMux := http.NewServeMux()
+	metricsMux.Handle("GET /metrics", promhttp.HandlerFor(d.reg, promhttp.HandlerOpts{Registry: d.reg}))
+	bcfg := cfg.Billing
+	exp, err := billing.New(bcfg, d.store)
+	if err != nil {
+		return err
+	}
+	var ready []func(context.Context) error
+	if colHealthy != nil {
+		ready = append(ready, func(context.Context) error {
+			if !colHealthy() {
 				return errors.New("collector: ClickHouse inserts are failing")
 			}
 			return nil
 		})
 	}
-
-	metricsMux := http.NewServeMux()
-	metricsMux.Handle("GET /metrics", promhttp.HandlerFor(d.reg, promhttp.HandlerOpts{Registry: d.reg, EnableOpenMetrics: false}))
-	apiMux := http.NewServeMux()
-	apiMux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-	apiMux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		for _, check := range d.ready {
-			if err := check(); err != nil {
-				http.Error(w, err.Error(), http.StatusServiceUnavailable)
-				return
-			}
-		}
-		fmt.Fprintln(w, "ready")
-	})
+	apiSrv, err := api.New(cfg.API, api.Deps{DB: d.store, Exporter: exp, Logger: log, Currency: cfg.Pricing.Currency, Ready: ready})
+	if err != nil {
+		return err
+	}
+	defer apiSrv.Close()
+	log.Info("listening", "component", "api", "addr", apiSrv.Addr())
+	d.services = append(d.services, apiSrv.Run)
 
 	g, gctx := errgroup.WithContext(ctx)
-	for _, l := range []struct {
-		name, addr string
-		h          http.Handler
-	}{{"metrics", cfg.Metrics.Listen, metricsMux}, {"api", cfg.API.Listen, apiMux}} {
-		ln, err := net.Listen("tcp", l.addr)
-		if err != nil {
-			return fmt.Errorf("%s listener %s: %w", l.name, l.addr, err)
-		}
-		srv := &http.Server{Handler: l.h, ReadHeaderTimeout: 10 * time.Second}
-		log.Info("listening", "component", l.name, "addr", ln.Addr().String())
-		g.Go(func() error {
-			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				return fmt.Errorf("%s server: %w", l.name, err)
-			}
-			return nil
-		})
-		g.Go(func() error {
-			<-gctx.Done()
-			sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			return srv.Shutdown(sctx)
-		})
+	ln, err := net.Listen("tcp", cfg.Metrics.Listen)
+	if err != nil {
+		return fmt.Errorf("metrics listener %s: %w", cfg.Metrics.Listen, err)
 	}
+	log.Info("listening", "component", "metrics", "addr", ln.Addr().String())
+	msrv := &http.Server{Handler: metricsMux, ReadHeaderTimeout: 10 * time.Second}
+	g.Go(func() error {
+		if err := msrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("metrics server: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		return msrv.Shutdown(sctx)
+	})
 	for _, run := range d.services {
 		g.Go(func() error { return run(gctx) })
 	}

@@ -3,6 +3,7 @@ package emit
 import (
 	"context"
 	"errors"
+	"math"
 	"strconv"
 	"sync"
 	"testing"
@@ -162,14 +163,16 @@ func TestEmitRejectsInvalid(t *testing.T) {
 		{TenantID: "a.b", Kind: "api_request"},
 		{TenantID: "acme", Kind: "Bad-Kind"},
 		{TenantID: "acme", Kind: "api_request", Quantity: -1},
+		{TenantID: "acme", Kind: "api_request", Quantity: 1, LatencyMs: math.NaN()},
+		{TenantID: "acme", Kind: "api_request", Quantity: 1, Time: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)},
 	}
 	for _, b := range bad {
 		if err := e.Emit(context.Background(), b); err == nil {
 			t.Errorf("Emit(%+v) accepted an invalid event", b)
 		}
 	}
-	if st := e.Stats(); st.Invalid != 3 {
-		t.Fatalf("invalid count %d, want 3", st.Invalid)
+	if st := e.Stats(); st.Invalid != uint64(len(bad)) {
+		t.Fatalf("invalid count %d, want %d", st.Invalid, len(bad))
 	}
 }
 
