@@ -15,7 +15,7 @@ var identifier = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
 // anomaliesColumns is the explicit column list every insert names
 // (ClickHouse 18.16 needs it).
-const anomaliesColumns = "fingerprint, tenant_id, metric, kind, status, severity, observed, baseline, ratio, starts_at, ends_at, summary, updated_at"
+const anomaliesColumns = "fingerprint, tenant_id, metric, kind, integration, status, severity, observed, baseline, ratio, starts_at, ends_at, summary, updated_at"
 
 // ClickHouse writes alerts to the anomalies table, one batch insert per
 // Notify call. The table is a ReplacingMergeTree(updated_at), so the last
@@ -79,7 +79,7 @@ func (c *ClickHouse) write(ctx context.Context, alerts []anomaly.Alert) (err err
 			// over a firing row written in the same second.
 			updated = now.Add(time.Second)
 		}
-		if err := batch.Append(a.Fingerprint, a.TenantID, a.Metric, a.Kind, string(a.Status), string(a.Severity),
+		if err := batch.Append(a.Fingerprint, a.TenantID, a.Metric, a.Kind, a.Integration, string(a.Status), string(a.Severity),
 			a.Observed, a.Baseline, a.Ratio, a.StartsAt.UTC(), ends, a.Summary, updated); err != nil {
 			return fmt.Errorf("append: %w", err)
 		}

@@ -171,7 +171,7 @@ func TestClickHouseSinkDown(t *testing.T) {
 	db := srv.NewDatabase(t)
 	conn := srv.Conn(t, db)
 	ctx := context.Background()
-	if err := conn.Exec(ctx, `CREATE TABLE `+db+`.anomalies (fingerprint String, tenant_id String, metric String, kind String,
+	if err := conn.Exec(ctx, `CREATE TABLE `+db+`.anomalies (fingerprint String, tenant_id String, metric String, kind String, integration String,
 		status String, severity String, observed Float64, baseline Float64, ratio Float64, starts_at DateTime, ends_at DateTime,
 		summary String, updated_at DateTime) ENGINE = ReplacingMergeTree(updated_at) PARTITION BY toYYYYMM(starts_at)
 		ORDER BY (tenant_id, fingerprint, starts_at)`); err != nil {
