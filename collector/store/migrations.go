@@ -78,6 +78,7 @@ CREATE TABLE IF NOT EXISTS {db}.anomalies (
     tenant_id   String,
     metric      String,
     kind        String,
+    integration String,
     status      String,
     severity    String,
     observed    Float64,
