@@ -348,7 +348,7 @@ func TestPolicyAnalysis(t *testing.T) {
 	tb := &Table{Schema: "public", Name: "t", Kind: "table", Columns: []string{"id", "tenant_id"}}
 	markTenantTables([]*Table{tb}, DefaultConfig(), nil)
 	cases := []struct {
-		using              string
+		using               string
 		uses, scopes, true_ bool
 	}{
 		{"(tenant_id = current_setting('app.current_tenant'::text))", true, true, false},

@@ -24,11 +24,11 @@ type Table struct {
 	TenantColumn string `json:"tenant_column,omitempty"`
 	// TenantDefaultGUC reports that the tenant column defaults to an
 	// expression reading the tenant GUC, so an INSERT that omits it is scoped.
-	TenantDefaultGUC bool   `json:"-"`
-	Owner            string `json:"owner"`
-	OwnerOID         uint32 `json:"-"`
-	RLSEnabled       bool   `json:"rls_enabled"`
-	RLSForced        bool   `json:"rls_forced"`
+	TenantDefaultGUC bool     `json:"-"`
+	Owner            string   `json:"owner"`
+	OwnerOID         uint32   `json:"-"`
+	RLSEnabled       bool     `json:"rls_enabled"`
+	RLSForced        bool     `json:"rls_forced"`
 	Policies         []Policy `json:"policies,omitempty"`
 	// View fields: the definition, security_invoker, and the base tables
 	// the view reads, resolved through nested views.

@@ -28,12 +28,12 @@ type StmtKey struct {
 // Stmt is one entry with its totals and its change since the last pull.
 type Stmt struct {
 	StmtKey
-	Calls       uint64
-	TotalMs     float64
-	DeltaCalls  uint64
-	DeltaMs     float64
-	Text        string
-	StatsSince  time.Time
+	Calls      uint64
+	TotalMs    float64
+	DeltaCalls uint64
+	DeltaMs    float64
+	Text       string
+	StatsSince time.Time
 }
 
 type counters struct {

@@ -37,11 +37,11 @@ type Finding struct {
 
 // Lint names of the RLS audit.
 const (
-	LintRLSDisabled        = "rls_disabled"
-	LintNoPolicy           = "rls_no_policy"
-	LintPolicyWithoutGUC   = "policy_without_tenant_guc"
-	LintPolicyAlwaysTrue   = "policy_always_true"
-	LintRLSNotForcedOwner  = "rls_not_forced_owner"
+	LintRLSDisabled       = "rls_disabled"
+	LintNoPolicy          = "rls_no_policy"
+	LintPolicyWithoutGUC  = "policy_without_tenant_guc"
+	LintPolicyAlwaysTrue  = "policy_always_true"
+	LintRLSNotForcedOwner = "rls_not_forced_owner"
 )
 
 // Lint is one finding of the RLS audit.
