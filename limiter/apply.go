@@ -133,8 +133,8 @@ func (l *Limiter) buildTenant(tenant string, decs map[string]Decision, prev *ten
 		var reuse *limitState
 		switch {
 		case scope == ScopeAll:
-			if prev != nil {
-				reuse = prev.all
+			if prev != nil && prev.hasAll {
+				reuse = &prev.all
 			}
 		case strings.HasPrefix(scope, ScopeRoutePrefix):
 			if prev != nil {
@@ -148,7 +148,7 @@ func (l *Limiter) buildTenant(tenant string, decs map[string]Decision, prev *ten
 		s := l.stateFor(d, exp, reuse, ts.stats)
 		switch {
 		case scope == ScopeAll:
-			ts.all = s
+			ts.all, ts.hasAll = *s, true
 		case strings.HasPrefix(scope, ScopeRoutePrefix):
 			if ts.routes == nil {
 				ts.routes = map[string]*limitState{}

@@ -86,7 +86,8 @@ type snapshot struct {
 // tenantState is a tenant's live decisions. Immutable; the *rate.Limiter
 // inside a limitState is reused across snapshots so tokens carry over.
 type tenantState struct {
-	all          *limitState
+	all          limitState // inline: one pointer chase less on the hot path
+	hasAll       bool
 	routes       map[string]*limitState // route -> limit
 	integrations map[string]*limitState // integration -> throttle/shed
 	circuits     map[string]int64       // integration ("" = all) -> forced open until, unix ns
@@ -201,10 +202,10 @@ func (l *Limiter) allowSlow(t *tenantState, tenant string, now time.Time, n int)
 }
 
 func (t *tenantState) liveAll(now time.Time) *limitState {
-	if t == nil || t.all == nil || now.UnixNano() >= t.all.expires {
+	if t == nil || !t.hasAll || now.UnixNano() >= t.all.expires {
 		return nil
 	}
-	return t.all
+	return &t.all
 }
 
 // state returns the bucket that governs tenant at now, or nil if unlimited.
@@ -452,7 +453,9 @@ func (l *Limiter) resplitLocked() {
 		s.lim.SetBurst(b)
 	}
 	for _, t := range l.snap.Load().tenants {
-		re(t.all)
+		if t.hasAll {
+			re(&t.all)
+		}
 		for _, s := range t.routes {
 			re(s)
 		}
