@@ -48,6 +48,7 @@ func (a *app) root() *cobra.Command {
 		newDevCmd(a),
 		newLoadgenCmd(a),
 		newConfigCmd(a),
+		newPgAuditCmd(a),
 		newBenchCmd(a),
 		newExportCmd(a),
 		newReplayCmd(a),

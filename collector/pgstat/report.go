@@ -12,6 +12,21 @@ import (
 // MarshalText makes a Scope read as none, multi or single in JSON.
 func (s Scope) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
 
+// UnmarshalText reads none, multi or single.
+func (s *Scope) UnmarshalText(b []byte) error {
+	switch string(b) {
+	case "none":
+		*s = ScopeNone
+	case "multi":
+		*s = ScopeMulti
+	case "single":
+		*s = ScopeSingle
+	default:
+		return fmt.Errorf("scope %q: want none, multi or single", b)
+	}
+	return nil
+}
+
 // Finding is one statement that is not restricted to one tenant, as run
 // by one role in one database.
 type Finding struct {

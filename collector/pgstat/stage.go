@@ -243,7 +243,7 @@ func (s *Stage) pullDB(ctx context.Context, d *dbState) (*DatabaseReport, error)
 		conn, err := pgx.Connect(ctx, d.dsn)
 		if err != nil {
 			// pgx errors can quote the DSN; name it by index only.
-			return nil, fmt.Errorf("connect to dsn[%d]: %w", d.index, redact(err, d.dsn))
+			return nil, fmt.Errorf("connect: %w", redact(err, d.dsn))
 		}
 		p, err := newPuller(ctx, conn)
 		if err != nil {
