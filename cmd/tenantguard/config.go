@@ -13,6 +13,8 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/viper"
 
+	"github.com/tenantguard/tenantguard/anomaly"
+	"github.com/tenantguard/tenantguard/anomaly/notify"
 	"github.com/tenantguard/tenantguard/collector"
 	"github.com/tenantguard/tenantguard/collector/event"
 	"github.com/tenantguard/tenantguard/collector/pricing"
@@ -31,7 +33,8 @@ type Config struct {
 	Billing    billing.Config   `mapstructure:"billing"`
 	Collector  collector.Config `mapstructure:"collector"`
 	Pricing    pricing.Config   `mapstructure:"pricing"`
-	Anomaly    AnomalyConfig    `mapstructure:"anomaly"`
+	Anomaly    anomaly.Config   `mapstructure:"anomaly"`
+	Alerts     notify.Config    `mapstructure:"alerts"`
 	Exporter   ExporterConfig   `mapstructure:"exporter"`
 	PGStat     PGStatConfig     `mapstructure:"pgstat"`
 	Log        LogConfig        `mapstructure:"log"`
@@ -57,12 +60,6 @@ type NATSConfig struct {
 type MetricsConfig struct {
 	// Listen serves /metrics. Default ":9464".
 	Listen string `mapstructure:"listen"`
-}
-
-// AnomalyConfig switches the anomaly stage.
-type AnomalyConfig struct {
-	// Enabled runs the stage in `tenantguard run`. Default true.
-	Enabled bool `mapstructure:"enabled"`
 }
 
 // ExporterConfig switches the exporter stage; the metrics keys sit beside it.
@@ -96,7 +93,8 @@ func DefaultConfig() Config {
 		Billing:    billing.DefaultConfig(),
 		Collector:  collector.DefaultConfig(),
 		Pricing:    pricing.DefaultConfig(),
-		Anomaly:    AnomalyConfig{Enabled: true},
+		Anomaly:    anomaly.DefaultConfig(),
+		Alerts:     notify.DefaultConfig(),
 		Exporter:   ExporterConfig{Enabled: true, Config: metrics.DefaultConfig()},
 		PGStat:     PGStatConfig{},
 		Log:        LogConfig{Level: "info"},
@@ -121,7 +119,7 @@ func (c Config) Validate() error {
 	if err == nil {
 		errs = append(errs, c.Pricing.Validate(kinds.KnownKind))
 	}
-	errs = append(errs, c.Exporter.Config.Validate())
+	errs = append(errs, c.Exporter.Config.Validate(), c.Anomaly.Validate(), c.Alerts.Validate())
 	if c.PGStat.Enabled && len(c.PGStat.DSNs) == 0 {
 		errs = append(errs, errors.New("pgstat.dsns: must list at least one DSN when pgstat.enabled"))
 	}

@@ -26,8 +26,8 @@ func newDevCmd(a *app) *cobra.Command {
 	var demo bool
 	var dataDir string
 	lc := loadgen.DefaultConfig()
-	lc.Tenants, lc.Rate, lc.Noisy, lc.DayLength = 30, 300, "noisy-co", 20*time.Minute
-	lc.SpikeAfter, lc.SpikeFor = 90*time.Second, 4*time.Minute
+	lc.Tenants, lc.Rate, lc.Noisy = 30, 300, "noisy-co"
+	lc.SpikeAfter, lc.SpikeFor = 5*time.Minute, 4*time.Minute
 	cmd := &cobra.Command{
 		Use:   "dev",
 		Short: "Run the whole stack on this machine: embedded NATS, a managed clickhouse-server, the daemon",
@@ -79,6 +79,15 @@ func runDev(ctx context.Context, a *app, dataDir string, demo bool, lc loadgen.C
 	defer ch.Stop()
 	if a.cfg.Pricing.Version == pricing.DefaultConfig().Version && len(a.cfg.Pricing.Prices) == 0 {
 		a.cfg.Pricing = demoPricing()
+	}
+	if demo && !a.v.IsSet("anomaly.warmup_windows") {
+		// Fresh tenants have no history: learn for 3 minutes instead of an hour,
+		// so the demo's spike (after 5 minutes) is judged against a baseline.
+		a.cfg.Anomaly.WarmupWindows = 3
+		a.cfg.Anomaly.QuietPeriod = 2 * time.Minute
+		a.cfg.Anomaly.Cooldown = 2 * time.Minute
+		a.cfg.Anomaly.BaselineHalfLife = 10 * time.Minute
+		fmt.Fprintln(a.stderr, "dev: demo anomaly settings: warmup 3 windows, quiet period 2m, cooldown 2m, baseline half-life 10m")
 	}
 	a.cfg.NATS.URL = natsURL
 	a.cfg.ClickHouse.Addr = []string{ch.Addr}

@@ -62,7 +62,7 @@ func (v *liveView) render(ctx context.Context) (string, error) {
 	const window = 30
 	conn, events, usage := v.d.store.Conn(), v.d.store.Table("events"), v.d.store.Table("usage_1m")
 	rows, err := conn.Query(ctx, "SELECT tenant_id, count() / ? AS rate, quantileIf(0.95)(latency_ms, kind = 'api_request') AS p95 FROM "+events+
-		" WHERE time >= now() - ? GROUP BY tenant_id ORDER BY rate DESC LIMIT 12", float64(window), window)
+		" WHERE time >= now() - ? GROUP BY tenant_id ORDER BY tenant_id = ? DESC, rate DESC LIMIT 12", float64(window), window, v.noisy)
 	if err != nil {
 		return "", err
 	}

@@ -13,18 +13,22 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tenantguard/tenantguard/anomaly"
+	"github.com/tenantguard/tenantguard/collector/pricing"
 	"github.com/tenantguard/tenantguard/collector/store"
 )
 
-// anomalyConfig returns the anomaly section: defaults, then the loaded
-// config file and environment (only cmd touches viper).
+// anomalyConfig returns the loaded anomaly section with the spend caps and
+// tenant plans of the price book filled in.
 func (a *app) anomalyConfig() (anomaly.Config, error) {
-	cfg := anomaly.DefaultConfig()
-	if a.v != nil && a.v.IsSet("anomaly") {
-		if err := a.v.UnmarshalKey("anomaly", &cfg); err != nil {
-			return cfg, fmt.Errorf("anomaly config: %w", err)
-		}
+	cfg := a.cfg.Anomaly
+	book, err := pricing.New(a.cfg.Pricing, nil)
+	if err != nil {
+		return cfg, err
 	}
+	if len(cfg.SpendCaps) == 0 {
+		cfg.SpendCaps = book.Caps()
+	}
+	cfg.TenantPlan = book.Plan
 	return cfg, cfg.Validate()
 }
 

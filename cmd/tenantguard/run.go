@@ -49,6 +49,7 @@ type daemon struct {
 	book     *pricing.Book
 	metrics  *metrics.Metrics // nil when the exporter is off
 	services []func(ctx context.Context) error
+	closers  []func() error
 	status   func(tenant string) string // guard status per tenant for the live view (anomaly, throttle)
 }
 
@@ -94,6 +95,19 @@ func runDaemon(ctx context.Context, a *app, started func(d *daemon)) error {
 		d.metrics = m
 		observers = append(observers, m)
 	}
+	if cfg.Anomaly.Enabled {
+		det, active, err := startAnomaly(ctx, d, nc)
+		if err != nil {
+			return err
+		}
+		observers = append(observers, det)
+		d.status = active.Status
+	}
+	defer func() {
+		for _, c := range d.closers {
+			_ = c()
+		}
+	}()
 	var colHealthy func() bool
 	if cfg.Collector.Enabled {
 		col, err := collector.New(cfg.Collector, collector.Deps{
@@ -129,7 +143,6 @@ func runDaemon(ctx context.Context, a *app, started func(d *daemon)) error {
 		return err
 	}
 	defer apiSrv.Close()
-	log.Info("listening", "component", "api", "addr", apiSrv.Addr())
 	d.services = append(d.services, apiSrv.Run)
 
 	g, gctx := errgroup.WithContext(ctx)
