@@ -1,0 +1,108 @@
+package decide
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"time"
+)
+
+// Config is the decisions section of the daemon config.
+type Config struct {
+	// ThrottleFactor: a usage spike throttles the tenant to this many times
+	// its baseline rate. Default 2.
+	ThrottleFactor float64 `mapstructure:"throttle_factor"`
+	// BaselineWindow is the window the usage alert's baseline counts events
+	// in (the detector's 1-minute windows). Default 1m.
+	BaselineWindow time.Duration `mapstructure:"baseline_window"`
+	// MinRatePerSec floors every automatic throttle. Default 1.
+	MinRatePerSec float64 `mapstructure:"min_rate_per_sec"`
+	// BurstSeconds sets the burst of a throttle to rate x this many
+	// seconds (at least 1). Default 1.
+	BurstSeconds float64 `mapstructure:"burst_seconds"`
+	// DegradedRatePerSec is the cluster-wide rate of the degraded tier that
+	// a 100% spend cap moves a tenant to. Default 5.
+	DegradedRatePerSec float64 `mapstructure:"degraded_rate_per_sec"`
+	// TTL is how long each decision lives unless renewed. Default 5m.
+	TTL time.Duration `mapstructure:"ttl"`
+	// RenewEvery is how often a decision is renewed while its alert
+	// fires; must be < ttl. Default 1m.
+	RenewEvery time.Duration `mapstructure:"renew_every"`
+	// SweepEvery is how often expired decisions are deleted from the KV
+	// bucket. Default 5m.
+	SweepEvery time.Duration `mapstructure:"sweep_every"`
+	// QueueSize bounds the alerts waiting for the engine; Send drops and
+	// counts alerts beyond it. Default 1024.
+	QueueSize int `mapstructure:"queue_size"`
+	// Plans override the policy per plan (the alert's "plan" label).
+	// Default empty.
+	Plans map[string]Policy `mapstructure:"plans"`
+}
+
+// Policy overrides the top-level policy for one plan. Zero fields inherit.
+type Policy struct {
+	// ThrottleFactor: see Config.ThrottleFactor. Default 0 (inherit).
+	ThrottleFactor float64 `mapstructure:"throttle_factor"`
+	// DegradedRatePerSec: see Config.DegradedRatePerSec. Default 0 (inherit).
+	DegradedRatePerSec float64 `mapstructure:"degraded_rate_per_sec"`
+	// Disabled turns off automatic decisions for the plan. Default false.
+	Disabled bool `mapstructure:"disabled"`
+}
+
+// DefaultConfig returns the documented defaults.
+func DefaultConfig() Config {
+	return Config{
+		ThrottleFactor:     2,
+		BaselineWindow:     time.Minute,
+		MinRatePerSec:      1,
+		BurstSeconds:       1,
+		DegradedRatePerSec: 5,
+		TTL:                5 * time.Minute,
+		RenewEvery:         time.Minute,
+		SweepEvery:         5 * time.Minute,
+		QueueSize:          1024,
+	}
+}
+
+// Validate returns every bad field, prefixed decisions.<field>.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(field, msg string) { errs = append(errs, fmt.Errorf("decisions.%s: %s", field, msg)) }
+	pos := func(f float64) bool { return f > 0 && !math.IsInf(f, 0) }
+	if !pos(c.ThrottleFactor) {
+		bad("throttle_factor", "must be > 0")
+	}
+	if c.BaselineWindow <= 0 {
+		bad("baseline_window", "must be > 0")
+	}
+	if !pos(c.MinRatePerSec) {
+		bad("min_rate_per_sec", "must be > 0")
+	}
+	if !pos(c.BurstSeconds) {
+		bad("burst_seconds", "must be > 0")
+	}
+	if !pos(c.DegradedRatePerSec) {
+		bad("degraded_rate_per_sec", "must be > 0")
+	}
+	if c.TTL <= 0 {
+		bad("ttl", "must be > 0")
+	}
+	if c.RenewEvery <= 0 || c.RenewEvery >= c.TTL {
+		bad("renew_every", "must be > 0 and < ttl")
+	}
+	if c.SweepEvery <= 0 {
+		bad("sweep_every", "must be > 0")
+	}
+	if c.QueueSize <= 0 {
+		bad("queue_size", "must be > 0")
+	}
+	for name, p := range c.Plans {
+		if p.ThrottleFactor < 0 || math.IsNaN(p.ThrottleFactor) || math.IsInf(p.ThrottleFactor, 0) {
+			bad("plans."+name+".throttle_factor", "must be >= 0 (0 inherits)")
+		}
+		if p.DegradedRatePerSec < 0 || math.IsNaN(p.DegradedRatePerSec) || math.IsInf(p.DegradedRatePerSec, 0) {
+			bad("plans."+name+".degraded_rate_per_sec", "must be >= 0 (0 inherits)")
+		}
+	}
+	return errors.Join(errs...)
+}

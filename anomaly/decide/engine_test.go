@@ -1,0 +1,294 @@
+package decide
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tenantguard/tenantguard/anomaly"
+	"github.com/tenantguard/tenantguard/collector/store"
+	"github.com/tenantguard/tenantguard/internal/testenv"
+	"github.com/tenantguard/tenantguard/limiter"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+type env struct {
+	pub *limiter.Publisher
+	lim *limiter.Limiter
+	st  *store.Store
+	eng *Engine
+	reg *prometheus.Registry
+}
+
+func setup(t *testing.T, mod func(*Config)) *env {
+	t.Helper()
+	ctx := context.Background()
+	ns := testenv.NATS(t)
+	nc, err := nats.Connect(ns.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	pub, err := limiter.NewPublisher(ctx, nc, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, db := testenv.ClickHouse(t)
+	scfg := store.DefaultConfig()
+	scfg.Addr, scfg.Database = []string{srv.Addr}, db
+	st, err := store.Open(ctx, scfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	if _, err := st.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rec, err := NewClickHouseRecorder(st.Conn(), st.Database())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	if mod != nil {
+		mod(&cfg)
+	}
+	reg := prometheus.NewPedanticRegistry()
+	eng, err := New(cfg, Deps{Publisher: pub, Recorder: rec, Registerer: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lcfg := limiter.DefaultConfig()
+	lnc, err := nats.Connect(ns.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(lnc.Close)
+	lim, err := limiter.New(lcfg, limiter.Deps{Conn: lnc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); lim.Run(lctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return &env{pub: pub, lim: lim, st: st, eng: eng, reg: reg}
+}
+
+func alert(tenant, metric string, status anomaly.Status, baseline float64) anomaly.Alert {
+	start := time.Now().Truncate(time.Minute)
+	a := anomaly.Alert{TenantID: tenant, Metric: metric, Status: status, Severity: anomaly.SeverityCritical,
+		Observed: baseline * 5, Baseline: baseline, Ratio: 5, StartsAt: start, Summary: "usage 5x baseline",
+		Labels: map[string]string{"plan": "pro"}}
+	a.Fingerprint = anomaly.Fingerprint(tenant, metric, "", "", start)
+	return a
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for: %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestUsageSpikeThrottleRenewClear(t *testing.T) {
+	e := setup(t, func(c *Config) {
+		c.TTL = 3 * time.Second
+		c.RenewEvery = 1 * time.Second
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go e.eng.Run(ctx)
+	fire := alert("noisy", anomaly.MetricUsage, anomaly.StatusFiring, 600) // 600/min = 10/s
+	e.eng.Send(ctx, fire)
+	waitFor(t, "throttle in KV", func() bool {
+		d, err := e.pub.Get(ctx, "noisy", limiter.ScopeAll)
+		return err == nil && d.Action == limiter.ActionThrottle
+	})
+	d, _ := e.pub.Get(ctx, "noisy", limiter.ScopeAll)
+	if d.RatePerSec != 20 || d.Burst != 20 || d.Source != limiter.SourceAnomaly || d.AnomalyID != fire.Fingerprint {
+		t.Fatalf("got %+v, want throttle to 2 x 10/s = 20/s, burst 20, source anomaly, anomaly_id %s", d, fire.Fingerprint)
+	}
+	waitFor(t, "limiter applies it", func() bool { r, _, ok := e.lim.Limit("noisy"); return ok && r == 20 })
+	if _, _, ok := e.lim.Limit("quiet"); ok {
+		t.Fatal("another tenant got a limit")
+	}
+	// Renewed before expiry while firing: after 2 TTLs it is still live.
+	first := d.ExpiresAt
+	time.Sleep(4 * time.Second)
+	d, err := e.pub.Get(ctx, "noisy", limiter.ScopeAll)
+	if err != nil || !d.ExpiresAt.After(first) || !d.Live(time.Now()) {
+		t.Fatalf("not renewed: %+v, %v (first expiry %s)", d, err, first)
+	}
+	if _, _, ok := e.lim.Limit("noisy"); !ok {
+		t.Fatal("limiter lost the renewed throttle")
+	}
+	res := fire
+	res.Status, res.EndsAt = anomaly.StatusResolved, time.Now()
+	e.eng.Send(ctx, res)
+	waitFor(t, "cleared in KV", func() bool {
+		_, err := e.pub.Get(ctx, "noisy", limiter.ScopeAll)
+		return err != nil
+	})
+	waitFor(t, "limiter released", func() bool { _, _, ok := e.lim.Limit("noisy"); return !ok })
+
+	var rows map[string]int
+	waitFor(t, "clear recorded in ClickHouse", func() bool {
+		rows = auditRows(t, e, "noisy")
+		return rows["clear"] == 1
+	})
+	if rows["throttle"] < 3 {
+		t.Fatalf("audit rows %v, want >= 3 throttle (issue + renewals) and 1 clear", rows)
+	}
+	if got := counter(t, e.reg, "tenantguard_decisions_total"); got != float64(rows["throttle"]+rows["clear"]) {
+		t.Fatalf("tenantguard_decisions_total = %v, want %d", got, rows["throttle"]+rows["clear"])
+	}
+}
+
+func TestCircuitAndSpendCap(t *testing.T) {
+	e := setup(t, func(c *Config) {
+		c.Plans = map[string]Policy{"pro": {DegradedRatePerSec: 3}, "internal": {Disabled: true}}
+	})
+	ctx := context.Background()
+	errAlert := alert("acme", anomaly.MetricErrorRate, anomaly.StatusFiring, 0.01)
+	errAlert.Integration = "stripe"
+	if err := e.eng.Handle(ctx, errAlert); err != nil {
+		t.Fatal(err)
+	}
+	d, err := e.pub.Get(ctx, "acme", limiter.IntegrationScope("stripe"))
+	if err != nil || d.Action != limiter.ActionOpenCircuit {
+		t.Fatalf("got %+v, %v; want open_circuit on integration:stripe", d, err)
+	}
+	waitFor(t, "circuit forced open", func() bool {
+		return e.lim.Breakers().State("acme", "stripe") == limiter.StateOpen
+	})
+	if s := e.lim.Breakers().State("acme", "github"); s != limiter.StateClosed {
+		t.Fatalf("other integration %s, want closed", s)
+	}
+	// 90% does nothing, 100% degrades.
+	cap90 := alert("acme", anomaly.MetricSpendCap, anomaly.StatusFiring, 100)
+	cap90.Labels["threshold"] = "90"
+	if err := e.eng.Handle(ctx, cap90); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.pub.Get(ctx, "acme", limiter.ScopeAll); err == nil {
+		t.Fatal("90% spend cap throttled")
+	}
+	cap100 := cap90
+	cap100.Labels = map[string]string{"plan": "pro", "threshold": "100"}
+	cap100.Fingerprint = "cap100"
+	if err := e.eng.Handle(ctx, cap100); err != nil {
+		t.Fatal(err)
+	}
+	d, err = e.pub.Get(ctx, "acme", limiter.ScopeAll)
+	if err != nil || d.RatePerSec != 3 || d.Source != limiter.SourceSpendCap {
+		t.Fatalf("got %+v, %v; want the pro plan's degraded rate 3/s from spend_cap", d, err)
+	}
+	// A disabled plan gets no automatic decision.
+	off := alert("staff", anomaly.MetricUsage, anomaly.StatusFiring, 600)
+	off.Labels["plan"] = "internal"
+	if err := e.eng.Handle(ctx, off); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.pub.Get(ctx, "staff", limiter.ScopeAll); err == nil {
+		t.Fatal("disabled plan was throttled")
+	}
+	rows := auditRows(t, e, "acme")
+	if rows["open_circuit"] != 1 || rows["throttle"] != 1 {
+		t.Fatalf("audit rows %v, want 1 open_circuit and 1 throttle", rows)
+	}
+}
+
+func TestManualOutranksEngine(t *testing.T) {
+	e := setup(t, func(c *Config) {
+		c.TTL = 3 * time.Second
+		c.RenewEvery = 500 * time.Millisecond
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	now := time.Now()
+	manual := limiter.Decision{TenantID: "vip", Scope: limiter.ScopeAll, Action: limiter.ActionThrottle,
+		RatePerSec: 1000, Burst: 1000, IssuedAt: now, ExpiresAt: now.Add(1500 * time.Millisecond),
+		Reason: "on-call override", Source: limiter.SourceManual}
+	if _, err := e.pub.Put(ctx, manual); err != nil {
+		t.Fatal(err)
+	}
+	err := e.eng.Handle(ctx, alert("vip", anomaly.MetricUsage, anomaly.StatusFiring, 60))
+	if !errors.Is(err, limiter.ErrManualOverride) {
+		t.Fatalf("got %v, want ErrManualOverride", err)
+	}
+	if d, _ := e.pub.Get(ctx, "vip", limiter.ScopeAll); d.Source != limiter.SourceManual {
+		t.Fatalf("manual decision overwritten: %+v", d)
+	}
+	if got := counter(t, e.reg, "tenantguard_decisions_suppressed_total"); got < 1 {
+		t.Fatalf("suppressed = %v, want 1", got)
+	}
+	// Once the manual decision expires the engine's renewal takes over.
+	go e.eng.Run(ctx)
+	waitFor(t, "engine takes over after manual expiry", func() bool {
+		d, err := e.pub.Get(ctx, "vip", limiter.ScopeAll)
+		return err == nil && d.Source == limiter.SourceAnomaly && d.RatePerSec == 2
+	})
+}
+
+func TestConfigValidate(t *testing.T) {
+	if err := DefaultConfig().Validate(); err != nil {
+		t.Fatal(err)
+	}
+	c := DefaultConfig()
+	c.ThrottleFactor = 0
+	c.RenewEvery = c.TTL
+	c.Plans = map[string]Policy{"x": {ThrottleFactor: -1}}
+	err := c.Validate()
+	for _, want := range []string{"decisions.throttle_factor:", "decisions.renew_every:", "decisions.plans.x.throttle_factor:"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("got %v, want it to name %s", err, want)
+		}
+	}
+}
+
+func auditRows(t *testing.T, e *env, tenant string) map[string]int {
+	t.Helper()
+	rows, err := e.st.Conn().Query(context.Background(),
+		"SELECT action, count() FROM "+e.st.Database()+".decisions WHERE tenant_id = ? GROUP BY action", tenant)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	out := map[string]int{}
+	for rows.Next() {
+		var a string
+		var n uint64
+		if err := rows.Scan(&a, &n); err != nil {
+			t.Fatal(err)
+		}
+		out[a] = int(n)
+	}
+	return out
+}
+
+func counter(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			for _, m := range mf.GetMetric() {
+				sum += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return sum
+}
