@@ -53,6 +53,9 @@ func (a *app) root() *cobra.Command {
 		newExportCmd(a),
 		newReplayCmd(a),
 		newAnomalyEvalCmd(a),
+		newThrottleCmd(a),
+		newReleaseCmd(a),
+		newDecisionsCmd(a),
 	)
 	return root
 }
