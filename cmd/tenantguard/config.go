@@ -17,6 +17,7 @@ import (
 	"github.com/tenantguard/tenantguard/anomaly/notify"
 	"github.com/tenantguard/tenantguard/collector"
 	"github.com/tenantguard/tenantguard/collector/event"
+	"github.com/tenantguard/tenantguard/collector/pgstat"
 	"github.com/tenantguard/tenantguard/collector/pricing"
 	"github.com/tenantguard/tenantguard/collector/store"
 	"github.com/tenantguard/tenantguard/exporter/api"
@@ -36,7 +37,7 @@ type Config struct {
 	Anomaly    anomaly.Config   `mapstructure:"anomaly"`
 	Alerts     notify.Config    `mapstructure:"alerts"`
 	Exporter   ExporterConfig   `mapstructure:"exporter"`
-	PGStat     PGStatConfig     `mapstructure:"pgstat"`
+	PGStat     pgstat.Config    `mapstructure:"pgstat"`
 	Log        LogConfig        `mapstructure:"log"`
 }
 
@@ -69,14 +70,6 @@ type ExporterConfig struct {
 	metrics.Config `mapstructure:",squash"`
 }
 
-// PGStatConfig switches the Postgres audit stage.
-type PGStatConfig struct {
-	// Enabled runs the stage in `tenantguard run`. Default false.
-	Enabled bool `mapstructure:"enabled"`
-	// DSNs are the Postgres databases to audit. Default none.
-	DSNs []string `mapstructure:"dsns"`
-}
-
 // LogConfig sets logging.
 type LogConfig struct {
 	// Level is debug, info, warn or error. Default info.
@@ -96,7 +89,7 @@ func DefaultConfig() Config {
 		Anomaly:    anomaly.DefaultConfig(),
 		Alerts:     notify.DefaultConfig(),
 		Exporter:   ExporterConfig{Enabled: true, Config: metrics.DefaultConfig()},
-		PGStat:     PGStatConfig{},
+		PGStat:     pgstat.DefaultConfig(),
 		Log:        LogConfig{Level: "info"},
 	}
 	return c
@@ -120,9 +113,7 @@ func (c Config) Validate() error {
 		errs = append(errs, c.Pricing.Validate(kinds.KnownKind))
 	}
 	errs = append(errs, c.Exporter.Config.Validate(), c.Anomaly.Validate(), c.Alerts.Validate())
-	if c.PGStat.Enabled && len(c.PGStat.DSNs) == 0 {
-		errs = append(errs, errors.New("pgstat.dsns: must list at least one DSN when pgstat.enabled"))
-	}
+	errs = append(errs, c.PGStat.Validate())
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:

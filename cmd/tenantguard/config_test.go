@@ -99,4 +99,3 @@ func TestExampleConfigLoadsWithDefaults(t *testing.T) {
 		t.Fatalf("the example config does not load: %v", err)
 	}
 }
-

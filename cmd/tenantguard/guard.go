@@ -4,14 +4,17 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tenantguard/tenantguard/anomaly"
 	"github.com/tenantguard/tenantguard/anomaly/notify"
+	"github.com/tenantguard/tenantguard/collector/pgstat"
 )
 
 // sinks sends every alert to each sink in turn; each must not block.
@@ -77,20 +80,36 @@ func (t *activeAlerts) Status(tenant string) string {
 	return "ALERT " + strings.Join(metrics, ",")
 }
 
-// startAnomaly builds the detector and its notifiers, warm-starts the
-// baselines from ClickHouse, and registers both as services of d.
+// alertSink returns the daemon's alert fan-out (Alertmanager, webhook,
+// NATS, ClickHouse), built on first use and run as a service of d.
+func (d *daemon) alertSink(nc *nats.Conn) (*notify.Fanout, error) {
+	if d.fanout != nil {
+		return d.fanout, nil
+	}
+	fan, err := notify.New(d.a.cfg.Alerts, notify.Deps{
+		Logger: d.a.log, Registerer: d.reg, NATS: nc,
+		ClickHouse: d.store.Conn(), Database: d.store.Database(),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("alerts: %w", err)
+	}
+	d.fanout = fan
+	d.services = append(d.services, fan.Run)
+	d.closers = append(d.closers, fan.Close)
+	return fan, nil
+}
+
+// startAnomaly builds the detector, warm-starts its baselines from
+// ClickHouse, and registers it as a service of d.
 func startAnomaly(ctx context.Context, d *daemon, nc *nats.Conn, extra ...anomaly.Sink) (*anomaly.Detector, *activeAlerts, error) {
 	a := d.a
 	acfg, err := a.anomalyConfig()
 	if err != nil {
 		return nil, nil, err
 	}
-	fan, err := notify.New(a.cfg.Alerts, notify.Deps{
-		Logger: a.log, Registerer: d.reg, NATS: nc,
-		ClickHouse: d.store.Conn(), Database: d.store.Database(),
-	})
+	fan, err := d.alertSink(nc)
 	if err != nil {
-		return nil, nil, fmt.Errorf("alerts: %w", err)
+		return nil, nil, err
 	}
 	var onCount func(string, int)
 	if d.metrics != nil {
@@ -100,7 +119,6 @@ func startAnomaly(ctx context.Context, d *daemon, nc *nats.Conn, extra ...anomal
 	all := append(sinks{fan, active}, extra...)
 	det, err := anomaly.New(acfg, all, anomaly.WithLogger(a.log))
 	if err != nil {
-		fan.Close()
 		return nil, nil, err
 	}
 	wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
@@ -112,7 +130,50 @@ func startAnomaly(ctx context.Context, d *daemon, nc *nats.Conn, extra ...anomal
 	} else {
 		a.log.Info("anomaly baselines warm-started", "component", "anomaly", "count", n)
 	}
-	d.services = append(d.services, fan.Run, det.Run)
-	d.closers = append(d.closers, det.Close, fan.Close)
+	d.services = append(d.services, det.Run)
+	d.closers = append(d.closers, det.Close)
 	return det, active, nil
+}
+
+// pgAlerter turns a new unscoped Postgres statement into an alert on every
+// sink. Findings belong to a database, not a tenant, so the alert's tenant
+// is the fixed id "pg-audit" and the database and queryid are labels.
+type pgAlerter struct{ sink anomaly.Sink }
+
+func (p pgAlerter) NewUnscoped(ctx context.Context, f pgstat.Finding) error {
+	now := time.Now().UTC()
+	p.sink.Send(ctx, anomaly.Alert{
+		Fingerprint: anomaly.Fingerprint("pg-audit", "pg_unscoped", f.Database, strconv.FormatInt(f.QueryID, 10), time.Time{}),
+		TenantID:    "pg-audit",
+		Metric:      "pg_unscoped",
+		Status:      anomaly.StatusFiring,
+		Severity:    anomaly.SeverityCritical,
+		StartsAt:    now,
+		Summary:     fmt.Sprintf("database %s: role %s ran a statement on %s with no tenant filter: %.200s", f.Database, f.Role, strings.Join(f.Tables, ", "), f.Query),
+		Labels:      map[string]string{"database": f.Database, "queryid": strconv.FormatInt(f.QueryID, 10), "role": f.Role},
+	})
+	return nil
+}
+
+// startPGStat runs the Postgres auditor, writing findings to ClickHouse.
+// Its gauge lives in its own registry, gathered beside the daemon's.
+func startPGStat(d *daemon, nc *nats.Conn) error {
+	w, err := pgstat.NewClickHouseWriter(d.store.Conn(), d.store.Database())
+	if err != nil {
+		return err
+	}
+	fan, err := d.alertSink(nc)
+	if err != nil {
+		return err
+	}
+	reg := prometheus.NewRegistry()
+	stage, err := pgstat.New(d.a.cfg.PGStat, pgstat.WithWriter(w), pgstat.WithAlerter(pgAlerter{fan}),
+		pgstat.WithRegisterer(reg), pgstat.WithLogger(d.a.log))
+	if err != nil {
+		return err
+	}
+	d.gatherers = append(d.gatherers, reg)
+	d.services = append(d.services, stage.Run)
+	d.closers = append(d.closers, stage.Close)
+	return nil
 }

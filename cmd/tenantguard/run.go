@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/tenantguard/tenantguard/anomaly/notify"
 	"github.com/tenantguard/tenantguard/collector"
 	"github.com/tenantguard/tenantguard/collector/event"
 	"github.com/tenantguard/tenantguard/collector/pricing"
@@ -42,15 +43,17 @@ func newRunCmd(a *app) *cobra.Command {
 
 // daemon holds what the stages share while `run` or `dev` lives.
 type daemon struct {
-	a        *app
-	reg      *prometheus.Registry
-	store    *store.Store
-	js       jetstream.JetStream
-	book     *pricing.Book
-	metrics  *metrics.Metrics // nil when the exporter is off
-	services []func(ctx context.Context) error
-	closers  []func() error
-	status   func(tenant string) string // guard status per tenant for the live view (anomaly, throttle)
+	a         *app
+	reg       *prometheus.Registry
+	store     *store.Store
+	js        jetstream.JetStream
+	book      *pricing.Book
+	metrics   *metrics.Metrics // nil when the exporter is off
+	services  []func(ctx context.Context) error
+	closers   []func() error
+	fanout    *notify.Fanout             // alert sinks, when a stage raises alerts
+	gatherers prometheus.Gatherers       // registries served beside reg
+	status    func(tenant string) string // guard status per tenant for the live view (anomaly, throttle)
 }
 
 // runDaemon wires the stages and blocks until ctx ends. started, when not
@@ -103,6 +106,11 @@ func runDaemon(ctx context.Context, a *app, started func(d *daemon)) error {
 		observers = append(observers, det)
 		d.status = active.Status
 	}
+	if cfg.PGStat.Enabled {
+		if err := startPGStat(d, nc); err != nil {
+			return err
+		}
+	}
 	defer func() {
 		for _, c := range d.closers {
 			_ = c()
@@ -123,7 +131,8 @@ func runDaemon(ctx context.Context, a *app, started func(d *daemon)) error {
 	}
 
 	metricsMux := http.NewServeMux()
-	metricsMux.Handle("GET /metrics", promhttp.HandlerFor(d.reg, promhttp.HandlerOpts{Registry: d.reg}))
+	gather := append(prometheus.Gatherers{d.reg}, d.gatherers...)
+	metricsMux.Handle("GET /metrics", promhttp.HandlerFor(gather, promhttp.HandlerOpts{Registry: d.reg}))
 	bcfg := cfg.Billing
 	exp, err := billing.New(bcfg, d.store)
 	if err != nil {
