@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/viper"
 
 	"github.com/tenantguard/tenantguard/anomaly"
+	"github.com/tenantguard/tenantguard/anomaly/decide"
 	"github.com/tenantguard/tenantguard/anomaly/notify"
 	"github.com/tenantguard/tenantguard/collector"
 	"github.com/tenantguard/tenantguard/collector/event"
@@ -36,6 +37,7 @@ type Config struct {
 	Pricing    pricing.Config   `mapstructure:"pricing"`
 	Anomaly    anomaly.Config   `mapstructure:"anomaly"`
 	Alerts     notify.Config    `mapstructure:"alerts"`
+	Decisions  DecisionsConfig  `mapstructure:"decisions"`
 	Exporter   ExporterConfig   `mapstructure:"exporter"`
 	PGStat     pgstat.Config    `mapstructure:"pgstat"`
 	Log        LogConfig        `mapstructure:"log"`
@@ -70,6 +72,14 @@ type ExporterConfig struct {
 	metrics.Config `mapstructure:",squash"`
 }
 
+// DecisionsConfig switches the decision engine; its policy keys sit beside it.
+type DecisionsConfig struct {
+	// Enabled turns anomalies and spend caps into throttle and circuit
+	// decisions (needs anomaly.enabled). Default true.
+	Enabled       bool `mapstructure:"enabled"`
+	decide.Config `mapstructure:",squash"`
+}
+
 // LogConfig sets logging.
 type LogConfig struct {
 	// Level is debug, info, warn or error. Default info.
@@ -88,6 +98,7 @@ func DefaultConfig() Config {
 		Pricing:    pricing.DefaultConfig(),
 		Anomaly:    anomaly.DefaultConfig(),
 		Alerts:     notify.DefaultConfig(),
+		Decisions:  DecisionsConfig{Enabled: true, Config: decide.DefaultConfig()},
 		Exporter:   ExporterConfig{Enabled: true, Config: metrics.DefaultConfig()},
 		PGStat:     pgstat.DefaultConfig(),
 		Log:        LogConfig{Level: "info"},
@@ -112,7 +123,7 @@ func (c Config) Validate() error {
 	if err == nil {
 		errs = append(errs, c.Pricing.Validate(kinds.KnownKind))
 	}
-	errs = append(errs, c.Exporter.Config.Validate(), c.Anomaly.Validate(), c.Alerts.Validate())
+	errs = append(errs, c.Exporter.Config.Validate(), c.Anomaly.Validate(), c.Alerts.Validate(), c.Decisions.Config.Validate())
 	errs = append(errs, c.PGStat.Validate())
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":

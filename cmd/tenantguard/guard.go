@@ -13,8 +13,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tenantguard/tenantguard/anomaly"
+	"github.com/tenantguard/tenantguard/anomaly/decide"
 	"github.com/tenantguard/tenantguard/anomaly/notify"
 	"github.com/tenantguard/tenantguard/collector/pgstat"
+	"github.com/tenantguard/tenantguard/limiter"
 )
 
 // sinks sends every alert to each sink in turn; each must not block.
@@ -176,4 +178,86 @@ func startPGStat(d *daemon, nc *nats.Conn) error {
 	d.services = append(d.services, stage.Run)
 	d.closers = append(d.closers, stage.Close)
 	return nil
+}
+
+// startDecisions runs the decision engine that turns alerts into throttle
+// and circuit decisions in the KV bucket, and returns it as an alert sink.
+func startDecisions(ctx context.Context, d *daemon, nc *nats.Conn) (anomaly.Sink, error) {
+	pub, err := limiter.NewPublisher(ctx, nc, limiter.DefaultConfig().PresenceTTL)
+	if err != nil {
+		return nil, fmt.Errorf("decisions: %w", err)
+	}
+	rec, err := decide.NewClickHouseRecorder(d.store.Conn(), d.store.Database())
+	if err != nil {
+		return nil, err
+	}
+	eng, err := decide.New(d.a.cfg.Decisions.Config, decide.Deps{Publisher: pub, Recorder: rec, Registerer: d.reg, Logger: d.a.log})
+	if err != nil {
+		return nil, err
+	}
+	d.decisions = pub
+	d.services = append(d.services, eng.Run, func(ctx context.Context) error { return watchDecisions(ctx, d, pub) })
+	d.closers = append(d.closers, eng.Close)
+	return eng, nil
+}
+
+// watchDecisions refreshes the throttled gauge and the live view's status
+// from the live decisions (automatic and manual) every two seconds.
+func watchDecisions(ctx context.Context, d *daemon, pub *limiter.Publisher) error {
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	shown := map[string]bool{}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		lctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		list, err := pub.List(lctx, false)
+		cancel()
+		if err != nil {
+			continue
+		}
+		now := map[string]string{}
+		for _, dec := range list {
+			switch dec.Action {
+			case limiter.ActionThrottle, limiter.ActionShed:
+				now[dec.TenantID] = fmt.Sprintf("THROTTLED %.0f/s", dec.RatePerSec)
+			case limiter.ActionOpenCircuit:
+				if _, ok := now[dec.TenantID]; !ok {
+					now[dec.TenantID] = "CIRCUIT OPEN " + dec.Scope
+				}
+			}
+		}
+		d.guardMu.Lock()
+		d.guard = now
+		d.guardMu.Unlock()
+		if d.metrics != nil {
+			for tenant := range shown {
+				if _, ok := now[tenant]; !ok {
+					d.metrics.SetThrottled(tenant, false)
+					delete(shown, tenant)
+				}
+			}
+			for tenant := range now {
+				d.metrics.SetThrottled(tenant, true)
+				shown[tenant] = true
+			}
+		}
+	}
+}
+
+// guardStatus joins a tenant's decision and alert status for the live view.
+func (d *daemon) guardStatus(alerts *activeAlerts) func(string) string {
+	return func(tenant string) string {
+		d.guardMu.Lock()
+		g := d.guard[tenant]
+		d.guardMu.Unlock()
+		a := ""
+		if alerts != nil {
+			a = alerts.Status(tenant)
+		}
+		return strings.TrimSpace(g + "  " + a)
+	}
 }

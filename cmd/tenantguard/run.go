@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/tenantguard/tenantguard/anomaly"
 	"github.com/tenantguard/tenantguard/anomaly/notify"
 	"github.com/tenantguard/tenantguard/collector"
 	"github.com/tenantguard/tenantguard/collector/event"
@@ -26,6 +28,7 @@ import (
 	"github.com/tenantguard/tenantguard/exporter/api"
 	"github.com/tenantguard/tenantguard/exporter/billing"
 	"github.com/tenantguard/tenantguard/exporter/metrics"
+	"github.com/tenantguard/tenantguard/limiter"
 )
 
 func newRunCmd(a *app) *cobra.Command {
@@ -51,8 +54,11 @@ type daemon struct {
 	metrics   *metrics.Metrics // nil when the exporter is off
 	services  []func(ctx context.Context) error
 	closers   []func() error
-	fanout    *notify.Fanout             // alert sinks, when a stage raises alerts
-	gatherers prometheus.Gatherers       // registries served beside reg
+	fanout    *notify.Fanout       // alert sinks, when a stage raises alerts
+	gatherers prometheus.Gatherers // registries served beside reg
+	decisions *limiter.Publisher   // nil when the decision engine is off
+	guardMu   sync.Mutex
+	guard     map[string]string          // tenant -> decision status, for the live view
 	status    func(tenant string) string // guard status per tenant for the live view (anomaly, throttle)
 }
 
@@ -98,14 +104,24 @@ func runDaemon(ctx context.Context, a *app, started func(d *daemon)) error {
 		d.metrics = m
 		observers = append(observers, m)
 	}
+	var active *activeAlerts
 	if cfg.Anomaly.Enabled {
-		det, active, err := startAnomaly(ctx, d, nc)
+		var extra []anomaly.Sink
+		if cfg.Decisions.Enabled {
+			eng, err := startDecisions(ctx, d, nc)
+			if err != nil {
+				return err
+			}
+			extra = append(extra, eng)
+		}
+		var det *anomaly.Detector
+		det, active, err = startAnomaly(ctx, d, nc, extra...)
 		if err != nil {
 			return err
 		}
 		observers = append(observers, det)
-		d.status = active.Status
 	}
+	d.status = d.guardStatus(active)
 	if cfg.PGStat.Enabled {
 		if err := startPGStat(d, nc); err != nil {
 			return err
