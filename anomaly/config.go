@@ -78,7 +78,7 @@ type Config struct {
 	SpendThresholds []float64 `mapstructure:"spend_thresholds"`
 	// TenantPlan maps a tenant to its plan; nil means every tenant is on
 	// plan "default". Wired from pricing.tenants by cmd.
-	TenantPlan func(tenant string) string `mapstructure:"-"`
+	TenantPlan func(tenant string) string `mapstructure:"-" json:"-"`
 
 	// WarmStart controls loading baselines from ClickHouse usage_1m.
 	WarmStart WarmStartConfig `mapstructure:"warm_start"`

@@ -2,10 +2,15 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/spf13/viper"
+	"go.yaml.in/yaml/v3"
 )
 
 // runCLI runs tenantguard with args and returns stdout, stderr and the error.
@@ -98,4 +103,89 @@ func TestExampleConfigLoadsWithDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the example config does not load: %v", err)
 	}
+}
+
+// TestExampleConfigShowsEveryKeyWithItsDefault keeps the example file honest:
+// every key the daemon knows appears in it, and loading it gives the defaults.
+func TestExampleConfigShowsEveryKeyWithItsDefault(t *testing.T) {
+	raw, err := os.ReadFile("../../configs/tenantguard.example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc map[string]any
+	if err := yaml.Unmarshal(raw, &doc); err != nil {
+		t.Fatal(err)
+	}
+	v := viper.New()
+	setDefaults(v, "", reflect.ValueOf(DefaultConfig()))
+	for _, key := range v.AllKeys() {
+		var node any = doc
+		for _, part := range strings.Split(key, ".") {
+			m, ok := node.(map[string]any)
+			if !ok {
+				node = nil
+				break
+			}
+			node = m[part]
+			if _, present := m[part]; !present {
+				t.Errorf("configs/tenantguard.example.yaml lacks %s", key)
+				break
+			}
+		}
+	}
+	_, _, err = runCLI(t, "--config", "../../configs/tenantguard.example.yaml", "config", "validate")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	a := newApp(&out, &errb)
+	root := a.root()
+	root.SetArgs([]string{"--config", "../../configs/tenantguard.example.yaml", "config", "validate"})
+	if err := root.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	got, want := normalize(t, a.cfg), normalize(t, DefaultConfig())
+	if !reflect.DeepEqual(got, want) {
+		for k := range want {
+			if !reflect.DeepEqual(got[k], want[k]) {
+				t.Errorf("section %s: example gives %v, default is %v", k, got[k], want[k])
+			}
+		}
+	}
+}
+
+// normalize turns a config into JSON-shaped maps where empty lists and maps
+// equal absent ones.
+func normalize(t *testing.T, c Config) map[string]any {
+	t.Helper()
+	b, err := json.Marshal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	return dropEmpty(m).(map[string]any)
+}
+
+func dropEmpty(v any) any {
+	switch x := v.(type) {
+	case map[string]any:
+		out := map[string]any{}
+		for k, val := range x {
+			if d := dropEmpty(val); d != nil {
+				out[k] = d
+			}
+		}
+		if len(out) == 0 {
+			return nil
+		}
+		return out
+	case []any:
+		if len(x) == 0 {
+			return nil
+		}
+	}
+	return v
 }
