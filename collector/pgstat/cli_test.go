@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -12,14 +11,10 @@ import (
 	"github.com/tenantguard/tenantguard/internal/testenv"
 )
 
-// TestCLIExitCodes runs the real `tenantguard pg-audit` binary named by
-// TENANTGUARD_BIN (go build -o /tmp/tenantguard ./cmd/tenantguard) against
-// the test schema: exit 1 with findings, 0 on a clean database, 2 on error.
+// TestCLIExitCodes runs the real `tenantguard pg-audit` binary against the
+// test schema: exit 1 with findings, 0 on a clean database, 2 on error.
 func TestCLIExitCodes(t *testing.T) {
-	bin := os.Getenv("TENANTGUARD_BIN")
-	if bin == "" {
-		t.Skip("TENANTGUARD_BIN not set; build cmd/tenantguard and point it there")
-	}
+	bin := testenv.Binary(t)
 	run := func(args ...string) (string, string, int) {
 		t.Helper()
 		cmd := exec.Command(bin, append([]string{"pg-audit"}, args...)...)
