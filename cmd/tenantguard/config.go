@@ -181,6 +181,14 @@ func (a *app) load(cmd *cobra.Command) error {
 	return nil
 }
 
+// userSet reports whether the config file or the environment set key (a
+// default does not count, unlike viper's IsSet).
+func (a *app) userSet(key string) bool {
+	env := "TENANTGUARD_" + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
+	_, inEnv := os.LookupEnv(env)
+	return inEnv || a.v.InConfig(key)
+}
+
 func orDefault(s, def string) string {
 	if s == "" {
 		return def

@@ -80,7 +80,7 @@ func runDev(ctx context.Context, a *app, dataDir string, demo bool, lc loadgen.C
 	if a.cfg.Pricing.Version == pricing.DefaultConfig().Version && len(a.cfg.Pricing.Prices) == 0 {
 		a.cfg.Pricing = demoPricing()
 	}
-	if demo && !a.v.IsSet("anomaly.warmup_windows") {
+	if demo && !a.userSet("anomaly.warmup_windows") {
 		// Fresh tenants have no history: learn for 3 minutes instead of an hour,
 		// so the demo's spike (after 5 minutes) is judged against a baseline.
 		a.cfg.Anomaly.WarmupWindows = 3
