@@ -50,6 +50,7 @@ func (a *app) root() *cobra.Command {
 		newConfigCmd(a),
 		newPgAuditCmd(a),
 		newBenchCmd(a),
+		newDeleteTenantCmd(a),
 		newExportCmd(a),
 		newReplayCmd(a),
 		newAnomalyEvalCmd(a),

@@ -94,6 +94,9 @@ func runDaemon(ctx context.Context, a *app, started func(d *daemon)) error {
 			return err
 		}
 	}
+	if cfg.ClickHouse.RetentionDays > 0 {
+		d.services = append(d.services, retentionLoop(d))
+	}
 	var observers []collector.Observer
 	if cfg.Exporter.Enabled {
 		m, err := metrics.New(cfg.Exporter.Config, d.reg)
