@@ -49,7 +49,11 @@ func newRig(t *testing.T, overrides map[string]string) *rig {
 	t.Helper()
 	r := &rig{nats: testenv.NATS(t)}
 	r.ch, r.db = testenv.ClickHouse(t)
-	r.bin = testenv.Binary(t)
+	// GUARDLOOP_BIN measures a prebuilt tenantguard (e.g. another commit's)
+	// instead of the one built from this tree.
+	if r.bin = os.Getenv("GUARDLOOP_BIN"); r.bin == "" {
+		r.bin = testenv.Binary(t)
+	}
 
 	from, to, n := seedHistory(t, r.ch.Addr, r.db, time.Now())
 	t.Logf("seeded %d past requests of %d tenants, %s to %s", n, numTenants, from.Format("15:04"), to.Format("15:04"))
