@@ -106,6 +106,9 @@ func runDaemon(ctx context.Context, a *app, started func(d *daemon)) error {
 		defer m.Close()
 		d.metrics = m
 		observers = append(observers, m)
+		if len(d.book.Caps()) > 0 {
+			observers = append(observers, &capObserver{m: m, book: d.book})
+		}
 	}
 	var active *activeAlerts
 	if cfg.Anomaly.Enabled {
