@@ -30,11 +30,11 @@ type Config struct {
 	// same series. Default 10m.
 	Cooldown time.Duration `mapstructure:"cooldown"`
 	// Significance is the CUSUM threshold h in quasi-log-likelihood units:
-	// higher means fewer false alerts and later detection. Default 14.
+	// higher means fewer false alerts and later detection. Default 13.5.
 	Significance float64 `mapstructure:"significance"`
 	// RatioFraction sets the ratio test: a window is anomalous only when
-	// observed/baseline >= factor*ratio_fraction (2 for the default 3x).
-	// Default 0.667.
+	// observed/baseline >= factor*ratio_fraction (2.1 for the default 3x).
+	// Default 0.7.
 	RatioFraction float64 `mapstructure:"ratio_fraction"`
 	// ResolveRatio: while firing, a window is quiet when the smoothed
 	// observed/baseline is below 1 + (factor*ratio_fraction-1)*resolve_ratio.
@@ -48,6 +48,9 @@ type Config struct {
 	WarmupWindows int `mapstructure:"warmup_windows"`
 	// BaselineHalfLife is the half-life of the level EWMA. Default 1h.
 	BaselineHalfLife time.Duration `mapstructure:"baseline_half_life"`
+	// FastPath fires usage and cost spikes from a single window, including
+	// the open one, when the evidence is overwhelming.
+	FastPath FastPathConfig `mapstructure:"fast_path"`
 
 	Usage     MetricConfig  `mapstructure:"usage"`      // factor 3
 	Cost      MetricConfig  `mapstructure:"cost"`       // factor 3
@@ -111,7 +114,7 @@ type LatencyConfig struct {
 	// times baseline (1.6 for 2x). Default 0.8.
 	RatioFraction float64 `mapstructure:"ratio_fraction"`
 	// Z is the minimum log-ratio in units of the learned window-to-window
-	// spread. Default 4.
+	// spread. Default 3.5.
 	Z float64 `mapstructure:"z"`
 	// KWindows overrides k_windows for latency; 0 uses k_windows.
 	// Default 3.
@@ -126,6 +129,25 @@ type PlanOverride struct {
 	ErrorFactor   float64 `mapstructure:"error_factor"`
 	LatencyFactor float64 `mapstructure:"latency_factor"`
 	MinVolume     float64 `mapstructure:"min_volume"`
+}
+
+// FastPathConfig controls the fast path for usage and cost spikes: every
+// evaluation also looks at the open (still filling) 1-minute window once
+// min_elapsed of it has passed, extrapolates its rate, and fires at once
+// when that single window passes the ratio test (factor*ratio_fraction)
+// and a far stricter significance than the k-window path. A closed window
+// gets the same single-window test. Everything else (k windows, CUSUM,
+// hysteresis) is unchanged.
+type FastPathConfig struct {
+	// Enabled turns the fast path on. Default true.
+	Enabled bool `mapstructure:"enabled"`
+	// MinElapsed is how much of the open window must have passed before it
+	// is evaluated; at most 60s. Default 20s.
+	MinElapsed time.Duration `mapstructure:"min_elapsed"`
+	// Significance is the single-window threshold in the same
+	// quasi-log-likelihood units as significance; it must be at least
+	// significance. Default 32.
+	Significance float64 `mapstructure:"significance"`
 }
 
 // WarmStartConfig controls the warm start from ClickHouse.
@@ -151,16 +173,17 @@ func DefaultConfig() Config {
 		KWindows:         2,
 		QuietPeriod:      5 * time.Minute,
 		Cooldown:         10 * time.Minute,
-		Significance:     14,
-		RatioFraction:    0.667,
+		Significance:     13.5,
+		RatioFraction:    0.7,
 		ResolveRatio:     0.5,
 		MaxEpisode:       12 * time.Hour,
 		WarmupWindows:    60,
 		BaselineHalfLife: time.Hour,
+		FastPath:         FastPathConfig{Enabled: true, MinElapsed: 20 * time.Second, Significance: 32},
 		Usage:            MetricConfig{Factor: 3},
 		Cost:             MetricConfig{Factor: 3},
 		ErrorRate:        ErrorConfig{Factor: 3, MinRate: 0.05, BaseFloor: 0.005},
-		Latency:          LatencyConfig{Factor: 2, MinSamples: 50, RatioFraction: 0.8, Z: 4, KWindows: 3},
+		Latency:          LatencyConfig{Factor: 2, MinSamples: 50, RatioFraction: 0.8, Z: 3.5, KWindows: 3},
 		QuantityKinds:    []string{"ai_tokens", "compute_seconds", "storage_bytes"},
 		MaxKinds:         8,
 		MaxIntegrations:  4,
@@ -212,6 +235,12 @@ func (c Config) Validate() error {
 	}
 	if c.BaselineHalfLife < time.Minute {
 		bad("baseline_half_life", "must be >= 1m")
+	}
+	if c.FastPath.MinElapsed < time.Second || c.FastPath.MinElapsed > time.Minute {
+		bad("fast_path.min_elapsed", "must be between 1s and 60s")
+	}
+	if !(c.FastPath.Significance >= c.Significance) || math.IsInf(c.FastPath.Significance, 0) {
+		bad("fast_path.significance", "must be >= significance")
 	}
 	factorOK := func(field string, f float64) {
 		if !(f > 1) || math.IsInf(f, 0) {

@@ -42,6 +42,7 @@ type Stats struct {
 	LateEvents  uint64 // events that arrived after their window closed
 	Alerts      uint64 // alerts sent (firing and resolved)
 	Evaluations uint64 // tenant-minutes evaluated
+	FastAlerts  uint64 // usage and cost alerts fired by the fast path
 }
 
 // Detector is the anomaly stage. Observe is safe for concurrent use;
@@ -61,6 +62,7 @@ type Detector struct {
 	buf    []Alert
 	alerts atomic.Uint64
 	evals  atomic.Uint64
+	fast   atomic.Uint64
 
 	closeOnce sync.Once
 	done      chan struct{}
@@ -133,6 +135,7 @@ func (d *Detector) buildPlan(name string) *planParams {
 		minVolume: or(o.MinVolume, c.MinVolume),
 		spendCap:  c.SpendCaps[name],
 	}
+	pp.errs.fastH = 0 // the fast path is for usage and cost
 	pp.errFloor = max(c.ErrorRate.BaseFloor, c.ErrorRate.MinRate/pp.errs.minRatio)
 	return pp
 }
@@ -280,6 +283,8 @@ func (d *Detector) Advance(ctx context.Context, now time.Time) {
 		due = prev
 	}
 	evict := int32(d.cfg.IdleEvict / time.Minute)
+	fast := d.cfg.FastPath.Enabled
+	minElapsed := int64(d.cfg.FastPath.MinElapsed / time.Second)
 	var evals uint64
 	for si := range d.shards {
 		sh := &d.shards[si]
@@ -296,6 +301,9 @@ func (d *Detector) Advance(ctx context.Context, now time.Time) {
 					d.closeMinute(t, m, &d.buf)
 				}
 				t.lastClosed = due
+			}
+			if fast {
+				d.checkOpen(t, sec, minElapsed, &d.buf)
 			}
 			d.checkSpend(t, sec, &d.buf)
 			if due-t.lastSeen > evict && !t.anyFiring() {
@@ -368,6 +376,7 @@ func (d *Detector) Stats() Stats {
 	}
 	s.Alerts = d.alerts.Load()
 	s.Evaluations = d.evals.Load()
+	s.FastAlerts = d.fast.Load()
 	return s
 }
 
@@ -391,6 +400,9 @@ func severityFor(ratio, factor float64) Severity {
 // countAlert builds the alert of a count-like series transition; scale
 // converts per-window values to the reported unit (60 for per hour).
 func (d *Detector) countAlert(t *tenant, metric, kind, integ string, s *series, tr transition, m int32, p *countParams, scale float64) Alert {
+	if tr == firedFast {
+		d.fast.Add(1)
+	}
 	return d.newAlert(t, metric, kind, integ, s, tr, m, float64(s.obs)*scale, float64(s.base)*scale, p.factor)
 }
 

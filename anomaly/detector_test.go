@@ -160,7 +160,9 @@ func TestHysteresisAndCooldown(t *testing.T) {
 }
 
 func TestKWindowsInARow(t *testing.T) {
-	d, rec := newTestDetector(t, func(c *Config) { c.KWindows = 3 })
+	// The fast path fires on a single overwhelming window by design (see
+	// TestFastPathOff); this checks the k-window path alone.
+	d, rec := newTestDetector(t, func(c *Config) { c.KWindows = 3; c.FastPath.Enabled = false })
 	feed(t, d, 0, 300, func(m int) []Rollup {
 		mu := 1000.0
 		if m == 200 || m == 201 || m == 250 || m == 251 {

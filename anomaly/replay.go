@@ -64,6 +64,7 @@ type Replayer struct {
 	d        *Detector
 	sink     *episodeSink
 	lateness int64
+	every    int64 // eval_interval in seconds
 	clock    int64 // seconds: max event time seen
 	curMin   int64 // rollup minute being filled
 	started  bool
@@ -77,7 +78,7 @@ func NewReplayer(cfg Config) (*Replayer, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Replayer{d: d, sink: s, lateness: int64(cfg.Lateness / time.Second)}, nil
+	return &Replayer{d: d, sink: s, lateness: int64(cfg.Lateness / time.Second), every: max(1, int64(cfg.EvalInterval/time.Second))}, nil
 }
 
 // Detector returns the replayer's detector (for warm seeding in tests).
@@ -88,11 +89,14 @@ func (r *Replayer) advance(sec int64, detectedAt time.Time) {
 	r.d.Advance(context.Background(), time.Unix(sec, 0))
 }
 
-// Event feeds one event; the clock follows the latest event time.
+// Event feeds one event; the clock follows the latest event time and
+// evaluates, as the daemon does, every eval_interval (the fast path sees
+// the open window) and whenever a window closes.
 func (r *Replayer) Event(e *event.Event, cost float64) {
 	sec := e.Time.Unix()
 	if !r.started || sec > r.clock {
-		if r.started && floorDiv64(sec-r.lateness, 60) != floorDiv64(r.clock-r.lateness, 60) {
+		if r.started && (floorDiv64(sec-r.lateness, 60) != floorDiv64(r.clock-r.lateness, 60) ||
+			floorDiv64(sec, r.every) != floorDiv64(r.clock, r.every)) {
 			r.advance(sec, time.Unix(sec, 0).UTC())
 		}
 		r.clock, r.started = sec, true

@@ -30,6 +30,7 @@ const (
 	none transition = iota
 	fired
 	resolved
+	firedFast // fired by the fast path (one window)
 )
 
 // countParams parameterizes the count detector for one metric and plan.
@@ -39,6 +40,8 @@ type countParams struct {
 	lnRho      float64 // CUSUM alternative: ln(minRatio)
 	rhoM1      float64 // minRatio - 1
 	h          float64 // CUSUM threshold
+	fastH      float64 // single-window threshold of the fast path; 0: off
+	winRatio   float64 // a window of a run must be at least this x baseline
 	resolve    float64 // smoothed ratio below which a firing window is quiet
 	k          uint8
 	quiet      uint8
@@ -57,6 +60,8 @@ func newCountParams(c *Config, factor float64) countParams {
 		lnRho:      math.Log(r),
 		rhoM1:      r - 1,
 		h:          c.Significance,
+		fastH:      fastH(c),
+		winRatio:   1 + (r-1)*runWindowFraction,
 		resolve:    1 + (r-1)*c.ResolveRatio,
 		k:          uint8(c.KWindows),
 		quiet:      uint8(min(255, int(c.QuietPeriod/60e9))),
@@ -66,6 +71,59 @@ func newCountParams(c *Config, factor float64) countParams {
 		alpha:      1 - math.Exp2(-60/c.BaselineHalfLife.Seconds()),
 		alphaD:     1 - math.Exp2(-60/(4*c.BaselineHalfLife.Seconds())),
 	}
+}
+
+// runWindowFraction sets how far toward the ratio test each window of a
+// run must be on its own (1.66x for the 2.1x test): one outlier window
+// cannot carry a run with a merely positive neighbour.
+const runWindowFraction = 0.6
+
+func fastH(c *Config) float64 {
+	if !c.FastPath.Enabled {
+		return 0
+	}
+	return c.FastPath.Significance
+}
+
+// fastLLR is the quasi-log-likelihood ratio of one window, or of the
+// elapsed fraction f of an open one: x observed against mu*f expected,
+// for the alternative minRatio x baseline. The dispersion is the one of a
+// whole window, which overstates the noise of a partial window: the test
+// stays conservative.
+func (s *series) fastLLR(x, mu, f, unit float64, p *countParams) float64 {
+	e := mu * f
+	if e < 1e-9 || x < p.minRatio*e {
+		return 0
+	}
+	phi := math.Max(float64(s.disp), unit)
+	return (x*p.lnRho - e*p.rhoM1) / phi
+}
+
+// fireFast starts an episode at minute m from a single window (the fast
+// path): obs is the window's observed rate extrapolated to a whole window,
+// mu its expected value. A CUSUM run already open dates the start back.
+func (s *series) fireFast(obs, mu float64, m int32) {
+	s.firing, s.quiet = true, 0
+	s.start = m
+	if s.cusum > 0 && s.segStart < m {
+		s.start = s.segStart
+	}
+	s.obs, s.base = float32(obs), float32(mu)
+	s.cusum, s.segObs, s.segExp, s.run = 0, 0, 0, 0
+}
+
+// stepOpen runs the fast path on the open window of minute m, of which the
+// fraction f has elapsed, with x observed so far. It never learns and
+// never touches the CUSUM unless it fires.
+func (s *series) stepOpen(x, mu, f, unit float64, eligible bool, m int32, p *countParams) transition {
+	if p.fastH <= 0 || s.firing || s.cool > 0 || !eligible {
+		return none
+	}
+	if s.fastLLR(x, mu, f, unit, p) < p.fastH {
+		return none
+	}
+	s.fireFast(x/f, mu, m)
+	return firedFast
 }
 
 // stepCount evaluates one closed window of a count-like series: x observed,
@@ -127,10 +185,17 @@ func (s *series) stepCount(x, mu, unit float64, eligible bool, m int32, p *count
 		s.segObs += float32(x)
 		s.segExp += float32(mu)
 	}
+	// Fast path: one window of overwhelming evidence fires at once.
+	// (llr > 0 here, so the CUSUM segment is open and dates the start.)
+	if p.fastH > 0 && !cooling && s.fastLLR(x, mu, 1, unit, p) >= p.fastH {
+		s.fireFast(x, mu, m)
+		return firedFast
+	}
 	// A window is anomalous when it adds evidence itself (x/mu above
-	// (rho-1)/ln rho, 1.44 for rho = 2), the CUSUM is over the threshold
-	// and the segment's ratio passes the ratio test; k in a row fire.
-	if llr <= 0 || c < p.h || float64(s.segObs) < p.minRatio*float64(s.segExp) {
+	// (rho-1)/ln rho, 1.48 for rho = 2.1) and is at least winRatio x mu,
+	// the CUSUM is over the threshold and the segment's ratio passes the
+	// ratio test; k in a row fire.
+	if llr <= 0 || x < p.winRatio*mu || c < p.h || float64(s.segObs) < p.minRatio*float64(s.segExp) {
 		s.run = 0
 		return none
 	}
@@ -291,3 +356,4 @@ func (s *series) learnLatency(d float64) {
 	s.level += float32(0.02 * d)
 	s.disp += float32(0.01 * (d*d - float64(s.disp)))
 }
+

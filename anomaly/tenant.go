@@ -223,6 +223,51 @@ func (d *Detector) closeMinute(t *tenant, m int32, out *[]Alert) {
 	}
 }
 
+// checkOpen runs the fast path on t's open windows (minutes not yet
+// closed) of which at least minElapsed seconds have passed at now: usage
+// per kind and cost, each window's count so far against the expected count
+// for the elapsed fraction. It appends the alerts of series that fire.
+func (d *Detector) checkOpen(t *tenant, now, minElapsed int64, out *[]Alert) {
+	for i := range 2 {
+		m := t.slotMin[i]
+		if m <= t.lastClosed {
+			continue
+		}
+		elapsed := now - int64(m)*60
+		if elapsed < minElapsed {
+			continue
+		}
+		f := math.Min(float64(elapsed), 60) / 60
+		pp := d.plan(t)
+		idx := t.prof.index(m, t.prof.mode)
+		if !(t.cntN >= pp.usage.warm && float64(t.cntLevel)*idx*60 >= pp.minVolume) {
+			continue
+		}
+		for k := range t.kinds {
+			ks := &t.kinds[k]
+			x, unit := float64(ks.cnt[i]), 1.0
+			if ks.quantity {
+				x, unit = float64(ks.qty[i]), math.Max(float64(ks.perEvent), 1e-9)
+			}
+			s := &ks.s
+			mu := float64(s.level) * idx
+			eligible := s.n >= pp.usage.warm && mu/unit*60 >= pp.minVolume
+			if tr := s.stepOpen(x, mu, f, unit, eligible, m, &pp.usage); tr != none {
+				*out = append(*out, d.countAlert(t, MetricUsage, ks.name, "", s, tr, m, &pp.usage, 1))
+			}
+		}
+		s := &t.costS
+		mu := float64(s.level) * idx
+		unit := 1e-12
+		if t.cntLevel > 0 && s.level > 0 {
+			unit = float64(s.level) / float64(t.cntLevel)
+		}
+		if tr := s.stepOpen(float64(t.cost[i]), mu, f, unit, s.n >= pp.cost.warm && mu > 0, m, &pp.cost); tr != none {
+			*out = append(*out, d.countAlert(t, MetricCost, "", "", s, tr, m, &pp.cost, 60))
+		}
+	}
+}
+
 // stepErrors runs the error-rate detector: expected errors are the window's
 // events times the baseline error ratio, floored so that only an observed
 // ratio of at least min_rate can alert.

@@ -32,13 +32,10 @@ func TestQuality(t *testing.T) {
 	if rep.ShiftAlerts != 0 || rep.WeekendAlerts != 0 {
 		t.Errorf("shift alerts %d, weekend alerts %d, want 0", rep.ShiftAlerts, rep.WeekendAlerts)
 	}
-	// The goal is a median of 2 windows. At the default
-	// significance (14) the measured median is 3: significance 12 gives 2
-	// but 0.0045 false alerts per tenant-day. This guards the 3.
-	if rep.MedianDelay > 3 {
-		t.Errorf("median delay %.1f windows, want <= 3", rep.MedianDelay)
+	if rep.MedianDelay > 2 {
+		t.Errorf("median delay %.1f windows, want <= 2", rep.MedianDelay)
 	}
-	if r := ratio(rep.LatHit, rep.LatDoubling); rep.LatDoubling > 0 && r < 0.95 {
+	if r := rep.LatRecall(); rep.LatDoubling > 0 && r < 0.95 {
 		t.Errorf("P95 doubling recall %.3f, want >= 0.95", r)
 	}
 }

@@ -48,7 +48,7 @@ func newAnomalyEvalCmd(a *app) *cobra.Command {
 				return err
 			}
 			rep.Print(a.stdout)
-			if rep.Recall() < 0.95 || rep.FalsePerTenantDay() > 0.001 || rep.ShiftAlerts > 0 || rep.WeekendAlerts > 0 || rep.MedianDelay > 2 {
+			if rep.Recall() < 0.95 || rep.FalsePerTenantDay() > 0.001 || rep.ShiftAlerts > 0 || rep.WeekendAlerts > 0 || rep.MedianDelay > 2 || rep.LatRecall() < 0.95 {
 				return findings(fmt.Errorf("anomaly goals missed"))
 			}
 			return nil
