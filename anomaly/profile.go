@@ -15,15 +15,20 @@ const (
 	modeWeek              // >= 1 week: hour-of-week profile
 )
 
-// profile is a tenant's seasonal shape (about 400 bytes): hourly event
-// totals per hour of the week and per hour of the day, log-quantized to
-// 16 bits and averaged over weeks (days). The seasonal index at a minute is
-// the interpolated profile value over the profile mean. Storing the same
-// window 1, 2 and 3 weeks ago at minute resolution would take 90 KiB per
-// series; this keeps the weekly shape in under 400 bytes.
+// profile is a tenant's seasonal shape (226 bytes): hourly event totals
+// per hour of the week and per hour of the day, averaged over weeks (days)
+// and stored as 8-bit log codes (steps of 2^(1/32), 2.2%, so a stored
+// value is within 1.1%) against a per-profile scale that follows the
+// largest slot; a slot more than 240x below it reads as that floor. The
+// seasonal index at a minute is the interpolated profile value over the
+// profile mean. Storing the same window 1, 2 and 3 weeks ago at minute
+// resolution would take 90 KiB per series; this keeps the weekly shape in
+// under 200 bytes.
 type profile struct {
-	week    [hoursPerWeek]uint16
-	day     [24]uint16
+	week    [hoursPerWeek]uint8
+	day     [24]uint8
+	weekOff int16 // absolute code of slot code 1, see qslots
+	dayOff  int16
 	weekSum float32
 	daySum  float32
 	acc     float32 // events in the hour being accumulated
@@ -34,22 +39,52 @@ type profile struct {
 	unusual bool // a usage series was not calm during this hour
 }
 
-func encodeQ(v float64) uint16 {
-	if !(v > 0) {
-		return 1
-	}
-	q := math.Log2(v+1)*1000 + 1.5
-	if q > math.MaxUint16 {
-		q = math.MaxUint16
-	}
-	return uint16(q)
-}
+// qPerOctave is the number of codes per doubling.
+const qPerOctave = 32
 
-func decodeQ(q uint16) float64 {
-	if q == 0 {
+// absCode is the absolute log code of v >= 0: round(32 log2(v+1)).
+func absCode(v float64) int {
+	if !(v > 0) {
 		return 0
 	}
-	return math.Exp2(float64(q-1)/1000) - 1
+	return int(math.Min(math.Log2(v+1)*qPerOctave+0.5, 1<<14))
+}
+
+// qslots is a view of one profile's 8-bit slots: code 0 is an empty slot,
+// code c >= 1 is the absolute code c-1+off. sum is the sum of the decoded
+// values.
+type qslots struct {
+	s   []uint8
+	off *int16
+	sum *float32
+}
+
+func (q qslots) value(i int) float64 {
+	c := q.s[i]
+	if c == 0 {
+		return 0
+	}
+	return math.Exp2(float64(int(c)-1+int(*q.off))/qPerOctave) - 1
+}
+
+// set stores v in slot i. A value above the top code moves the scale up
+// (every code down by the same amount, the smallest clipped to 1).
+func (q qslots) set(i int, v float64) {
+	a := absCode(v)
+	if shift := a - int(*q.off) + 1 - 255; shift > 0 {
+		*q.off += int16(shift)
+		var sum float64
+		for j, c := range q.s {
+			if c != 0 {
+				q.s[j] = uint8(max(1, int(c)-shift))
+				sum += q.value(j)
+			}
+		}
+		*q.sum = float32(sum)
+	}
+	old := q.value(i)
+	q.s[i] = uint8(max(1, a-int(*q.off)+1))
+	*q.sum += float32(q.value(i) - old)
 }
 
 // hourOfWeek returns 0 for Monday 00:00 UTC. The Unix epoch was a Thursday.
@@ -57,35 +92,38 @@ func hourOfWeek(hour int32) int {
 	return int((int64(hour) + 72) % hoursPerWeek)
 }
 
+func (p *profile) weekSlots() qslots { return qslots{p.week[:], &p.weekOff, &p.weekSum} }
+func (p *profile) daySlots() qslots  { return qslots{p.day[:], &p.dayOff, &p.daySum} }
+
 // fold adds the finished hour's total to the profile.
 func (p *profile) fold() {
 	v := float64(p.acc)
 	hw, hd := hourOfWeek(p.hour), int(p.hour%24)
+	w, d := p.weekSlots(), p.daySlots()
 	vw := v
 	if p.unusual && p.week[hw] == 0 && p.day[hd] != 0 {
-		vw = decodeQ(p.day[hd]) // don't seed a weekly slot from an anomalous hour
+		vw = d.value(hd) // don't seed a weekly slot from an anomalous hour
 	}
-	p.week[hw], p.weekSum = blend(p.week[hw], vw, weekBeta, p.unusual, p.weekSum)
-	p.day[hd], p.daySum = blend(p.day[hd], v, dayBeta, p.unusual, p.daySum)
+	blend(w, hw, vw, weekBeta, p.unusual)
+	blend(d, hd, v, dayBeta, p.unusual)
 	p.hours++
 	p.acc, p.unusual = 0, false
 }
 
-// blend folds v into slot q with weight beta, clipped so one unusual hour
-// moves the slot little, and keeps sum up to date.
-func blend(q uint16, v, beta float64, unusual bool, sum float32) (uint16, float32) {
-	if q == 0 {
-		nq := encodeQ(v)
-		return nq, sum + float32(decodeQ(nq))
+// blend folds v into slot i with weight beta, clipped so one unusual hour
+// moves the slot little.
+func blend(q qslots, i int, v, beta float64, unusual bool) {
+	if q.s[i] == 0 {
+		q.set(i, v)
+		return
 	}
-	old := decodeQ(q)
+	old := q.value(i)
 	lo, hi := 0.5, 2.0
 	if unusual {
 		lo, hi = 0.8, 1.25
 	}
 	v = math.Min(math.Max(v, old*lo), old*hi+1)
-	nq := encodeQ(old + beta*(v-old))
-	return nq, sum + float32(decodeQ(nq)-old)
+	q.set(i, old+beta*(v-old))
 }
 
 // nextMode reports the mode the folded history allows.
@@ -101,32 +139,32 @@ func (p *profile) nextMode() uint8 {
 
 // index returns the seasonal index at minute m under mode.
 func (p *profile) index(m int32, mode uint8) float64 {
-	var slots []uint16
+	var slots qslots
 	var mean float64
 	var h int
 	hour := floorDiv(m, 60)
 	switch mode {
 	case modeWeek:
-		slots, mean, h = p.week[:], float64(p.weekSum)/hoursPerWeek, hourOfWeek(hour)
+		slots, mean, h = p.weekSlots(), float64(p.weekSum)/hoursPerWeek, hourOfWeek(hour)
 	case modeDay:
-		slots, mean, h = p.day[:], float64(p.daySum)/24, int(hour%24)
+		slots, mean, h = p.daySlots(), float64(p.daySum)/24, int(hour%24)
 	default:
 		return 1
 	}
 	if !(mean > 0) {
 		return 1
 	}
-	n := len(slots)
+	n := len(slots.s)
 	pos := (float64(m-hour*60) + 0.5) / 60 // position inside the hour, slot values sit at 0.5
 	// Lean halfway toward the neighbour hour at the edges: smooth shapes
 	// follow, and a step between hours (a weekend ending at midnight) moves
 	// the baseline only a quarter of the way early.
-	v := decodeQ(slots[h])
+	v := slots.value(h)
 	if pos < 0.5 {
-		prev := decodeQ(slots[(h+n-1)%n])
+		prev := slots.value((h + n - 1) % n)
 		v += (prev - v) * (0.5 - pos) / 2
 	} else {
-		next := decodeQ(slots[(h+1)%n])
+		next := slots.value((h + 1) % n)
 		v += (next - v) * (pos - 0.5) / 2
 	}
 	idx := v / mean

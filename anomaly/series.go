@@ -356,4 +356,3 @@ func (s *series) learnLatency(d float64) {
 	s.level += float32(0.02 * d)
 	s.disp += float32(0.01 * (d*d - float64(s.disp)))
 }
-
