@@ -13,6 +13,10 @@
 //     against a seasonal baseline; a quasi-Poisson CUSUM (over-dispersion
 //     estimated online) combined with a ratio test and a minimum volume;
 //   - cost: spend per hour against the same seasonal baseline;
+//   - fast path (usage and cost): each evaluation also tests the open
+//     window once fast_path.min_elapsed of it has passed, extrapolating its
+//     rate, and fires at once on overwhelming single-window evidence, so
+//     a 5x spike alerts well within a minute;
 //   - error_rate: per tenant and per integration (route or
 //     attrs["integration"]);
 //   - latency_p95: per tenant, from a fixed-size log histogram per window;
