@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -13,6 +14,7 @@ import (
 func newBenchCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{Use: "bench", Short: "Benchmarks that need real servers"}
 	var cfg ingestbench.Config
+	var cpuProfile string
 	ingest := &cobra.Command{
 		Use:   "ingest",
 		Short: "End-to-end ingest: loadgen -> JetStream -> collector -> ClickHouse, with raw ceilings in the same run",
@@ -25,6 +27,17 @@ func newBenchCmd(a *app) *cobra.Command {
 				return err
 			}
 			cfg.Binary, cfg.Out = bin, a.stderr
+			if cpuProfile != "" {
+				f, err := os.Create(cpuProfile)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				if err := pprof.StartCPUProfile(f); err != nil {
+					return err
+				}
+				defer pprof.StopCPUProfile()
+			}
 			res, err := ingestbench.Run(ctx, cfg)
 			if err != nil {
 				return err
@@ -36,6 +49,7 @@ func newBenchCmd(a *app) *cobra.Command {
 	ingest.Flags().IntVar(&cfg.Events, "events", 1_000_000, "events through the pipeline")
 	ingest.Flags().IntVar(&cfg.Tenants, "tenants", 10_000, "distinct tenants")
 	ingest.Flags().IntVar(&cfg.RawN, "raw", 0, "messages/rows for each raw ceiling (default = --events)")
+	ingest.Flags().StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the load generator and embedded NATS to this file")
 	cmd.AddCommand(ingest)
 	return cmd
 }

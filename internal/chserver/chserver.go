@@ -96,6 +96,16 @@ func (s *Server) Restart() error {
 	return nil
 }
 
+// PID returns the server's process id, or 0 when it is not running.
+func (s *Server) PID() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.running() {
+		return 0
+	}
+	return s.cmd.Process.Pid
+}
+
 func (s *Server) running() bool {
 	if s.cmd == nil {
 		return false

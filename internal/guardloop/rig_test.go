@@ -47,6 +47,7 @@ type rig struct {
 // service.
 func newRig(t *testing.T, overrides map[string]string) *rig {
 	t.Helper()
+	began := time.Now()
 	r := &rig{nats: testenv.NATS(t)}
 	r.ch, r.db = testenv.ClickHouse(t)
 	// GUARDLOOP_BIN measures a prebuilt tenantguard (e.g. another commit's)
@@ -55,8 +56,9 @@ func newRig(t *testing.T, overrides map[string]string) *rig {
 		r.bin = testenv.Binary(t)
 	}
 
-	from, to, n := seedHistory(t, r.ch.Addr, r.db, time.Now())
-	t.Logf("seeded %d past requests of %d tenants, %s to %s", n, numTenants, from.Format("15:04"), to.Format("15:04"))
+	seedAt := time.Now()
+	from, to, n := seedHistory(t, r.ch.Addr, r.db, seedAt)
+	t.Logf("seeded %d past requests of %d tenants, %s to %s, in %s", n, numTenants, from.Format("15:04"), to.Format("15:04"), time.Since(seedAt).Round(time.Second))
 
 	vars := map[string]string{
 		"TENANTGUARD_NATS_URL":            r.nats.URL,
@@ -73,10 +75,18 @@ func newRig(t *testing.T, overrides map[string]string) *rig {
 		r.env = append(r.env, k+"="+v)
 	}
 	sort.Strings(r.env)
+	t.Cleanup(func() { // runs after the daemon stopped (cleanups run last-in first-out)
+		if r.daemon != nil && !t.Failed() {
+			if lines := r.daemon.grep("level=WARN", "level=ERROR"); len(lines) > 0 {
+				t.Logf("daemon logged %d warnings or errors, first ones:\n%s", len(lines), strings.Join(lines[:min(len(lines), 10)], "\n"))
+			}
+		}
+	})
 	r.daemon = startProc(t, "daemon", exec.Command(r.bin, "run"), r.env)
 	waitReady(t, r.daemon, "http://"+vars["TENANTGUARD_API_LISTEN"]+"/readyz", 2*time.Minute)
 	r.kv = watchDecisions(t, r.nats.URL)
 	r.service = startService(t, r.nats.URL)
+	t.Logf("servers up, daemon ready and service started %s after the test began", time.Since(began).Round(time.Second))
 	return r
 }
 
@@ -210,6 +220,21 @@ func (p *proc) tail() string {
 		b = b[len(b)-4000:]
 	}
 	return string(b)
+}
+
+// grep returns the log lines that contain any of words.
+func (p *proc) grep(words ...string) []string {
+	b, _ := os.ReadFile(p.log)
+	var out []string
+	for _, line := range strings.Split(string(b), "\n") {
+		for _, w := range words {
+			if strings.Contains(line, w) {
+				out = append(out, line)
+				break
+			}
+		}
+	}
+	return out
 }
 
 func waitReady(t *testing.T, p *proc, url string, timeout time.Duration) {
@@ -548,18 +573,4 @@ func keys(m map[string]bool) []string {
 // counts returns a tenant's cumulative allowed and rejected requests.
 func counts(r report, tenant string) (allowed, rejected int64) {
 	return r.Allowed[tenant], r.Rejected[tenant]
-}
-
-// nextPhase returns the first time at or after t whose second within the
-// minute is in [lo, hi).
-func nextPhase(t time.Time, lo, hi int) time.Time {
-	s := t.Second()
-	switch {
-	case s >= lo && s < hi:
-		return t
-	case s < lo:
-		return t.Truncate(time.Second).Add(time.Duration(lo-s) * time.Second)
-	default:
-		return t.Truncate(time.Minute).Add(time.Minute + time.Duration(lo)*time.Second)
-	}
 }

@@ -52,8 +52,10 @@ type Result struct {
 	PacedP99         time.Duration
 	Probes           int
 	CollectorPeakRSS int64 // bytes
-	RawPublishPerSec float64
-	RawInsertPerSec  float64
+	// CPU seconds spent during the throughput phase, per process.
+	CPUCollector, CPUClickHouse, CPULoadgenNATS float64
+	RawPublishPerSec                            float64
+	RawInsertPerSec                             float64
 }
 
 // Run executes the benchmark and prints progress to cfg.Out.
@@ -124,12 +126,16 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err := waitTable(ctx, st); err != nil {
 		return nil, err
 	}
+	cpu0 := [3]float64{procCPU(collector.Process.Pid), procCPU(ch.PID()), selfCPU()}
 	start := time.Now()
 	lat, err := pipeline(ctx, cfg, nc, st, 0, cfg.Events, uint64(cfg.Events), logf)
 	if err != nil {
 		return nil, err
 	}
 	res.Seconds = time.Since(start).Seconds()
+	res.CPUCollector = procCPU(collector.Process.Pid) - cpu0[0]
+	res.CPUClickHouse = procCPU(ch.PID()) - cpu0[1]
+	res.CPULoadgenNATS = selfCPU() - cpu0[2]
 	res.EventsPerSec = float64(cfg.Events) / res.Seconds
 	res.Probes = len(lat)
 	res.P50, res.P99 = quantiles(lat)
@@ -152,6 +158,9 @@ func (r *Result) Print(w io.Writer) {
 	fmt.Fprintf(w, "  publish->queryable   at %.0f events/s: p50 %v  p99 %v\n", r.PacedRate, r.PacedP50.Round(time.Millisecond), r.PacedP99.Round(time.Millisecond))
 	fmt.Fprintf(w, "                       at saturation: p50 %v  p99 %v (emitter queueing included; %d probes)\n", r.P50.Round(time.Millisecond), r.P99.Round(time.Millisecond), r.Probes)
 	fmt.Fprintf(w, "  collector peak RSS   %10.1f MiB\n", float64(r.CollectorPeakRSS)/(1<<20))
+	perEvent := func(sec float64) float64 { return sec / float64(r.Events) * 1e6 }
+	fmt.Fprintf(w, "  CPU during the run     collector %.1fs (%.1f µs/event)  ClickHouse %.1fs (%.1f µs/event)  loadgen+embedded NATS %.1fs (%.1f µs/event)\n",
+		r.CPUCollector, perEvent(r.CPUCollector), r.CPUClickHouse, perEvent(r.CPUClickHouse), r.CPULoadgenNATS, perEvent(r.CPULoadgenNATS))
 	fmt.Fprintf(w, "raw ceilings, same run:\n")
 	fmt.Fprintf(w, "  JetStream async publish  %10.0f msgs/s   pipeline ratio %.2f\n", r.RawPublishPerSec, r.EventsPerSec/r.RawPublishPerSec)
 	fmt.Fprintf(w, "  ClickHouse batch insert  %10.0f rows/s   pipeline ratio %.2f\n", r.RawInsertPerSec, r.EventsPerSec/r.RawInsertPerSec)
@@ -386,6 +395,33 @@ func pollProbes(ctx context.Context, st *store.Store) map[string]time.Time {
 		time.Sleep(25 * time.Millisecond)
 	}
 	return seen
+}
+
+// procCPU returns user+system CPU seconds of a live process (Linux).
+func procCPU(pid int) float64 {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	// Fields after the parenthesised command name; utime and stime are the
+	// 12th and 13th of them, in clock ticks (100 per second on Linux).
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(f) < 13 {
+		return 0
+	}
+	u, _ := strconv.ParseFloat(f[11], 64)
+	k, _ := strconv.ParseFloat(f[12], 64)
+	return (u + k) / 100
+}
+
+func selfCPU() float64 {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	tv := func(t syscall.Timeval) float64 { return float64(t.Sec) + float64(t.Usec)/1e6 }
+	return tv(ru.Utime) + tv(ru.Stime)
 }
 
 // peakRSS reads VmHWM of a live process.
