@@ -50,6 +50,7 @@ func newBenchCmd(a *app) *cobra.Command {
 	ingest.Flags().IntVar(&cfg.Tenants, "tenants", 10_000, "distinct tenants")
 	ingest.Flags().IntVar(&cfg.RawN, "raw", 0, "messages/rows for each raw ceiling (default = --events)")
 	ingest.Flags().StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the load generator and embedded NATS to this file")
+	ingest.Flags().StringVar(&cfg.CollectorProfile, "collector-cpuprofile", "", "write a CPU profile of the collector process to this file")
 	cmd.AddCommand(ingest)
 	return cmd
 }

@@ -37,8 +37,10 @@ type Config struct {
 	Tenants int    // distinct tenants (default 10,000)
 	RawN    int    // messages/rows for each raw ceiling (default = Events)
 	Binary  string // tenantguard binary to run as the collector
-	Dir     string // scratch directory (default a temp dir)
-	Out     io.Writer
+	// CollectorProfile, when set, is where the collector writes a CPU profile.
+	CollectorProfile string
+	Dir              string // scratch directory (default a temp dir)
+	Out              io.Writer
 }
 
 // Result holds the figures.
@@ -251,7 +253,11 @@ func rawInsert(ctx context.Context, addr string, n, tenants int) (float64, error
 }
 
 func startCollector(cfg Config, natsURL, chAddr string) (*exec.Cmd, error) {
-	cmd := exec.Command(cfg.Binary, "run")
+	args := []string{"run"}
+	if cfg.CollectorProfile != "" {
+		args = append(args, "--cpuprofile", cfg.CollectorProfile)
+	}
+	cmd := exec.Command(cfg.Binary, args...)
 	cmd.Env = append(os.Environ(),
 		"TENANTGUARD_NATS_URL="+natsURL,
 		"TENANTGUARD_CLICKHOUSE_ADDR="+chAddr,
