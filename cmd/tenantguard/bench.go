@@ -3,7 +3,6 @@ package main
 import (
 	"os"
 	"os/signal"
-	"runtime/pprof"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -27,17 +26,11 @@ func newBenchCmd(a *app) *cobra.Command {
 				return err
 			}
 			cfg.Binary, cfg.Out = bin, a.stderr
-			if cpuProfile != "" {
-				f, err := os.Create(cpuProfile)
-				if err != nil {
-					return err
-				}
-				defer f.Close()
-				if err := pprof.StartCPUProfile(f); err != nil {
-					return err
-				}
-				defer pprof.StopCPUProfile()
+			stopProfile, err := startCPUProfile(cpuProfile)
+			if err != nil {
+				return err
 			}
+			defer stopProfile()
 			res, err := ingestbench.Run(ctx, cfg)
 			if err != nil {
 				return err

@@ -136,21 +136,11 @@ func startEmbeddedNATS(dir string) (*server.Server, string, error) {
 }
 
 func runDemo(ctx context.Context, a *app, d *daemon, lc loadgen.Config) error {
-	gen, err := loadgen.NewGenerator(lc)
-	if err != nil {
-		return err
-	}
-	nc, err := a.connectNATS("demo")
+	gen, nc, em, err := a.traffic(ctx, lc, "demo", emit.Block)
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	ecfg := emit.DefaultConfig()
-	ecfg.Service = "demo"
-	em, err := emit.New(nc, ecfg)
-	if err != nil {
-		return err
-	}
 	defer em.Close(context.Background())
 	view := newLiveView(a, d, lc.Noisy)
 	go view.run(ctx)

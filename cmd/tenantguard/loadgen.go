@@ -29,24 +29,11 @@ func newLoadgenCmd(a *app) *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			gen, err := loadgen.NewGenerator(lc)
-			if err != nil {
-				return err
-			}
-			nc, err := a.connectNATS("loadgen")
+			gen, nc, em, err := a.traffic(ctx, lc, "loadgen", overflow)
 			if err != nil {
 				return err
 			}
 			defer nc.Close()
-			if err := ensureStreams(ctx, a, nc); err != nil {
-				return err
-			}
-			ecfg := emit.DefaultConfig()
-			ecfg.Overflow, ecfg.Service = overflow, "loadgen"
-			em, err := emit.New(nc, ecfg)
-			if err != nil {
-				return err
-			}
 			final, err := gen.Run(ctx, em, func(p loadgen.Progress) { printProgress(a, em, p, false) })
 			cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
@@ -75,14 +62,36 @@ func newLoadgenCmd(a *app) *cobra.Command {
 	return cmd
 }
 
-// ensureStreams makes sure the usage stream exists before publishing, so the
-// first events are not refused with "no responders".
-func ensureStreams(ctx context.Context, a *app, nc *nats.Conn) error {
+// traffic connects to NATS, makes sure the usage stream exists (so the first
+// events are not refused with "no responders"), and returns a generator and
+// an emitter named service. The caller closes the connection.
+func (a *app) traffic(ctx context.Context, lc loadgen.Config, service, overflow string) (*loadgen.Generator, *nats.Conn, *emit.Emitter, error) {
+	gen, err := loadgen.NewGenerator(lc)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	nc, err := a.connectNATS(service)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	fail := func(err error) (*loadgen.Generator, *nats.Conn, *emit.Emitter, error) {
+		nc.Close()
+		return nil, nil, nil, err
+	}
 	js, err := jetstream.New(nc)
 	if err != nil {
-		return err
+		return fail(err)
 	}
-	return collector.EnsureStreams(ctx, js, a.cfg.Collector.Stream)
+	if err := collector.EnsureStreams(ctx, js, a.cfg.Collector.Stream); err != nil {
+		return fail(err)
+	}
+	ecfg := emit.DefaultConfig()
+	ecfg.Overflow, ecfg.Service = overflow, service
+	em, err := emit.New(nc, ecfg)
+	if err != nil {
+		return fail(err)
+	}
+	return gen, nc, em, nil
 }
 
 func printProgress(a *app, em *emit.Emitter, p loadgen.Progress, final bool) {
