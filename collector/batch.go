@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -74,9 +75,18 @@ func (c *Collector) add(b *batch, msg jetstream.Msg) {
 		b.duplicat++
 		return
 	}
-	b.seen[key] = struct{}{}
 	plan, unit := c.pricer.Price(e.TenantID, e.Kind)
 	cost := pricing.Cost(e.Quantity, unit)
+	if !pricing.Fits(cost) {
+		// It would fail its whole batch's insert on every retry and stall
+		// every tenant behind it: dead-letter it instead.
+		b.events = b.events[:len(b.events)-1]
+		b.dlq = append(b.dlq, dlqItem{msg, &event.ValidationError{Reason: event.ReasonBadQuantity, Field: "quantity",
+			Detail: fmt.Sprintf("quantity %s × unit price %s overflows the cost column's Decimal(18, 9)",
+				strconv.FormatFloat(e.Quantity, 'g', -1, 64), unit)}})
+		return
+	}
+	b.seen[key] = struct{}{}
 	if md, err := msg.Metadata(); err == nil && md.NumDelivered > 1 {
 		b.redeliv = append(b.redeliv, len(b.rows))
 		c.m.redelivered.Inc()
@@ -107,7 +117,7 @@ func (c *Collector) flush(ctx context.Context, b *batch) error {
 	if len(b.redeliv) > 0 {
 		var err error
 		if err = c.retry(ctx, "redelivery check", b, func() error {
-			rows, costs, err = c.dropStored(ctx, b)
+			rows, costs, err = c.dropStored(ctx, b.rows, b.costs, b.redeliv)
 			return err
 		}); err != nil {
 			return err
@@ -115,7 +125,21 @@ func (c *Collector) flush(ctx context.Context, b *batch) error {
 	}
 	if len(rows) > 0 {
 		start := time.Now()
-		if err := c.retry(ctx, "insert", b, func() error { return c.store.InsertEvents(ctx, rows, start) }); err != nil {
+		pending, failed := rows, false
+		if err := c.retry(ctx, "insert", b, func() error {
+			if failed {
+				// A failed insert may still have stored some rows (one part
+				// per partition) or all of them (the reply was lost after
+				// the commit): drop those before inserting again.
+				var err error
+				if pending, _, err = c.dropStored(ctx, pending, nil, nil); err != nil || len(pending) == 0 {
+					return err
+				}
+			}
+			err := c.store.InsertEvents(ctx, pending, start)
+			failed = err != nil
+			return err
+		}); err != nil {
 			return err
 		}
 		c.m.insertDur.Observe(time.Since(start).Seconds())
@@ -136,27 +160,43 @@ func (c *Collector) flush(ctx context.Context, b *batch) error {
 	return nil
 }
 
-// dropStored removes redelivered rows that a previous run already stored.
-func (c *Collector) dropStored(ctx context.Context, b *batch) ([]store.Row, []float64, error) {
-	keys := make([]store.EventKey, len(b.redeliv))
-	for i, idx := range b.redeliv {
-		e := b.rows[idx].Event
-		keys[i] = store.EventKey{TenantID: e.TenantID, ID: e.ID, Time: e.Time}
+// dropStored returns rows (and costs, when not nil) without the rows that
+// ClickHouse already holds. It looks up only the rows at the indexes in
+// check, or every row when check is nil.
+func (c *Collector) dropStored(ctx context.Context, rows []store.Row, costs []float64, check []int) ([]store.Row, []float64, error) {
+	keys := make([]store.EventKey, 0, len(rows))
+	add := func(e *event.Event) {
+		keys = append(keys, store.EventKey{TenantID: e.TenantID, ID: e.ID, Time: e.Time})
+	}
+	if check == nil {
+		for i := range rows {
+			add(rows[i].Event)
+		}
+	} else {
+		for _, idx := range check {
+			add(rows[idx].Event)
+		}
 	}
 	found, err := c.store.ExistingIDs(ctx, keys)
 	if err != nil || len(found) == 0 {
-		return b.rows, b.costs, err
+		return rows, costs, err
 	}
-	rows := make([]store.Row, 0, len(b.rows))
-	costs := make([]float64, 0, len(b.rows))
-	for i, r := range b.rows {
-		if _, stored := found[r.Event.TenantID+"\x00"+r.Event.ID]; !stored {
-			rows = append(rows, r)
-			costs = append(costs, b.costs[i])
+	kept := make([]store.Row, 0, len(rows))
+	var keptCosts []float64
+	if costs != nil {
+		keptCosts = make([]float64, 0, len(rows))
+	}
+	for i, r := range rows {
+		if _, stored := found[r.Event.TenantID+"\x00"+r.Event.ID]; stored {
+			continue
+		}
+		kept = append(kept, r)
+		if costs != nil {
+			keptCosts = append(keptCosts, costs[i])
 		}
 	}
-	c.log.Info("skipped redelivered events already stored", "count", len(b.rows)-len(rows))
-	return rows, costs, nil
+	c.log.Info("skipped events already stored", "count", len(rows)-len(kept))
+	return kept, keptCosts, nil
 }
 
 // deadLetter publishes invalid messages to the DLQ stream and waits for

@@ -113,3 +113,35 @@ func TestBadEventsGoToDLQWithReason(t *testing.T) {
 		t.Errorf("DLQ holds %d messages, want %d", len(got), len(cases))
 	}
 }
+
+// TestCostOverflowIsDeadLettered sends a valid event whose cost does not fit
+// the events table's Decimal(18, 9) cost column. It must go to the DLQ with
+// a reason, not fail its batch's insert forever and stall every tenant.
+func TestCostOverflowIsDeadLettered(t *testing.T) {
+	r := newRig(t, nil)
+	r.start(t, testConfig())
+	huge := event.Event{ID: "huge-1", TenantID: "greedy", Kind: "api_request", Time: time.Now().UTC(), Quantity: 1e14}
+	m := nats.NewMsg(event.Subject(huge.TenantID, huge.Kind))
+	m.Data = event.AppendJSON(nil, &huge)
+	m.Header.Set(event.HeaderMsgID, huge.ID)
+	if _, err := r.js.PublishMsg(context.Background(), m); err != nil {
+		t.Fatal(err)
+	}
+	publish(t, r.js, "ok-", 0, 100, 10)
+	waitRows(t, r.store, 100, 30*time.Second)
+
+	dlq, err := r.js.Stream(context.Background(), event.DLQStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := dlq.GetLastMsgForSubject(context.Background(), event.DLQSubject(event.ReasonBadQuantity))
+	if err != nil {
+		t.Fatalf("no dead letter for the overflowing event: %v", err)
+	}
+	if id := msg.Header.Get(event.HeaderMsgID); id != huge.ID {
+		t.Fatalf("dead letter id %q, want %q", id, huge.ID)
+	}
+	if reason := msg.Header.Get(event.HeaderReason); !strings.HasPrefix(reason, string(event.ReasonBadQuantity)+": ") {
+		t.Fatalf("reason %q, want %s: ...", reason, event.ReasonBadQuantity)
+	}
+}

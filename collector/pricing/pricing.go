@@ -13,6 +13,14 @@ import (
 // Scale is the number of decimal places kept on unit prices and costs.
 const Scale = 9
 
+// maxAmount bounds unit prices and costs: the events table stores both as
+// Decimal(18, 9), whose magnitude stays below 10^9.
+var maxAmount = decimal.New(1, 18-Scale)
+
+// Fits reports whether d fits a Decimal(18, 9) column: a unit price or a
+// cost that does not cannot be stored.
+func Fits(d decimal.Decimal) bool { return d.Abs().LessThan(maxAmount) }
+
 // Plan is a pricing tier.
 type Plan struct {
 	// Prices override the book's default unit price per kind. Default none.
@@ -101,6 +109,8 @@ func validatePrices(path string, prices map[string]string, kinds func(string) bo
 			errs = append(errs, fmt.Errorf("%s.%s: must be >= 0", path, kind))
 		case d.Exponent() < -Scale:
 			errs = append(errs, fmt.Errorf("%s.%s: more than %d decimal places", path, kind, Scale))
+		case !Fits(d):
+			errs = append(errs, fmt.Errorf("%s.%s: must be < %s", path, kind, maxAmount))
 		}
 	}
 	return errs

@@ -58,12 +58,29 @@ func TestCostSumsExactly(t *testing.T) {
 func TestValidateNamesEveryBadField(t *testing.T) {
 	c := DefaultConfig()
 	c.Currency = "dollars"
-	c.Prices = map[string]string{"api_request": "-1", "nope": "1", "ai_tokens": "0.0000000001"}
+	c.Prices = map[string]string{"api_request": "-1", "nope": "1", "ai_tokens": "0.0000000001", "job_run": "1000000000"}
 	c.Tenants = map[string]string{"bad.tenant": "default", "acme": "gold"}
 	err := c.Validate(func(k string) bool { return k != "nope" })
-	for _, want := range []string{"pricing.currency", "pricing.prices.api_request", "pricing.prices.nope", "pricing.prices.ai_tokens", "pricing.tenants.bad.tenant", "pricing.tenants.acme"} {
+	for _, want := range []string{"pricing.currency", "pricing.prices.api_request", "pricing.prices.nope", "pricing.prices.ai_tokens", "pricing.prices.job_run", "pricing.tenants.bad.tenant", "pricing.tenants.acme"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("error %v does not name %s", err, want)
+		}
+	}
+}
+
+func TestFitsDecimal18_9(t *testing.T) {
+	for _, tt := range []struct {
+		v    string
+		want bool
+	}{
+		{"0", true},
+		{"999999999.999999999", true},
+		{"-999999999.999999999", true},
+		{"1000000000", false},
+		{"10000000000", false},
+	} {
+		if got := Fits(decimal.RequireFromString(tt.v)); got != tt.want {
+			t.Errorf("Fits(%s) = %v, want %v", tt.v, got, tt.want)
 		}
 	}
 }
