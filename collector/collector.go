@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -52,9 +51,7 @@ type Collector struct {
 	log       *slog.Logger
 	m         *metrics
 
-	healthy   atomic.Bool
-	closeOnce sync.Once
-	stopped   chan struct{}
+	healthy atomic.Bool
 }
 
 // Deps are the collector's collaborators.
@@ -92,7 +89,6 @@ func New(cfg Config, d Deps) (*Collector, error) {
 	c := &Collector{
 		cfg: cfg, js: d.JetStream, store: d.Store, pricer: d.Pricer, validator: v,
 		observers: d.Observers, log: d.Logger.With("component", "collector"), m: m,
-		stopped: make(chan struct{}),
 	}
 	c.healthy.Store(true)
 	return c, nil
@@ -137,7 +133,6 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg StreamConfig
 // Run consumes until ctx ends; it returns nil on cancel. Messages of an
 // unfinished batch are left unacked, to be redelivered.
 func (c *Collector) Run(ctx context.Context) error {
-	defer close(c.stopped)
 	if err := EnsureStreams(ctx, c.js, c.cfg.Stream); err != nil {
 		return err
 	}
@@ -233,13 +228,12 @@ func (c *Collector) watchPending(ctx context.Context, cons jetstream.Consumer) {
 	}
 }
 
-// Close waits for Run to return; it is safe to call more than once.
-func (c *Collector) Close() error {
-	c.closeOnce.Do(func() {})
-	return nil
-}
+// Close releases nothing: Run owns the consumer and stops when its context
+// ends, leaving an unfinished batch unacked. Close is there for the stage
+// lifecycle and is safe to call any number of times.
+func (c *Collector) Close() error { return nil }
 
-// dlqHeaders builds the dead-letter message for an invalid one.
+// dlqMessage builds the dead-letter message for an invalid one.
 func dlqMessage(msg jetstream.Msg, verr *event.ValidationError) *nats.Msg {
 	out := nats.NewMsg(event.DLQSubject(verr.Reason))
 	out.Data = msg.Data()

@@ -2,6 +2,7 @@ package collector
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"os"
 	"strconv"
@@ -230,4 +231,51 @@ func TestClickHouseOutageLosesNothing(t *testing.T) {
 	}
 	publish(t, r.js, "o-", 50000, 10000, 100)
 	waitRows(t, r.store, 60000, 60*time.Second)
+}
+
+// lostReplyStore stores the first batch for real and then reports a
+// failure, as when the connection breaks after ClickHouse committed.
+type lostReplyStore struct {
+	*store.Store
+	mu     sync.Mutex
+	failed bool
+}
+
+func (s *lostReplyStore) InsertEvents(ctx context.Context, rows []store.Row, at time.Time) error {
+	if err := s.Store.InsertEvents(ctx, rows, at); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.failed {
+		s.failed = true
+		return errors.New("read: connection reset by peer (injected after the commit)")
+	}
+	return nil
+}
+
+func TestInsertRetryAfterLostReplyStoresOnce(t *testing.T) {
+	r := newRig(t, nil)
+	obs := &countingObserver{}
+	c, err := New(testConfig(), Deps{JetStream: r.js, Store: &lostReplyStore{Store: r.store}, Pricer: r.book,
+		Observers: []Observer{obs}, Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("collector run: %v", err)
+		}
+	})
+	publish(t, r.js, "lr-", 0, 3000, 30)
+	waitRows(t, r.store, 3000, 30*time.Second)
+	obs.mu.Lock()
+	defer obs.mu.Unlock()
+	if obs.n != 3000 {
+		t.Fatalf("observer saw %d events, want 3000", obs.n)
+	}
 }
