@@ -174,6 +174,10 @@ func (l *Limiter) watchOnce(ctx context.Context, js jetstream.JetStream, reconne
 	if full {
 		initial = map[string]*Decision{}
 	}
+	// rev is the highest revision collected; it becomes lastRev only when
+	// its entries are applied, so a watch that dies before then resumes
+	// from what was applied, not from what was merely read.
+	var rev uint64
 	for {
 		l.resetExpiry(timer)
 		select {
@@ -191,7 +195,7 @@ func (l *Limiter) watchOnce(ctx context.Context, js jetstream.JetStream, reconne
 				return errWatcherClosed
 			}
 			changes := map[string]*Decision{}
-			done := l.collect(e, changes, &initial)
+			done := l.collect(e, changes, &initial, &rev)
 			// Coalesce whatever else is already queued into one snapshot.
 		drain:
 			for !done && len(changes) < 4096 {
@@ -200,7 +204,7 @@ func (l *Limiter) watchOnce(ctx context.Context, js jetstream.JetStream, reconne
 					if !ok {
 						break drain
 					}
-					done = l.collect(e, changes, &initial)
+					done = l.collect(e, changes, &initial, &rev)
 				default:
 					break drain
 				}
@@ -216,6 +220,7 @@ func (l *Limiter) watchOnce(ctx context.Context, js jetstream.JetStream, reconne
 					}
 				}
 				l.applyLocked(initial, time.Now())
+				l.lastRev = max(l.lastRev, rev)
 				l.mu.Unlock()
 				l.metrics.addUpdates(len(initial))
 				initial = nil
@@ -224,6 +229,7 @@ func (l *Limiter) watchOnce(ctx context.Context, js jetstream.JetStream, reconne
 			if len(changes) > 0 {
 				l.mu.Lock()
 				l.applyLocked(changes, time.Now())
+				l.lastRev = max(l.lastRev, rev)
 				l.mu.Unlock()
 				l.metrics.addUpdates(len(changes))
 			}
@@ -232,16 +238,13 @@ func (l *Limiter) watchOnce(ctx context.Context, js jetstream.JetStream, reconne
 }
 
 // collect records one watch entry into changes (or into *initial during a
-// full resync) and reports whether it was the end-of-initial-values marker.
-func (l *Limiter) collect(e jetstream.KeyValueEntry, changes map[string]*Decision, initial *map[string]*Decision) bool {
+// full resync), raises *rev to its revision, and reports whether it was the
+// end-of-initial-values marker.
+func (l *Limiter) collect(e jetstream.KeyValueEntry, changes map[string]*Decision, initial *map[string]*Decision, rev *uint64) bool {
 	if e == nil {
 		return true
 	}
-	l.mu.Lock()
-	if e.Revision() > l.lastRev {
-		l.lastRev = e.Revision()
-	}
-	l.mu.Unlock()
+	*rev = max(*rev, e.Revision())
 	var d *Decision
 	if e.Operation() == jetstream.KeyValuePut {
 		dec, err := DecodeDecision(e.Value())
