@@ -60,6 +60,12 @@ type Engine struct {
 	mu     sync.Mutex
 	active map[string]*condition // by decision key
 
+	// late holds resolutions the full queue could not take, by
+	// fingerprint: dropping one would renew its throttle forever, since
+	// the detector sends each resolution once. Run applies them.
+	lateMu sync.Mutex
+	late   map[string]anomaly.Alert
+
 	decisions  *prometheus.CounterVec
 	suppressed prometheus.Counter
 	failures   *prometheus.CounterVec
@@ -97,6 +103,7 @@ func New(cfg Config, deps Deps) (*Engine, error) {
 		log:    deps.Logger.With("component", "decide"),
 		queue:  make(chan anomaly.Alert, cfg.QueueSize),
 		active: map[string]*condition{},
+		late:   map[string]anomaly.Alert{},
 		closed: make(chan struct{}),
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tenantguard_decisions_total",
@@ -133,13 +140,38 @@ func New(cfg Config, deps Deps) (*Engine, error) {
 	return e, nil
 }
 
-// Send queues an alert for Run; it never blocks (anomaly.Sink).
+// Send queues an alert for Run; it never blocks (anomaly.Sink). When the
+// queue is full a firing alert is dropped and counted; a resolution is kept
+// aside (one per fingerprint) and applied on Run's next tick.
 func (e *Engine) Send(_ context.Context, a anomaly.Alert) {
 	select {
 	case e.queue <- a:
 	default:
+		if a.Status == anomaly.StatusResolved {
+			e.lateMu.Lock()
+			e.late[a.Fingerprint] = a
+			e.lateMu.Unlock()
+			return
+		}
 		e.dropped.Inc()
 		e.log.Warn("alert queue full; alert dropped", "tenant", a.TenantID)
+	}
+}
+
+// handleLate applies the resolutions Send kept aside.
+func (e *Engine) handleLate(ctx context.Context) {
+	e.lateMu.Lock()
+	if len(e.late) == 0 {
+		e.lateMu.Unlock()
+		return
+	}
+	late := e.late
+	e.late = map[string]anomaly.Alert{}
+	e.lateMu.Unlock()
+	for _, a := range late {
+		if err := e.Handle(ctx, a); err != nil {
+			e.log.Warn("resolution not applied", "tenant", a.TenantID, "err", err)
+		}
 	}
 }
 
@@ -161,6 +193,7 @@ func (e *Engine) Run(ctx context.Context) error {
 				e.log.Warn("alert not turned into a decision", "tenant", a.TenantID, "err", err)
 			}
 		case <-tick.C:
+			e.handleLate(ctx)
 			e.Renew(ctx)
 		case <-sweep.C:
 			if s, ok := e.deps.Publisher.(Sweeper); ok {

@@ -292,3 +292,32 @@ func counter(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	}
 	return sum
 }
+
+// TestResolutionSurvivesFullQueue: the detector sends each resolution once,
+// so a resolution that meets a full queue must still clear the throttle;
+// dropping it would renew the throttle forever.
+func TestResolutionSurvivesFullQueue(t *testing.T) {
+	e := setup(t, func(c *Config) { c.QueueSize = 1 })
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	fire := alert("stuck", anomaly.MetricUsage, anomaly.StatusFiring, 600)
+	if err := e.eng.Handle(ctx, fire); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.pub.Get(ctx, "stuck", limiter.ScopeAll); err != nil {
+		t.Fatalf("no throttle published: %v", err)
+	}
+	other := alert("other", anomaly.MetricUsage, anomaly.StatusFiring, 600)
+	e.eng.Send(ctx, other) // fills the queue
+	res := fire
+	res.Status, res.EndsAt = anomaly.StatusResolved, time.Now()
+	e.eng.Send(ctx, res) // meets the full queue
+	go e.eng.Run(ctx)
+	waitFor(t, "throttle cleared in KV", func() bool {
+		_, err := e.pub.Get(ctx, "stuck", limiter.ScopeAll)
+		return err != nil
+	})
+	if got := counter(t, e.reg, "tenantguard_decisions_alerts_dropped_total"); got != 0 {
+		t.Fatalf("tenantguard_decisions_alerts_dropped_total = %v, want 0", got)
+	}
+}
