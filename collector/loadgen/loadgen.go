@@ -1,6 +1,8 @@
 package loadgen
 
 import (
+	crand "crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"math"
@@ -74,6 +76,7 @@ type Generator struct {
 	tenants []string
 	cum     []float64 // cumulative weights, for picking a tenant
 	noisy   int       // index of the noisy tenant, -1 if none
+	idPre   string    // "lg-<seed>-<run>-": unique per generator
 	seq     uint64
 }
 
@@ -82,7 +85,13 @@ func NewGenerator(cfg Config) (*Generator, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	g := &Generator{cfg: cfg, rng: rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15)), noisy: -1}
+	// The seed repeats the traffic, never the ids: two runs with one seed
+	// within JetStream's duplicate window would otherwise see the second
+	// run's events silently discarded as duplicates of the first.
+	var run [6]byte
+	_, _ = crand.Read(run[:])
+	g := &Generator{cfg: cfg, rng: rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15)), noisy: -1,
+		idPre: fmt.Sprintf("lg-%d-%s-", cfg.Seed, hex.EncodeToString(run[:]))}
 	width := len(strconv.Itoa(cfg.Tenants))
 	total := 0.0
 	for i := 0; i < cfg.Tenants; i++ {
@@ -138,7 +147,7 @@ var integrations = []string{"stripe", "slack", "github", "salesforce"}
 func (g *Generator) Event(e *event.Event, ti int, now time.Time) {
 	g.seq++
 	*e = event.Event{
-		ID:       fmt.Sprintf("lg-%d-%d", g.cfg.Seed, g.seq),
+		ID:       g.idPre + strconv.FormatUint(g.seq, 10),
 		TenantID: g.tenants[ti],
 		Time:     now,
 		Quantity: 1,
