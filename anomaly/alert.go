@@ -34,6 +34,13 @@ const (
 	MetricSpendCap   = "spend_cap"   // monthly spend reached 70/90/100% of the plan cap
 )
 
+// Labels an alert may carry.
+const (
+	LabelPlan               = "plan"                  // the tenant's plan
+	LabelThreshold          = "threshold"             // spend cap: 70, 90 or 100
+	LabelTenantEventsPerMin = "tenant_events_per_min" // usage: the tenant's expected events per minute, all kinds
+)
+
 // Alert is one anomaly episode for one tenant. It is what every notifier
 // sends, what the anomalies table stores, and what replay prints.
 type Alert struct {

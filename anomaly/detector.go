@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"log/slog"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -403,7 +404,18 @@ func (d *Detector) countAlert(t *tenant, metric, kind, integ string, s *series, 
 	if tr == firedFast {
 		d.fast.Add(1)
 	}
-	return d.newAlert(t, metric, kind, integ, s, tr, m, float64(s.obs)*scale, float64(s.base)*scale, p.factor)
+	a := d.newAlert(t, metric, kind, integ, s, tr, m, float64(s.obs)*scale, float64(s.base)*scale, p.factor)
+	if metric == MetricUsage {
+		// A usage alert may be about one kind, or a quantity such as tokens;
+		// a throttle limits the tenant's whole request rate, so carry the
+		// tenant's expected events per minute for the decision engine.
+		perMin := float64(t.cntLevel) * t.prof.index(m, t.prof.mode)
+		a.Labels = map[string]string{
+			LabelPlan:               t.pp.name,
+			LabelTenantEventsPerMin: strconv.FormatFloat(perMin, 'f', 3, 64),
+		}
+	}
+	return a
 }
 
 func (d *Detector) latencyAlert(t *tenant, tr transition, m int32, p *latParams) Alert {

@@ -366,11 +366,17 @@ func (e *Engine) policy(a anomaly.Alert) (limiter.Decision, bool) {
 	d := limiter.Decision{TenantID: a.TenantID, AnomalyID: a.Fingerprint, Reason: truncate(a.Summary, 900)}
 	switch a.Metric {
 	case anomaly.MetricUsage:
-		if !(a.Baseline > 0) || math.IsInf(a.Baseline, 0) {
+		// The throttle limits the tenant's whole rate, so it is based on the
+		// tenant's expected events, not on the one kind (or quantity) that spiked.
+		base := a.Baseline
+		if v, err := strconv.ParseFloat(a.Labels[anomaly.LabelTenantEventsPerMin], 64); err == nil {
+			base = v
+		}
+		if !(base > 0) || math.IsInf(base, 0) {
 			return d, false
 		}
 		d.Scope, d.Action, d.Source = limiter.ScopeAll, limiter.ActionThrottle, limiter.SourceAnomaly
-		d.RatePerSec = max(e.cfg.MinRatePerSec, factor*a.Baseline/e.cfg.BaselineWindow.Seconds())
+		d.RatePerSec = max(e.cfg.MinRatePerSec, factor*base/e.cfg.BaselineWindow.Seconds())
 	case anomaly.MetricErrorRate:
 		if a.Integration == "" {
 			return d, false

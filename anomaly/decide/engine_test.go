@@ -321,3 +321,23 @@ func TestResolutionSurvivesFullQueue(t *testing.T) {
 		t.Fatalf("tenantguard_decisions_alerts_dropped_total = %v, want 0", got)
 	}
 }
+
+// A usage alert about one kind (here tokens) throttles the tenant's whole
+// rate to the factor times its expected events, not its token count.
+func TestUsageThrottleUsesTenantEventRate(t *testing.T) {
+	e := setup(t, nil)
+	ctx := context.Background()
+	a := alert("tokens", anomaly.MetricUsage, anomaly.StatusFiring, 90000) // 90k tokens/min
+	a.Kind = "ai_tokens"
+	a.Labels[anomaly.LabelTenantEventsPerMin] = "300" // 5 events/s
+	if err := e.eng.Handle(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	d, err := e.pub.Get(ctx, "tokens", limiter.ScopeAll)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.RatePerSec != 10 {
+		t.Fatalf("throttle rate %v/s, want 2 x 5 events/s = 10/s", d.RatePerSec)
+	}
+}
