@@ -43,18 +43,11 @@ func (s *Server) anomalies(w http.ResponseWriter, r *http.Request, _ principal, 
 FROM ` + s.table("anomalies") + ` FINAL
 WHERE starts_at < toDateTime(?) AND (toUInt32(ends_at) = 0 OR ends_at > toDateTime(?))`
 	args := []any{ceilSecond(to), from.Unix()}
-	if tenant != "" {
-		q += " AND tenant_id = ?"
-		args = append(args, tenant)
-	}
-	if status != "" {
-		q += " AND status = ?"
-		args = append(args, status)
-	}
+	q, args = andEq(q, args, "tenant_id", tenant)
+	q, args = andEq(q, args, "status", status)
 	q += " ORDER BY starts_at DESC, tenant_id, fingerprint"
-	ctx, cancel := s.queryCtx(r)
-	defer cancel()
-	items, more, err := collect(ctx, s.db.Conn(), q, args, limit, offset, func(rows driver.Rows) (anomaly, error) {
+	resp := listResponse{TenantID: tenant, From: from, To: to}
+	serveList(s, w, r, "anomalies", q, args, limit, offset, resp, func(rows driver.Rows) (anomaly, error) {
 		var a anomaly
 		var obs, base, ratio float64
 		var ends time.Time
@@ -68,12 +61,6 @@ WHERE starts_at < toDateTime(?) AND (toUInt32(ends_at) = 0 OR ends_at > toDateTi
 		}
 		return a, err
 	})
-	if err != nil {
-		s.internal(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, listResponse{TenantID: tenant, From: from, To: to, Items: items,
-		NextCursor: nextCursor(more, offset, limit)})
 }
 
 type decision struct {
@@ -109,18 +96,11 @@ func (s *Server) decisions(w http.ResponseWriter, r *http.Request, _ principal, 
 FROM ` + s.table("decisions") + `
 WHERE issued_at >= toDateTime(?) AND issued_at < toDateTime(?)`
 	args := []any{ceilSecond(from), ceilSecond(to)}
-	if tenant != "" {
-		q += " AND tenant_id = ?"
-		args = append(args, tenant)
-	}
-	if action != "" {
-		q += " AND action = ?"
-		args = append(args, action)
-	}
+	q, args = andEq(q, args, "tenant_id", tenant)
+	q, args = andEq(q, args, "action", action)
 	q += " ORDER BY issued_at DESC, tenant_id, recorded_at DESC, scope"
-	ctx, cancel := s.queryCtx(r)
-	defer cancel()
-	items, more, err := collect(ctx, s.db.Conn(), q, args, limit, offset, func(rows driver.Rows) (decision, error) {
+	resp := listResponse{TenantID: tenant, From: from, To: to}
+	serveList(s, w, r, "decisions", q, args, limit, offset, resp, func(rows driver.Rows) (decision, error) {
 		var d decision
 		var rate float64
 		err := rows.Scan(&d.TenantID, &d.Scope, &d.Action, &rate, &d.Burst, &d.IssuedAt, &d.ExpiresAt, &d.Reason,
@@ -129,12 +109,6 @@ WHERE issued_at >= toDateTime(?) AND issued_at < toDateTime(?)`
 		d.IssuedAt, d.ExpiresAt, d.RecordedAt = d.IssuedAt.UTC(), d.ExpiresAt.UTC(), d.RecordedAt.UTC()
 		return d, err
 	})
-	if err != nil {
-		s.internal(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, listResponse{TenantID: tenant, From: from, To: to, Items: items,
-		NextCursor: nextCursor(more, offset, limit)})
 }
 
 type pgFinding struct {
@@ -169,18 +143,11 @@ func (s *Server) pgFindings(w http.ResponseWriter, r *http.Request, _ principal,
 FROM ` + s.table("pg_findings") + ` FINAL
 WHERE last_seen >= toDateTime(?) AND first_seen < toDateTime(?)`
 	args := []any{ceilSecond(from), ceilSecond(to)}
-	if class != "" {
-		q += " AND class = ?"
-		args = append(args, class)
-	}
-	if database != "" {
-		q += " AND database = ?"
-		args = append(args, database)
-	}
+	q, args = andEq(q, args, "class", class)
+	q, args = andEq(q, args, "database", database)
 	q += " ORDER BY total_exec_time_ms DESC, database, queryid, userid"
-	ctx, cancel := s.queryCtx(r)
-	defer cancel()
-	items, more, err := collect(ctx, s.db.Conn(), q, args, limit, offset, func(rows driver.Rows) (pgFinding, error) {
+	resp := listResponse{From: from, To: to}
+	serveList(s, w, r, "pg findings", q, args, limit, offset, resp, func(rows driver.Rows) (pgFinding, error) {
 		var f pgFinding
 		var total float64
 		err := rows.Scan(&f.Database, &f.QueryID, &f.UserID, &f.Role, &f.Query, &f.Tables, &f.Class, &f.Calls, &total,
@@ -192,9 +159,4 @@ WHERE last_seen >= toDateTime(?) AND first_seen < toDateTime(?)`
 		}
 		return f, err
 	})
-	if err != nil {
-		s.internal(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, listResponse{From: from, To: to, Items: items, NextCursor: nextCursor(more, offset, limit)})
 }

@@ -47,6 +47,30 @@ func collect[T any](ctx context.Context, conn driver.Conn, q string, args []any,
 	return items, more, rows.Err()
 }
 
+// serveList runs q for one page and answers resp with the page's items and
+// the next cursor. what names the list in the log when the query fails.
+func serveList[T any](s *Server, w http.ResponseWriter, r *http.Request, what, q string, args []any, limit, offset int,
+	resp listResponse, scan func(driver.Rows) (T, error)) {
+	ctx, cancel := s.queryCtx(r)
+	defer cancel()
+	items, more, err := collect(ctx, s.db.Conn(), q, args, limit, offset, scan)
+	if err != nil {
+		s.internal(w, r, fmt.Errorf("%s: %w", what, err))
+		return
+	}
+	resp.Items, resp.NextCursor = items, nextCursor(more, offset, limit)
+	writeJSON(w, http.StatusOK, resp)
+}
+
+// andEq adds "AND col = ?" with val bound when val is set. col is always a
+// constant of this package, never user input.
+func andEq(q string, args []any, col, val string) (string, []any) {
+	if val == "" {
+		return q, args
+	}
+	return q + " AND " + col + " = ?", append(args, val)
+}
+
 func nextCursor(more bool, offset, limit int) string {
 	if !more {
 		return ""
@@ -115,14 +139,10 @@ func (s *Server) usage(w http.ResponseWriter, r *http.Request, _ principal, tena
 FROM %s
 WHERE tenant_id = ? AND minute >= toDateTime(?) AND minute < toDateTime(?)`, windowExpr[window], s.table("usage_1m"))
 	args := []any{tenant, ceilSecond(from), ceilSecond(to)}
-	if kind != "" {
-		q += " AND kind = ?"
-		args = append(args, kind)
-	}
+	q, args = andEq(q, args, "kind", kind)
 	q += " GROUP BY t, kind ORDER BY t, kind"
-	ctx, cancel := s.queryCtx(r)
-	defer cancel()
-	items, more, err := collect(ctx, s.db.Conn(), q, args, limit, offset, func(rows driver.Rows) (usageBucket, error) {
+	resp := listResponse{TenantID: tenant, From: from, To: to, Window: window}
+	serveList(s, w, r, "usage of "+tenant, q, args, limit, offset, resp, func(rows driver.Rows) (usageBucket, error) {
 		var b usageBucket
 		var cost decimal.Decimal
 		var qs []float32
@@ -135,12 +155,6 @@ WHERE tenant_id = ? AND minute >= toDateTime(?) AND minute < toDateTime(?)`, win
 		}
 		return b, nil
 	})
-	if err != nil {
-		s.internal(w, r, fmt.Errorf("usage of %s: %w", tenant, err))
-		return
-	}
-	writeJSON(w, http.StatusOK, listResponse{TenantID: tenant, From: from, To: to, Window: window,
-		Items: items, NextCursor: nextCursor(more, offset, limit)})
 }
 
 type kindCost struct {
@@ -208,9 +222,8 @@ func (s *Server) costs(w http.ResponseWriter, r *http.Request, _ principal, _ st
 	}
 	q := `SELECT tenant_id, sum(count), sum(cost) AS c FROM ` + s.table("usage_1m") +
 		` WHERE minute >= toDateTime(?) AND minute < toDateTime(?) GROUP BY tenant_id ORDER BY ` + orderBy
-	ctx, cancel := s.queryCtx(r)
-	defer cancel()
-	items, more, err := collect(ctx, s.db.Conn(), q, []any{ceilSecond(from), ceilSecond(to)}, limit, offset,
+	resp := listResponse{From: from, To: to, Currency: s.currency}
+	serveList(s, w, r, "costs", q, []any{ceilSecond(from), ceilSecond(to)}, limit, offset, resp,
 		func(rows driver.Rows) (tenantCostItem, error) {
 			var it tenantCostItem
 			var c decimal.Decimal
@@ -218,10 +231,4 @@ func (s *Server) costs(w http.ResponseWriter, r *http.Request, _ principal, _ st
 			it.Cost = c.StringFixed(9)
 			return it, err
 		})
-	if err != nil {
-		s.internal(w, r, fmt.Errorf("costs: %w", err))
-		return
-	}
-	writeJSON(w, http.StatusOK, listResponse{From: from, To: to, Currency: s.currency, Items: items,
-		NextCursor: nextCursor(more, offset, limit)})
 }
