@@ -9,6 +9,8 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -17,9 +19,11 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/tenantguard/tenantguard/collector/emit"
+	"github.com/tenantguard/tenantguard/collector/event"
 	"github.com/tenantguard/tenantguard/collector/loadgen"
 	"github.com/tenantguard/tenantguard/collector/pricing"
 	"github.com/tenantguard/tenantguard/internal/chserver"
+	"github.com/tenantguard/tenantguard/limiter"
 )
 
 func newDevCmd(a *app) *cobra.Command {
@@ -142,10 +146,53 @@ func runDemo(ctx context.Context, a *app, d *daemon, lc loadgen.Config) error {
 	}
 	defer nc.Close()
 	defer em.Close(context.Background())
+	// The demo's traffic passes through the limiter SDK, as a service's
+	// requests would: a throttled tenant's excess is rejected, not emitted.
+	lim, err := limiter.New(limiter.DefaultConfig(), limiter.Deps{Conn: nc, Logger: a.log})
+	if err != nil {
+		return err
+	}
+	go lim.Run(ctx)
+	defer lim.Close()
+	svc := &guardedService{lim: lim, em: em, rejected: map[string]*atomic.Uint64{}}
 	view := newLiveView(a, d, lc.Noisy)
+	view.rejected = svc.rejectedCount
 	go view.run(ctx)
-	_, err = gen.Run(ctx, em, nil)
+	_, err = gen.Run(ctx, svc, nil)
 	return err
+}
+
+// guardedService stands for a service that embeds the limiter: each request
+// is admitted or rejected, and only admitted ones are metered.
+type guardedService struct {
+	lim      *limiter.Limiter
+	em       *emit.Emitter
+	mu       sync.Mutex
+	rejected map[string]*atomic.Uint64
+}
+
+func (s *guardedService) Emit(ctx context.Context, e event.Event) error {
+	if s.lim.Allow(e.TenantID) {
+		return s.em.Emit(ctx, e)
+	}
+	s.mu.Lock()
+	c := s.rejected[e.TenantID]
+	if c == nil {
+		c = new(atomic.Uint64)
+		s.rejected[e.TenantID] = c
+	}
+	s.mu.Unlock()
+	c.Add(1)
+	return nil
+}
+
+func (s *guardedService) rejectedCount(tenant string) uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c := s.rejected[tenant]; c != nil {
+		return c.Load()
+	}
+	return 0
 }
 
 // demoPricing is the price book dev uses when none is configured.

@@ -17,11 +17,14 @@ import (
 // liveView prints the demo's terminal table: the busiest tenants, their
 // rate, P95 latency, cost so far, and the pipeline's totals.
 type liveView struct {
-	a       *app
-	d       *daemon
-	noisy   string
-	tty     bool
-	started time.Time
+	a        *app
+	d        *daemon
+	noisy    string
+	tty      bool
+	started  time.Time
+	rejected func(tenant string) uint64 // requests the limiter refused so far
+	lastRej  map[string]uint64
+	lastAt   time.Time
 }
 
 func newLiveView(a *app, d *daemon, noisy string) *liveView {
@@ -32,6 +35,7 @@ func newLiveView(a *app, d *daemon, noisy string) *liveView {
 type tenantRow struct {
 	tenant string
 	rate   float64
+	rej    float64
 	p95    float64
 	cost   decimal.Decimal
 }
@@ -107,11 +111,12 @@ func (v *liveView) render(ctx context.Context) (string, error) {
 			dlq = info.State.Msgs
 		}
 	}
+	v.rejectionRates(list)
 	sort.SliceStable(list, func(i, j int) bool { return list[i].rate > list[j].rate })
 	var b strings.Builder
 	fmt.Fprintf(&b, "tenantguard dev --demo   up %s   events stored %d   DLQ %d   (Ctrl-C to stop)\n\n",
 		time.Since(v.started).Truncate(time.Second), total, dlq)
-	fmt.Fprintf(&b, "%-16s %10s %11s %14s  %s\n", "TENANT", "RATE/s", "P95 API ms", "COST", "STATUS")
+	fmt.Fprintf(&b, "%-16s %10s %11s %11s %14s  %s\n", "TENANT", "STORED/s", "REJECTED/s", "P95 API ms", "COST", "STATUS")
 	for _, r := range list {
 		status := ""
 		if v.d.status != nil {
@@ -121,10 +126,32 @@ func (v *liveView) render(ctx context.Context) (string, error) {
 		if r.tenant == v.noisy {
 			mark = "*"
 		}
-		fmt.Fprintf(&b, "%-15s%s %10.1f %11.1f %14s  %s\n", r.tenant, mark, r.rate, r.p95, costs[r.tenant].StringFixed(4), status)
+		fmt.Fprintf(&b, "%-15s%s %10.1f %11.1f %11.1f %14s  %s\n", r.tenant, mark, r.rate, r.rej, r.p95, costs[r.tenant].StringFixed(4), status)
 	}
-	fmt.Fprintf(&b, "\n* the noisy tenant (rate in the last %ds; cost since the data dir was created)\n", window)
+	fmt.Fprintf(&b, "\n* the noisy tenant. STORED/s: events stored in the last %ds; REJECTED/s: requests the limiter SDK refused\n"+
+		"since the last refresh; COST: since the data dir was created; STATUS: live decision and firing alerts\n", window)
 	return b.String(), nil
+}
+
+// rejectionRates fills each row's rejected requests per second since the
+// previous refresh.
+func (v *liveView) rejectionRates(list []tenantRow) {
+	if v.rejected == nil {
+		return
+	}
+	now := time.Now()
+	dt := now.Sub(v.lastAt).Seconds()
+	if v.lastRej == nil {
+		v.lastRej = map[string]uint64{}
+	}
+	for i := range list {
+		n := v.rejected(list[i].tenant)
+		if prev, ok := v.lastRej[list[i].tenant]; ok && dt > 0 {
+			list[i].rej = float64(n-prev) / dt
+		}
+		v.lastRej[list[i].tenant] = n
+	}
+	v.lastAt = now
 }
 
 func containsTenant(list []tenantRow, t string) bool {
