@@ -3,15 +3,13 @@ package decide
 import (
 	"context"
 	"fmt"
-	"regexp"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
+	"github.com/tenantguard/tenantguard/collector/store"
 	"github.com/tenantguard/tenantguard/limiter"
 )
-
-var identRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
 // ClickHouseRecorder appends decisions to <database>.decisions.
 type ClickHouseRecorder struct {
@@ -22,7 +20,7 @@ type ClickHouseRecorder struct {
 // NewClickHouseRecorder returns a recorder writing to database.decisions
 // through conn (store.Store.Conn()).
 func NewClickHouseRecorder(conn driver.Conn, database string) (*ClickHouseRecorder, error) {
-	if !identRE.MatchString(database) {
+	if !store.ValidIdent(database) {
 		return nil, fmt.Errorf("decisions recorder: invalid database name %q", database)
 	}
 	return &ClickHouseRecorder{conn: conn, query: "INSERT INTO " + database +

@@ -3,15 +3,13 @@ package notify
 import (
 	"context"
 	"fmt"
-	"regexp"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/tenantguard/tenantguard/anomaly"
+	"github.com/tenantguard/tenantguard/collector/store"
 )
-
-var identifier = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
 // anomaliesColumns is the explicit column list every insert names
 // (ClickHouse 18.16 needs it).
@@ -32,8 +30,8 @@ var _ Notifier = (*ClickHouse)(nil)
 // NewClickHouse returns a sink writing to database.anomalies on conn. The
 // connection belongs to the caller.
 func NewClickHouse(conn driver.Conn, database string, cfg ClickHouseConfig) (*ClickHouse, error) {
-	if !identifier.MatchString(database) {
-		return nil, fmt.Errorf("clickhouse database %q: must match %s", database, identifier)
+	if !store.ValidIdent(database) {
+		return nil, fmt.Errorf("clickhouse database %q: must be a plain identifier (letters, digits, _)", database)
 	}
 	return &ClickHouse{
 		conn:   conn,

@@ -3,10 +3,11 @@ package pgstat
 import (
 	"context"
 	"fmt"
-	"regexp"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tenantguard/tenantguard/collector/store"
 )
 
 // FindingWriter stores findings (ClickHouseWriter in production).
@@ -27,8 +28,6 @@ type BatchConn interface {
 
 var _ BatchConn = (driver.Conn)(nil)
 
-var identRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
-
 // ClickHouseWriter inserts findings into <database>.pg_findings.
 type ClickHouseWriter struct {
 	conn  BatchConn
@@ -39,8 +38,8 @@ var _ FindingWriter = (*ClickHouseWriter)(nil)
 
 // NewClickHouseWriter writes into database.pg_findings (made by store.Migrate).
 func NewClickHouseWriter(conn BatchConn, database string) (*ClickHouseWriter, error) {
-	if !identRE.MatchString(database) {
-		return nil, fmt.Errorf("clickhouse database %q: must match %s", database, identRE)
+	if !store.ValidIdent(database) {
+		return nil, fmt.Errorf("clickhouse database %q: must be a plain identifier (letters, digits, _)", database)
 	}
 	return &ClickHouseWriter{conn: conn, query: "INSERT INTO " + database +
 		".pg_findings (database, queryid, userid, role, query, tables, class, calls, total_exec_time_ms, first_seen, last_seen, observed_at)"}, nil

@@ -15,6 +15,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/tenantguard/tenantguard/collector/event"
+	"github.com/tenantguard/tenantguard/collector/store"
 	"github.com/tenantguard/tenantguard/exporter/billing"
 )
 
@@ -72,7 +73,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if deps.DB == nil || deps.Exporter == nil {
 		return nil, errors.New("api: DB and Exporter are required")
 	}
-	if !validIdent(deps.DB.Database()) {
+	if !store.ValidIdent(deps.DB.Database()) {
 		return nil, fmt.Errorf("api: database name %q is not a plain identifier", deps.DB.Database())
 	}
 	auth, err := newAuthenticator(cfg.Tokens)
@@ -259,19 +260,4 @@ func (s *Server) internal(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	s.log.Error("request failed", "path", r.URL.Path, "err", err)
 	writeError(w, http.StatusInternalServerError, "internal error")
-}
-
-// validIdent reports whether s is safe to splice into SQL as an identifier.
-func validIdent(s string) bool {
-	if len(s) == 0 || len(s) > 64 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		letter := c == '_' || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
-		if !letter && (i == 0 || c < '0' || c > '9') {
-			return false
-		}
-	}
-	return true
 }

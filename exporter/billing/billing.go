@@ -16,6 +16,7 @@ import (
 	"github.com/shopspring/decimal"
 
 	"github.com/tenantguard/tenantguard/collector/event"
+	"github.com/tenantguard/tenantguard/collector/store"
 )
 
 // DB is the ClickHouse access the exporter needs; *store.Store satisfies it.
@@ -108,7 +109,7 @@ func New(cfg Config, db DB) (*Exporter, error) {
 	if db == nil {
 		return nil, errors.New("billing: nil DB")
 	}
-	if !validIdent(db.Database()) {
+	if !store.ValidIdent(db.Database()) {
 		return nil, fmt.Errorf("billing: database name %q is not a plain identifier", db.Database())
 	}
 	return &Exporter{cfg: cfg, db: db}, nil

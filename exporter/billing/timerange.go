@@ -49,18 +49,3 @@ func timeCond(from, to time.Time) (string, []any) {
 
 // formatPeriod writes a range bound for the period columns.
 func formatPeriod(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }
-
-// validIdent reports whether s is safe to splice into SQL as an identifier.
-func validIdent(s string) bool {
-	if len(s) == 0 || len(s) > 64 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		letter := c == '_' || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
-		if !letter && (i == 0 || c < '0' || c > '9') {
-			return false
-		}
-	}
-	return true
-}
