@@ -1,6 +1,8 @@
 package testenv
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"os/exec"
@@ -144,17 +146,22 @@ func (p *PostgresServer) Start() error {
 	}
 }
 
-// Stop stops the server and removes its data.
+// Stop stops the server and removes its data and its log.
 func (p *PostgresServer) Stop() {
 	p.proc.stop(10 * time.Second)
 	os.RemoveAll(p.dir)
+	if p.proc != nil {
+		os.Remove(p.proc.log.Name())
+	}
 }
 
 // NewDatabase creates a database with pg_stat_statements installed and
 // returns its superuser DSN. It is dropped at the end of t.
 func (p *PostgresServer) NewDatabase(t testing.TB) (name, dsn string) {
 	t.Helper()
-	name = fmt.Sprintf("t_%d_%d", time.Now().UnixNano()%1e9, os.Getpid())
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	name = "t_" + hex.EncodeToString(b[:]) // unique for parallel tests too
 	ctx, cancel := ctxTimeout(30 * time.Second)
 	defer cancel()
 	admin, err := pgx.Connect(ctx, p.DSN("postgres"))
