@@ -95,6 +95,7 @@ type Emitter struct {
 	wg    sync.WaitGroup
 
 	closed                                         atomic.Bool
+	emitting                                       atomic.Int64 // Emit calls past the closed check
 	accepted, published, dropped, invalid, retries atomic.Uint64
 	lastErr                                        atomic.Value
 	idPrefix                                       string
@@ -147,6 +148,10 @@ func (e *Emitter) NewID() string {
 // It returns ErrBufferFull under the drop policy when the buffer is full,
 // and the context's error when blocking ran out of time.
 func (e *Emitter) Emit(ctx context.Context, ev event.Event) error {
+	// Close sets closed and then waits for emitting to reach 0, so a call
+	// either sees closed or is queued before Close flushes.
+	e.emitting.Add(1)
+	defer e.emitting.Add(-1)
 	if e.closed.Load() {
 		return ErrClosed
 	}
@@ -321,6 +326,12 @@ func (e *Emitter) Close(ctx context.Context) error {
 	var err error
 	e.closeOnce.Do(func() {
 		e.closed.Store(true)
+		// Let calls already past the closed check queue their event, so
+		// Flush covers it. One blocked on a full buffer gets a slot as
+		// the sender drains it, or ErrClosed once ctx ends and done closes.
+		for e.emitting.Load() > 0 && ctx.Err() == nil {
+			time.Sleep(time.Millisecond)
+		}
 		err = e.Flush(ctx)
 		close(e.done)
 		e.wg.Wait()

@@ -197,3 +197,41 @@ func BenchmarkEmit(b *testing.B) {
 	_ = e.Close(context.Background())
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
 }
+
+// TestEmitRacingCloseIsNeverSilent: Emit calls racing Close either fail
+// or are published; an Emit that returned nil is never left behind.
+func TestEmitRacingCloseIsNeverSilent(t *testing.T) {
+	_, nc, _ := setup(t)
+	for round := 0; round < 20; round++ {
+		e, err := New(nc, DefaultConfig())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ok sync.WaitGroup
+		var mu sync.Mutex
+		accepted := 0
+		for g := 0; g < 4; g++ {
+			ok.Add(1)
+			go func(g int) {
+				defer ok.Done()
+				for i := 0; ; i++ {
+					if err := e.Emit(context.Background(), ev(round*1_000_000+g*100_000+i)); err != nil {
+						return
+					}
+					mu.Lock()
+					accepted++
+					mu.Unlock()
+				}
+			}(g)
+		}
+		time.Sleep(time.Duration(round%5) * time.Millisecond)
+		if err := e.Close(ctxT(t, 10*time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		ok.Wait()
+		st := e.Stats()
+		if int(st.Published) != accepted {
+			t.Fatalf("round %d: Emit returned nil %d times, %d published", round, accepted, st.Published)
+		}
+	}
+}
