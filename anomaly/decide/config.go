@@ -18,7 +18,8 @@ type Config struct {
 	// MinRatePerSec floors every automatic throttle. Default 1.
 	MinRatePerSec float64 `mapstructure:"min_rate_per_sec"`
 	// BurstSeconds sets the burst of a throttle to rate x this many
-	// seconds (at least 1). Default 1.
+	// seconds (at least 1). Default 2, so ordinary bursts of a tenant back at
+	// its normal rate are not refused while the decision lasts.
 	BurstSeconds float64 `mapstructure:"burst_seconds"`
 	// DegradedRatePerSec is the cluster-wide rate of the degraded tier that
 	// a 100% spend cap moves a tenant to. Default 5.
@@ -55,7 +56,7 @@ func DefaultConfig() Config {
 		ThrottleFactor:     2,
 		BaselineWindow:     time.Minute,
 		MinRatePerSec:      1,
-		BurstSeconds:       1,
+		BurstSeconds:       2,
 		DegradedRatePerSec: 5,
 		TTL:                5 * time.Minute,
 		RenewEvery:         time.Minute,

@@ -115,8 +115,8 @@ func TestUsageSpikeThrottleRenewClear(t *testing.T) {
 		return err == nil && d.Action == limiter.ActionThrottle
 	})
 	d, _ := e.pub.Get(ctx, "noisy", limiter.ScopeAll)
-	if d.RatePerSec != 20 || d.Burst != 20 || d.Source != limiter.SourceAnomaly || d.AnomalyID != fire.Fingerprint {
-		t.Fatalf("got %+v, want throttle to 2 x 10/s = 20/s, burst 20, source anomaly, anomaly_id %s", d, fire.Fingerprint)
+	if d.RatePerSec != 20 || d.Burst != 40 || d.Source != limiter.SourceAnomaly || d.AnomalyID != fire.Fingerprint {
+		t.Fatalf("got %+v, want throttle to 2 x 10/s = 20/s, burst 2 s x 20/s = 40, source anomaly, anomaly_id %s", d, fire.Fingerprint)
 	}
 	waitFor(t, "limiter applies it", func() bool { r, _, ok := e.lim.Limit("noisy"); return ok && r == 20 })
 	if _, _, ok := e.lim.Limit("quiet"); ok {
@@ -307,6 +307,9 @@ func TestResolutionSurvivesFullQueue(t *testing.T) {
 	if _, err := e.pub.Get(ctx, "stuck", limiter.ScopeAll); err != nil {
 		t.Fatalf("no throttle published: %v", err)
 	}
+	if got := gauge(t, e.reg, "tenantguard_decisions_active"); got != 1 {
+		t.Fatalf("tenantguard_decisions_active = %v, want 1", got)
+	}
 	other := alert("other", anomaly.MetricUsage, anomaly.StatusFiring, 600)
 	e.eng.Send(ctx, other) // fills the queue
 	res := fire
@@ -320,6 +323,23 @@ func TestResolutionSurvivesFullQueue(t *testing.T) {
 	if got := counter(t, e.reg, "tenantguard_decisions_alerts_dropped_total"); got != 0 {
 		t.Fatalf("tenantguard_decisions_alerts_dropped_total = %v, want 0", got)
 	}
+	// "other" still fires; "stuck" is gone.
+	waitFor(t, "one active decision left", func() bool { return gauge(t, e.reg, "tenantguard_decisions_active") == 1 })
+}
+
+func gauge(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	t.Fatalf("no single-series gauge %s", name)
+	return 0
 }
 
 // A usage alert about one kind (here tokens) throttles the tenant's whole

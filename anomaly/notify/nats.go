@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"time"
 
 	"github.com/nats-io/nats.go"
 
@@ -67,7 +68,9 @@ func (n *NATS) Notify(ctx context.Context, alerts []anomaly.Alert) (Result, erro
 		published++
 	}
 	if published > 0 && n.nc.IsConnected() {
-		if err := n.nc.FlushWithContext(ctx); err != nil {
+		fctx, cancel := context.WithTimeout(ctx, 5*time.Second) // FlushWithContext needs a deadline
+		defer cancel()
+		if err := n.nc.FlushWithContext(fctx); err != nil {
 			// The messages sit in the client buffer and go out on reconnect.
 			errs = append(errs, fmt.Errorf("flush: %w", err))
 		}
