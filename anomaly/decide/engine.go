@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -57,8 +58,9 @@ type Engine struct {
 	now   func() time.Time
 	queue chan anomaly.Alert
 
-	mu     sync.Mutex
-	active map[string]*condition // by decision key
+	mu      sync.Mutex
+	active  map[string]*condition // by decision key
+	activeN atomic.Int64          // len(active), for the gauge: a scrape never waits on mu
 
 	// late holds resolutions the full queue could not take, by
 	// fingerprint: dropping one would renew its throttle forever, since
@@ -125,11 +127,7 @@ func New(cfg Config, deps Deps) (*Engine, error) {
 	e.activeG = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "tenantguard_decisions_active",
 		Help: "Decision keys the engine currently holds and renews.",
-	}, func() float64 {
-		e.mu.Lock()
-		defer e.mu.Unlock()
-		return float64(len(e.active))
-	})
+	}, func() float64 { return float64(e.activeN.Load()) })
 	if deps.Registerer != nil {
 		for _, c := range []prometheus.Collector{e.decisions, e.suppressed, e.failures, e.dropped, e.activeG} {
 			if err := deps.Registerer.Register(c); err != nil {
@@ -238,6 +236,8 @@ func (e *Engine) Handle(ctx context.Context, a anomaly.Alert) error {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	// mu is held across NATS and ClickHouse calls; the gauge reads a copy.
+	defer func() { e.activeN.Store(int64(len(e.active))) }()
 	c := e.active[key]
 	if a.Status == anomaly.StatusResolved {
 		if c == nil {
