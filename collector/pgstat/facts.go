@@ -524,20 +524,25 @@ func walkList(ns []*pg.Node, fn func(*pg.SubLink)) {
 }
 
 func walkReflect(m protoreflect.Message, fn func(*pg.SubLink)) {
+	eachChild(m, func(mm protoreflect.Message) {
+		switch x := mm.Interface().(type) {
+		case *pg.Node:
+			walkExpr(x, fn)
+		case *pg.SubLink:
+			fn(x)
+			walkExpr(x.Testexpr, fn)
+		default:
+			walkReflect(mm, fn)
+		}
+	})
+}
+
+// eachChild calls visit on every message-typed field of m, each element of
+// a repeated one included; maps are skipped.
+func eachChild(m protoreflect.Message, visit func(protoreflect.Message)) {
 	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
 		if fd.Message() == nil || fd.IsMap() {
 			return true
-		}
-		visit := func(mm protoreflect.Message) {
-			switch x := mm.Interface().(type) {
-			case *pg.Node:
-				walkExpr(x, fn)
-			case *pg.SubLink:
-				fn(x)
-				walkExpr(x.Testexpr, fn)
-			default:
-				walkReflect(mm, fn)
-			}
 		}
 		if fd.IsList() {
 			l := v.List()

@@ -67,20 +67,7 @@ func nodeReadsGUC(n *pg.Node, guc string) bool {
 				return
 			}
 		}
-		m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
-			if fd.Message() == nil || fd.IsMap() {
-				return true
-			}
-			if fd.IsList() {
-				l := v.List()
-				for i := 0; i < l.Len(); i++ {
-					visit(l.Get(i).Message())
-				}
-				return true
-			}
-			visit(v.Message())
-			return true
-		})
+		eachChild(m, visit)
 	}
 	visit(n.ProtoReflect())
 	return found
