@@ -152,16 +152,26 @@ func (c *Collector) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("consume %s: %w", event.UsageStream, err)
 	}
+	// The goroutines below end with Run, whatever it returns.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	msgs := make(chan jetstream.Msg, c.cfg.BatchMaxRows)
+	var iterErr error // why the iterator ended; written before msgs is closed
 	go func() {
 		defer close(msgs)
 		for {
 			msg, err := iter.Next()
 			if err != nil {
 				if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+					if iterErr == nil {
+						iterErr = err
+					}
 					return
 				}
+				// A terminal error (consumer or stream deleted) is followed
+				// by ErrMsgIteratorClosed: keep it as the reason.
 				c.log.Warn("pull consumer", "err", err)
+				iterErr = err
 				continue
 			}
 			select {
@@ -174,7 +184,15 @@ func (c *Collector) Run(ctx context.Context) error {
 	go c.watchPending(ctx, cons)
 	c.log.Info("consuming", "stream", event.UsageStream, "durable", c.cfg.Durable)
 	defer iter.Stop()
-	return c.loop(ctx, msgs)
+	if err := c.loop(ctx, msgs); err != nil || ctx.Err() != nil {
+		return err
+	}
+	// The iterator ended by itself: the consumer or the stream was deleted,
+	// or the connection closed. Stopping quietly would leave the daemon up
+	// with nothing ingested; the unfinished batch stays unacked.
+	c.healthy.Store(false)
+	c.m.healthy.Set(0)
+	return fmt.Errorf("consume %s: consumer %s stopped: %w", event.UsageStream, c.cfg.Durable, iterErr)
 }
 
 func (c *Collector) loop(ctx context.Context, msgs <-chan jetstream.Msg) error {

@@ -279,3 +279,37 @@ func TestInsertRetryAfterLostReplyStoresOnce(t *testing.T) {
 		t.Fatalf("observer saw %d events, want 3000", obs.n)
 	}
 }
+
+// TestDeletedConsumerFailsRun: when the durable consumer disappears, Run
+// must fail loudly instead of returning nil and leaving the daemon up with
+// nothing ingested.
+func TestDeletedConsumerFailsRun(t *testing.T) {
+	r := newRig(t, nil)
+	cfg := testConfig()
+	c, err := New(cfg, Deps{JetStream: r.js, Store: r.store, Pricer: r.book,
+		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	publish(t, r.js, "d-", 0, 100, 10)
+	waitRows(t, r.store, 100, 30*time.Second)
+	if err := r.js.DeleteConsumer(ctx, event.UsageStream, cfg.Durable); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("Run returned nil after its consumer was deleted; want an error")
+		}
+		t.Logf("Run: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run still running 30 s after its consumer was deleted")
+	}
+	if c.Healthy() {
+		t.Fatal("Healthy() = true after the consumer stopped")
+	}
+}
