@@ -203,7 +203,7 @@ func demoPricing() pricing.Config {
 		"api_request": "0.0001", "db_query": "0.00002", "ai_tokens": "0.000002",
 		"webhook_call": "0.0005", "compute_seconds": "0.00005", "job_run": "0.001", "storage_bytes": "0.000000001",
 	}
-	c.Plans = map[string]pricing.Plan{"default": {SpendCap: "50", DegradedRate: 5}}
+	c.Plans = map[string]pricing.Plan{"default": {SpendCap: "5000", DegradedRate: 5}}
 	return c
 }
 
