@@ -171,6 +171,9 @@ func (s *Store) DropPartitionsBefore(ctx context.Context, cutoff time.Time) ([]s
 		parts = append(parts, p)
 	}
 	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list partitions: %w", err)
+	}
 	for _, p := range parts {
 		if _, err := strconv.ParseUint(p, 10, 32); err != nil {
 			return nil, fmt.Errorf("unexpected partition id %q", p)
