@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"regexp"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -13,10 +12,6 @@ import (
 	"github.com/tenantguard/tenantguard/anomaly"
 	"github.com/tenantguard/tenantguard/collector/event"
 )
-
-// tenantToken is the wire-format tenant_id rule: it is a single subject
-// token, so it cannot hold dots, wildcards or spaces.
-var tenantToken = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$`)
 
 // HeaderFingerprint and HeaderStatus are set on every NATS alert message.
 const (
@@ -45,7 +40,8 @@ func (n *NATS) Notify(ctx context.Context, alerts []anomaly.Alert) (Result, erro
 	var errs []error
 	published := 0
 	for _, a := range alerts {
-		if !tenantToken.MatchString(a.TenantID) {
+		// A tenant id is a single subject token: no dots, wildcards or spaces.
+		if !event.ValidTenantID(a.TenantID) {
 			res.Failed++
 			errs = append(errs, fmt.Errorf("tenant id %q is not a valid subject token", a.TenantID))
 			continue
