@@ -3,7 +3,8 @@ package pricing
 import (
 	"errors"
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 
 	"github.com/shopspring/decimal"
 
@@ -72,7 +73,7 @@ func (c Config) Validate(kinds func(string) bool) error {
 		errs = append(errs, fmt.Errorf("pricing.default_plan: %q is not in pricing.plans", c.DefaultPlan))
 	}
 	errs = append(errs, validatePrices("pricing.prices", c.Prices, kinds)...)
-	for _, name := range sortedKeys(c.Plans) {
+	for _, name := range slices.Sorted(maps.Keys(c.Plans)) {
 		p := c.Plans[name]
 		errs = append(errs, validatePrices("pricing.plans."+name+".prices", p.Prices, kinds)...)
 		if p.SpendCap != "" {
@@ -84,7 +85,7 @@ func (c Config) Validate(kinds func(string) bool) error {
 			errs = append(errs, fmt.Errorf("pricing.plans.%s.degraded_rate: must be >= 0", name))
 		}
 	}
-	for _, tenant := range sortedKeys(c.Tenants) {
+	for _, tenant := range slices.Sorted(maps.Keys(c.Tenants)) {
 		if !event.ValidTenantID(tenant) {
 			errs = append(errs, fmt.Errorf("pricing.tenants.%s: invalid tenant id", tenant))
 		}
@@ -97,7 +98,7 @@ func (c Config) Validate(kinds func(string) bool) error {
 
 func validatePrices(path string, prices map[string]string, kinds func(string) bool) []error {
 	var errs []error
-	for _, kind := range sortedKeys(prices) {
+	for _, kind := range slices.Sorted(maps.Keys(prices)) {
 		if kinds != nil && !kinds(kind) {
 			errs = append(errs, fmt.Errorf("%s.%s: unknown kind", path, kind))
 		}
@@ -114,15 +115,6 @@ func validatePrices(path string, prices map[string]string, kinds func(string) bo
 		}
 	}
 	return errs
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 // Book prices events. It is immutable and safe for concurrent use.
