@@ -87,9 +87,11 @@ func (c *Collector) add(b *batch, msg jetstream.Msg) {
 		return
 	}
 	b.seen[key] = struct{}{}
-	if md, err := msg.Metadata(); err == nil && md.NumDelivered > 1 {
+	if md, err := msg.Metadata(); err == nil && (md.NumDelivered > 1 || md.Sequence.Stream <= c.verifyUpTo) {
 		b.redeliv = append(b.redeliv, len(b.rows))
-		c.m.redelivered.Inc()
+		if md.NumDelivered > 1 {
+			c.m.redelivered.Inc()
+		}
 	}
 	b.rows = append(b.rows, store.Row{Event: e, Plan: plan, UnitPrice: unit, Cost: cost, PriceVersion: c.pricer.Version()})
 	b.costs = append(b.costs, cost.InexactFloat64())
@@ -104,6 +106,7 @@ func (c *Collector) flush(ctx context.Context, b *batch) error {
 	if len(b.msgs) == 0 {
 		return nil
 	}
+	defer c.keepInProgress(b)()
 	if len(b.dlq) > 0 {
 		if err := c.retry(ctx, "dead-letter", b, func() error { return c.deadLetter(ctx, b.dlq) }); err != nil {
 			return err
@@ -224,11 +227,33 @@ func (c *Collector) deadLetter(ctx context.Context, items []dlqItem) error {
 	return nil
 }
 
-// retry runs fn until it succeeds, backing off between failures and telling
-// JetStream the batch is still in progress so it is not redelivered.
+// keepInProgress tells JetStream every ack_wait/3 that the batch's messages
+// are still being worked on, until stop is called, so a slow insert or a
+// ClickHouse outage does not get them redelivered to another replica.
+func (c *Collector) keepInProgress(b *batch) (stop func()) {
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(c.cfg.AckWait / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				for _, m := range b.msgs {
+					_ = m.InProgress()
+				}
+			}
+		}
+	}()
+	return func() { close(done); <-finished }
+}
+
+// retry runs fn until it succeeds, backing off between failures.
 func (c *Collector) retry(ctx context.Context, what string, b *batch, fn func() error) error {
 	wait := c.cfg.RetryMin
-	lastTouch := time.Now()
 	for attempt := 1; ; attempt++ {
 		err := fn()
 		if err == nil {
@@ -252,11 +277,5 @@ func (c *Collector) retry(ctx context.Context, what string, b *batch, fn func() 
 		case <-time.After(wait + rand.N(wait/4+1)):
 		}
 		wait = min(wait*2, c.cfg.RetryMax)
-		if time.Since(lastTouch) > c.cfg.AckWait/3 {
-			for _, m := range b.msgs {
-				_ = m.InProgress()
-			}
-			lastTouch = time.Now()
-		}
 	}
 }

@@ -52,6 +52,10 @@ type Collector struct {
 	m         *metrics
 
 	healthy atomic.Bool
+	// verifyUpTo is the last stream sequence that may already be stored
+	// although JetStream delivers it for the first time: set when Run had to
+	// create the durable consumer, which then replays the retained stream.
+	verifyUpTo uint64
 }
 
 // Deps are the collector's collaborators.
@@ -134,6 +138,9 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg StreamConfig
 // unfinished batch are left unacked, to be redelivered.
 func (c *Collector) Run(ctx context.Context) error {
 	if err := EnsureStreams(ctx, c.js, c.cfg.Stream); err != nil {
+		return err
+	}
+	if err := c.noteFreshConsumer(ctx); err != nil {
 		return err
 	}
 	cons, err := c.js.CreateOrUpdateConsumer(ctx, event.UsageStream, jetstream.ConsumerConfig{
@@ -244,6 +251,34 @@ func (c *Collector) watchPending(ctx context.Context, cons jetstream.Consumer) {
 			}
 		}
 	}
+}
+
+// noteFreshConsumer handles a durable consumer that does not exist (first
+// start, or deleted by an operator): the new one delivers the whole retained
+// stream, which ClickHouse may already hold, so every message up to the
+// stream's current last sequence is checked against ClickHouse like a
+// redelivery.
+func (c *Collector) noteFreshConsumer(ctx context.Context) error {
+	_, err := c.js.Consumer(ctx, event.UsageStream, c.cfg.Durable)
+	if err == nil {
+		return nil
+	}
+	if !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return fmt.Errorf("look up consumer %s: %w", c.cfg.Durable, err)
+	}
+	s, err := c.js.Stream(ctx, event.UsageStream)
+	if err != nil {
+		return fmt.Errorf("stream %s: %w", event.UsageStream, err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("stream %s: %w", event.UsageStream, err)
+	}
+	c.verifyUpTo = info.State.LastSeq
+	if c.verifyUpTo > 0 {
+		c.log.Info("new consumer: checking the retained stream against ClickHouse before storing", "count", info.State.Msgs)
+	}
+	return nil
 }
 
 // Close releases nothing: Run owns the consumer and stops when its context

@@ -313,3 +313,31 @@ func TestDeletedConsumerFailsRun(t *testing.T) {
 		t.Fatal("Healthy() = true after the consumer stopped")
 	}
 }
+
+// TestDeletedConsumerDoesNotStoreTwice: an operator deletes the durable
+// consumer; the collector's new one replays the retained stream, and none of
+// it is stored again.
+func TestDeletedConsumerDoesNotStoreTwice(t *testing.T) {
+	r := newRig(t, nil)
+	runOnce := func() {
+		c, err := New(testConfig(), Deps{JetStream: r.js, Store: r.store, Pricer: r.book,
+			Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- c.Run(ctx) }()
+		waitRows(t, r.store, 3000, 30*time.Second)
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	publish(t, r.js, "d-", 0, 3000, 30)
+	runOnce()
+	if err := r.js.DeleteConsumer(context.Background(), event.UsageStream, DefaultConfig().Durable); err != nil {
+		t.Fatal(err)
+	}
+	runOnce() // waitRows fails on any duplicate
+}
