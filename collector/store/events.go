@@ -185,13 +185,14 @@ func (s *Store) DropPartitionsBefore(ctx context.Context, cutoff time.Time) ([]s
 	return parts, nil
 }
 
-// DeleteTenant removes every row of tenant from events and usage_1m. It is
-// an asynchronous ClickHouse mutation: rows disappear when it completes.
+// DeleteTenant removes every row of tenant from events, usage_1m, anomalies
+// and decisions. It is an asynchronous ClickHouse mutation per table: rows
+// disappear when it completes (see system.mutations).
 func (s *Store) DeleteTenant(ctx context.Context, tenant string) error {
 	if !event.ValidTenantID(tenant) {
 		return fmt.Errorf("delete tenant: invalid tenant id %q", tenant)
 	}
-	for _, t := range []string{"events", "usage_1m"} {
+	for _, t := range []string{"events", "usage_1m", "anomalies", "decisions"} {
 		if err := s.conn.Exec(ctx, "ALTER TABLE "+s.Table(t)+" DELETE WHERE tenant_id = ?", tenant); err != nil {
 			return fmt.Errorf("delete tenant from %s: %w", t, err)
 		}
