@@ -181,8 +181,14 @@ func runDaemon(ctx context.Context, a *app, started func(d *daemon)) error {
 	metricsMux := http.NewServeMux()
 	gather := append(prometheus.Gatherers{d.reg}, d.gatherers...)
 	metricsMux.Handle("GET /metrics", promhttp.HandlerFor(gather, promhttp.HandlerOpts{Registry: d.reg}))
-	bcfg := cfg.Billing
-	exp, err := billing.New(bcfg, d.store)
+	// The API gets a pool of its own, so slow readers of exports can never
+	// take the connections the collector inserts with.
+	apiStore, err := store.Open(ctx, cfg.ClickHouse)
+	if err != nil {
+		return err
+	}
+	defer apiStore.Close()
+	exp, err := billing.New(cfg.Billing, apiStore)
 	if err != nil {
 		return err
 	}
@@ -195,7 +201,7 @@ func runDaemon(ctx context.Context, a *app, started func(d *daemon)) error {
 			return nil
 		})
 	}
-	apiSrv, err := api.New(cfg.API, api.Deps{DB: d.store, Exporter: exp, Logger: log, Currency: cfg.Pricing.Currency, Ready: ready})
+	apiSrv, err := api.New(cfg.API, api.Deps{DB: apiStore, Exporter: exp, Logger: log, Currency: cfg.Pricing.Currency, Ready: ready})
 	if err != nil {
 		return err
 	}
