@@ -35,7 +35,8 @@ type Pricer interface {
 var _ Pricer = (*pricing.Book)(nil)
 
 // Observer sees each stored event exactly once, after its batch is in
-// ClickHouse. It is on the hot path: it must not block or allocate much.
+// ClickHouse. It is on the hot path: it must not block or allocate much, and
+// it must not keep the pointer, since the batch reuses its events.
 type Observer interface {
 	Observe(e *event.Event, cost float64)
 }
