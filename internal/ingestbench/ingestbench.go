@@ -57,6 +57,7 @@ type Result struct {
 	// CPU seconds spent during the throughput phase, per process.
 	CPUCollector, CPUClickHouse, CPULoadgenNATS float64
 	RawPublishPerSec                            float64
+	RawRoundTrip                                float64 // publish + pull + ack, nothing stored: the NATS share of the pipeline
 	RawInsertPerSec                             float64
 }
 
@@ -108,6 +109,11 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		return nil, err
 	}
 	logf("  %.0f msgs/s", res.RawPublishPerSec)
+	logf("raw JetStream publish + pull consume + ack of %d messages...", cfg.RawN)
+	if res.RawRoundTrip, err = rawRoundTrip(ctx, nc, cfg.RawN, cfg.Tenants); err != nil {
+		return nil, err
+	}
+	logf("  %.0f msgs/s", res.RawRoundTrip)
 	logf("raw ClickHouse batch insert of %d rows...", cfg.RawN)
 	if res.RawInsertPerSec, err = rawInsert(ctx, ch.Addr, cfg.RawN, cfg.Tenants); err != nil {
 		return nil, err
@@ -165,6 +171,7 @@ func (r *Result) Print(w io.Writer) {
 		r.CPUCollector, perEvent(r.CPUCollector), r.CPUClickHouse, perEvent(r.CPUClickHouse), r.CPULoadgenNATS, perEvent(r.CPULoadgenNATS))
 	fmt.Fprintf(w, "raw ceilings, same run:\n")
 	fmt.Fprintf(w, "  JetStream async publish  %10.0f msgs/s   pipeline ratio %.2f\n", r.RawPublishPerSec, r.EventsPerSec/r.RawPublishPerSec)
+	fmt.Fprintf(w, "  JetStream publish+pull+ack %8.0f msgs/s   pipeline ratio %.2f\n", r.RawRoundTrip, r.EventsPerSec/r.RawRoundTrip)
 	fmt.Fprintf(w, "  ClickHouse batch insert  %10.0f rows/s   pipeline ratio %.2f\n", r.RawInsertPerSec, r.EventsPerSec/r.RawInsertPerSec)
 }
 
@@ -216,6 +223,71 @@ func rawPublish(ctx context.Context, nc *nats.Conn, n, tenants int) (float64, er
 	}
 	select {
 	case <-js.PublishAsyncComplete():
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+	return float64(n) / time.Since(start).Seconds(), nil
+}
+
+// rawRoundTrip measures what NATS alone does per event in the pipeline:
+// async publish into a stream while a durable pull consumer reads and acks
+// every message, until the last ack.
+func rawRoundTrip(ctx context.Context, nc *nats.Conn, n, tenants int) (float64, error) {
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096))
+	if err != nil {
+		return 0, err
+	}
+	s, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "RAWRT", Subjects: []string{"rawrt.>"}, Storage: jetstream.FileStorage})
+	if err != nil {
+		return 0, err
+	}
+	defer js.DeleteStream(context.Background(), "RAWRT")
+	_, err = s.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{Durable: "rawrt", AckPolicy: jetstream.AckExplicitPolicy, MaxAckPending: 40000})
+	if err != nil {
+		return 0, err
+	}
+	msgs := encoded(n, tenants, "rt")
+	for _, m := range msgs {
+		m.Subject = "rawrt." + m.Subject
+	}
+	consumer, err := nats.Connect(nc.ConnectedUrl())
+	if err != nil {
+		return 0, err
+	}
+	defer consumer.Close()
+	cjs, _ := jetstream.New(consumer)
+	ccons, err := cjs.Consumer(ctx, "RAWRT", "rawrt")
+	if err != nil {
+		return 0, err
+	}
+	it, err := ccons.Messages(jetstream.PullMaxMessages(20000))
+	if err != nil {
+		return 0, err
+	}
+	defer it.Stop()
+	done := make(chan error, 1)
+	start := time.Now()
+	go func() {
+		for i := 0; i < n; i++ {
+			m, err := it.Next()
+			if err != nil {
+				done <- err
+				return
+			}
+			_ = m.Ack()
+		}
+		done <- consumer.Flush()
+	}()
+	for _, m := range msgs {
+		if _, err := js.PublishMsgAsync(m); err != nil {
+			return 0, err
+		}
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			return 0, err
+		}
 	case <-ctx.Done():
 		return 0, ctx.Err()
 	}
