@@ -42,6 +42,19 @@ type Config struct {
 	// ShutdownTimeout bounds graceful shutdown; streams still running then
 	// are cut. Default 10s.
 	ShutdownTimeout time.Duration `mapstructure:"shutdown_timeout"`
+	// MaxConcurrentExports caps the streamed exports (billing export and raw
+	// events) running at once over all callers; one more is answered 429
+	// with Retry-After. Each running export holds a ClickHouse connection,
+	// so keep it below the API pool's clickhouse max_open_conns. Default 4.
+	MaxConcurrentExports int `mapstructure:"max_concurrent_exports"`
+	// MaxConcurrentExportsPerToken caps the streamed exports one token runs
+	// at once, so one tenant cannot take every export slot. At most
+	// MaxConcurrentExports. Default 2.
+	MaxConcurrentExportsPerToken int `mapstructure:"max_concurrent_exports_per_token"`
+	// ExportWriteTimeout bounds each write of a streamed export to the
+	// client: a client that stops reading for this long is cut off and its
+	// export slot and ClickHouse connection released. Default 30s.
+	ExportWriteTimeout time.Duration `mapstructure:"export_write_timeout"`
 }
 
 // DefaultConfig returns the defaults documented on Config.
@@ -53,6 +66,10 @@ func DefaultConfig() Config {
 		DefaultPageSize: 100,
 		QueryTimeout:    30 * time.Second,
 		ShutdownTimeout: 10 * time.Second,
+
+		MaxConcurrentExports:         4,
+		MaxConcurrentExportsPerToken: 2,
+		ExportWriteTimeout:           30 * time.Second,
 	}
 }
 
@@ -97,6 +114,15 @@ func (c Config) Validate() error {
 	}
 	if c.ShutdownTimeout <= 0 {
 		errs = append(errs, errors.New("api.shutdown_timeout: must be > 0"))
+	}
+	if c.MaxConcurrentExports < 1 {
+		errs = append(errs, errors.New("api.max_concurrent_exports: must be >= 1"))
+	}
+	if c.MaxConcurrentExportsPerToken < 1 || c.MaxConcurrentExportsPerToken > max(c.MaxConcurrentExports, 1) {
+		errs = append(errs, errors.New("api.max_concurrent_exports_per_token: must be 1 to api.max_concurrent_exports"))
+	}
+	if c.ExportWriteTimeout <= 0 {
+		errs = append(errs, errors.New("api.export_write_timeout: must be > 0"))
 	}
 	return errors.Join(errs...)
 }

@@ -18,6 +18,12 @@
 // {"error": ...}); tenant ids and every other user value reach ClickHouse only
 // as bound ? parameters.
 //
+// The streamed exports are bounded: at most Config.MaxConcurrentExports run
+// at once (Config.MaxConcurrentExportsPerToken per token), one more gets 429
+// with Retry-After; each write to the client has a deadline of
+// Config.ExportWriteTimeout, so a client that stops reading is cut off and
+// its ClickHouse connection released.
+//
 // Lifecycle: New binds the listener, Run serves until its context ends and
 // then shuts down gracefully, Close stops at once and is idempotent.
 // The endpoints are documented in docs/api.md.

@@ -1,9 +1,11 @@
 package api
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
 	"time"
 
 	"github.com/tenantguard/tenantguard/exporter/billing"
@@ -12,35 +14,67 @@ import (
 // streamWriter sends every write to the client at once: the exporter writes
 // through its own 64 KiB buffer, so the response leaves in 64 KiB chunks and
 // neither side holds the whole export.
+//
+// Each write gets a deadline of timeout: a client that stops reading gets a
+// write error after timeout instead of blocking the export (and its
+// ClickHouse connection) forever. The first failed write cancels the
+// export's context, so the ClickHouse query is cancelled rather than drained.
 type streamWriter struct {
 	w       http.ResponseWriter
 	rc      *http.ResponseController
+	timeout time.Duration
+	cancel  context.CancelFunc
 	n       int64
 	flushes int
+	err     error // the first write error
 }
 
-func newStreamWriter(w http.ResponseWriter) *streamWriter {
-	return &streamWriter{w: w, rc: http.NewResponseController(w)}
+func newStreamWriter(w http.ResponseWriter, timeout time.Duration, cancel context.CancelFunc) *streamWriter {
+	return &streamWriter{w: w, rc: http.NewResponseController(w), timeout: timeout, cancel: cancel}
 }
 
 func (s *streamWriter) Write(p []byte) (int, error) {
+	if s.err != nil {
+		return 0, s.err
+	}
+	s.setDeadline()
 	n, err := s.w.Write(p)
 	s.n += int64(n)
-	if err != nil {
-		return n, err
+	if err == nil {
+		if err = s.rc.Flush(); errors.Is(err, http.ErrNotSupported) {
+			err = nil
+		}
 	}
-	if err := s.rc.Flush(); err != nil && !errors.Is(err, http.ErrNotSupported) {
+	if err != nil {
+		s.err = err
+		s.cancel()
 		return n, err
 	}
 	s.flushes++
 	return n, nil
 }
 
-// fail ends a stream that broke: before the first byte it can still answer
-// 500; after, the only honest signal is to abort the connection, so the
-// client sees a truncated transfer rather than a short but valid-looking file.
+// setDeadline bounds the next write, and after the last one the server's
+// final flush of the response; net/http clears it before the connection
+// serves its next request.
+func (s *streamWriter) setDeadline() {
+	_ = s.rc.SetWriteDeadline(time.Now().Add(s.timeout)) // ErrNotSupported: not a net/http server connection
+}
+
+// streamFailed ends a stream that broke. A failed write to the client (it
+// went away, or stopped reading past ExportWriteTimeout) aborts the
+// connection. Otherwise, before the first byte it can still answer 500;
+// after, the only honest signal is to abort the connection, so the client
+// sees a truncated transfer rather than a short but valid-looking file.
 func (s *Server) streamFailed(sw *streamWriter, w http.ResponseWriter, r *http.Request, err error) {
-	if r.Context().Err() != nil {
+	switch {
+	case sw.err != nil:
+		if errors.Is(sw.err, os.ErrDeadlineExceeded) {
+			s.log.Warn("export cut: the client stopped reading", "path", r.URL.Path, "count", sw.n,
+				"duration", s.cfg.ExportWriteTimeout)
+		}
+		panic(http.ErrAbortHandler)
+	case r.Context().Err() != nil:
 		return // the client went away
 	}
 	s.log.Error("export failed", "path", r.URL.Path, "count", sw.n, "err", err)
@@ -64,7 +98,7 @@ func stamp(t time.Time) string { return t.UTC().Format("20060102T150405Z") }
 
 // billingExport: GET /api/v1/billing/export?from&to[&tenant]&format=csv|json
 // (admin, billing). json is NDJSON (application/x-ndjson).
-func (s *Server) billingExport(w http.ResponseWriter, r *http.Request, _ principal, _ string) {
+func (s *Server) billingExport(w http.ResponseWriter, r *http.Request, caller principal, _ string) {
 	p := parseParams(r.URL.RawQuery)
 	from, to := p.timeRange(s.cfg.MaxRange)
 	tenant := p.tenant("tenant")
@@ -73,6 +107,10 @@ func (s *Server) billingExport(w http.ResponseWriter, r *http.Request, _ princip
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
+	if !s.startExport(w, r, caller) {
+		return
+	}
+	defer s.exports.release(caller.name)
 	name := "billing-" + stamp(from) + "-" + stamp(to)
 	if tenant != "" {
 		name += "-" + tenant
@@ -82,8 +120,10 @@ func (s *Server) billingExport(w http.ResponseWriter, r *http.Request, _ princip
 	} else {
 		setStreamHeaders(w, "application/x-ndjson", name+".ndjson")
 	}
-	sw := newStreamWriter(w)
-	sum, err := s.exp.Billing(r.Context(), sw, billing.Request{From: from, To: to, Tenant: tenant, Format: billing.Format(format)})
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	sw := newStreamWriter(w, s.cfg.ExportWriteTimeout, cancel)
+	sum, err := s.exp.Billing(ctx, sw, billing.Request{From: from, To: to, Tenant: tenant, Format: billing.Format(format)})
 	if err != nil {
 		if errors.Is(err, billing.ErrInvalid) && sw.n == 0 {
 			writeError(w, http.StatusBadRequest, err.Error())
@@ -92,12 +132,13 @@ func (s *Server) billingExport(w http.ResponseWriter, r *http.Request, _ princip
 		s.streamFailed(sw, w, r, fmt.Errorf("billing export: %w", err))
 		return
 	}
+	sw.setDeadline()
 	s.log.Info("billing export", "tenant", tenant, "count", sum.Lines, "events", sum.Events)
 }
 
 // events: GET /api/v1/tenants/{tenant_id}/events?from&to&format=ndjson|csv
 // (admin, the tenant itself): raw events in wire format v1, streamed.
-func (s *Server) events(w http.ResponseWriter, r *http.Request, _ principal, tenant string) {
+func (s *Server) events(w http.ResponseWriter, r *http.Request, caller principal, tenant string) {
 	p := parseParams(r.URL.RawQuery)
 	from, to := p.timeRange(s.cfg.MaxRange)
 	format := p.enum("format", "ndjson", "ndjson", "json", "csv") // json: an alias of ndjson
@@ -105,14 +146,20 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request, _ principal, ten
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
+	if !s.startExport(w, r, caller) {
+		return
+	}
+	defer s.exports.release(caller.name)
 	name := "events-" + tenant + "-" + stamp(from) + "-" + stamp(to)
 	if format == "csv" {
 		setStreamHeaders(w, "text/csv; charset=utf-8", name+".csv")
 	} else {
 		setStreamHeaders(w, "application/x-ndjson", name+".ndjson")
 	}
-	sw := newStreamWriter(w)
-	n, err := s.exp.Events(r.Context(), sw, billing.EventsRequest{Tenant: tenant, From: from, To: to, Format: billing.Format(format)})
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	sw := newStreamWriter(w, s.cfg.ExportWriteTimeout, cancel)
+	n, err := s.exp.Events(ctx, sw, billing.EventsRequest{Tenant: tenant, From: from, To: to, Format: billing.Format(format)})
 	if err != nil {
 		if errors.Is(err, billing.ErrInvalid) && sw.n == 0 {
 			writeError(w, http.StatusBadRequest, err.Error())
@@ -121,5 +168,6 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request, _ principal, ten
 		s.streamFailed(sw, w, r, fmt.Errorf("events export: %w", err))
 		return
 	}
+	sw.setDeadline()
 	s.log.Info("events export", "tenant", tenant, "count", n)
 }

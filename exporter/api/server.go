@@ -59,6 +59,7 @@ type Server struct {
 	ready     []func(context.Context) error
 	currency  string
 	auth      *authenticator
+	exports   *exportSlots
 	ln        net.Listener
 	srv       *http.Server
 	handler   http.Handler
@@ -80,7 +81,8 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, db: deps.DB, exp: deps.Exporter, log: deps.Logger, ready: deps.Ready, auth: auth}
+	s := &Server{cfg: cfg, db: deps.DB, exp: deps.Exporter, log: deps.Logger, ready: deps.Ready, auth: auth,
+		exports: newExportSlots(cfg.MaxConcurrentExports, cfg.MaxConcurrentExportsPerToken)}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -102,7 +104,8 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
-		// No WriteTimeout: exports stream for as long as the client reads.
+		// No WriteTimeout: exports stream for as long as the client reads;
+		// each of their writes has its own deadline (ExportWriteTimeout).
 	}
 	return s, nil
 }
