@@ -178,7 +178,11 @@ func (d *Detector) observe(e *event.Event, cost float64) bool {
 	m := int32(floorDiv64(sec, 60))
 	sh := d.shard(e.TenantID)
 	sh.mu.Lock()
-	t := d.tenantLocked(sh, e.TenantID, m)
+	t := sh.tenants[e.TenantID]
+	if t == nil {
+		t = d.tenantLocked(sh, e.TenantID, m)
+		t.partial = sec > int64(m)*60 // created mid-minute: its first window is partial
+	}
 	t.sp.add(sec, cost)
 	i, ok := t.slot(m)
 	if !ok {

@@ -4,8 +4,8 @@ import "math"
 
 // series is the state of one detector on one tenant (44 bytes). Every
 // detector shares this state machine: an evidence test per window, k
-// anomalous windows in a row to fire, a quiet period of smoothed-ratio
-// windows below the resolve ratio to resolve, then a cool-down.
+// anomalous windows in a row to fire, a quiet period of windows in a row
+// each below the resolve ratio to resolve, then a cool-down.
 type series struct {
 	level    float32 // baseline: deseasonalized mean per window (counts) or mean ln value (latency)
 	disp     float32 // dispersion var/mean (counts) or variance of ln (latency)
@@ -42,7 +42,7 @@ type countParams struct {
 	h          float64 // CUSUM threshold
 	fastH      float64 // single-window threshold of the fast path; 0: off
 	winRatio   float64 // a window of a run must be at least this x baseline
-	resolve    float64 // smoothed ratio below which a firing window is quiet
+	resolve    float64 // window ratio below which a firing window is quiet
 	k          uint8
 	quiet      uint8
 	cooldown   uint8
@@ -134,14 +134,24 @@ func (s *series) stepCount(x, mu, unit float64, eligible bool, m int32, p *count
 		mu = 1e-9
 	}
 	if s.firing {
+		// The smoothed ratio only serves max_episode (the level adopted
+		// when a long episode becomes the new normal).
 		if s.segExp == 0 {
 			s.segObs, s.segExp = float32(x), float32(mu)
 		} else {
 			s.segObs += 0.3 * (float32(x) - s.segObs)
 			s.segExp += 0.3 * (float32(mu) - s.segExp)
 		}
-		if float64(s.segObs) < p.resolve*float64(s.segExp) {
-			s.quiet++
+		// Quiet is judged on the window's own ratio, not a smoothed one:
+		// once the rate is back, the quiet run starts with the first window
+		// after the spike, and the episode resolves quiet_period later
+		// (a smoothing would add its decay time, 3-10 windows after a 3-20x
+		// spike). Hysteresis: the whole run must stay below p.resolve, so a
+		// spike that dips for one window does not resolve.
+		if x < p.resolve*mu {
+			if s.quiet < 255 {
+				s.quiet++
+			}
 		} else {
 			s.quiet = 0
 		}

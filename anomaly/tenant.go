@@ -37,13 +37,20 @@ type tenant struct {
 	lastSeen   int32 // last minute with an event
 	cntLevel   float32
 	cntN       uint16
-	kinds      []kindState
-	integ      *[]integState // nil until the tenant has an integration
-	prof       profile
-	latS       series
-	errS       series
-	costS      series
-	sp         spendState
+	// partial: the tenant was created by a live event, so its first window
+	// holds only the part of the minute after that event (a daemon that
+	// starts at :40 sees 20 s of it). It is discarded, not learned: a
+	// third of a window among the first warm-up windows would set the
+	// level ~20% low and the dispersion far too high, and an episode
+	// judged against that level could not resolve.
+	partial bool
+	kinds   []kindState
+	integ   *[]integState // nil until the tenant has an integration
+	prof    profile
+	latS    series
+	errS    series
+	costS   series
+	sp      spendState
 }
 
 func newTenant(id string, pp *planParams, m, closed int32) *tenant {
@@ -124,6 +131,11 @@ func (d *Detector) closeMinute(t *tenant, m int32, out *[]Alert) {
 			t.lat[i].reset()
 		}
 		t.count[i], t.errs[i], t.latN[i], t.cost[i] = 0, 0, 0, 0
+	}
+	if t.partial {
+		t.partial = false
+		t.discard(i)
+		return
 	}
 
 	// Seasonal profile: fold finished hours, switch mode when history allows.
@@ -290,6 +302,17 @@ func (d *Detector) stepErrors(t *tenant, s *series, integ string, errs, cnt, cnt
 	}
 	if s.calm() {
 		s.learnCount(errs, math.Max(cnt*p0, 1e-9), idx, 1, &pp.errs)
+	}
+}
+
+// discard drops what the kinds and integrations hold in slot i.
+func (t *tenant) discard(i int) {
+	for k := range t.kinds {
+		t.kinds[k].cnt[i], t.kinds[k].qty[i] = 0, 0
+	}
+	integ := t.integrations()
+	for g := range integ {
+		integ[g].cnt[i], integ[g].errs[i] = 0, 0
 	}
 }
 

@@ -30,10 +30,21 @@ type Report struct {
 	FalseAlertsLow          int // same, tenants < 120/h
 	ShiftAlerts             int // false alerts within 48 h after a +30% shift
 	WeekendAlerts           int // false alerts on Sat, Sun or Monday morning
-	ByMetric                map[string]int
-	False                   []anomaly.Episode // the false alerts, tenants >= 120/h
-	Elapsed                 time.Duration
-	Rows                    int
+	// Resolution of 3x spikes >= 30 min (tenants >= 120/h) that were hit:
+	// minutes from the spike's end to the episode's ends_at (the start of
+	// its quiet run; the resolve is sent quiet_period later), per metric.
+	UsageClear, CostClear Quantiles
+	StillFiring           int // usage or cost episodes of those spikes still firing 2 h after the spike
+	// Usage or cost episodes of those spikes resolved (ends_at +
+	// quiet_period) before the spike ended: the detector let go of a spike
+	// that was still running (Evaluate only; Score does not know the
+	// quiet period and counts ends_at before the end).
+	MidSpikeResolves int
+	Refires          int // usage or cost episodes of those spikes after the first, per metric
+	ByMetric         map[string]int
+	False            []anomaly.Episode // the false alerts, tenants >= 120/h
+	Elapsed          time.Duration
+	Rows             int
 }
 
 // Recall on 3x spikes >= 30 minutes.
@@ -51,6 +62,25 @@ func (r *Report) FalsePerTenantDay() float64 {
 		return 0
 	}
 	return float64(r.FalseAlerts) / r.TenantDays
+}
+
+// Quantiles summarizes a sample of minutes.
+type Quantiles struct {
+	N                int
+	Median, P90, Max float64
+}
+
+func quantiles(xs []float64) Quantiles {
+	if len(xs) == 0 {
+		return Quantiles{}
+	}
+	sort.Float64s(xs)
+	n := len(xs)
+	q := Quantiles{N: n, Median: xs[n/2], P90: xs[n*9/10], Max: xs[n-1]}
+	if n%2 == 0 {
+		q.Median = (xs[n/2-1] + xs[n/2]) / 2
+	}
+	return q
 }
 
 func ratio(a, b int) float64 {
@@ -72,13 +102,16 @@ func Evaluate(gen Config, cfg anomaly.Config) (*Report, []anomaly.Episode, error
 	rows := 0
 	tr := Generate(gen, func(r *anomaly.Rollup) { rows++; rp.Rollup(r) })
 	eps := rp.Finish(30 * time.Minute)
-	rep := Score(tr, eps)
+	rep := score(tr, eps, cfg.QuietPeriod)
 	rep.Elapsed, rep.Rows = time.Since(start), rows
 	return rep, eps, nil
 }
 
 // Score matches episodes to injections.
-func Score(tr *Truth, eps []anomaly.Episode) *Report {
+func Score(tr *Truth, eps []anomaly.Episode) *Report { return score(tr, eps, 0) }
+
+// score is Score with the detector's quiet period, for MidSpikeResolves.
+func score(tr *Truth, eps []anomaly.Episode, quiet time.Duration) *Report {
 	cfg := tr.Config
 	from := cfg.Start.Add(time.Duration(cfg.WarmupDays) * 24 * time.Hour)
 	to := cfg.Start.Add(time.Duration(cfg.Days) * 24 * time.Hour)
@@ -105,6 +138,7 @@ func Score(tr *Truth, eps []anomaly.Episode) *Report {
 		InjErrors:  {anomaly.MetricErrorRate},
 	}
 	var delays []float64
+	clear := map[string][]float64{}
 	for _, in := range tr.Injections {
 		if in.Type == InjShift {
 			continue
@@ -153,6 +187,7 @@ func Score(tr *Truth, eps []anomaly.Episode) *Report {
 				rep.Spikes30Hit += b2i(hit)
 				if hit {
 					delays = append(delays, first.Sub(in.Start).Minutes())
+					rep.scoreResolve(eps, byTenant[in.Tenant], in, to, quiet, clear)
 				}
 			default:
 				rep.Spikes15++
@@ -201,6 +236,8 @@ func Score(tr *Truth, eps []anomaly.Episode) *Report {
 			}
 		}
 	}
+	rep.UsageClear = quantiles(clear[anomaly.MetricUsage])
+	rep.CostClear = quantiles(clear[anomaly.MetricCost])
 	sort.Float64s(delays)
 	if n := len(delays); n > 0 {
 		rep.MedianDelay = delays[n/2]
@@ -210,6 +247,43 @@ func Score(tr *Truth, eps []anomaly.Episode) *Report {
 		rep.P90Delay = delays[n*9/10]
 	}
 	return rep
+}
+
+// scoreResolve looks at the usage and cost episodes of a hit spike in:
+// for each metric, how long after the spike's end the last one's quiet run
+// started (its ends_at), how many resolved while the spike still ran and
+// how many fired again.
+func (r *Report) scoreResolve(eps []anomaly.Episode, idxs []int, in Injection, to time.Time, quiet time.Duration, clear map[string][]float64) {
+	for _, metric := range []string{anomaly.MetricUsage, anomaly.MetricCost} {
+		var last *anomaly.Episode
+		n := 0
+		for _, i := range idxs {
+			e := &eps[i]
+			if e.Metric != metric || e.DetectedAt.Before(in.Start) || !e.StartsAt.Before(in.End.Add(10*time.Minute)) {
+				continue
+			}
+			if e.EndsAt != nil && !e.EndsAt.After(in.Start) {
+				continue
+			}
+			n++
+			if e.EndsAt != nil && e.EndsAt.Add(quiet).Before(in.End) {
+				r.MidSpikeResolves++
+			}
+			if last == nil || e.StartsAt.After(last.StartsAt) {
+				last = e
+			}
+		}
+		if n > 1 {
+			r.Refires += n - 1
+		}
+		switch {
+		case last == nil:
+		case last.EndsAt == nil && in.End.Add(2*time.Hour).Before(to):
+			r.StillFiring++
+		case last.EndsAt != nil:
+			clear[metric] = append(clear[metric], last.EndsAt.Sub(in.End).Minutes())
+		}
+	}
 }
 
 func tenantByID(tr *Truth, id string) *Tenant {
@@ -258,6 +332,9 @@ func (r *Report) Print(w io.Writer) {
 	fmt.Fprintf(w, "detection delay, 1-min windows:     median %.1f, p90 %.1f  goal median <= 2  %s\n", r.MedianDelay, r.P90Delay, ok(r.MedianDelay <= 2))
 	fmt.Fprintf(w, "recall, P95 doubling (>= 50/window): %.3f (%d/%d)  goal >= 0.95  %s\n", ratio(r.LatHit, r.LatDoubling), r.LatHit, r.LatDoubling, ok(r.LatRecall() >= 0.95))
 	fmt.Fprintf(w, "recall, error-rate bursts to 10%%:    %.3f (%d/%d)  (no goal)\n", ratio(r.ErrHit, r.ErrBursts), r.ErrHit, r.ErrBursts)
+	fmt.Fprintf(w, "clear after 3x spike ends (ends_at - end, min): usage median %.1f p90 %.1f max %.0f (n %d), cost median %.1f p90 %.1f max %.0f (n %d); resolve sent quiet_period later\n",
+		r.UsageClear.Median, r.UsageClear.P90, r.UsageClear.Max, r.UsageClear.N, r.CostClear.Median, r.CostClear.P90, r.CostClear.Max, r.CostClear.N)
+	fmt.Fprintf(w, "usage/cost episodes of those spikes: resolved mid-spike %d, fired again %d, still firing 2 h after %d\n", r.MidSpikeResolves, r.Refires, r.StillFiring)
 	keys := make([]string, 0, len(r.ByMetric))
 	for k := range r.ByMetric {
 		keys = append(keys, k)
