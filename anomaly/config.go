@@ -23,8 +23,10 @@ type Config struct {
 	// KWindows is how many evaluation windows in a row must be anomalous
 	// before an alert fires. Default 2.
 	KWindows int `mapstructure:"k_windows"`
-	// QuietPeriod is how long the condition must stay clear (smoothed
-	// ratio below the resolve ratio) before an alert resolves. Default 5m.
+	// QuietPeriod is how long the condition must stay clear (every window
+	// in a row below the resolve ratio) before an alert resolves: an
+	// episode resolves about quiet_period + 1 window after the rate is back.
+	// Default 5m.
 	QuietPeriod time.Duration `mapstructure:"quiet_period"`
 	// Cooldown is how long after a resolve no new episode may start on the
 	// same series. Default 10m.
@@ -36,9 +38,9 @@ type Config struct {
 	// observed/baseline >= factor*ratio_fraction (2.1 for the default 3x).
 	// Default 0.7.
 	RatioFraction float64 `mapstructure:"ratio_fraction"`
-	// ResolveRatio: while firing, a window is quiet when the smoothed
-	// observed/baseline is below 1 + (factor*ratio_fraction-1)*resolve_ratio.
-	// Default 0.5.
+	// ResolveRatio: while firing, a window is quiet when its own
+	// observed/baseline is below 1 + (factor*ratio_fraction-1)*resolve_ratio
+	// (1.55 for 3x). Default 0.5.
 	ResolveRatio float64 `mapstructure:"resolve_ratio"`
 	// MaxEpisode: an episode firing this long is taken as the new normal:
 	// it resolves and the baseline adopts the current level. Default 12h.

@@ -181,7 +181,8 @@ func (d *Detector) observe(e *event.Event, cost float64) bool {
 	t := sh.tenants[e.TenantID]
 	if t == nil {
 		t = d.tenantLocked(sh, e.TenantID, m)
-		t.partial = sec > int64(m)*60 // created mid-minute: its first window is partial
+		// Created mid-minute into an open window: that window is partial.
+		t.partial = sec > int64(m)*60 && m > t.lastClosed
 	}
 	t.sp.add(sec, cost)
 	i, ok := t.slot(m)

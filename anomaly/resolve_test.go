@@ -383,3 +383,39 @@ func TestResolveDemo(t *testing.T) {
 		}
 	}
 }
+
+// TestPartialFirstWindowDiscarded: a tenant first seen mid-minute (a daemon
+// or demo that starts at :40) must not learn from that partial window; one
+// first seen at :00 learns from it. Steady 10 events/s, demo warm-up.
+func TestPartialFirstWindowDiscarded(t *testing.T) {
+	for _, tc := range []struct {
+		startSec int
+		learned  uint16 // windows learned after 3 closed minutes
+	}{{40, 2}, {0, 3}} {
+		d, err := New(demoConfig(), &clockSink{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		e := event.Event{TenantID: "fresh", Kind: "api_request", Quantity: 1}
+		from := t0.Add(time.Duration(tc.startSec) * time.Second)
+		end := t0.Add(3 * time.Minute)
+		for sec := from; sec.Before(end); sec = sec.Add(100 * time.Millisecond) {
+			e.Time = sec
+			d.Observe(&e, 0.001)
+			if now := sec.Add(100 * time.Millisecond); now.Unix()%10 == 0 && now.Nanosecond() == 0 {
+				d.Advance(context.Background(), now)
+			}
+		}
+		d.Advance(context.Background(), end.Add(d.cfg.Lateness))
+		tn := d.shard("fresh").tenants["fresh"]
+		ks := tn.kinds[0].s
+		t.Logf("first event at :%02d: %d windows learned, level %.1f/min, dispersion %.2f", tc.startSec, tn.cntN, ks.level, ks.disp)
+		if tn.cntN != tc.learned {
+			t.Errorf("first event at :%02d: %d windows learned, want %d", tc.startSec, tn.cntN, tc.learned)
+		}
+		if math.Abs(float64(ks.level)-600) > 1 || math.Abs(float64(tn.cntLevel)-600) > 1 || math.Abs(float64(tn.costS.level)-0.6) > 0.001 {
+			t.Errorf("first event at :%02d: levels %.1f (kind), %.1f (tenant), %.4f (cost), want 600, 600, 0.6",
+				tc.startSec, ks.level, tn.cntLevel, tn.costS.level)
+		}
+	}
+}
