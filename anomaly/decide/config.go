@@ -35,6 +35,18 @@ type Config struct {
 	// QueueSize bounds the alerts waiting for the engine; Send drops and
 	// counts alerts beyond it. Default 1024.
 	QueueSize int `mapstructure:"queue_size"`
+	// KVTimeout bounds each write of a decision to the KV bucket (put or
+	// delete), so an unreachable NATS costs the engine this long per call,
+	// not forever; a sweep of expired decisions gets 10 times as long.
+	// Default 2s.
+	KVTimeout time.Duration `mapstructure:"kv_timeout"`
+	// AuditQueueSize bounds the decisions waiting to be written to the
+	// ClickHouse audit trail; beyond it they are dropped and counted in
+	// tenantguard_decisions_audit_dropped_total. Default 4096.
+	AuditQueueSize int `mapstructure:"audit_queue_size"`
+	// AuditTimeout bounds each insert into the audit trail; a failed insert
+	// is retried with backoff. Default 5s.
+	AuditTimeout time.Duration `mapstructure:"audit_timeout"`
 	// Plans override the policy per plan (the alert's "plan" label).
 	// Default empty.
 	Plans map[string]Policy `mapstructure:"plans"`
@@ -62,6 +74,9 @@ func DefaultConfig() Config {
 		RenewEvery:         time.Minute,
 		SweepEvery:         5 * time.Minute,
 		QueueSize:          1024,
+		KVTimeout:          2 * time.Second,
+		AuditQueueSize:     4096,
+		AuditTimeout:       5 * time.Second,
 	}
 }
 
@@ -96,6 +111,15 @@ func (c Config) Validate() error {
 	}
 	if c.QueueSize <= 0 {
 		bad("queue_size", "must be > 0")
+	}
+	if c.KVTimeout <= 0 {
+		bad("kv_timeout", "must be > 0")
+	}
+	if c.AuditQueueSize <= 0 {
+		bad("audit_queue_size", "must be > 0")
+	}
+	if c.AuditTimeout <= 0 {
+		bad("audit_timeout", "must be > 0")
 	}
 	for name, p := range c.Plans {
 		if p.ThrottleFactor < 0 || math.IsNaN(p.ThrottleFactor) || math.IsInf(p.ThrottleFactor, 0) {

@@ -16,6 +16,13 @@
 // (limiter.ErrManualOverride), the engine counts it as suppressed and
 // retries at the next renewal, so it takes over once the manual one expires.
 //
-// Lifecycle: New(cfg, deps), Run(ctx) (renewals and sweeps; returns nil on
-// cancel), Close (idempotent).
+// Neither NATS nor ClickHouse can stall the engine: each KV write is bounded
+// by kv_timeout and none happens under the state lock; the audit trail is
+// written by its own goroutine from a bounded queue (audit_queue_size,
+// overflow dropped and counted in tenantguard_decisions_audit_dropped_total),
+// failed inserts retried with backoff.
+//
+// Lifecycle: New(cfg, deps), Run(ctx) (alerts, renewals, the audit writer and
+// sweeps; returns nil on cancel, after one last audit attempt bounded by
+// audit_timeout), Close (idempotent).
 package decide

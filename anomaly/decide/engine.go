@@ -57,7 +57,16 @@ type Engine struct {
 	log   *slog.Logger
 	now   func() time.Time
 	queue chan anomaly.Alert
+	audit *auditor // nil without a Recorder
 
+	// opMu orders the operations (Handle, Renew), so a clear never
+	// overtakes a put of the same key. It is held across their KV calls,
+	// each bounded by cfg.KVTimeout; nothing else takes it: Send, Active,
+	// the metrics and the audit writer never wait on I/O.
+	opMu sync.Mutex
+
+	// mu guards active and the conditions' fields; it is never held across
+	// I/O.
 	mu      sync.Mutex
 	active  map[string]*condition // by decision key
 	activeN atomic.Int64          // len(active), for the gauge: a scrape never waits on mu
@@ -73,6 +82,8 @@ type Engine struct {
 	failures   *prometheus.CounterVec
 	dropped    prometheus.Counter
 	activeG    prometheus.GaugeFunc
+	auditDrop  prometheus.Counter
+	auditG     prometheus.GaugeFunc
 
 	closeOnce sync.Once
 	closed    chan struct{}
@@ -128,8 +139,26 @@ func New(cfg Config, deps Deps) (*Engine, error) {
 		Name: "tenantguard_decisions_active",
 		Help: "Decision keys the engine currently holds and renews.",
 	}, func() float64 { return float64(e.activeN.Load()) })
+	e.auditDrop = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "tenantguard_decisions_audit_dropped_total",
+		Help: "Decisions never written to the ClickHouse audit trail: its queue was full, or they were still unwritten at shutdown.",
+	})
+	e.auditG = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "tenantguard_decisions_audit_pending",
+		Help: "Decisions waiting to be written to the ClickHouse audit trail.",
+	}, func() float64 {
+		if e.audit == nil {
+			return 0
+		}
+		return float64(e.audit.pending())
+	})
+	if deps.Recorder != nil {
+		e.audit = newAuditor(deps.Recorder, cfg.AuditQueueSize, cfg.AuditTimeout, e.log, e.auditDrop,
+			e.failures.WithLabelValues("record"))
+	}
 	if deps.Registerer != nil {
-		for _, c := range []prometheus.Collector{e.decisions, e.suppressed, e.failures, e.dropped, e.activeG} {
+		for _, c := range []prometheus.Collector{e.decisions, e.suppressed, e.failures, e.dropped, e.activeG,
+			e.auditDrop, e.auditG} {
 			if err := deps.Registerer.Register(c); err != nil {
 				return nil, fmt.Errorf("register metrics: %w", err)
 			}
@@ -173,13 +202,28 @@ func (e *Engine) handleLate(ctx context.Context) {
 	}
 }
 
-// Run handles queued alerts, renews live decisions and sweeps expired ones
-// until ctx ends or Close; it returns nil then.
+// Run handles queued alerts and renews live decisions until ctx ends or
+// Close; it returns nil then. Beside it run the audit writer (which gets one
+// last attempt, bounded by cfg.AuditTimeout, to write what is pending when
+// Run ends) and the sweep of expired decisions, so neither ClickHouse nor a
+// long sweep delays an alert.
 func (e *Engine) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	if e.audit != nil {
+		// The writer's context ends only in stopAudit, after the deadline
+		// of its last attempt is set.
+		actx, acancel := context.WithCancel(context.WithoutCancel(ctx))
+		go e.audit.run(actx)
+		defer e.stopAudit(acancel)
+	}
+	if s, ok := e.deps.Publisher.(Sweeper); ok {
+		wg.Go(func() { e.sweepLoop(ctx, s) })
+	}
 	tick := time.NewTicker(min(e.cfg.RenewEvery/4, time.Second))
 	defer tick.Stop()
-	sweep := time.NewTicker(e.cfg.SweepEvery)
-	defer sweep.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -193,14 +237,40 @@ func (e *Engine) Run(ctx context.Context) error {
 		case <-tick.C:
 			e.handleLate(ctx)
 			e.Renew(ctx)
-		case <-sweep.C:
-			if s, ok := e.deps.Publisher.(Sweeper); ok {
-				if n, err := s.Sweep(ctx); err != nil {
-					e.log.Warn("sweep expired decisions", "err", err)
-				} else if n > 0 {
-					e.log.Info("swept expired decisions", "count", n)
-				}
-			}
+		}
+	}
+}
+
+// stopAudit ends the audit writer and waits for its last attempt, at most
+// cfg.AuditTimeout and a second. The ClickHouse driver does not always
+// honour a context (a server that accepts and never answers holds a dial
+// for the driver's dial timeout); the writer then finishes on its own soon
+// after, counting what it could not write as dropped.
+func (e *Engine) stopAudit(cancel context.CancelFunc) {
+	by := e.audit.stop()
+	cancel()
+	if !e.audit.wait(by.Add(time.Second)) {
+		e.log.Warn("audit writer still blocked on ClickHouse; not waiting for it", "count", e.audit.pending())
+	}
+}
+
+// sweepLoop deletes expired decisions every cfg.SweepEvery.
+func (e *Engine) sweepLoop(ctx context.Context, s Sweeper) {
+	t := time.NewTicker(e.cfg.SweepEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		sctx, cancel := context.WithTimeout(ctx, 10*e.cfg.KVTimeout)
+		n, err := s.Sweep(sctx)
+		cancel()
+		if err != nil && ctx.Err() == nil {
+			e.log.Warn("sweep expired decisions", "err", err)
+		} else if n > 0 {
+			e.log.Info("swept expired decisions", "count", n)
 		}
 	}
 }
@@ -224,6 +294,9 @@ func (e *Engine) Active() []limiter.Decision {
 	return out
 }
 
+// errKVTimeout marks a KV write that ran out of cfg.KVTimeout.
+var errKVTimeout = errors.New("decisions bucket did not answer in time")
+
 // Handle applies one alert now. Alerts no policy acts on are ignored.
 func (e *Engine) Handle(ctx context.Context, a anomaly.Alert) error {
 	want, ok := e.policy(a)
@@ -234,48 +307,74 @@ func (e *Engine) Handle(ctx context.Context, a anomaly.Alert) error {
 	if err != nil {
 		return err
 	}
+	e.opMu.Lock()
+	defer e.opMu.Unlock()
 	e.mu.Lock()
-	defer e.mu.Unlock()
-	// mu is held across NATS and ClickHouse calls; the gauge reads a copy.
-	defer func() { e.activeN.Store(int64(len(e.active))) }()
 	c := e.active[key]
 	if a.Status == anomaly.StatusResolved {
 		if c == nil {
+			e.mu.Unlock()
 			return nil
 		}
 		delete(c.alerts, a.Fingerprint)
-		if len(c.alerts) > 0 {
-			return e.publishLocked(ctx, c, false)
+		if len(c.alerts) == 0 {
+			delete(e.active, key)
+			e.activeN.Store(int64(len(e.active)))
+			current := c.current
+			e.mu.Unlock()
+			return e.clear(ctx, current, want, a)
 		}
-		delete(e.active, key)
-		return e.clearLocked(ctx, c, want, a)
+	} else {
+		if c == nil {
+			c = &condition{alerts: map[string]anomaly.Alert{}}
+			e.active[key] = c
+		}
+		c.alerts[a.Fingerprint] = a
 	}
-	if c == nil {
-		c = &condition{alerts: map[string]anomaly.Alert{}}
-		e.active[key] = c
-	}
-	c.alerts[a.Fingerprint] = a
-	return e.publishLocked(ctx, c, false)
+	e.activeN.Store(int64(len(e.active)))
+	e.mu.Unlock()
+	return e.publish(ctx, c, false)
 }
 
 // Renew re-publishes every held decision that is due (older than
-// RenewEvery) or that failed or was suppressed last time.
+// RenewEvery) or that failed or was suppressed last time. A KV write that
+// times out ends the round: the rest stay due for the next one, so an
+// unreachable NATS costs one cfg.KVTimeout per round, not one per decision.
 func (e *Engine) Renew(ctx context.Context) {
+	e.opMu.Lock()
+	defer e.opMu.Unlock()
 	e.mu.Lock()
-	defer e.mu.Unlock()
 	now := e.now()
+	var due []*condition
 	for _, c := range e.active {
 		if c.pending || now.Sub(c.current.IssuedAt) >= e.cfg.RenewEvery {
-			if err := e.publishLocked(ctx, c, true); err != nil && !errors.Is(err, limiter.ErrManualOverride) {
-				e.log.Warn("renew decision", "tenant", c.current.TenantID, "err", err)
+			due = append(due, c)
+		}
+	}
+	e.mu.Unlock()
+	for i, c := range due {
+		err := e.publish(ctx, c, true)
+		if err == nil || errors.Is(err, limiter.ErrManualOverride) {
+			continue
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		e.log.Warn("renew decision", "err", err)
+		if errors.Is(err, errKVTimeout) {
+			if left := len(due) - i - 1; left > 0 {
+				e.log.Warn("renewals postponed to the next round", "count", left)
 			}
+			return
 		}
 	}
 }
 
-// publishLocked publishes the most restrictive decision the condition's
-// alerts call for, when it differs from the current one or renew is set.
-func (e *Engine) publishLocked(ctx context.Context, c *condition, renew bool) error {
+// publish publishes the most restrictive decision the condition's alerts
+// call for, when it differs from the current one or renew is set. The
+// caller holds opMu, so c changes only here until it returns.
+func (e *Engine) publish(ctx context.Context, c *condition, renew bool) error {
+	e.mu.Lock()
 	var best limiter.Decision
 	for _, a := range c.alerts {
 		d, ok := e.policy(a)
@@ -287,66 +386,87 @@ func (e *Engine) publishLocked(ctx context.Context, c *condition, renew bool) er
 			best = d
 		}
 	}
-	if best.TenantID == "" {
-		return nil
-	}
 	same := c.current.TenantID != "" && c.current.Action == best.Action &&
 		c.current.RatePerSec == best.RatePerSec && c.current.Burst == best.Burst
-	if same && !renew && !c.pending {
+	skip := best.TenantID == "" || (same && !renew && !c.pending)
+	wasSuppressed := c.suppressed
+	e.mu.Unlock()
+	if skip {
 		return nil
 	}
 	now := e.now().UTC().Truncate(time.Second)
 	best.IssuedAt, best.ExpiresAt = now, now.Add(e.cfg.TTL)
-	if _, err := e.deps.Publisher.Put(ctx, best); err != nil {
-		if errors.Is(err, limiter.ErrManualOverride) {
-			e.suppressed.Inc()
-			if !c.suppressed {
-				e.log.Info("manual decision outranks the engine", "tenant", best.TenantID, "scope", best.Scope)
-			}
-			c.pending, c.suppressed = true, true
-			return err
-		}
+	kctx, cancel := context.WithTimeout(ctx, e.cfg.KVTimeout)
+	_, err := e.deps.Publisher.Put(kctx, best)
+	timedOut := kctx.Err() != nil && ctx.Err() == nil
+	cancel()
+
+	e.mu.Lock()
+	switch {
+	case errors.Is(err, limiter.ErrManualOverride):
+		c.pending, c.suppressed = true, true
+	case err != nil:
 		c.pending = true
-		e.failures.WithLabelValues("publish").Inc()
-		return fmt.Errorf("publish decision: %w", err)
+	default:
+		c.pending, c.suppressed = false, false
+		c.current = best
 	}
-	c.pending, c.suppressed = false, false
-	c.current = best
-	e.recordLocked(ctx, best)
+	e.mu.Unlock()
+	switch {
+	case errors.Is(err, limiter.ErrManualOverride):
+		e.suppressed.Inc()
+		if !wasSuppressed {
+			e.log.Info("manual decision outranks the engine", "tenant", best.TenantID, "scope", best.Scope)
+		}
+		return err
+	case err != nil:
+		e.failures.WithLabelValues("publish").Inc()
+		if timedOut {
+			err = fmt.Errorf("%w: %w", errKVTimeout, err)
+		}
+		return fmt.Errorf("publish decision of tenant %s: %w", best.TenantID, err)
+	}
+	e.issued(best)
 	return nil
 }
 
-func (e *Engine) clearLocked(ctx context.Context, c *condition, want limiter.Decision, a anomaly.Alert) error {
-	if c.current.TenantID == "" {
+// clear deletes the decision current (the condition's last published one)
+// after its last alert resolved.
+func (e *Engine) clear(ctx context.Context, current, want limiter.Decision, a anomaly.Alert) error {
+	if current.TenantID == "" {
 		return nil // never published (suppressed): nothing of ours to clear
 	}
-	err := e.deps.Publisher.Clear(ctx, want.TenantID, want.Scope, want.Source)
+	kctx, cancel := context.WithTimeout(ctx, e.cfg.KVTimeout)
+	err := e.deps.Publisher.Clear(kctx, want.TenantID, want.Scope, want.Source)
+	timedOut := kctx.Err() != nil && ctx.Err() == nil
+	cancel()
 	if errors.Is(err, limiter.ErrManualOverride) {
 		e.suppressed.Inc()
 		return nil // the manual decision stays; ours is gone with the alert
 	}
 	if err != nil {
 		e.failures.WithLabelValues("publish").Inc()
-		return fmt.Errorf("clear decision: %w", err)
+		if timedOut {
+			err = fmt.Errorf("%w: %w", errKVTimeout, err)
+		}
+		return fmt.Errorf("clear decision of tenant %s: %w", want.TenantID, err)
 	}
 	now := e.now().UTC().Truncate(time.Second)
 	d := limiter.Decision{TenantID: want.TenantID, Scope: want.Scope, Action: limiter.ActionClear,
 		IssuedAt: now, ExpiresAt: now.Add(time.Second), Source: want.Source, AnomalyID: a.Fingerprint,
 		Reason: "resolved: " + truncate(a.Summary, 200)}
-	e.recordLocked(ctx, d)
+	e.issued(d)
 	return nil
 }
 
-func (e *Engine) recordLocked(ctx context.Context, d limiter.Decision) {
+// issued counts and logs a published decision and queues it for the audit
+// trail; it never waits on ClickHouse.
+func (e *Engine) issued(d limiter.Decision) {
 	e.decisions.WithLabelValues(string(d.Action), string(d.Source)).Inc()
 	e.log.Info("decision", "tenant", d.TenantID, "scope", d.Scope, "action", d.Action,
 		"rate_per_sec", d.RatePerSec, "source", d.Source)
-	if e.deps.Recorder == nil {
-		return
-	}
-	if err := e.deps.Recorder.Record(ctx, []limiter.Decision{d}); err != nil {
-		e.failures.WithLabelValues("record").Inc()
-		e.log.Warn("record decision", "tenant", d.TenantID, "err", err)
+	if e.audit != nil {
+		e.audit.enqueue(d)
 	}
 }
 

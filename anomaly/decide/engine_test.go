@@ -158,7 +158,9 @@ func TestCircuitAndSpendCap(t *testing.T) {
 	e := setup(t, func(c *Config) {
 		c.Plans = map[string]Policy{"pro": {DegradedRatePerSec: 3}, "internal": {Disabled: true}}
 	})
-	ctx := context.Background()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go e.eng.Run(ctx) // writes the audit trail
 	errAlert := alert("acme", anomaly.MetricErrorRate, anomaly.StatusFiring, 0.01)
 	errAlert.Integration = "stripe"
 	if err := e.eng.Handle(ctx, errAlert); err != nil {
@@ -202,7 +204,8 @@ func TestCircuitAndSpendCap(t *testing.T) {
 	if _, err := e.pub.Get(ctx, "staff", limiter.ScopeAll); err == nil {
 		t.Fatal("disabled plan was throttled")
 	}
-	rows := auditRows(t, e, "acme")
+	var rows map[string]int
+	waitFor(t, "audit rows", func() bool { rows = auditRows(t, e, "acme"); return len(rows) == 2 })
 	if rows["open_circuit"] != 1 || rows["throttle"] != 1 {
 		t.Fatalf("audit rows %v, want 1 open_circuit and 1 throttle", rows)
 	}

@@ -1,0 +1,277 @@
+package decide
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tenantguard/tenantguard/anomaly"
+	"github.com/tenantguard/tenantguard/collector/store"
+	"github.com/tenantguard/tenantguard/internal/testenv"
+	"github.com/tenantguard/tenantguard/limiter"
+)
+
+// runEngine starts an engine on a fresh NATS with rec as its audit trail;
+// it runs until the end of t. stop ends Run and waits for it.
+func runEngine(t *testing.T, rec Recorder, mod func(*Config)) (eng *Engine, pub *limiter.Publisher, reg *prometheus.Registry, stop func()) {
+	t.Helper()
+	ns := testenv.NATS(t)
+	nc, err := nats.Connect(ns.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	pub, err = limiter.NewPublisher(context.Background(), nc, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	if mod != nil {
+		mod(&cfg)
+	}
+	reg = prometheus.NewPedanticRegistry()
+	eng, err = New(cfg, Deps{Publisher: pub, Recorder: rec, Registerer: reg,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- eng.Run(ctx) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return eng, pub, reg, stop
+}
+
+// fireAndWait sends a firing usage alert for tenant and fails unless its
+// throttle is in the KV bucket within limit.
+func fireAndWait(t *testing.T, eng *Engine, pub *limiter.Publisher, tenant string, limit time.Duration) {
+	t.Helper()
+	ctx := context.Background()
+	start := time.Now()
+	eng.Send(ctx, alert(tenant, anomaly.MetricUsage, anomaly.StatusFiring, 600))
+	for {
+		if d, err := pub.Get(ctx, tenant, limiter.ScopeAll); err == nil && d.Action == limiter.ActionThrottle {
+			return
+		}
+		if took := time.Since(start); took > limit {
+			t.Fatalf("throttle of %s not in KV %v after its alert, want within %v", tenant, took, limit)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestDecisionsFlowWhileClickHouseIsDown: with the audit trail's ClickHouse
+// stopped, new alerts still become throttles in the KV bucket at once; the
+// audit rows arrive once ClickHouse is back, and what the bounded queue
+// could not hold is counted as dropped: rows + dropped = decisions.
+func TestDecisionsFlowWhileClickHouseIsDown(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		queue      int
+		alerts     int
+		anyDropped bool
+	}{
+		{"queue holds all", 64, 5, false},
+		{"queue overflows", 2, 6, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ch := testenv.NewClickHouseServer(t)
+			db := ch.NewDatabase(t)
+			scfg := store.DefaultConfig()
+			scfg.Addr, scfg.Database, scfg.DialTimeout = []string{ch.Addr}, db, time.Second
+			st, err := store.Open(context.Background(), scfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { st.Close() })
+			if _, err := st.Migrate(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			rec, err := NewClickHouseRecorder(st.Conn(), db)
+			if err != nil {
+				t.Fatal(err)
+			}
+			eng, pub, reg, _ := runEngine(t, rec, func(c *Config) {
+				c.AuditQueueSize, c.AuditTimeout = tc.queue, 2*time.Second
+			})
+			rows := func() int {
+				var n uint64
+				if err := st.Conn().QueryRow(context.Background(), "SELECT count() FROM "+db+".decisions").Scan(&n); err != nil {
+					t.Fatal(err)
+				}
+				return int(n)
+			}
+			fireAndWait(t, eng, pub, "before", time.Second)
+			waitFor(t, "the first decision's audit row", func() bool { return rows() == 1 })
+
+			ch.Stop()
+			for i := range tc.alerts {
+				fireAndWait(t, eng, pub, fmt.Sprintf("down-%d", i), time.Second)
+			}
+			if err := ch.Start(); err != nil {
+				t.Fatal(err)
+			}
+			deadline := time.Now().Add(30 * time.Second)
+			var got, dropped int
+			for {
+				got, dropped = rows()-1, int(counter(t, reg, "tenantguard_decisions_audit_dropped_total"))
+				if got+dropped == tc.alerts && gauge(t, reg, "tenantguard_decisions_audit_pending") == 0 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("after ClickHouse came back: %d audit rows + %d dropped, want %d decisions", got, dropped, tc.alerts)
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			if (dropped > 0) != tc.anyDropped {
+				t.Fatalf("%d audit rows, %d dropped of %d decisions; want drops only when the queue of %d overflows",
+					got, dropped, tc.alerts, tc.queue)
+			}
+			if f := counter(t, reg, "tenantguard_decisions_errors_total"); f < 1 {
+				t.Fatalf("tenantguard_decisions_errors_total = %v, want the failed inserts counted", f)
+			}
+			t.Logf("%d audit rows written after the restart, %d dropped", got, dropped)
+		})
+	}
+}
+
+// TestDecisionsFlowWhileClickHouseHangs: a ClickHouse that accepts
+// connections and never answers (a hung server, a black-holed network)
+// costs each insert its whole timeout. Decisions must still reach the KV
+// bucket at once; what is unwritten at shutdown is counted as dropped.
+func TestDecisionsFlowWhileClickHouseHangs(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var held []net.Conn
+	var mu sync.Mutex
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			held = append(held, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range held {
+			c.Close()
+		}
+		mu.Unlock()
+	})
+	conn, err := clickhouse.Open(&clickhouse.Options{Addr: []string{ln.Addr().String()}, DialTimeout: 3 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	rec, err := NewClickHouseRecorder(conn, "tenantguard")
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng, pub, reg, stop := runEngine(t, rec, func(c *Config) { c.AuditTimeout = time.Second })
+	for i := range 5 {
+		fireAndWait(t, eng, pub, fmt.Sprintf("hung-%d", i), time.Second)
+	}
+	waitFor(t, "5 decisions pending for the audit trail", func() bool {
+		return gauge(t, reg, "tenantguard_decisions_audit_pending") == 5
+	})
+	begin := time.Now()
+	stop()
+	if took := time.Since(begin); took > 3*time.Second {
+		t.Fatalf("Run took %v to return, want at most the 1 s audit timeout and 1 s", took)
+	}
+	// The insert blocked in the driver's 3 s dial gives up on its own and
+	// counts its decisions as dropped.
+	waitFor(t, "5 decisions counted as dropped", func() bool {
+		return counter(t, reg, "tenantguard_decisions_audit_dropped_total") == 5
+	})
+}
+
+func TestAuditConfigValidate(t *testing.T) {
+	c := DefaultConfig()
+	if c.KVTimeout != 2*time.Second || c.AuditQueueSize != 4096 || c.AuditTimeout != 5*time.Second {
+		t.Fatalf("defaults: got %v, %d, %v, want 2s, 4096, 5s", c.KVTimeout, c.AuditQueueSize, c.AuditTimeout)
+	}
+	c.KVTimeout, c.AuditQueueSize, c.AuditTimeout = 0, 0, 0
+	err := c.Validate()
+	for _, want := range []string{"decisions.kv_timeout: must be > 0", "decisions.audit_queue_size: must be > 0",
+		"decisions.audit_timeout: must be > 0"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("got %v, want it to name %s", err, want)
+		}
+	}
+}
+
+// TestKVOutageCostsOneTimeoutPerRound: with NATS gone, a new alert costs
+// one kv_timeout and a renewal round of several decisions costs one too,
+// not one each (nor the client's 5 s default).
+func TestKVOutageCostsOneTimeoutPerRound(t *testing.T) {
+	ns := testenv.NATS(t)
+	nc, err := nats.Connect(ns.URL, nats.MaxReconnects(-1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	ctx := context.Background()
+	pub, err := limiter.NewPublisher(ctx, nc, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	cfg.KVTimeout, cfg.TTL, cfg.RenewEvery = 300*time.Millisecond, 10*time.Second, time.Second
+	now := time.Now()
+	var clock sync.Mutex
+	eng, err := New(cfg, Deps{Publisher: pub, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Now: func() time.Time { clock.Lock(); defer clock.Unlock(); return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 4 {
+		if err := eng.Handle(ctx, alert(fmt.Sprintf("t%d", i), anomaly.MetricUsage, anomaly.StatusFiring, 600)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ns.Shutdown()
+	clock.Lock()
+	now = now.Add(2 * cfg.RenewEvery) // all 4 due
+	clock.Unlock()
+	begin := time.Now()
+	eng.Renew(ctx)
+	if took := time.Since(begin); took > 3*cfg.KVTimeout {
+		t.Fatalf("a renewal round of 4 decisions with NATS down took %v, want about one kv_timeout (%v)", took, cfg.KVTimeout)
+	}
+	begin = time.Now()
+	err = eng.Handle(ctx, alert("new", anomaly.MetricUsage, anomaly.StatusFiring, 600))
+	if took := time.Since(begin); took > 3*cfg.KVTimeout || !errors.Is(err, errKVTimeout) {
+		t.Fatalf("a new alert with NATS down: %v after %v, want errKVTimeout after about %v", err, took, cfg.KVTimeout)
+	}
+	if n := len(eng.Active()); n != 4 {
+		t.Fatalf("%d published decisions held, want the 4 from before the outage", n)
+	}
+}
