@@ -229,10 +229,12 @@ func (m *Metrics) updateActivity(now time.Time, decay float64, list []*tenant, s
 	return members
 }
 
-// forgetIdle drops idle non-members, moving their totals into retired.
+// forgetIdle drops idle non-members, moving their totals into retired, and
+// their spend caps.
 func (m *Metrics) forgetIdle(list []*tenant, snaps []counts) {
 	now := m.state.lastCollect
 	locked := false
+	var forgotten []string
 	for i, t := range list {
 		if t.member || now.Sub(t.lastActive) < m.cfg.IdleSeriesTTL {
 			continue
@@ -250,10 +252,28 @@ func (m *Metrics) forgetIdle(list []*tenant, snaps []counts) {
 		}
 		m.state.retired.add(&cur)
 		delete(m.tenants, t.id)
+		forgotten = append(forgotten, t.id)
 		list[i] = nil
 	}
 	if locked {
 		m.mu.Unlock()
+	}
+	if len(forgotten) > 0 {
+		m.forgetCaps(forgotten)
+	}
+}
+
+// forgetCaps drops the SetSpendCap values of forgotten tenants, unless one
+// came back in the meantime. Lock order as in emitGauges: gaugeMu, then mu.
+func (m *Metrics) forgetCaps(ids []string) {
+	m.gaugeMu.Lock()
+	defer m.gaugeMu.Unlock()
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	for _, id := range ids {
+		if m.tenants[id] == nil {
+			delete(m.caps, id)
+		}
 	}
 }
 
@@ -353,7 +373,11 @@ func (m *Metrics) emitGauges(ch chan<- prometheus.Metric, overflowActive bool) {
 			thr = 1
 		}
 		ch <- prometheus.MustNewConstMetric(d.throttled, prometheus.GaugeValue, thr, id)
-		if c, ok := m.caps[id]; ok {
+		c, ok := m.caps[id]
+		if !ok && t.spendCap > 0 {
+			c, ok = t.spendCap, true
+		}
+		if ok {
 			ch <- prometheus.MustNewConstMetric(d.spendCap, prometheus.GaugeValue, c, id)
 		}
 	}

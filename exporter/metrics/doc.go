@@ -2,7 +2,8 @@
 //
 // It takes in every stored event through Observe(e, cost), the collector's
 // observer hook, and state from the daemon through setters
-// (SetActiveAnomalies, SetThrottled, SetPGFindings). It puts out, at scrape
+// (SetActiveAnomalies, SetThrottled, SetPGFindings, SetSpendCap) or a source
+// it asks (SetSpendCapSource). It puts out, at scrape
 // time, the tenantguard_tenant_* series (events, quantity, errors, cost,
 // request latency histogram, active anomalies, throttles) and
 // tenantguard_pg_findings, through a custom prometheus.Collector registered
@@ -18,7 +19,8 @@
 // leaving it hands its series value to the overflow in one step. That step
 // is the trade-off: rate(...{tenant="__overflow__"}) shows a one-off bump
 // when an evicted tenant's series is removed. Tenants idle for
-// Config.IdleSeriesTTL (default 1h) lose their series and their state.
+// Config.IdleSeriesTTL (default 1h) lose their series and their state,
+// spend cap included; a cap source gives a returning tenant its cap again.
 //
 // Lifecycle: New registers; Observe and the setters may be called from any
 // goroutine; Close unregisters and is idempotent. There is no Run: all

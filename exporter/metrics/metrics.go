@@ -35,9 +35,10 @@ type Metrics struct {
 
 	// mu guards the tenants map. Observe holds it for reading through the
 	// update, so a scrape that forgets a tenant never loses an event.
-	mu      sync.RWMutex
-	tenants map[string]*tenant
-	invalid *tenant // events with an illegal tenant id; always overflow
+	mu        sync.RWMutex
+	tenants   map[string]*tenant
+	invalid   *tenant                             // events with an illegal tenant id; always overflow
+	capSource func(tenant string) (float64, bool) // see SetSpendCapSource
 
 	gaugeMu   sync.Mutex
 	anomalies map[string]int
@@ -85,7 +86,8 @@ func (c *counts) events() uint64 {
 
 // tenant is one tenant's state.
 type tenant struct {
-	id string
+	id       string
+	spendCap float64 // from the cap source when first seen, 0 if none; guarded by Metrics.mu
 
 	mu  sync.Mutex
 	cur counts // everything this tenant sent since it was first seen; guarded by mu
@@ -161,6 +163,11 @@ func (m *Metrics) Observe(e *event.Event, cost float64) {
 	t = m.tenants[e.TenantID]
 	if t == nil {
 		t = m.newTenant(strings.Clone(e.TenantID))
+		if m.capSource != nil {
+			if c, ok := m.capSource(t.id); ok && c > 0 && !math.IsInf(c, 0) {
+				t.spendCap = c
+			}
+		}
 		m.tenants[t.id] = t
 	}
 	t.record(m.layout, e, cost)
@@ -244,10 +251,27 @@ func (m *Metrics) SetThrottled(tenant string, on bool) {
 	m.throttled[strings.Clone(tenant)] = true
 }
 
+// SetSpendCapSource sets where tenants' monthly spend caps come from: f is
+// called once each time the collector starts tracking a tenant (its first
+// event, or its first after it was forgotten for idleness), with the
+// collector's lock held, so it must be fast and must not call back into
+// Metrics (a price-book lookup). The cap is exported as
+// tenantguard_tenant_spend_cap and forgotten with the tenant. Call it
+// before the first Observe.
+func (m *Metrics) SetSpendCapSource(f func(tenant string) (capacity float64, ok bool)) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.capSource = f
+}
+
 // SetSpendCap sets tenant's monthly spend cap, in the price book's
-// currency, from its plan. It is exported as tenantguard_tenant_spend_cap
-// for tenants that have their own series only (a sum of caps under the
-// overflow would mean nothing). capacity <= 0 (or NaN) clears it.
+// currency, from its plan; it takes precedence over SetSpendCapSource. It is
+// exported as tenantguard_tenant_spend_cap for tenants that have their own
+// series only (a sum of caps under the overflow would mean nothing).
+// capacity <= 0 (or NaN) clears it. It is forgotten when the tenant is
+// (after Config.IdleSeriesTTL without events), so a caller that sets it once
+// per tenant must set it again when the tenant comes back: prefer
+// SetSpendCapSource.
 func (m *Metrics) SetSpendCap(tenant string, capacity float64) {
 	if !event.ValidTenantID(tenant) {
 		return

@@ -497,3 +497,46 @@ func TestConcurrentObserveAndScrape(t *testing.T) {
 		t.Errorf("histogram count = %v, want %d", got, workers*perWorker)
 	}
 }
+
+// TestSpendCapsForgottenWithTenants: caps set per tenant go when the
+// tenant is forgotten for idleness, so churning tenants do not grow the
+// map without bound; a cap source gives a returning tenant its cap again.
+func TestSpendCapsForgottenWithTenants(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.MaxTenantSeries = 10
+	m, reg, clk := newTest(t, cfg)
+	for i := range 1000 {
+		id := fmt.Sprintf("churn-%04d", i)
+		m.Observe(ev(id, event.KindAPIRequest, 1, 1, false), 0)
+		m.SetSpendCap(id, 100)
+	}
+	scrape(t, reg)
+	if got := len(series(scrape(t, reg), "tenantguard_tenant_spend_cap")); got != 10 {
+		t.Fatalf("%d spend cap series, want one per member (10)", got)
+	}
+	clk.advance(cfg.IdleSeriesTTL + time.Second)
+	scrape(t, reg)
+	m.gaugeMu.Lock()
+	left := len(m.caps)
+	m.gaugeMu.Unlock()
+	m.mu.RLock()
+	tracked := len(m.tenants)
+	m.mu.RUnlock()
+	if tracked != 0 || left != 0 {
+		t.Fatalf("after the idle TTL: %d tenants tracked, %d spend caps kept; want 0 and 0", tracked, left)
+	}
+
+	// With a cap source, a tenant that comes back gets its cap again.
+	m.SetSpendCapSource(func(tenant string) (float64, bool) { return 42, tenant != "nocap" })
+	m.Observe(ev("churn-0001", event.KindAPIRequest, 1, 1, false), 0)
+	m.Observe(ev("nocap", event.KindAPIRequest, 1, 1, false), 0)
+	scrape(t, reg)
+	got := series(scrape(t, reg), "tenantguard_tenant_spend_cap")
+	if got["churn-0001"] != 42 || len(got) != 1 {
+		t.Fatalf("spend caps %v, want churn-0001 42 from the source only", got)
+	}
+	m.SetSpendCap("churn-0001", 7) // an explicit cap wins
+	if got := series(scrape(t, reg), "tenantguard_tenant_spend_cap")["churn-0001"]; got != 7 {
+		t.Fatalf("spend cap %v after SetSpendCap(7), want 7", got)
+	}
+}
