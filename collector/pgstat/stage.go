@@ -32,23 +32,59 @@ func WithAlerter(a Alerter) Option { return func(s *Stage) { s.alerter = a } }
 // WithClock replaces time.Now (tests).
 func WithClock(now func() time.Time) Option { return func(s *Stage) { s.now = now } }
 
+const (
+	// DefaultStatementRetention is how long the stage remembers a finding
+	// pg_stat_statements no longer lists.
+	DefaultStatementRetention = 24 * time.Hour
+	// DefaultMaxTrackedStatements bounds the findings remembered per
+	// database beyond those pg_stat_statements lists now.
+	DefaultMaxTrackedStatements = 10000
+)
+
+// WithStatementRetention sets how long the stage remembers a finding
+// (its first and last seen times, and that its unscoped alert was sent)
+// after pg_stat_statements stopped listing it (default
+// DefaultStatementRetention), and how many findings it remembers per
+// database (default DefaultMaxTrackedStatements; the oldest unlisted go
+// first). Findings pg_stat_statements lists now are always kept: their
+// number is bounded by pg_stat_statements.max. A finding forgotten and seen
+// again starts afresh: new first_seen, and a new alert if unscoped.
+// Values <= 0 keep the defaults.
+func WithStatementRetention(retention time.Duration, maxTracked int) Option {
+	return func(s *Stage) {
+		if retention > 0 {
+			s.retention = retention
+		}
+		if maxTracked > 0 {
+			s.maxTracked = maxTracked
+		}
+	}
+}
+
 type findingKey struct {
 	queryID int64
 	userID  uint32
 }
 
+// seenState is what the stage remembers about one finding between pulls.
+type seenState struct {
+	firstSeen time.Time // the first pull it was a finding
+	lastSeen  time.Time // the last pull its calls grew (or firstSeen)
+	listed    time.Time // the last pull pg_stat_statements listed it
+	listedAt  int       // that pull's number (dbState.pulls)
+	unscoped  bool      // counted as a known unscoped statement (alerted or seeded)
+}
+
 // dbState is what the stage keeps per DSN between pulls.
 type dbState struct {
-	index     int
-	dsn       string
-	name      string
-	conn      *pgx.Conn
-	puller    *puller
-	analyzer  *Analyzer
-	firstSeen map[findingKey]time.Time
-	lastSeen  map[findingKey]time.Time
-	unscoped  map[findingKey]bool
-	pulls     int
+	index    int
+	dsn      string
+	name     string
+	conn     *pgx.Conn
+	puller   *puller
+	analyzer *Analyzer
+	seen     map[findingKey]*seenState // pruned by prune
+	pulls    int
 }
 
 func (d *dbState) label() string {
@@ -68,6 +104,9 @@ type Stage struct {
 	now     func() time.Time
 	m       *metrics
 
+	retention  time.Duration
+	maxTracked int
+
 	mu     sync.Mutex
 	dbs    []*dbState
 	closed bool
@@ -81,7 +120,8 @@ func New(cfg Config, opts ...Option) (*Stage, error) {
 	if len(cfg.DSNs) == 0 {
 		return nil, errors.New("pgstat.dsns: must not be empty")
 	}
-	s := &Stage{cfg: cfg, log: slog.New(slog.DiscardHandler), now: time.Now}
+	s := &Stage{cfg: cfg, log: slog.New(slog.DiscardHandler), now: time.Now,
+		retention: DefaultStatementRetention, maxTracked: DefaultMaxTrackedStatements}
 	for _, o := range opts {
 		o(s)
 	}
@@ -92,7 +132,7 @@ func New(cfg Config, opts ...Option) (*Stage, error) {
 	}
 	s.m = m
 	for i, d := range cfg.DSNs {
-		s.dbs = append(s.dbs, &dbState{index: i, dsn: d, firstSeen: map[findingKey]time.Time{}, lastSeen: map[findingKey]time.Time{}, unscoped: map[findingKey]bool{}})
+		s.dbs = append(s.dbs, &dbState{index: i, dsn: d, seen: map[findingKey]*seenState{}})
 	}
 	return s, nil
 }
@@ -148,8 +188,8 @@ func (s *Stage) publish(ctx context.Context, d *dbState, rep *DatabaseReport) er
 		if f.Calls > 0 || d.pulls == 1 {
 			write = append(write, f)
 		}
-		if f.Class == ClassUnscoped && !d.unscoped[k] {
-			d.unscoped[k] = true
+		if st := d.seen[k]; f.Class == ClassUnscoped && st != nil && !st.unscoped {
+			st.unscoped = true
 			if d.pulls > 1 && s.alerter != nil {
 				if err := s.alerter.NewUnscoped(ctx, f); err != nil {
 					errs = append(errs, fmt.Errorf("alert queryid %d: %w", f.QueryID, err))
@@ -309,7 +349,7 @@ func (s *Stage) analyzeDB(ctx context.Context, d *dbState) (*DatabaseReport, err
 			f.Calls += st.stmt.DeltaCalls
 			f.TotalExecTimeMs += st.stmt.DeltaMs
 			if st.stmt.DeltaCalls > 0 {
-				d.lastSeen[k] = now
+				d.seen[k].lastSeen = now
 				f.LastSeen = now
 			}
 			continue
@@ -318,24 +358,35 @@ func (s *Stage) analyzeDB(ctx context.Context, d *dbState) (*DatabaseReport, err
 		if r := cat.Roles[st.stmt.UserID]; r != nil {
 			role = r.Name
 		}
-		first, ok := d.firstSeen[k]
-		if !ok {
-			first = now
-			d.firstSeen[k] = now
+		seen := d.seen[k]
+		if seen == nil {
+			seen = &seenState{firstSeen: now}
+			d.seen[k] = seen
 		}
-		if st.stmt.DeltaCalls > 0 || d.lastSeen[k].IsZero() {
-			d.lastSeen[k] = now
+		seen.listed, seen.listedAt = now, d.pulls
+		if st.stmt.DeltaCalls > 0 || seen.lastSeen.IsZero() {
+			seen.lastSeen = now
 		}
 		f := &Finding{
 			Database: rep.Database, QueryID: st.stmt.QueryID, UserID: st.stmt.UserID, Role: role,
 			Class: class, Tables: a.Unrestricted(), Uses: a.Uses, Query: st.stmt.Text, Reason: a.Reason,
 			Calls: st.stmt.DeltaCalls, TotalExecTimeMs: st.stmt.DeltaMs,
-			FirstSeen: first, LastSeen: d.lastSeen[k], ObservedAt: now,
+			FirstSeen: seen.firstSeen, LastSeen: seen.lastSeen, ObservedAt: now,
 		}
 		merged[k] = f
 	}
 	for _, f := range merged {
 		rep.Findings = append(rep.Findings, *f)
+	}
+	// A statement listed but below min_calls, or clean under a new
+	// catalog, is still listed: keep what is remembered about it.
+	for i := range stmts {
+		if seen := d.seen[findingKey{stmts[i].QueryID, stmts[i].UserID}]; seen != nil {
+			seen.listed, seen.listedAt = now, d.pulls
+		}
+	}
+	if n := s.prune(d, now); n > 0 {
+		s.log.Debug("forgot statements pg_stat_statements no longer lists", "database", d.label(), "count", n)
 	}
 	sort.Slice(rep.Findings, func(i, j int) bool {
 		a, b := rep.Findings[i], rep.Findings[j]
@@ -355,4 +406,32 @@ func (s *Stage) analyzeDB(ctx context.Context, d *dbState) (*DatabaseReport, err
 	rep.Lints = AuditRLS(cat, roles)
 	s.m.parsed.Add(float64(an.Parses() - before))
 	return rep, nil
+}
+
+// prune forgets findings pg_stat_statements has not listed for the
+// retention, then the longest unlisted beyond maxTracked. Findings listed
+// by this pull are kept. It returns how many it forgot.
+func (s *Stage) prune(d *dbState, now time.Time) int {
+	n := 0
+	var unlisted []findingKey
+	for k, st := range d.seen {
+		switch {
+		case st.listedAt == d.pulls:
+		case now.Sub(st.listed) >= s.retention:
+			delete(d.seen, k)
+			n++
+		default:
+			unlisted = append(unlisted, k)
+		}
+	}
+	over := len(d.seen) - s.maxTracked
+	if over <= 0 {
+		return n
+	}
+	sort.Slice(unlisted, func(i, j int) bool { return d.seen[unlisted[i]].listed.Before(d.seen[unlisted[j]].listed) })
+	for _, k := range unlisted[:min(over, len(unlisted))] {
+		delete(d.seen, k)
+		n++
+	}
+	return n
 }
