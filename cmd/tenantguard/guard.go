@@ -15,10 +15,7 @@ import (
 	"github.com/tenantguard/tenantguard/anomaly"
 	"github.com/tenantguard/tenantguard/anomaly/decide"
 	"github.com/tenantguard/tenantguard/anomaly/notify"
-	"github.com/tenantguard/tenantguard/collector/event"
 	"github.com/tenantguard/tenantguard/collector/pgstat"
-	"github.com/tenantguard/tenantguard/collector/pricing"
-	"github.com/tenantguard/tenantguard/exporter/metrics"
 	"github.com/tenantguard/tenantguard/limiter"
 )
 
@@ -172,7 +169,9 @@ func startPGStat(d *daemon, nc *nats.Conn) error {
 		return err
 	}
 	reg := prometheus.NewRegistry()
-	stage, err := pgstat.New(d.a.cfg.PGStat, pgstat.WithWriter(w), pgstat.WithAlerter(pgAlerter{fan}),
+	pc := d.a.cfg.PGStat
+	stage, err := pgstat.New(pc, pgstat.WithWriter(w), pgstat.WithAlerter(pgAlerter{fan}),
+		pgstat.WithStatementRetention(pc.StatementRetention, pc.MaxTrackedStatements),
 		pgstat.WithRegisterer(reg), pgstat.WithLogger(d.a.log))
 	if err != nil {
 		return err
@@ -262,23 +261,5 @@ func (d *daemon) guardStatus(alerts *activeAlerts) func(string) string {
 			a = alerts.Status(tenant)
 		}
 		return strings.TrimSpace(g + "  " + a)
-	}
-}
-
-// capObserver tells the metrics each tenant's monthly spend cap the first
-// time the tenant is seen, for the drill-down's 70%/90% lines.
-type capObserver struct {
-	m    *metrics.Metrics
-	book *pricing.Book
-	seen sync.Map // tenant -> struct{}
-}
-
-func (c *capObserver) Observe(e *event.Event, _ float64) {
-	if _, ok := c.seen.Load(e.TenantID); ok {
-		return
-	}
-	c.seen.Store(e.TenantID, struct{}{})
-	if limit, ok := c.book.SpendCap(c.book.Plan(e.TenantID)); ok {
-		c.m.SetSpendCap(e.TenantID, limit.InexactFloat64())
 	}
 }

@@ -132,9 +132,11 @@ func runDaemon(ctx context.Context, a *app, started func(d *daemon)) error {
 		defer m.Close()
 		d.metrics = m
 		observers = append(observers, m)
-		if len(d.book.Caps()) > 0 {
-			observers = append(observers, &capObserver{m: m, book: d.book})
-		}
+		book := d.book
+		m.SetSpendCapSource(func(tenant string) (float64, bool) {
+			limit, ok := book.SpendCap(book.Plan(tenant))
+			return limit.InexactFloat64(), ok
+		})
 	}
 	var active *activeAlerts
 	if cfg.Anomaly.Enabled {
@@ -183,7 +185,9 @@ func runDaemon(ctx context.Context, a *app, started func(d *daemon)) error {
 	metricsMux.Handle("GET /metrics", promhttp.HandlerFor(gather, promhttp.HandlerOpts{Registry: d.reg}))
 	// The API gets a pool of its own, so slow readers of exports can never
 	// take the connections the collector inserts with.
-	apiStore, err := store.Open(ctx, cfg.ClickHouse)
+	apiCH := cfg.ClickHouse
+	apiCH.MaxOpenConns = max(apiCH.MaxOpenConns, cfg.API.MaxConcurrentExports+4) // exports never starve the JSON endpoints
+	apiStore, err := store.Open(ctx, apiCH)
 	if err != nil {
 		return err
 	}

@@ -31,6 +31,12 @@ type Config struct {
 	ExcludeTables []string `mapstructure:"exclude_tables"`
 	// MinCalls ignores statements called fewer times in total. Default 1.
 	MinCalls uint64 `mapstructure:"min_calls"`
+	// StatementRetention is how long a finding is remembered after
+	// pg_stat_statements stopped listing it. Default 24h.
+	StatementRetention time.Duration `mapstructure:"statement_retention"`
+	// MaxTrackedStatements bounds the unlisted findings remembered per
+	// database. Default 10000.
+	MaxTrackedStatements int `mapstructure:"max_tracked_statements"`
 }
 
 // DefaultConfig returns the defaults documented on Config.
@@ -40,6 +46,9 @@ func DefaultConfig() Config {
 		TenantColumn: "tenant_id",
 		TenantGUC:    "app.current_tenant",
 		MinCalls:     1,
+
+		StatementRetention:   DefaultStatementRetention,
+		MaxTrackedStatements: DefaultMaxTrackedStatements,
 	}
 }
 
@@ -78,6 +87,12 @@ func (c Config) Validate() error {
 	}
 	if c.MinCalls < 1 {
 		bad("min_calls", "must be >= 1")
+	}
+	if c.StatementRetention <= 0 {
+		bad("statement_retention", "must be > 0")
+	}
+	if c.MaxTrackedStatements < 1 {
+		bad("max_tracked_statements", "must be >= 1")
 	}
 	return errors.Join(errs...)
 }
