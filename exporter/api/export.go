@@ -107,33 +107,17 @@ func (s *Server) billingExport(w http.ResponseWriter, r *http.Request, caller pr
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	if !s.startExport(w, r, caller) {
-		return
-	}
-	defer s.exports.release(caller.name)
 	name := "billing-" + stamp(from) + "-" + stamp(to)
 	if tenant != "" {
 		name += "-" + tenant
 	}
-	if format == "csv" {
-		setStreamHeaders(w, "text/csv; charset=utf-8", name+".csv")
-	} else {
-		setStreamHeaders(w, "application/x-ndjson", name+".ndjson")
-	}
-	ctx, cancel := context.WithCancel(r.Context())
-	defer cancel()
-	sw := newStreamWriter(w, s.cfg.ExportWriteTimeout, cancel)
-	sum, err := s.exp.Billing(ctx, sw, billing.Request{From: from, To: to, Tenant: tenant, Format: billing.Format(format)})
-	if err != nil {
-		if errors.Is(err, billing.ErrInvalid) && sw.n == 0 {
-			writeError(w, http.StatusBadRequest, err.Error())
-			return
+	s.stream(w, r, caller, name, format, "billing", func(ctx context.Context, sw *streamWriter) error {
+		sum, err := s.exp.Billing(ctx, sw, billing.Request{From: from, To: to, Tenant: tenant, Format: billing.Format(format)})
+		if err == nil {
+			s.log.Info("billing export", "tenant", tenant, "count", sum.Lines, "events", sum.Events)
 		}
-		s.streamFailed(sw, w, r, fmt.Errorf("billing export: %w", err))
-		return
-	}
-	sw.setDeadline()
-	s.log.Info("billing export", "tenant", tenant, "count", sum.Lines, "events", sum.Events)
+		return err
+	})
 }
 
 // events: GET /api/v1/tenants/{tenant_id}/events?from&to&format=ndjson|csv
@@ -146,11 +130,24 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request, caller principal
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
+	name := "events-" + tenant + "-" + stamp(from) + "-" + stamp(to)
+	s.stream(w, r, caller, name, format, "events", func(ctx context.Context, sw *streamWriter) error {
+		n, err := s.exp.Events(ctx, sw, billing.EventsRequest{Tenant: tenant, From: from, To: to, Format: billing.Format(format)})
+		if err == nil {
+			s.log.Info("events export", "tenant", tenant, "count", n)
+		}
+		return err
+	})
+}
+
+// stream runs one streamed export under the export caps: the headers for
+// format, a write deadline per write, and one error path (a 400 while
+// nothing is written, else the stream is cut).
+func (s *Server) stream(w http.ResponseWriter, r *http.Request, caller principal, name, format, what string, run func(context.Context, *streamWriter) error) {
 	if !s.startExport(w, r, caller) {
 		return
 	}
 	defer s.exports.release(caller.name)
-	name := "events-" + tenant + "-" + stamp(from) + "-" + stamp(to)
 	if format == "csv" {
 		setStreamHeaders(w, "text/csv; charset=utf-8", name+".csv")
 	} else {
@@ -159,15 +156,13 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request, caller principal
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 	sw := newStreamWriter(w, s.cfg.ExportWriteTimeout, cancel)
-	n, err := s.exp.Events(ctx, sw, billing.EventsRequest{Tenant: tenant, From: from, To: to, Format: billing.Format(format)})
-	if err != nil {
+	if err := run(ctx, sw); err != nil {
 		if errors.Is(err, billing.ErrInvalid) && sw.n == 0 {
 			writeError(w, http.StatusBadRequest, err.Error())
 			return
 		}
-		s.streamFailed(sw, w, r, fmt.Errorf("events export: %w", err))
+		s.streamFailed(sw, w, r, fmt.Errorf("%s export: %w", what, err))
 		return
 	}
 	sw.setDeadline()
-	s.log.Info("events export", "tenant", tenant, "count", n)
 }
