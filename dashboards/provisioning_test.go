@@ -108,3 +108,22 @@ func TestPromtoolConfigAndRules(t *testing.T) {
 		}
 	}
 }
+
+// TestAlertmanagerExampleConfig checks configs/alertmanager.yml with amtool
+// and that it routes the alertnames tenantguard sends.
+func TestAlertmanagerExampleConfig(t *testing.T) {
+	path := filepath.Join("..", "configs", "alertmanager.yml")
+	out, err := testenv.Command(testenv.Amtool(t), "check-config", path)
+	if err != nil {
+		t.Fatalf("amtool check-config: %v\n%s", err, out)
+	}
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"TenantguardSpendCap", "TenantguardUsageSpike", "pg_unscoped"} {
+		if !strings.Contains(string(raw), name) {
+			t.Errorf("configs/alertmanager.yml does not route %s", name)
+		}
+	}
+}

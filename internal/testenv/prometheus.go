@@ -114,6 +114,16 @@ func Promtool(t testing.TB) string {
 	return bin
 }
 
+// Amtool returns the amtool path, skipping (or failing in CI) if absent.
+func Amtool(t testing.TB) string {
+	t.Helper()
+	bin := lookBinary("amtool", "prometheus-alertmanager-amtool")
+	if bin == "" {
+		missing(t, "amtool")
+	}
+	return bin
+}
+
 // Command runs name with args and returns combined output.
 func Command(name string, args ...string) ([]byte, error) {
 	return exec.Command(name, args...).CombinedOutput()
