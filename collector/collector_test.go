@@ -341,3 +341,33 @@ func TestDeletedConsumerDoesNotStoreTwice(t *testing.T) {
 	}
 	runOnce() // waitRows fails on any duplicate
 }
+
+// TestStartsBeforeNATS: the collector waits for NATS instead of exiting,
+// then ingests once NATS is up.
+func TestStartsBeforeNATS(t *testing.T) {
+	r := newRig(t, nil)
+	r.nats.Shutdown()
+	c, err := New(testConfig(), Deps{JetStream: r.js, Store: r.store, Pricer: r.book,
+		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	time.Sleep(time.Second)
+	select {
+	case err := <-done:
+		t.Fatalf("Run returned while NATS was down: %v", err)
+	default:
+	}
+	if err := r.nats.Start(); err != nil {
+		t.Fatal(err)
+	}
+	publish(t, r.js, "n-", 0, 500, 5)
+	waitRows(t, r.store, 500, 30*time.Second)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
