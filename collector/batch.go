@@ -108,7 +108,7 @@ func (c *Collector) flush(ctx context.Context, b *batch) error {
 	}
 	defer c.keepInProgress(b)()
 	if len(b.dlq) > 0 {
-		if err := c.retry(ctx, "dead-letter", b, func() error { return c.deadLetter(ctx, b.dlq) }); err != nil {
+		if err := c.retry(ctx, "dead-letter", len(b.msgs), func() error { return c.deadLetter(ctx, b.dlq) }); err != nil {
 			return err
 		}
 		for _, d := range b.dlq {
@@ -119,7 +119,7 @@ func (c *Collector) flush(ctx context.Context, b *batch) error {
 	rows, costs := b.rows, b.costs
 	if len(b.redeliv) > 0 {
 		var err error
-		if err = c.retry(ctx, "redelivery check", b, func() error {
+		if err = c.retry(ctx, "redelivery check", len(b.msgs), func() error {
 			rows, costs, err = c.dropStored(ctx, b.rows, b.costs, b.redeliv)
 			return err
 		}); err != nil {
@@ -129,7 +129,7 @@ func (c *Collector) flush(ctx context.Context, b *batch) error {
 	if len(rows) > 0 {
 		start := time.Now()
 		pending, failed := rows, false
-		if err := c.retry(ctx, "insert", b, func() error {
+		if err := c.retry(ctx, "insert", len(b.msgs), func() error {
 			if failed {
 				// A failed insert may still have stored some rows (one part
 				// per partition) or all of them (the reply was lost after
@@ -251,14 +251,16 @@ func (c *Collector) keepInProgress(b *batch) (stop func()) {
 	return func() { close(done); <-finished }
 }
 
-// retry runs fn until it succeeds, backing off between failures.
-func (c *Collector) retry(ctx context.Context, what string, b *batch, fn func() error) error {
+// retry runs fn until it succeeds or ctx ends, backing off between failures
+// (retry_min doubling to retry_max, with jitter). While it fails the
+// collector reports itself unhealthy; count is the messages waiting on it.
+func (c *Collector) retry(ctx context.Context, what string, count int, fn func() error) error {
 	wait := c.cfg.RetryMin
 	for attempt := 1; ; attempt++ {
 		err := fn()
 		if err == nil {
 			if attempt > 1 {
-				c.log.Info(what+" recovered", "count", len(b.msgs), "attempts", attempt)
+				c.log.Info(what+" recovered", "count", count, "attempts", attempt)
 			}
 			c.healthy.Store(true)
 			c.m.healthy.Set(1)
@@ -270,7 +272,7 @@ func (c *Collector) retry(ctx context.Context, what string, b *batch, fn func() 
 		c.healthy.Store(false)
 		c.m.healthy.Set(0)
 		c.m.insertErrors.Inc()
-		c.log.Warn(what+" failed; retrying", "err", err, "count", len(b.msgs), "attempt", attempt, "backoff", wait)
+		c.log.Warn(what+" failed; retrying", "err", err, "count", count, "attempt", attempt, "backoff", wait)
 		select {
 		case <-ctx.Done():
 			return ctx.Err()

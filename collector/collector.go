@@ -139,7 +139,7 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg StreamConfig
 // unfinished batch are left unacked, to be redelivered.
 func (c *Collector) Run(ctx context.Context) error {
 	// NATS may still be starting: wait for it rather than exit.
-	if err := c.retryStart(ctx, "create streams", func() error { return EnsureStreams(ctx, c.js, c.cfg.Stream) }); err != nil {
+	if err := c.retry(ctx, "create streams", 0, func() error { return EnsureStreams(ctx, c.js, c.cfg.Stream) }); err != nil {
 		return nil // ctx ended
 	}
 	if err := c.noteFreshConsumer(ctx); err != nil {
@@ -252,26 +252,6 @@ func (c *Collector) watchPending(ctx context.Context, cons jetstream.Consumer) {
 				c.m.pending.Set(float64(info.NumPending) + float64(info.NumAckPending))
 			}
 		}
-	}
-}
-
-// retryStart runs fn until it succeeds, with capped backoff and a warning
-// per failure; it returns ctx's error when ctx ends first.
-func (c *Collector) retryStart(ctx context.Context, what string, fn func() error) error {
-	wait := c.cfg.RetryMin
-	for {
-		err := fn()
-		if err == nil {
-			return nil
-		}
-		c.healthy.Store(false)
-		c.log.Warn(what+" failed; retrying", "err", err, "backoff", wait)
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(wait):
-		}
-		wait = min(wait*2, c.cfg.RetryMax)
 	}
 }
 

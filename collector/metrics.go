@@ -37,7 +37,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 		insertErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tenantguard_collector_insert_errors_total",
-			Help: "Failed ClickHouse insert attempts; each is retried with backoff.",
+			Help: "Failed attempts the collector retries with backoff: ClickHouse inserts and checks, dead-lettering, stream creation.",
 		}),
 		redelivered: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tenantguard_collector_redeliveries_total",
