@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -194,10 +193,10 @@ func precheck(ev *event.Event) error {
 		return fmt.Errorf("emit: tenant_id %q must match %s", ev.TenantID, event.TenantPattern)
 	case !event.ValidKindName(ev.Kind):
 		return fmt.Errorf("emit: kind %q must match %s", ev.Kind, event.KindPattern)
-	case ev.Quantity < 0 || math.IsNaN(ev.Quantity) || math.IsInf(ev.Quantity, 0):
-		return errors.New("emit: quantity must be finite and >= 0")
-	case ev.LatencyMs < 0 || math.IsNaN(ev.LatencyMs) || math.IsInf(ev.LatencyMs, 0):
-		return errors.New("emit: latency_ms must be finite and >= 0")
+	case !(ev.Quantity >= 0 && ev.Quantity <= event.MaxQuantity):
+		return fmt.Errorf("emit: quantity must be from 0 to %d", int64(event.MaxQuantity))
+	case !(ev.LatencyMs >= 0 && ev.LatencyMs <= event.MaxLatencyMs):
+		return fmt.Errorf("emit: latency_ms must be from 0 to %.0f", event.MaxLatencyMs)
 	case ev.Time.Year() < 1 || ev.Time.Year() > 9999:
 		return errors.New("emit: time must be within years 0001 to 9999")
 	case len(ev.Attrs) > event.MaxAttrs:

@@ -29,6 +29,15 @@ const (
 	MaxAttrs        = 16
 	MaxFuture       = 5 * time.Minute
 	DefaultLateness = 7 * 24 * time.Hour
+
+	// MaxQuantity is the largest quantity: 2^53-1, the largest integer a
+	// float64 holds exactly. Bounded quantities keep every sum finite, in
+	// ClickHouse and in Prometheus counters alike.
+	MaxQuantity = 1<<53 - 1
+	// MaxLatencyMs is the largest latency_ms, 1e9 ms (about 11.6 days). The
+	// per-minute rollup keeps latencies as Float32, whose range it stays
+	// far inside.
+	MaxLatencyMs = 1e9
 )
 
 var (

@@ -186,11 +186,11 @@ func TestSchemaRules(t *testing.T) {
 	if pattern != KindPattern {
 		t.Errorf("kind pattern: got %q, want %q", pattern, KindPattern)
 	}
-	if q := p["quantity"]; q.Default != 1.0 || q.Minimum == nil || *q.Minimum != 0 {
-		t.Errorf("quantity: got default %v minimum %s, want 1 and 0", q.Default, show(q.Minimum))
+	if q := p["quantity"]; q.Default != 1.0 || q.Minimum == nil || *q.Minimum != 0 || q.Maximum == nil || *q.Maximum != MaxQuantity {
+		t.Errorf("quantity: got default %v range [%s, %s], want 1 and [0, %d]", q.Default, show(q.Minimum), show(q.Maximum), int64(MaxQuantity))
 	}
-	if l := p["latency_ms"]; l.Minimum == nil || *l.Minimum != 0 {
-		t.Errorf("latency_ms minimum: got %s, want 0", show(l.Minimum))
+	if l := p["latency_ms"]; l.Minimum == nil || *l.Minimum != 0 || l.Maximum == nil || *l.Maximum != MaxLatencyMs {
+		t.Errorf("latency_ms: got [%s, %s], want [0, %v]", show(l.Minimum), show(l.Maximum), MaxLatencyMs)
 	}
 	if sc := p["status_code"]; sc.Minimum == nil || *sc.Minimum != 0 || sc.Maximum == nil || *sc.Maximum != 999 {
 		t.Errorf("status_code: got [%s, %s], want [0, 999]", show(sc.Minimum), show(sc.Maximum))

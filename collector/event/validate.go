@@ -2,7 +2,6 @@ package event
 
 import (
 	"fmt"
-	"math"
 	"time"
 )
 
@@ -120,11 +119,12 @@ func (v *Validator) Validate(e *Event, subject string) *ValidationError {
 	} else {
 		return invalid(ReasonUnknownKind, "kind", "%q is neither built in nor declared in config", e.Kind)
 	}
-	if math.IsNaN(e.Quantity) || math.IsInf(e.Quantity, 0) || e.Quantity < 0 {
-		return invalid(ReasonBadQuantity, "quantity", "must be finite and >= 0")
+	// Written as !(in range) so that NaN fails too.
+	if !(e.Quantity >= 0 && e.Quantity <= MaxQuantity) {
+		return invalid(ReasonBadQuantity, "quantity", "must be from 0 to %d", int64(MaxQuantity))
 	}
-	if math.IsNaN(e.LatencyMs) || math.IsInf(e.LatencyMs, 0) || e.LatencyMs < 0 {
-		return invalid(ReasonBadField, "latency_ms", "must be finite and >= 0")
+	if !(e.LatencyMs >= 0 && e.LatencyMs <= MaxLatencyMs) {
+		return invalid(ReasonBadField, "latency_ms", "must be from 0 to %.0f", MaxLatencyMs)
 	}
 	if e.StatusCode < 0 || e.StatusCode > 999 {
 		return invalid(ReasonBadField, "status_code", "must be 0 to 999")

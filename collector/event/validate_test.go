@@ -202,7 +202,10 @@ func TestParseQuantity(t *testing.T) {
 		{name: "negative zero", data: body("quantity", "-0"), check: wantQuantity(math.Copysign(0, -1))},
 		{name: "fraction", data: body("quantity", "2.5"), check: wantQuantity(2.5)},
 		{name: "exponent", data: body("quantity", "1.5E3"), check: wantQuantity(1500)},
-		{name: "largest float", data: body("quantity", "1.7976931348623157e308"), check: wantQuantity(math.MaxFloat64)},
+		{name: "largest exact integer", data: body("quantity", "9007199254740991"), check: wantQuantity(MaxQuantity)},
+		{name: "above the largest exact integer", data: body("quantity", "9007199254740992"), want: ReasonBadQuantity, field: "quantity"},
+		{name: "largest float", data: body("quantity", "1.7976931348623157e308"), want: ReasonBadQuantity, field: "quantity"},
+		{name: "1e308 would sum to infinity", data: body("quantity", "1e308"), want: ReasonBadQuantity, field: "quantity"},
 		{name: "underflow is zero", data: body("quantity", "1e-400"), check: wantQuantity(0)},
 		{name: "negative", data: body("quantity", "-1"), want: ReasonBadQuantity, field: "quantity"},
 		{name: "tiny negative", data: body("quantity", "-1e-300"), want: ReasonBadQuantity, field: "quantity"},
@@ -226,13 +229,13 @@ func TestParseQuantity(t *testing.T) {
 func TestValidateNonFiniteQuantity(t *testing.T) {
 	// NaN and ±Inf cannot be written in JSON, but an Event built in Go can hold them.
 	v := newTestValidator(t)
-	for _, q := range []float64{math.NaN(), math.Inf(1), math.Inf(-1), -1} {
+	for _, q := range []float64{math.NaN(), math.Inf(1), math.Inf(-1), -1, math.MaxFloat64, MaxQuantity + 2} {
 		e := Event{ID: "x", TenantID: "acme", Kind: KindAPIRequest, Time: testNow, Quantity: q}
 		if got := reasonOf(v.Validate(&e, "")); got != ReasonBadQuantity {
 			t.Errorf("Validate(quantity=%v): got %q, want %q", q, got, ReasonBadQuantity)
 		}
 	}
-	for _, l := range []float64{math.NaN(), math.Inf(1), -0.5} {
+	for _, l := range []float64{math.NaN(), math.Inf(1), -0.5, 1e308, math.MaxFloat32} {
 		e := Event{ID: "x", TenantID: "acme", Kind: KindAPIRequest, Time: testNow, Quantity: 1, LatencyMs: l}
 		if got := reasonOf(v.Validate(&e, "")); got != ReasonBadField {
 			t.Errorf("Validate(latency_ms=%v): got %q, want %q", l, got, ReasonBadField)
@@ -251,6 +254,9 @@ func TestParseOptionalFields(t *testing.T) {
 		{name: "latency string", data: body("latency_ms", `"12"`), want: ReasonWrongType, field: "latency_ms"},
 		{name: "latency negative", data: body("latency_ms", `-1`), want: ReasonBadField, field: "latency_ms"},
 		{name: "latency huge", data: body("latency_ms", `1e400`), want: ReasonBadField, field: "latency_ms"},
+		{name: "latency 1e308 overflows the rollup's Float32", data: body("latency_ms", `1e308`), want: ReasonBadField, field: "latency_ms"},
+		{name: "latency at the limit", data: body("latency_ms", `1e9`)},
+		{name: "latency just above the limit", data: body("latency_ms", `1000000000.001`), want: ReasonBadField, field: "latency_ms"},
 		{name: "status 0", data: body("status_code", `0`)},
 		{name: "status -0", data: body("status_code", `-0`)},
 		{name: "status 999", data: body("status_code", `999`)},
@@ -501,7 +507,7 @@ func TestValidationErrorFormat(t *testing.T) {
 	if err == nil {
 		t.Fatal("Parse(quantity -3): got nil error")
 	}
-	if got, want := err.Error(), "bad_quantity: quantity: must be finite and >= 0"; got != want {
+	if got, want := err.Error(), "bad_quantity: quantity: must be from 0 to 9007199254740991"; got != want {
 		t.Errorf("Error(): got %q, want %q", got, want)
 	}
 	err = v.Parse([]byte(`[]`), testSubject, &e)
