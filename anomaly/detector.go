@@ -241,8 +241,12 @@ type Rollup struct {
 }
 
 // ObserveRollup records a per-minute rollup through the same windows as
-// Observe. It reports false when the minute is already closed.
+// Observe. It reports false when the minute is already closed, or when the
+// rollup's numbers are unusable (see Rollup.Check).
 func (d *Detector) ObserveRollup(r *Rollup) bool {
+	if !r.usable() {
+		return false
+	}
 	sec := r.Minute.Unix()
 	m := int32(floorDiv64(sec, 60))
 	sh := d.shard(r.TenantID)

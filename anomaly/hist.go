@@ -15,10 +15,15 @@ type latHist [latBuckets]uint8
 
 var cbrt2, cbrt4 = math.Cbrt(2), math.Cbrt(4)
 
-// latBucket returns the bucket of ms without calling math.Log.
+// latBucket returns the bucket of ms without calling math.Log. Any float64
+// maps to a bucket: NaN and values below 1 ms to the first, +Inf and values
+// above ~10 s to the last.
 func latBucket(ms float64) int {
 	if !(ms >= 1) { // also NaN
 		return 0
+	}
+	if ms > math.MaxFloat64 { // +Inf: Frexp would give exponent 0
+		return latBuckets - 1
 	}
 	frac, exp := math.Frexp(ms) // ms = frac * 2^exp, frac in [0.5, 1)
 	m := frac * 2               // [1, 2)

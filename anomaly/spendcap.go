@@ -122,6 +122,10 @@ func (d *Detector) spendAlert(t *tenant, i int, startsAt, endsAt int64, spend fl
 // from the anomalies history), so a restart neither forgets spend nor
 // repeats an alert. Warm start calls it with at = now.
 func (d *Detector) SetSpend(tenant string, at time.Time, spend float64, alertedUpTo float64) {
+	if !finiteNonNeg(spend) {
+		d.log.Warn("spend is not a finite amount; ignored", "tenant", tenant, "spend", spend)
+		return
+	}
 	sec := at.Unix()
 	sh := d.shard(tenant)
 	sh.mu.Lock()

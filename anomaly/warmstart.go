@@ -13,17 +13,20 @@ import (
 var identRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
 // QueryRollups reads usage_1m rollups with minute in [from, to), in minute
-// order, and calls fn for each.
-func QueryRollups(ctx context.Context, conn driver.Conn, db string, from, to time.Time, fn func(*Rollup) error) error {
+// order, and calls fn for each. A row that fails Rollup.Check (a non-finite
+// sum, stored before events were bounded) is not passed to fn: it is counted
+// in skipped, and the first one is described in firstBad, so the caller can
+// report it.
+func QueryRollups(ctx context.Context, conn driver.Conn, db string, from, to time.Time, fn func(*Rollup) error) (skipped int, firstBad error, err error) {
 	if !identRE.MatchString(db) {
-		return fmt.Errorf("invalid database name %q", db)
+		return 0, nil, fmt.Errorf("invalid database name %q", db)
 	}
 	rows, err := conn.Query(ctx, `SELECT tenant_id, kind, minute, sum(count), sum(quantity), toFloat64(sum(cost)),
        sum(errors), sum(latency_count), quantilesTDigestMerge(0.5, 0.95, 0.99)(latency)
 FROM `+db+`.usage_1m WHERE minute >= ? AND minute < ?
 GROUP BY tenant_id, kind, minute ORDER BY minute, tenant_id, kind`, from.UTC(), to.UTC())
 	if err != nil {
-		return fmt.Errorf("query usage_1m: %w", err)
+		return 0, nil, fmt.Errorf("query usage_1m: %w", err)
 	}
 	defer rows.Close()
 	var r Rollup
@@ -31,17 +34,48 @@ GROUP BY tenant_id, kind, minute ORDER BY minute, tenant_id, kind`, from.UTC(), 
 		var q []float32
 		r = Rollup{}
 		if err := rows.Scan(&r.TenantID, &r.Kind, &r.Minute, &r.Count, &r.Quantity, &r.Cost, &r.Errors, &r.LatencyCount, &q); err != nil {
-			return fmt.Errorf("scan usage_1m: %w", err)
+			return skipped, firstBad, fmt.Errorf("scan usage_1m: %w", err)
 		}
 		if r.LatencyCount > 0 && len(q) == 3 && !math.IsNaN(float64(q[1])) {
 			r.LatencyP95 = float64(q[1])
 		}
+		if err := r.Check(); err != nil {
+			if skipped == 0 {
+				firstBad = err
+			}
+			skipped++
+			continue
+		}
 		if err := fn(&r); err != nil {
-			return err
+			return skipped, firstBad, err
 		}
 	}
-	return rows.Err()
+	return skipped, firstBad, rows.Err()
 }
+
+// Check reports a rollup whose numbers no detector can use: a quantity,
+// cost or latency that is negative, NaN or infinite. ObserveRollup ignores
+// such a rollup; Check says why.
+func (r *Rollup) Check() error {
+	if r.usable() {
+		return nil
+	}
+	for _, f := range []struct {
+		name string
+		v    float64
+	}{{"quantity", r.Quantity}, {"cost", r.Cost}, {"latency_p95_ms", r.LatencyP95}} {
+		if !finiteNonNeg(f.v) {
+			return fmt.Errorf("usage_1m row %s %s at %s: %s is %v", r.TenantID, r.Kind, r.Minute.UTC().Format(time.RFC3339), f.name, f.v)
+		}
+	}
+	return nil
+}
+
+func (r *Rollup) usable() bool {
+	return finiteNonNeg(r.Quantity) && finiteNonNeg(r.Cost) && finiteNonNeg(r.LatencyP95)
+}
+
+func finiteNonNeg(v float64) bool { return v >= 0 && v <= math.MaxFloat64 }
 
 // WarmStart loads baselines from ClickHouse so a restart does not start
 // cold: the seasonal profiles from hourly totals over warm_start.history,
@@ -88,7 +122,7 @@ GROUP BY tenant_id, h ORDER BY tenant_id, h`, histFrom, recentFrom)
 	defer func() { d.sink = sink }()
 	cur := int64(-1)
 	lateness := d.cfg.Lateness
-	err := QueryRollups(ctx, conn, db, recentFrom, now.Truncate(time.Minute), func(r *Rollup) error {
+	skipped, firstBad, err := QueryRollups(ctx, conn, db, recentFrom, now.Truncate(time.Minute), func(r *Rollup) error {
 		m := r.Minute.Unix() / 60
 		if cur >= 0 && m > cur {
 			d.Advance(ctx, time.Unix(m*60, 0).Add(lateness))
@@ -99,6 +133,9 @@ GROUP BY tenant_id, h ORDER BY tenant_id, h`, histFrom, recentFrom)
 	})
 	if err != nil {
 		return 0, fmt.Errorf("warm start: %w", err)
+	}
+	if skipped > 0 {
+		d.log.Warn("warm start skipped rollups with unusable numbers", "component", "anomaly", "count", skipped, "err", firstBad)
 	}
 	if cur >= 0 {
 		d.Advance(ctx, time.Unix((cur+1)*60, 0).Add(lateness))

@@ -118,3 +118,63 @@ func TestWarmStartFromClickHouse(t *testing.T) {
 		t.Errorf("spend-cap alerts %+v, want only the 100%% one", caps)
 	}
 }
+
+// TestWarmStartSkipsNonFiniteRows stores what a release without numeric
+// bounds let through (latency_ms 1e308, whose Float32 rollup is +Inf, and two
+// 1e308 quantities in one minute, which sum to +Inf) beside a healthy tenant.
+// Warm start must neither crash nor fail: it skips the poisoned rows and
+// still warms the healthy tenant.
+func TestWarmStartSkipsNonFiniteRows(t *testing.T) {
+	srv, db := testenv.ClickHouse(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	sc := store.DefaultConfig()
+	sc.Addr, sc.Database = []string{srv.Addr}, db
+	st, err := store.Open(ctx, sc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if _, err := st.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC()
+	at := now.Add(-30 * time.Minute).Truncate(time.Minute)
+	b, err := st.Conn().PrepareBatch(ctx, "INSERT INTO "+db+".events (tenant_id, kind, time, id, quantity, latency_ms)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range []struct {
+		tenant, kind, id string
+		qty, lat         float64
+	}{
+		{"poison", "webhook_call", "p1", 1, 1e308},
+		{"poison", "api_request", "p2", 1e308, 5},
+		{"poison", "api_request", "p3", 1e308, 5},
+		{"good", "api_request", "g1", 1, 12},
+	} {
+		if err := b.Append(r.tenant, r.kind, at, r.id, r.qty, r.lat); err != nil {
+			_ = b.Abort()
+			t.Fatal(err)
+		}
+	}
+	if err := b.Send(); err != nil {
+		t.Fatal(err)
+	}
+	d, _ := newTestDetector(t, nil)
+	n, err := d.WarmStart(ctx, st.Conn(), db, now)
+	if err != nil {
+		t.Fatalf("warm start: %v", err)
+	}
+	if _, ok := d.shard("good").tenants["good"]; !ok || n < 1 {
+		t.Errorf("warm start seeded %d tenants without the healthy one", n)
+	}
+	var seen int
+	skipped, firstBad, err := QueryRollups(ctx, st.Conn(), db, at, now, func(*Rollup) error { seen++; return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if skipped != 2 || seen != 1 || firstBad == nil {
+		t.Errorf("QueryRollups: got %d skipped, %d passed, first %v; want 2 skipped (both poisoned rows), 1 passed", skipped, seen, firstBad)
+	}
+}

@@ -123,14 +123,18 @@ func startAnomaly(ctx context.Context, d *daemon, nc *nats.Conn, extra ...anomal
 	if err != nil {
 		return nil, nil, err
 	}
-	wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	n, err := det.WarmStart(wctx, d.store.Conn(), d.store.Database(), time.Now())
-	cancel()
-	if err != nil {
-		// A cold start is worse than a warm one, not fatal: baselines learn.
-		a.log.Warn("anomaly warm start failed; starting cold", "component", "anomaly", "err", err)
+	if acfg.WarmStart.Enabled {
+		wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+		n, err := det.WarmStart(wctx, d.store.Conn(), d.store.Database(), time.Now())
+		cancel()
+		if err != nil {
+			// A cold start is worse than a warm one, not fatal: baselines learn.
+			a.log.Warn("anomaly warm start failed; starting cold", "component", "anomaly", "err", err)
+		} else {
+			a.log.Info("anomaly baselines warm-started", "component", "anomaly", "count", n)
+		}
 	} else {
-		a.log.Info("anomaly baselines warm-started", "component", "anomaly", "count", n)
+		a.log.Info("anomaly warm start off; baselines start cold", "component", "anomaly")
 	}
 	d.services = append(d.services, det.Run)
 	d.closers = append(d.closers, det.Close)

@@ -145,12 +145,15 @@ func replayClickHouse(ctx context.Context, sc store.Config, cfg anomaly.Config, 
 	if err != nil {
 		return nil, err
 	}
-	err = anomaly.QueryRollups(ctx, st.Conn(), st.Database(), from, to, func(ro *anomaly.Rollup) error {
+	skipped, firstBad, err := anomaly.QueryRollups(ctx, st.Conn(), st.Database(), from, to, func(ro *anomaly.Rollup) error {
 		r.Rollup(ro)
 		return nil
 	})
 	if err != nil {
 		return nil, err
+	}
+	if skipped > 0 {
+		fmt.Fprintf(os.Stderr, "replay: skipped %d usage_1m rows with unusable numbers; first: %v\n", skipped, firstBad)
 	}
 	return r.Finish(flush), nil
 }
