@@ -86,8 +86,12 @@ func newExportBillingCmd(a *app) *cobra.Command {
 			return a.runExport(cmd.Context(), &f, "lines", func(ctx context.Context, x *billing.Exporter, w io.Writer, progress func(int64)) (string, error) {
 				req.Progress = progress
 				sum, err := x.Billing(ctx, w, req)
-				return fmt.Sprintf("%d lines, %d tenants, %d events, total %s %s",
-					sum.Lines, sum.Tenants, sum.Events, sum.Total.StringFixed(9), x.Currency()), err
+				msg := fmt.Sprintf("%d lines, %d tenants, %d events, total %s %s",
+					sum.Lines, sum.Tenants, sum.Events, sum.Total.StringFixed(9), x.Currency())
+				if sum.NonFinite > 0 {
+					msg += fmt.Sprintf("; warning: %d lines have a stored quantity that is not finite (left empty; amounts are exact)", sum.NonFinite)
+				}
+				return msg, err
 			})
 		},
 	}

@@ -116,6 +116,9 @@ func (s *Server) billingExport(w http.ResponseWriter, r *http.Request, caller pr
 		if err == nil {
 			s.log.Info("billing export", "tenant", tenant, "count", sum.Lines, "events", sum.Events)
 		}
+		if sum.NonFinite > 0 {
+			s.log.Warn("billing export: stored quantities that are not finite were left empty", "tenant", tenant, "count", sum.NonFinite)
+		}
 		return err
 	})
 }

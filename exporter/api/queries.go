@@ -88,6 +88,17 @@ func ceilSecond(t time.Time) int64 {
 	return s
 }
 
+// storedFloat is finite(v), with a warning when storage held a non-finite
+// sum (rows stored before events were bounded), so the value answers null
+// and the operator learns where it came from.
+func (s *Server) storedFloat(tenant, kind, field string, v float64) *float64 {
+	f := finite(v)
+	if f == nil {
+		s.log.Warn("stored value is not finite; answered null", "tenant", tenant, "kind", kind, "field", field, "value", v)
+	}
+	return f
+}
+
 // finite maps NaN and infinities, which JSON cannot carry, to null.
 func finite(f float64) *float64 {
 	if math.IsNaN(f) || math.IsInf(f, 0) {
@@ -106,7 +117,7 @@ type usageBucket struct {
 	Time         time.Time `json:"time"`
 	Kind         string    `json:"kind"`
 	Events       uint64    `json:"events"`
-	Quantity     float64   `json:"quantity"`
+	Quantity     *float64  `json:"quantity"` // null when storage holds a non-finite sum
 	Cost         string    `json:"cost"`
 	Errors       uint64    `json:"errors"`
 	LatencyCount uint64    `json:"latency_count"`
@@ -146,10 +157,11 @@ WHERE tenant_id = ? AND minute >= toDateTime(?) AND minute < toDateTime(?)`, win
 		var b usageBucket
 		var cost decimal.Decimal
 		var qs []float32
-		if err := rows.Scan(&b.Time, &b.Kind, &b.Events, &b.Quantity, &cost, &b.Errors, &b.LatencyCount, &qs); err != nil {
+		var qty float64
+		if err := rows.Scan(&b.Time, &b.Kind, &b.Events, &qty, &cost, &b.Errors, &b.LatencyCount, &qs); err != nil {
 			return b, err
 		}
-		b.Time, b.Cost = b.Time.UTC(), cost.StringFixed(9)
+		b.Time, b.Cost, b.Quantity = b.Time.UTC(), cost.StringFixed(9), s.storedFloat(tenant, b.Kind, "quantity", qty)
 		if b.LatencyCount > 0 && len(qs) == 3 {
 			b.LatencyP50, b.LatencyP95, b.LatencyP99 = finite(float64(qs[0])), finite(float64(qs[1])), finite(float64(qs[2]))
 		}
@@ -158,10 +170,10 @@ WHERE tenant_id = ? AND minute >= toDateTime(?) AND minute < toDateTime(?)`, win
 }
 
 type kindCost struct {
-	Kind     string  `json:"kind"`
-	Events   uint64  `json:"events"`
-	Quantity float64 `json:"quantity"`
-	Cost     string  `json:"cost"`
+	Kind     string   `json:"kind"`
+	Events   uint64   `json:"events"`
+	Quantity *float64 `json:"quantity"` // null when storage holds a non-finite sum
+	Cost     string   `json:"cost"`
 }
 
 // tenantCost: GET /api/v1/tenants/{tenant_id}/cost?from&to — cost by kind
@@ -183,8 +195,9 @@ func (s *Server) tenantCost(w http.ResponseWriter, r *http.Request, _ principal,
 		func(rows driver.Rows) (kindCost, error) {
 			var k kindCost
 			var c decimal.Decimal
-			err := rows.Scan(&k.Kind, &k.Events, &k.Quantity, &c)
-			k.Cost = c.StringFixed(9)
+			var qty float64
+			err := rows.Scan(&k.Kind, &k.Events, &qty, &c)
+			k.Cost, k.Quantity = c.StringFixed(9), s.storedFloat(tenant, k.Kind, "quantity", qty)
 			return k, err
 		})
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"sort"
 	"strconv"
 	"time"
@@ -86,6 +87,10 @@ type Summary struct {
 	Tenants int64           // tenants with at least one event
 	Events  uint64          // raw events covered
 	Total   decimal.Decimal // exact sum of every amount
+	// NonFinite counts usage lines whose stored quantity sums to NaN or
+	// ±Inf (rows stored before events were bounded): their quantity is
+	// written empty (CSV) or null (JSON), and their amounts stay exact.
+	NonFinite int64
 }
 
 // ProgressEvery is how many rows pass between two Progress calls.
@@ -230,10 +235,15 @@ func (x *Exporter) Billing(ctx context.Context, w io.Writer, req Request) (Summa
 			cur = tenant
 		}
 		price := unit.StringFixed(9)
-		q := qty
+		var q *float64
+		if math.IsNaN(qty) || math.IsInf(qty, 0) {
+			sum.NonFinite++
+		} else {
+			q = &qty
+		}
 		lines = append(lines, Line{
 			TenantID: tenant, LineType: LineUsage, Kind: kind, UnitPrice: &price,
-			PriceVersion: versions, Events: n, Quantity: &q, Amount: amount.StringFixed(9),
+			PriceVersion: versions, Events: n, Quantity: q, Amount: amount.StringFixed(9),
 			Currency: x.cfg.Currency, PeriodFrom: from, PeriodTo: to,
 		})
 		amounts = append(amounts, amount)
