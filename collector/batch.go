@@ -14,6 +14,12 @@ import (
 	"github.com/tenantguard/tenantguard/collector/store"
 )
 
+// Reasons of tenantguard_collector_duplicates_total.
+const (
+	dupRedelivery = "redelivery" // JetStream delivered a stored message again
+	dupRepublish  = "republish"  // a publisher sent a stored id again
+)
+
 // batch is the unit of work: every message in it is acked together, after
 // its valid events are stored and its invalid ones dead-lettered.
 type batch struct {
@@ -21,7 +27,8 @@ type batch struct {
 	events   []event.Event // backing store for rows; never grows past cap
 	rows     []store.Row
 	costs    []float64
-	redeliv  []int // indexes into rows of redelivered messages
+	check    []int    // indexes into rows that ClickHouse may already hold
+	why      []string // per check entry: the duplicates_total reason if it does
 	dlq      []dlqItem
 	seen     map[string]struct{}
 	newest   time.Time
@@ -31,6 +38,7 @@ type batch struct {
 type dlqItem struct {
 	msg  jetstream.Msg
 	verr *event.ValidationError
+	done bool // JetStream confirmed the dead letter
 }
 
 func newBatch(n int) *batch {
@@ -50,7 +58,8 @@ func (b *batch) reset() {
 	clear(b.rows)
 	b.rows = b.rows[:0]
 	b.costs = b.costs[:0]
-	b.redeliv = b.redeliv[:0]
+	b.check = b.check[:0]
+	b.why = b.why[:0]
 	b.dlq = b.dlq[:0]
 	clear(b.seen)
 	b.newest = time.Time{}
@@ -62,9 +71,14 @@ func (c *Collector) add(b *batch, msg jetstream.Msg) {
 	b.msgs = append(b.msgs, msg)
 	b.events = append(b.events, event.Event{})
 	e := &b.events[len(b.events)-1]
-	if verr := c.validator.Parse(msg.Data(), msg.Subject(), e); verr != nil {
+	verr := c.validator.Parse(msg.Data(), msg.Subject(), e)
+	header := msg.Headers().Get(event.HeaderMsgID)
+	if verr == nil {
+		verr = event.CheckMsgID(header, e)
+	}
+	if verr != nil {
 		b.events = b.events[:len(b.events)-1]
-		b.dlq = append(b.dlq, dlqItem{msg, verr})
+		b.dlq = append(b.dlq, dlqItem{msg: msg, verr: verr})
 		return
 	}
 	key := e.TenantID + "\x00" + e.ID
@@ -81,17 +95,24 @@ func (c *Collector) add(b *batch, msg jetstream.Msg) {
 		// It would fail its whole batch's insert on every retry and stall
 		// every tenant behind it: dead-letter it instead.
 		b.events = b.events[:len(b.events)-1]
-		b.dlq = append(b.dlq, dlqItem{msg, &event.ValidationError{Reason: event.ReasonBadQuantity, Field: "quantity",
+		b.dlq = append(b.dlq, dlqItem{msg: msg, verr: &event.ValidationError{Reason: event.ReasonBadQuantity, Field: "quantity",
 			Detail: fmt.Sprintf("quantity %s × unit price %s overflows the cost column's Decimal(18, 9)",
 				strconv.FormatFloat(e.Quantity, 'g', -1, 64), unit)}})
 		return
 	}
 	b.seen[key] = struct{}{}
-	if md, err := msg.Metadata(); err == nil && (md.NumDelivered > 1 || md.Sequence.Stream <= c.verifyUpTo) {
-		b.redeliv = append(b.redeliv, len(b.rows))
+	// JetStream deduplicates neither a redelivery nor, outside its window
+	// or without a Nats-Msg-Id, a second publish: such rows are checked
+	// against ClickHouse before they are stored.
+	md, err := msg.Metadata()
+	switch {
+	case err == nil && (md.NumDelivered > 1 || md.Sequence.Stream <= c.verifyUpTo):
+		b.check, b.why = append(b.check, len(b.rows)), append(b.why, dupRedelivery)
 		if md.NumDelivered > 1 {
 			c.m.redelivered.Inc()
 		}
+	case header == "":
+		b.check, b.why = append(b.check, len(b.rows)), append(b.why, dupRepublish)
 	}
 	b.rows = append(b.rows, store.Row{Event: e, Plan: plan, UnitPrice: unit, Cost: cost, PriceVersion: c.pricer.Version()})
 	b.costs = append(b.costs, cost.InexactFloat64())
@@ -111,21 +132,26 @@ func (c *Collector) flush(ctx context.Context, b *batch) error {
 		if err := c.retry(ctx, "dead-letter", len(b.msgs), func() error { return c.deadLetter(ctx, b.dlq) }); err != nil {
 			return err
 		}
-		for _, d := range b.dlq {
-			c.m.dlq.WithLabelValues(string(d.verr.Reason)).Inc()
-		}
-		c.m.events.WithLabelValues("dlq").Add(float64(len(b.dlq)))
 	}
 	rows, costs := b.rows, b.costs
-	if len(b.redeliv) > 0 {
-		var err error
-		if err = c.retry(ctx, "redelivery check", len(b.msgs), func() error {
-			rows, costs, err = c.dropStored(ctx, b.rows, b.costs, b.redeliv)
+	if len(b.check) > 0 {
+		var found map[string]struct{}
+		if err := c.retry(ctx, "duplicate check", len(b.msgs), func() error {
+			var err error
+			rows, costs, found, err = c.dropStored(ctx, b.rows, b.costs, b.check, b.why)
 			return err
 		}); err != nil {
 			return err
 		}
+		for i, idx := range b.check {
+			if e := b.rows[idx].Event; len(found) > 0 {
+				if _, ok := found[e.TenantID+"\x00"+e.ID]; ok {
+					c.m.duplicates.WithLabelValues(b.why[i]).Inc()
+				}
+			}
+		}
 	}
+	c.m.duplicates.WithLabelValues(dupRepublish).Add(float64(b.duplicat))
 	if len(rows) > 0 {
 		start := time.Now()
 		pending, failed := rows, false
@@ -135,7 +161,7 @@ func (c *Collector) flush(ctx context.Context, b *batch) error {
 				// per partition) or all of them (the reply was lost after
 				// the commit): drop those before inserting again.
 				var err error
-				if pending, _, err = c.dropStored(ctx, pending, nil, nil); err != nil || len(pending) == 0 {
+				if pending, _, _, err = c.dropStored(ctx, pending, nil, nil, nil); err != nil || len(pending) == 0 {
 					return err
 				}
 			}
@@ -164,25 +190,31 @@ func (c *Collector) flush(ctx context.Context, b *batch) error {
 }
 
 // dropStored returns rows (and costs, when not nil) without the rows that
-// ClickHouse already holds. It looks up only the rows at the indexes in
-// check, or every row when check is nil.
-func (c *Collector) dropStored(ctx context.Context, rows []store.Row, costs []float64, check []int) ([]store.Row, []float64, error) {
+// ClickHouse already holds, and the tenant\x00id keys it found. It looks up
+// only the rows at the indexes in check, or every row when check is nil; a
+// row whose why is republish is looked up across the lateness window.
+func (c *Collector) dropStored(ctx context.Context, rows []store.Row, costs []float64, check []int, why []string) ([]store.Row, []float64, map[string]struct{}, error) {
 	keys := make([]store.EventKey, 0, len(rows))
-	add := func(e *event.Event) {
-		keys = append(keys, store.EventKey{TenantID: e.TenantID, ID: e.ID, Time: e.Time})
-	}
 	if check == nil {
 		for i := range rows {
-			add(rows[i].Event)
+			e := rows[i].Event
+			keys = append(keys, store.EventKey{TenantID: e.TenantID, ID: e.ID, Time: e.Time})
 		}
 	} else {
-		for _, idx := range check {
-			add(rows[idx].Event)
+		now := time.Now()
+		for i, idx := range check {
+			e := rows[idx].Event
+			k := store.EventKey{TenantID: e.TenantID, ID: e.ID, Time: e.Time}
+			if why[i] == dupRepublish {
+				// Any copy inside the valid time window counts.
+				k.From, k.To = now.Add(-c.cfg.Lateness), now.Add(event.MaxFuture)
+			}
+			keys = append(keys, k)
 		}
 	}
 	found, err := c.store.ExistingIDs(ctx, keys)
 	if err != nil || len(found) == 0 {
-		return rows, costs, err
+		return rows, costs, found, err
 	}
 	kept := make([]store.Row, 0, len(rows))
 	var keptCosts []float64
@@ -199,24 +231,39 @@ func (c *Collector) dropStored(ctx context.Context, rows []store.Row, costs []fl
 		}
 	}
 	c.log.Info("skipped events already stored", "count", len(rows)-len(kept))
-	return kept, keptCosts, nil
+	return kept, keptCosts, found, nil
 }
 
-// deadLetter publishes invalid messages to the DLQ stream and waits for
-// JetStream to confirm every one.
+// deadLetter publishes the invalid messages not yet confirmed to the DLQ
+// stream and waits for JetStream to confirm each. A dead letter counts once,
+// when it is first confirmed; a retry after a partial failure publishes only
+// the rest.
 func (c *Collector) deadLetter(ctx context.Context, items []dlqItem) error {
-	futures := make([]jetstream.PubAckFuture, 0, len(items))
-	for _, d := range items {
-		f, err := c.js.PublishMsgAsync(dlqMessage(d.msg, d.verr))
+	type pending struct {
+		i int
+		f jetstream.PubAckFuture
+	}
+	futures := make([]pending, 0, len(items))
+	for i := range items {
+		if items[i].done {
+			continue
+		}
+		f, err := c.js.PublishMsgAsync(dlqMessage(items[i].msg, items[i].verr))
 		if err != nil {
 			return fmt.Errorf("publish to %s: %w", event.DLQStream, err)
 		}
-		futures = append(futures, f)
+		futures = append(futures, pending{i, f})
 	}
-	for _, f := range futures {
+	for _, p := range futures {
 		select {
-		case <-f.Ok():
-		case err := <-f.Err():
+		case ack := <-p.f.Ok():
+			d := &items[p.i]
+			d.done = true
+			if !ack.Duplicate { // already dead-lettered before a crash
+				c.m.dlq.WithLabelValues(string(d.verr.Reason)).Inc()
+				c.m.events.WithLabelValues("dlq").Inc()
+			}
+		case err := <-p.f.Err():
 			return fmt.Errorf("publish to %s: %w", event.DLQStream, err)
 		case <-ctx.Done():
 			return ctx.Err()

@@ -295,9 +295,10 @@ func dlqMessage(msg jetstream.Msg, verr *event.ValidationError) *nats.Msg {
 	out.Header.Set(event.HeaderReason, verr.Error())
 	out.Header.Set(event.HeaderSubject, msg.Subject())
 	if id := msg.Headers().Get(event.HeaderMsgID); id != "" {
-		out.Header.Set(event.HeaderMsgID, id)
-	} else if md, err := msg.Metadata(); err == nil {
-		out.Header.Set(event.HeaderMsgID, fmt.Sprintf("seq-%d", md.Sequence.Stream))
+		out.Header.Set(event.HeaderOriginalMsgID, id)
+	}
+	if md, err := msg.Metadata(); err == nil {
+		out.Header.Set(event.HeaderMsgID, event.DLQMsgID(md.Stream, md.Sequence.Stream))
 	}
 	return out
 }

@@ -84,7 +84,7 @@ func TestCollectorCrashesLoseAndDuplicateNothing(t *testing.T) {
 	kills, midStream, interrupted := 0, 0, 0
 	child := startChild(t, r)
 	for kills < 4 {
-		time.Sleep(time.Duration(800+kills*300) * time.Millisecond)
+		time.Sleep(time.Duration(500+kills*200) * time.Millisecond)
 		select {
 		case <-done:
 		default:

@@ -86,7 +86,7 @@ func TestBadEventsGoToDLQWithReason(t *testing.T) {
 			t.Fatal(err)
 		}
 		for m := range batch.Messages() {
-			got[m.Headers().Get(event.HeaderMsgID)] = m
+			got[m.Headers().Get(event.HeaderOriginalMsgID)] = m
 		}
 	}
 	for _, c := range cases {
@@ -138,7 +138,7 @@ func TestCostOverflowIsDeadLettered(t *testing.T) {
 	if err != nil {
 		t.Fatalf("no dead letter for the overflowing event: %v", err)
 	}
-	if id := msg.Header.Get(event.HeaderMsgID); id != huge.ID {
+	if id := msg.Header.Get(event.HeaderOriginalMsgID); id != huge.ID {
 		t.Fatalf("dead letter id %q, want %q", id, huge.ID)
 	}
 	if reason := msg.Header.Get(event.HeaderReason); !strings.HasPrefix(reason, string(event.ReasonBadQuantity)+": ") {

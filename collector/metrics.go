@@ -6,6 +6,7 @@ import "github.com/prometheus/client_golang/prometheus"
 type metrics struct {
 	events       *prometheus.CounterVec // result: stored, duplicate, dlq
 	dlq          *prometheus.CounterVec // reason
+	duplicates   *prometheus.CounterVec // reason: redelivery, republish
 	batchRows    prometheus.Histogram
 	insertDur    prometheus.Histogram
 	insertErrors prometheus.Counter
@@ -24,6 +25,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		dlq: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tenantguard_collector_dlq_total",
 			Help: "Invalid events sent to the dead-letter stream, by reason.",
+		}, []string{"reason"}),
+		duplicates: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tenantguard_collector_duplicates_total",
+			Help: "Events not stored because their id was already stored, by reason: redelivery (JetStream delivered it again) or republish (a publisher sent it again).",
 		}, []string{"reason"}),
 		batchRows: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "tenantguard_collector_batch_rows",
@@ -56,13 +61,16 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "1 when the last ClickHouse insert succeeded, 0 while inserts fail.",
 		}),
 	}
-	for _, c := range []prometheus.Collector{m.events, m.dlq, m.batchRows, m.insertDur, m.insertErrors, m.redelivered, m.lag, m.pending, m.healthy} {
+	for _, c := range []prometheus.Collector{m.events, m.dlq, m.duplicates, m.batchRows, m.insertDur, m.insertErrors, m.redelivered, m.lag, m.pending, m.healthy} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
 	}
 	for _, r := range []string{"stored", "duplicate", "dlq"} {
 		m.events.WithLabelValues(r)
+	}
+	for _, r := range []string{"redelivery", "republish"} {
+		m.duplicates.WithLabelValues(r)
 	}
 	m.healthy.Set(1)
 	return m, nil

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -189,6 +190,10 @@ func precheck(ev *event.Event) error {
 	switch {
 	case len(ev.ID) > event.MaxIDLen:
 		return fmt.Errorf("emit: id longer than %d bytes", event.MaxIDLen)
+	case ev.ID != "" && (strings.ContainsAny(ev.ID, "\r\n") || strings.TrimSpace(ev.ID) != ev.ID):
+		// The id travels as the Nats-Msg-Id header too, which cannot carry
+		// line breaks or surrounding blanks: the copies would differ.
+		return errors.New("emit: id must not hold line breaks or leading or trailing blanks")
 	case !event.ValidTenantID(ev.TenantID):
 		return fmt.Errorf("emit: tenant_id %q must match %s", ev.TenantID, event.TenantPattern)
 	case !event.ValidKindName(ev.Kind):

@@ -165,6 +165,10 @@ func TestEmitRejectsInvalid(t *testing.T) {
 		{TenantID: "acme", Kind: "api_request", Quantity: -1},
 		{TenantID: "acme", Kind: "api_request", Quantity: 1, LatencyMs: math.NaN()},
 		{TenantID: "acme", Kind: "api_request", Quantity: 1, Time: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)},
+		{TenantID: "acme", Kind: "api_request", Quantity: 1e308},
+		{TenantID: "acme", Kind: "api_request", Quantity: 1, LatencyMs: 1e308},
+		{ID: "id\nwith a break", TenantID: "acme", Kind: "api_request", Quantity: 1},
+		{ID: " padded", TenantID: "acme", Kind: "api_request", Quantity: 1},
 	}
 	for _, b := range bad {
 		if err := e.Emit(context.Background(), b); err == nil {

@@ -155,7 +155,7 @@ func TestBadCorpusFixedIsValid(t *testing.T) {
 var allReasons = []Reason{
 	ReasonTooLarge, ReasonInvalidJSON, ReasonWrongType, ReasonMissingField, ReasonBadID,
 	ReasonBadTenantID, ReasonUnknownKind, ReasonBadTime, ReasonTimeInFuture, ReasonTooLate,
-	ReasonBadQuantity, ReasonBadAttrs, ReasonBadField, ReasonSubjectMismatch,
+	ReasonBadQuantity, ReasonBadAttrs, ReasonBadField, ReasonSubjectMismatch, ReasonIDMismatch,
 }
 
 func knownReason(r Reason) bool {

@@ -357,7 +357,7 @@ func TestDocsListEveryReason(t *testing.T) {
 	for name := range fieldRows {
 		t.Errorf("docs/events.md lists %q, which is neither a field nor a built-in kind", name)
 	}
-	for _, want := range []string{TenantPattern, KindPattern, HeaderReason, HeaderSubject, HeaderMsgID, DLQStream, UsageStream, DLQSubjects, UsageSubjects} {
+	for _, want := range []string{TenantPattern, KindPattern, HeaderReason, HeaderSubject, HeaderMsgID, HeaderOriginalMsgID, DLQStream, UsageStream, DLQSubjects, UsageSubjects} {
 		if !strings.Contains(string(doc), want) {
 			t.Errorf("docs/events.md does not mention %q", want)
 		}

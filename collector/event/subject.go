@@ -2,23 +2,26 @@ package event
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 )
 
 // NATS names of the contract.
 const (
-	UsageStream     = "TENANTGUARD_USAGE"
-	DLQStream       = "TENANTGUARD_DLQ"
-	UsageSubjects   = "tenantguard.usage.>"
-	DLQSubjects     = "tenantguard.dlq.>"
-	usagePrefix     = "tenantguard.usage."
-	dlqPrefix       = "tenantguard.dlq."
-	alertsPrefix    = "tenantguard.alerts."
-	HeaderMsgID     = "Nats-Msg-Id"
-	HeaderReason    = "Tenantguard-Reason"
-	HeaderSubject   = "Tenantguard-Subject"
-	DecisionsBucket = "tenantguard_decisions"
-	LimitersBucket  = "tenantguard_limiters"
+	UsageStream   = "TENANTGUARD_USAGE"
+	DLQStream     = "TENANTGUARD_DLQ"
+	UsageSubjects = "tenantguard.usage.>"
+	DLQSubjects   = "tenantguard.dlq.>"
+	usagePrefix   = "tenantguard.usage."
+	dlqPrefix     = "tenantguard.dlq."
+	alertsPrefix  = "tenantguard.alerts."
+	HeaderMsgID   = "Nats-Msg-Id"
+	HeaderReason  = "Tenantguard-Reason"
+	HeaderSubject = "Tenantguard-Subject"
+	// HeaderOriginalMsgID carries a dead letter's original Nats-Msg-Id.
+	HeaderOriginalMsgID = "Tenantguard-Msg-Id"
+	DecisionsBucket     = "tenantguard_decisions"
+	LimitersBucket      = "tenantguard_limiters"
 )
 
 // Subject returns the usage subject of an event: tenantguard.usage.<tenant>.<kind>.
@@ -46,3 +49,7 @@ func ParseSubject(subject string) (tenant, kind string, err error) {
 	}
 	return tenant, kind, nil
 }
+
+// DLQMsgID is the Nats-Msg-Id of the dead letter of the message at seq in
+// stream: unique per original, so no publisher can collide with it.
+func DLQMsgID(stream string, seq uint64) string { return stream + ":" + strconv.FormatUint(seq, 10) }

@@ -25,6 +25,7 @@ const (
 	ReasonBadAttrs        Reason = "bad_attrs"
 	ReasonBadField        Reason = "bad_field"
 	ReasonSubjectMismatch Reason = "subject_mismatch"
+	ReasonIDMismatch      Reason = "id_mismatch"
 )
 
 // ValidationError says why an event was rejected.
@@ -149,6 +150,23 @@ func (v *Validator) Validate(e *Event, subject string) *ValidationError {
 		}
 	}
 	return nil
+}
+
+// CheckMsgID reports a Nats-Msg-Id header that differs from the body's id.
+// An empty header passes: the message then lacks JetStream's dedup, which
+// the collector makes up for.
+func CheckMsgID(header string, e *Event) *ValidationError {
+	if header == "" || header == e.ID {
+		return nil
+	}
+	return invalid(ReasonIDMismatch, "id", "Nats-Msg-Id header %q differs from the body's id %q", clip(header), clip(e.ID))
+}
+
+func clip(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "…"
+	}
+	return s
 }
 
 // Parse decodes data and validates the event it holds. It is the one call

@@ -91,6 +91,18 @@ type EventKey struct {
 	TenantID string
 	ID       string
 	Time     time.Time
+	// From and To, when From is set, widen the search from Time alone to
+	// [From, To]: a publisher's re-send may carry another time than the
+	// stored copy.
+	From, To time.Time
+}
+
+// span is the time range a key is searched in.
+func (k EventKey) span() (lo, hi time.Time) {
+	if k.From.IsZero() {
+		return k.Time, k.Time
+	}
+	return k.From, k.To
 }
 
 // ExistingIDs returns which of keys are already in events, as tenant+"\x00"+id.
@@ -112,19 +124,20 @@ func (s *Store) existingChunk(ctx context.Context, keys []EventKey, found map[st
 	tenants := make(map[string]struct{})
 	wanted := make(map[string]struct{}, len(keys))
 	var tset, iset []any
-	lo, hi := keys[0].Time, keys[0].Time
+	lo, hi := keys[0].span()
 	for _, k := range keys {
+		klo, khi := k.span()
 		if _, ok := tenants[k.TenantID]; !ok {
 			tenants[k.TenantID] = struct{}{}
 			tset = append(tset, k.TenantID)
 		}
 		iset = append(iset, k.ID)
 		wanted[k.TenantID+"\x00"+k.ID] = struct{}{}
-		if k.Time.Before(lo) {
-			lo = k.Time
+		if klo.Before(lo) {
+			lo = klo
 		}
-		if k.Time.After(hi) {
-			hi = k.Time
+		if khi.After(hi) {
+			hi = khi
 		}
 	}
 	q := "SELECT tenant_id, id FROM " + s.Table("events") +

@@ -92,7 +92,7 @@ func TestInsertRollupAndExistingIDs(t *testing.T) {
 		t.Fatalf("time_ms %d, want 123", ms)
 	}
 	found, err := st.ExistingIDs(ctx, []EventKey{
-		{"acme", "e3", at}, {"acme", "missing", at}, {"globex", "e0", at}, {"globex", "e1", at},
+		{TenantID: "acme", ID: "e3", Time: at}, {TenantID: "acme", ID: "missing", Time: at}, {TenantID: "globex", ID: "e0", Time: at}, {TenantID: "globex", ID: "e1", Time: at},
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -1,0 +1,173 @@
+package collector
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/tenantguard/tenantguard/collector/event"
+)
+
+// startWithRegistry runs a collector whose metrics land in a registry the
+// test reads.
+func (r *rig) startWithRegistry(t *testing.T, cfg Config) *prometheus.Registry {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	c, err := New(cfg, Deps{JetStream: r.js, Store: r.store, Pricer: r.book, Registry: reg,
+		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("collector run: %v", err)
+		}
+	})
+	return reg
+}
+
+func publishRaw(t *testing.T, r *rig, subject, msgID string, body []byte) uint64 {
+	t.Helper()
+	m := nats.NewMsg(subject)
+	m.Data = body
+	if msgID != "" {
+		m.Header.Set(event.HeaderMsgID, msgID)
+	}
+	ack, err := r.js.PublishMsg(context.Background(), m)
+	if err != nil {
+		t.Fatalf("publish: %v", err)
+	}
+	return ack.Sequence
+}
+
+func validBody(id, tenant string, qty float64) []byte {
+	e := event.Event{ID: id, TenantID: tenant, Kind: event.KindAPIRequest, Time: time.Now().UTC(), Quantity: qty}
+	return event.AppendJSON(nil, &e)
+}
+
+// TestDeadLettersCannotBeDeduplicatedAway: a publisher picks the header id
+// that an earlier dead letter of someone else was keyed by. Every bad
+// message must still land in the DLQ, and the dlq counter must equal the
+// DLQ's message count.
+func TestDeadLettersCannotBeDeduplicatedAway(t *testing.T) {
+	r := newRig(t, nil)
+	reg := r.startWithRegistry(t, testConfig())
+	subject := event.Subject("acme", event.KindAPIRequest)
+	first := publishRaw(t, r, subject, "", []byte(`{"broken`))
+	// The old scheme keyed a header-less dead letter by "seq-<N>": these
+	// collide with it and with each other's stream sequence.
+	publishRaw(t, r, subject, fmt.Sprintf("seq-%d", first), []byte(`{"also broken`))
+	publishRaw(t, r, subject, fmt.Sprintf("%s:%d", event.UsageStream, first), []byte(`not json`))
+	publishRaw(t, r, subject, "", []byte(`{"id":"x"}`))
+	publish(t, r.js, "ok-", 0, 10, 2)
+	waitRows(t, r.store, 10, 30*time.Second)
+
+	dlq, err := r.js.Stream(context.Background(), event.DLQStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := dlq.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs != 4 {
+		t.Errorf("DLQ holds %d messages, want 4", info.State.Msgs)
+	}
+	counted := testutil.ToFloat64(mustVec(t, reg, "tenantguard_collector_events_total", "result", "dlq"))
+	if counted != float64(info.State.Msgs) {
+		t.Errorf("events_total{result=dlq} = %v, DLQ holds %d", counted, info.State.Msgs)
+	}
+	msg, err := dlq.GetMsg(context.Background(), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := msg.Header.Get(event.HeaderMsgID), fmt.Sprintf("%s:%d", event.UsageStream, first); got != want {
+		t.Errorf("dead letter id: got %q, want %q", got, want)
+	}
+}
+
+// TestHeaderBodyIDMismatchIsDeadLettered: the body id is the identity. A
+// header id that differs would let JetStream drop a different event as its
+// duplicate, so the message is dead-lettered with reason id_mismatch.
+func TestHeaderBodyIDMismatchIsDeadLettered(t *testing.T) {
+	r := newRig(t, nil)
+	r.start(t, testConfig())
+	subject := event.Subject("acme", event.KindAPIRequest)
+	publishRaw(t, r, subject, "other-id", validBody("body-id", "acme", 1))
+	publish(t, r.js, "ok-", 0, 10, 2)
+	waitRows(t, r.store, 10, 30*time.Second)
+	dlq, err := r.js.Stream(context.Background(), event.DLQStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := dlq.GetLastMsgForSubject(context.Background(), event.DLQSubject(event.ReasonIDMismatch))
+	if err != nil {
+		t.Fatalf("no id_mismatch dead letter: %v", err)
+	}
+	if reason := msg.Header.Get(event.HeaderReason); !strings.HasPrefix(reason, "id_mismatch: ") {
+		t.Errorf("reason %q, want id_mismatch: ...", reason)
+	}
+	if got := msg.Header.Get(event.HeaderOriginalMsgID); got != "other-id" {
+		t.Errorf("%s: got %q, want the publisher's header id other-id", event.HeaderOriginalMsgID, got)
+	}
+}
+
+// TestEventWithoutHeaderIsStoredOnce publishes one event twice without a
+// Nats-Msg-Id (so JetStream cannot deduplicate it), in two batches and with
+// different quantities. It is stored once, with the first quantity.
+func TestEventWithoutHeaderIsStoredOnce(t *testing.T) {
+	r := newRig(t, nil)
+	reg := r.startWithRegistry(t, testConfig())
+	subject := event.Subject("acme", event.KindAPIRequest)
+	publishRaw(t, r, subject, "", validBody("no-header-1", "acme", 3))
+	waitRows(t, r.store, 1, 30*time.Second)
+	publishRaw(t, r, subject, "", validBody("no-header-1", "acme", 7))
+	publish(t, r.js, "ok-", 0, 10, 2)
+	waitRows(t, r.store, 11, 30*time.Second)
+	var qty float64
+	if err := r.store.Conn().QueryRow(context.Background(),
+		"SELECT sum(quantity) FROM "+r.store.Table("events")+" WHERE id = 'no-header-1'").Scan(&qty); err != nil {
+		t.Fatal(err)
+	}
+	if qty != 3 {
+		t.Errorf("stored quantity %v, want 3 (the first copy only)", qty)
+	}
+	if got := testutil.ToFloat64(mustVec(t, reg, "tenantguard_collector_duplicates_total", "reason", "republish")); got != 1 {
+		t.Errorf("duplicates_total{reason=republish} = %v, want 1", got)
+	}
+}
+
+// mustVec finds the counter of a vector by one label value in reg.
+func mustVec(t *testing.T, reg *prometheus.Registry, name, label, value string) prometheus.Collector {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				if lp.GetName() == label && lp.GetValue() == value {
+					return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "x"}, func() float64 { return m.GetCounter().GetValue() })
+				}
+			}
+		}
+	}
+	t.Fatalf("%s{%s=%q} not found", name, label, value)
+	return nil
+}
