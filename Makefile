@@ -38,8 +38,10 @@ bench-ingest: deps build
 	./$(BIN) bench ingest
 
 # Short runs of every fuzzer; the corpus lives in each package's testdata/fuzz.
+FUZZTIME ?= 60s
 fuzz:
-	$(GO) test ./collector/event -run '^$$' -fuzz FuzzDecode -fuzztime 30s
+	$(GO) test ./collector/event -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME)
+	$(GO) test ./anomaly -run '^$$' -fuzz FuzzWarmStartRows -fuzztime $(FUZZTIME)
 
 clean:
 	rm -rf bin .tenantguard
