@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"slices"
 
 	"github.com/shopspring/decimal"
@@ -60,6 +61,10 @@ func DefaultConfig() Config {
 	}
 }
 
+// maxSpendCap bounds a monthly cap, so that it and the spend it is compared
+// with stay exact in the detector's float64.
+var maxSpendCap = decimal.New(1, 15)
+
 // Validate names every bad field. kinds reports whether a kind is known.
 func (c Config) Validate(kinds func(string) bool) error {
 	var errs []error
@@ -77,12 +82,12 @@ func (c Config) Validate(kinds func(string) bool) error {
 		p := c.Plans[name]
 		errs = append(errs, validatePrices("pricing.plans."+name+".prices", p.Prices, kinds)...)
 		if p.SpendCap != "" {
-			if d, err := decimal.NewFromString(p.SpendCap); err != nil || d.Sign() <= 0 {
-				errs = append(errs, fmt.Errorf("pricing.plans.%s.spend_cap: %q must be a positive decimal", name, p.SpendCap))
+			if d, err := decimal.NewFromString(p.SpendCap); err != nil || d.Sign() <= 0 || d.GreaterThanOrEqual(maxSpendCap) {
+				errs = append(errs, fmt.Errorf("pricing.plans.%s.spend_cap: %q must be a positive decimal below %s", name, p.SpendCap, maxSpendCap))
 			}
 		}
-		if p.DegradedRate < 0 {
-			errs = append(errs, fmt.Errorf("pricing.plans.%s.degraded_rate: must be >= 0", name))
+		if !(p.DegradedRate >= 0 && p.DegradedRate <= math.MaxFloat64) { // also NaN and +Inf
+			errs = append(errs, fmt.Errorf("pricing.plans.%s.degraded_rate: must be a finite number >= 0", name))
 		}
 	}
 	for _, tenant := range slices.Sorted(maps.Keys(c.Tenants)) {

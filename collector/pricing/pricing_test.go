@@ -1,6 +1,7 @@
 package pricing
 
 import (
+	"math"
 	"strings"
 	"testing"
 
@@ -60,8 +61,10 @@ func TestValidateNamesEveryBadField(t *testing.T) {
 	c.Currency = "dollars"
 	c.Prices = map[string]string{"api_request": "-1", "nope": "1", "ai_tokens": "0.0000000001", "job_run": "1000000000"}
 	c.Tenants = map[string]string{"bad.tenant": "default", "acme": "gold"}
+	c.Plans = map[string]Plan{"default": {}, "huge": {SpendCap: "1e400"}, "nan": {DegradedRate: math.NaN()}, "inf": {DegradedRate: math.Inf(1)}}
 	err := c.Validate(func(k string) bool { return k != "nope" })
-	for _, want := range []string{"pricing.currency", "pricing.prices.api_request", "pricing.prices.nope", "pricing.prices.ai_tokens", "pricing.prices.job_run", "pricing.tenants.bad.tenant", "pricing.tenants.acme"} {
+	for _, want := range []string{"pricing.currency", "pricing.prices.api_request", "pricing.prices.nope", "pricing.prices.ai_tokens", "pricing.prices.job_run", "pricing.tenants.bad.tenant", "pricing.tenants.acme",
+		"pricing.plans.huge.spend_cap", "pricing.plans.nan.degraded_rate", "pricing.plans.inf.degraded_rate"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("error %v does not name %s", err, want)
 		}
