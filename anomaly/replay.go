@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"sort"
 	"strconv"
 	"strings"
@@ -278,8 +277,10 @@ func ParseEventLine(line []byte, e *event.Event) error {
 		return errors.New("bad kind")
 	case e.Time.IsZero():
 		return errors.New("missing time")
-	case !(e.Quantity >= 0) || math.IsInf(e.Quantity, 0):
-		return errors.New("bad quantity")
+	case !(e.Quantity >= 0 && e.Quantity <= event.MaxQuantity):
+		return fmt.Errorf("bad quantity: must be from 0 to %d", int64(event.MaxQuantity))
+	case !(e.LatencyMs >= 0 && e.LatencyMs <= event.MaxLatencyMs):
+		return fmt.Errorf("bad latency_ms: must be from 0 to %.0f", event.MaxLatencyMs)
 	}
 	return nil
 }
@@ -436,7 +437,7 @@ func parseNonNeg(field, s string) (float64, error) {
 		return 0, nil
 	}
 	v, err := strconv.ParseFloat(s, 64)
-	if err != nil || !(v >= 0) || math.IsInf(v, 0) {
+	if err != nil || !finiteNonNeg(v) {
 		return 0, fmt.Errorf("bad %s %q", field, truncate(s))
 	}
 	return v, nil

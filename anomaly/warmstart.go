@@ -54,7 +54,8 @@ GROUP BY tenant_id, kind, minute ORDER BY minute, tenant_id, kind`, from.UTC(), 
 }
 
 // Check reports a rollup whose numbers no detector can use: a quantity,
-// cost or latency that is negative, NaN or infinite. ObserveRollup ignores
+// cost or latency that is negative, NaN, or beyond the float32 range the
+// detector keeps its windows in. ObserveRollup ignores
 // such a rollup; Check says why.
 func (r *Rollup) Check() error {
 	if r.usable() {
@@ -75,7 +76,7 @@ func (r *Rollup) usable() bool {
 	return finiteNonNeg(r.Quantity) && finiteNonNeg(r.Cost) && finiteNonNeg(r.LatencyP95)
 }
 
-func finiteNonNeg(v float64) bool { return v >= 0 && v <= math.MaxFloat64 }
+func finiteNonNeg(v float64) bool { return v >= 0 && v <= math.MaxFloat32 }
 
 // WarmStart loads baselines from ClickHouse so a restart does not start
 // cold: the seasonal profiles from hourly totals over warm_start.history,

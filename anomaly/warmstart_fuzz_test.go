@@ -27,7 +27,7 @@ func FuzzWarmStartRows(f *testing.F) {
 		now := time.Date(2026, 3, 20, 12, 0, 0, 0, time.UTC)
 		minute := now.Add(time.Duration(minuteOff%(1<<20)) * time.Minute)
 		d.seedHour(tenant, int32(now.Unix()/3600)-2, hourTotal, int32(now.Unix()/60)-121)
-		r := Rollup{Minute: minute, TenantID: tenant, Kind: "api_request", Count: count, Quantity: qty,
+		r := Rollup{Minute: minute, TenantID: tenant, Kind: "ai_tokens", Count: count, Quantity: qty,
 			Errors: errs, Cost: cost, LatencyP95: lat, LatencyCount: latN}
 		_ = r.Check()
 		d.ObserveRollup(&r)
@@ -35,7 +35,7 @@ func FuzzWarmStartRows(f *testing.F) {
 		d.SetSpend(tenant, now, spend, spend/100)
 		for i := range 3 {
 			m := now.Add(time.Duration(i) * time.Minute)
-			d.ObserveRollup(&Rollup{Minute: m, TenantID: tenant, Kind: "api_request", Count: 100, Quantity: 100, Cost: 1, LatencyP95: 20, LatencyCount: 100})
+			d.ObserveRollup(&Rollup{Minute: m, TenantID: tenant, Kind: "ai_tokens", Count: 100, Quantity: 100, Cost: 1, LatencyP95: 20, LatencyCount: 100})
 			d.Advance(ctx, m.Add(time.Minute+cfg.Lateness))
 		}
 		for _, a := range rec.Alerts() {
