@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -18,6 +19,10 @@ import (
 const (
 	dupRedelivery = "redelivery" // JetStream delivered a stored message again
 	dupRepublish  = "republish"  // a publisher sent a stored id again
+	// dupAnyTime is a republish of a message without Nats-Msg-Id, whose
+	// copies may carry different times: it is looked up across the
+	// lateness window. It is counted as republish.
+	dupAnyTime = "republish-any-time"
 )
 
 // batch is the unit of work: every message in it is acked together, after
@@ -105,13 +110,16 @@ func (c *Collector) add(b *batch, msg jetstream.Msg) {
 	// or without a Nats-Msg-Id, a second publish: such rows are checked
 	// against ClickHouse before they are stored.
 	md, err := msg.Metadata()
+	redelivered := err == nil && (md.NumDelivered > 1 || md.Sequence.Stream <= c.verifyUpTo)
+	if redelivered && md.NumDelivered > 1 {
+		c.m.redelivered.Inc()
+	}
 	switch {
-	case err == nil && (md.NumDelivered > 1 || md.Sequence.Stream <= c.verifyUpTo):
-		b.check, b.why = append(b.check, len(b.rows)), append(b.why, dupRedelivery)
-		if md.NumDelivered > 1 {
-			c.m.redelivered.Inc()
-		}
 	case header == "":
+		b.check, b.why = append(b.check, len(b.rows)), append(b.why, dupAnyTime)
+	case redelivered:
+		b.check, b.why = append(b.check, len(b.rows)), append(b.why, dupRedelivery)
+	case c.cfg.DedupHorizon:
 		b.check, b.why = append(b.check, len(b.rows)), append(b.why, dupRepublish)
 	}
 	b.rows = append(b.rows, store.Row{Event: e, Plan: plan, UnitPrice: unit, Cost: cost, PriceVersion: c.pricer.Version()})
@@ -146,7 +154,7 @@ func (c *Collector) flush(ctx context.Context, b *batch) error {
 		for i, idx := range b.check {
 			if e := b.rows[idx].Event; len(found) > 0 {
 				if _, ok := found[e.TenantID+"\x00"+e.ID]; ok {
-					c.m.duplicates.WithLabelValues(b.why[i]).Inc()
+					c.m.duplicates.WithLabelValues(strings.TrimSuffix(b.why[i], "-any-time")).Inc()
 				}
 			}
 		}
@@ -192,20 +200,20 @@ func (c *Collector) flush(ctx context.Context, b *batch) error {
 // dropStored returns rows (and costs, when not nil) without the rows that
 // ClickHouse already holds, and the tenant\x00id keys it found. It looks up
 // only the rows at the indexes in check, or every row when check is nil; a
-// row whose why is republish is looked up across the lateness window.
+// row whose why is dupAnyTime is looked up across the lateness window.
 func (c *Collector) dropStored(ctx context.Context, rows []store.Row, costs []float64, check []int, why []string) ([]store.Row, []float64, map[string]struct{}, error) {
 	keys := make([]store.EventKey, 0, len(rows))
 	if check == nil {
 		for i := range rows {
 			e := rows[i].Event
-			keys = append(keys, store.EventKey{TenantID: e.TenantID, ID: e.ID, Time: e.Time})
+			keys = append(keys, store.EventKey{TenantID: e.TenantID, Kind: e.Kind, ID: e.ID, Time: e.Time})
 		}
 	} else {
 		now := time.Now()
 		for i, idx := range check {
 			e := rows[idx].Event
-			k := store.EventKey{TenantID: e.TenantID, ID: e.ID, Time: e.Time}
-			if why[i] == dupRepublish {
+			k := store.EventKey{TenantID: e.TenantID, Kind: e.Kind, ID: e.ID, Time: e.Time}
+			if why[i] == dupAnyTime {
 				// Any copy inside the valid time window counts.
 				k.From, k.To = now.Add(-c.cfg.Lateness), now.Add(event.MaxFuture)
 			}

@@ -27,6 +27,11 @@ type Config struct {
 	RetryMax time.Duration `mapstructure:"retry_max"`
 	// Lateness is how old an event may be. Default 168h (7 days).
 	Lateness time.Duration `mapstructure:"lateness"`
+	// DedupHorizon checks every event against ClickHouse before it is
+	// stored, so an id re-sent at any age within Lateness is stored once,
+	// even after JetStream's duplicate window. Off, only redeliveries and
+	// messages without a Nats-Msg-Id are checked. Default true.
+	DedupHorizon bool `mapstructure:"dedup_horizon"`
 	// CustomKinds are accepted besides the built-in kinds. Default none.
 	CustomKinds []string `mapstructure:"custom_kinds"`
 	// Stream configures TENANTGUARD_USAGE and TENANTGUARD_DLQ.
@@ -59,6 +64,7 @@ func DefaultConfig() Config {
 		RetryMin:      200 * time.Millisecond,
 		RetryMax:      10 * time.Second,
 		Lateness:      event.DefaultLateness,
+		DedupHorizon:  true,
 		Stream: StreamConfig{
 			DuplicateWindow: 2 * time.Minute,
 			MaxAge:          72 * time.Hour,

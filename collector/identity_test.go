@@ -171,3 +171,72 @@ func mustVec(t *testing.T, reg *prometheus.Registry, name, label, value string) 
 	t.Fatalf("%s{%s=%q} not found", name, label, value)
 	return nil
 }
+
+// TestResendAfterDuplicateWindowStoredOnce re-sends the same messages (same
+// Nats-Msg-Id, same bytes) after JetStream's duplicate window has passed,
+// first to the collector that stored them, then, after it stopped, to
+// another one (a restart, or another replica). Every id is stored once and
+// each re-send is counted as a republish.
+func TestResendAfterDuplicateWindowStoredOnce(t *testing.T) {
+	r := newRig(t, nil)
+	cfg := testConfig()
+	cfg.Stream.DuplicateWindow = 500 * time.Millisecond
+	cfg.Stream.MaxAge = time.Hour
+	const n = 2000
+	msgs := make([]*nats.Msg, n)
+	now := time.Now().UTC()
+	for i := range msgs {
+		e := event.Event{ID: fmt.Sprintf("resend-%d", i), TenantID: fmt.Sprintf("t%d", i%50), Kind: event.KindAPIRequest,
+			Time: now.Add(-time.Duration(i) * time.Second), Quantity: 1}
+		msgs[i] = nats.NewMsg(event.Subject(e.TenantID, e.Kind))
+		msgs[i].Data = event.AppendJSON(nil, &e)
+		msgs[i].Header.Set(event.HeaderMsgID, e.ID)
+	}
+	send := func() {
+		t.Helper()
+		for _, m := range msgs {
+			if _, err := r.js.PublishMsg(context.Background(), m); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+
+	ctx, stop := context.WithCancel(context.Background())
+	reg := prometheus.NewRegistry()
+	first, err := New(cfg, Deps{JetStream: r.js, Store: r.store, Pricer: r.book, Registry: reg,
+		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- first.Run(ctx) }()
+	send()
+	waitRows(t, r.store, n, 30*time.Second)
+	time.Sleep(time.Second) // past the duplicate window
+	send()
+	waitRows(t, r.store, n, 30*time.Second)
+	if got := testutil.ToFloat64(mustVec(t, reg, "tenantguard_collector_duplicates_total", "reason", "republish")); got != n {
+		t.Errorf("first collector: duplicates_total{reason=republish} = %v, want %d", got, n)
+	}
+	stop()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+
+	reg2 := r.startWithRegistry(t, cfg)
+	time.Sleep(time.Second)
+	send()
+	publish(t, r.js, "after-", 0, 10, 2)
+	waitRows(t, r.store, n+10, 30*time.Second)
+	if got := testutil.ToFloat64(mustVec(t, reg2, "tenantguard_collector_duplicates_total", "reason", "republish")); got != n {
+		t.Errorf("second collector: duplicates_total{reason=republish} = %v, want %d", got, n)
+	}
+	var minuteCount uint64
+	if err := r.store.Conn().QueryRow(context.Background(),
+		"SELECT sum(count) FROM "+r.store.Table("usage_1m")+" WHERE tenant_id LIKE 't%'").Scan(&minuteCount); err != nil {
+		t.Fatal(err)
+	}
+	if minuteCount != n+10 {
+		t.Errorf("usage_1m counts %d events, want %d", minuteCount, n+10)
+	}
+}

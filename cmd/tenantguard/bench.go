@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -14,6 +15,7 @@ func newBenchCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{Use: "bench", Short: "Benchmarks that need real servers"}
 	var cfg ingestbench.Config
 	var cpuProfile string
+	var dedup bool
 	ingest := &cobra.Command{
 		Use:   "ingest",
 		Short: "End-to-end ingest: loadgen -> JetStream -> collector -> ClickHouse, with raw ceilings in the same run",
@@ -26,6 +28,7 @@ func newBenchCmd(a *app) *cobra.Command {
 				return err
 			}
 			cfg.Binary, cfg.Out = bin, a.stderr
+			cfg.CollectorEnv = append(cfg.CollectorEnv, "TENANTGUARD_COLLECTOR_DEDUP_HORIZON="+strconv.FormatBool(dedup))
 			stopProfile, err := startCPUProfile(cpuProfile)
 			if err != nil {
 				return err
@@ -43,6 +46,7 @@ func newBenchCmd(a *app) *cobra.Command {
 	ingest.Flags().IntVar(&cfg.Tenants, "tenants", 10_000, "distinct tenants")
 	ingest.Flags().IntVar(&cfg.RawN, "raw", 0, "messages/rows for each raw ceiling (default = --events)")
 	ingest.Flags().StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the load generator and embedded NATS to this file")
+	ingest.Flags().BoolVar(&dedup, "dedup-horizon", true, "run the collector with collector.dedup_horizon on or off, to measure its cost")
 	ingest.Flags().StringVar(&cfg.CollectorProfile, "collector-cpuprofile", "", "write a CPU profile of the collector process to this file")
 	cmd.AddCommand(ingest)
 	return cmd

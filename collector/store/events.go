@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/ext"
 	"github.com/shopspring/decimal"
 
 	"github.com/tenantguard/tenantguard/collector/event"
@@ -86,59 +87,103 @@ func attrColumns(attrs map[string]string) (keys, values []string) {
 	return keys, values
 }
 
-// EventKey identifies a stored event for the redelivery check.
+// EventKey identifies a stored event for the duplicate checks: a tenant's
+// id at an event time. A re-send of an event carries its time too.
 type EventKey struct {
 	TenantID string
+	Kind     string
 	ID       string
 	Time     time.Time
-	// From and To, when From is set, widen the search from Time alone to
-	// [From, To]: a publisher's re-send may carry another time than the
-	// stored copy.
+	// From and To, when From is set, widen the search from the event's own
+	// time to any stored copy of the id in [From, To]: for messages whose
+	// time may differ between copies.
 	From, To time.Time
 }
 
-// span is the time range a key is searched in.
-func (k EventKey) span() (lo, hi time.Time) {
-	if k.From.IsZero() {
-		return k.Time, k.Time
-	}
-	return k.From, k.To
-}
+// existingChunk is how many keys one lookup query carries.
+const existingChunk = 20000
 
-// ExistingIDs returns which of keys are already in events, as tenant+"\x00"+id.
-// The query is bounded by the keys' tenants and time range so it reads only
-// the parts that can hold them.
+// ExistingIDs returns which of keys are already in events, as
+// tenant+"\x00"+id. A key without From is matched on the sorting key
+// (tenant, kind, event second) through an external table of the keys, so
+// each key reads at most the granules that can hold it; a key with From is
+// matched by tenant and id over its time range.
 func (s *Store) ExistingIDs(ctx context.Context, keys []EventKey) (map[string]struct{}, error) {
 	found := make(map[string]struct{})
-	const chunk = 5000
-	for start := 0; start < len(keys); start += chunk {
-		end := min(start+chunk, len(keys))
-		if err := s.existingChunk(ctx, keys[start:end], found); err != nil {
+	var exact, wide []EventKey
+	for _, k := range keys {
+		if k.From.IsZero() {
+			exact = append(exact, k)
+		} else {
+			wide = append(wide, k)
+		}
+	}
+	for start := 0; start < len(exact); start += existingChunk {
+		if err := s.existingExact(ctx, exact[start:min(start+existingChunk, len(exact))], found); err != nil {
+			return nil, err
+		}
+	}
+	for start := 0; start < len(wide); start += existingChunk {
+		if err := s.existingWide(ctx, wide[start:min(start+existingChunk, len(wide))], found); err != nil {
 			return nil, err
 		}
 	}
 	return found, nil
 }
 
-func (s *Store) existingChunk(ctx context.Context, keys []EventKey, found map[string]struct{}) error {
+func (s *Store) existingExact(ctx context.Context, keys []EventKey, found map[string]struct{}) error {
+	tbl, err := ext.NewTable("keys",
+		ext.Column("tenant_id", "String"), ext.Column("kind", "String"),
+		ext.Column("t", "UInt32"), ext.Column("id", "String"))
+	if err != nil {
+		return fmt.Errorf("check stored ids: %w", err)
+	}
+	type exactKey struct {
+		tenant, kind, id string
+		t                uint32
+	}
+	wanted := make(map[exactKey]struct{}, len(keys))
+	for _, k := range keys {
+		t := uint32(k.Time.Unix())
+		wanted[exactKey{k.TenantID, k.Kind, k.ID, t}] = struct{}{}
+		if err := tbl.Append(k.TenantID, k.Kind, t, k.ID); err != nil {
+			return fmt.Errorf("check stored ids: %w", err)
+		}
+	}
+	q := "SELECT tenant_id, kind, toUInt32(time), id FROM " + s.Table("events") +
+		" WHERE (tenant_id, kind, time) IN (SELECT tenant_id, kind, toDateTime(t) FROM keys)" +
+		" AND (tenant_id, id) IN (SELECT tenant_id, id FROM keys)"
+	rows, err := s.conn.Query(clickhouse.Context(ctx, clickhouse.WithExternalTable(tbl)), q)
+	if err != nil {
+		return fmt.Errorf("check stored ids: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var k exactKey
+		if err := rows.Scan(&k.tenant, &k.kind, &k.t, &k.id); err != nil {
+			return fmt.Errorf("check stored ids: %w", err)
+		}
+		// The two IN sets match their cross product: keep only asked keys.
+		if _, ok := wanted[k]; ok {
+			found[k.tenant+"\x00"+k.id] = struct{}{}
+		}
+	}
+	return rows.Err()
+}
+
+func (s *Store) existingWide(ctx context.Context, keys []EventKey, found map[string]struct{}) error {
 	tenants := make(map[string]struct{})
 	wanted := make(map[string]struct{}, len(keys))
 	var tset, iset []any
-	lo, hi := keys[0].span()
+	lo, hi := keys[0].From, keys[0].To
 	for _, k := range keys {
-		klo, khi := k.span()
 		if _, ok := tenants[k.TenantID]; !ok {
 			tenants[k.TenantID] = struct{}{}
 			tset = append(tset, k.TenantID)
 		}
 		iset = append(iset, k.ID)
 		wanted[k.TenantID+"\x00"+k.ID] = struct{}{}
-		if klo.Before(lo) {
-			lo = klo
-		}
-		if khi.After(hi) {
-			hi = khi
-		}
+		lo, hi = minTime(lo, k.From), maxTime(hi, k.To)
 	}
 	q := "SELECT tenant_id, id FROM " + s.Table("events") +
 		" WHERE time >= toDateTime(?) AND time <= toDateTime(?) AND tenant_id IN ? AND id IN ?"
@@ -146,13 +191,13 @@ func (s *Store) existingChunk(ctx context.Context, keys []EventKey, found map[st
 		lo.UTC().Truncate(time.Second).Unix(), hi.UTC().Add(time.Second).Unix(),
 		clickhouse.GroupSet{Value: tset}, clickhouse.GroupSet{Value: iset})
 	if err != nil {
-		return fmt.Errorf("check redelivered ids: %w", err)
+		return fmt.Errorf("check stored ids: %w", err)
 	}
 	defer rows.Close()
 	for rows.Next() {
 		var tenant, id string
 		if err := rows.Scan(&tenant, &id); err != nil {
-			return fmt.Errorf("check redelivered ids: %w", err)
+			return fmt.Errorf("check stored ids: %w", err)
 		}
 		// The IN lists match the cross product of tenants and ids: keep only asked pairs.
 		if key := tenant + "\x00" + id; hasKey(wanted, key) {
@@ -160,6 +205,20 @@ func (s *Store) existingChunk(ctx context.Context, keys []EventKey, found map[st
 		}
 	}
 	return rows.Err()
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }
 
 func hasKey(m map[string]struct{}, k string) bool { _, ok := m[k]; return ok }

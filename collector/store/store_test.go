@@ -92,12 +92,20 @@ func TestInsertRollupAndExistingIDs(t *testing.T) {
 		t.Fatalf("time_ms %d, want 123", ms)
 	}
 	found, err := st.ExistingIDs(ctx, []EventKey{
-		{TenantID: "acme", ID: "e3", Time: at}, {TenantID: "acme", ID: "missing", Time: at}, {TenantID: "globex", ID: "e0", Time: at}, {TenantID: "globex", ID: "e1", Time: at},
+		{TenantID: "acme", Kind: "api_request", ID: "e3", Time: at},
+		{TenantID: "acme", Kind: "api_request", ID: "missing", Time: at},
+		{TenantID: "globex", Kind: "api_request", ID: "e0", Time: at},
+		{TenantID: "globex", Kind: "api_request", ID: "e1", Time: at},
+		// Another event second or kind is another event...
+		{TenantID: "acme", Kind: "api_request", ID: "e4", Time: at.Add(time.Second)},
+		{TenantID: "acme", Kind: "db_query", ID: "e5", Time: at},
+		// ...unless the key asks for any copy in a time range.
+		{TenantID: "acme", Kind: "api_request", ID: "e6", Time: at.Add(time.Hour), From: at.Add(-time.Hour), To: at.Add(2 * time.Hour)},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]bool{"acme\x00e3": true, "globex\x00e0": true}
+	want := map[string]bool{"acme\x00e3": true, "globex\x00e0": true, "acme\x00e6": true}
 	if len(found) != len(want) {
 		t.Fatalf("got %v, want %v", found, want)
 	}

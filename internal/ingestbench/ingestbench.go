@@ -39,8 +39,11 @@ type Config struct {
 	Binary  string // tenantguard binary to run as the collector
 	// CollectorProfile, when set, is where the collector writes a CPU profile.
 	CollectorProfile string
-	Dir              string // scratch directory (default a temp dir)
-	Out              io.Writer
+	// CollectorEnv is added to the collector's environment, for settings
+	// under test such as TENANTGUARD_COLLECTOR_DEDUP_HORIZON=false.
+	CollectorEnv []string
+	Dir          string // scratch directory (default a temp dir)
+	Out          io.Writer
 }
 
 // Result holds the figures.
@@ -337,6 +340,7 @@ func startCollector(cfg Config, natsURL, chAddr string) (*exec.Cmd, error) {
 		"TENANTGUARD_API_LISTEN=127.0.0.1:"+strconv.Itoa(freePort()),
 		"TENANTGUARD_LOG_LEVEL=warn",
 	)
+	cmd.Env = append(cmd.Env, cfg.CollectorEnv...)
 	cmd.Dir = cfg.Dir // no ./tenantguard.yaml there
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
