@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -161,12 +162,17 @@ func (c *Collector) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("consume %s: %w", event.UsageStream, err)
 	}
-	// The goroutines below end with Run, whatever it returns.
+	// The goroutines below end, and are waited for, before Run returns.
 	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer wg.Wait()
 	defer cancel()
+	defer iter.Stop()
 	msgs := make(chan jetstream.Msg, c.cfg.BatchMaxRows)
 	var iterErr error // why the iterator ended; written before msgs is closed
+	wg.Add(2)
 	go func() {
+		defer wg.Done()
 		defer close(msgs)
 		for {
 			msg, err := iter.Next()
@@ -190,9 +196,11 @@ func (c *Collector) Run(ctx context.Context) error {
 			}
 		}
 	}()
-	go c.watchPending(ctx, cons)
+	go func() {
+		defer wg.Done()
+		c.watchPending(ctx, cons)
+	}()
 	c.log.Info("consuming", "stream", event.UsageStream, "durable", c.cfg.Durable)
-	defer iter.Stop()
 	if err := c.loop(ctx, msgs); err != nil || ctx.Err() != nil {
 		return err
 	}

@@ -143,6 +143,15 @@ func TestPoisonEventsLeaveTheDaemonHealthy(t *testing.T) {
 		t.Errorf("restarted daemon logged:\n%s", strings.Join(lines, "\n"))
 	}
 	checkFinite(t, apiAddr, metricsAddr)
+
+	// anomaly.warm_start.enabled: false is honoured.
+	daemon.Stop()
+	cold := testenv.StartProc(t, "daemon-cold", exec.Command(bin, "run", "--config", cfg),
+		"TENANTGUARD_ANOMALY_WARM_START_ENABLED=false", "TENANTGUARD_LOG_LEVEL=info")
+	cold.WaitHTTP200(t, "http://"+apiAddr+"/readyz", 2*time.Minute)
+	if len(cold.Grep("warm start off")) != 1 || len(cold.Grep("warm-started")) != 0 {
+		t.Errorf("with anomaly.warm_start.enabled=false the daemon still warm-started:\n%s", cold.Tail())
+	}
 }
 
 func openStore(t *testing.T, ctx context.Context, addr, db string) *store.Store {
