@@ -25,6 +25,10 @@ type Config struct {
 	// RetryMin and RetryMax bound the backoff while ClickHouse is down. Defaults 200ms and 10s.
 	RetryMin time.Duration `mapstructure:"retry_min"`
 	RetryMax time.Duration `mapstructure:"retry_max"`
+	// StallTimeout: the consumer counts as stalled, and the daemon as not
+	// ready, when messages are pending but none was fetched or acked for
+	// this long. Default 2m.
+	StallTimeout time.Duration `mapstructure:"stall_timeout"`
 	// Lateness is how old an event may be; at most 8760h (365 days).
 	// Default 168h (7 days).
 	Lateness time.Duration `mapstructure:"lateness"`
@@ -68,6 +72,7 @@ func DefaultConfig() Config {
 		MaxAckPending: 40000,
 		RetryMin:      200 * time.Millisecond,
 		RetryMax:      10 * time.Second,
+		StallTimeout:  2 * time.Minute,
 		Lateness:      event.DefaultLateness,
 		DedupHorizon:  true,
 		Stream: StreamConfig{
@@ -95,6 +100,7 @@ func (c Config) Validate() error {
 	check(c.MaxAckPending > c.BatchMaxRows && c.MaxAckPending <= 10_000_000, "max_ack_pending", "must be greater than batch_max_rows and at most 10000000")
 	check(c.RetryMin > 0 && c.RetryMax >= c.RetryMin, "retry_min", "must be > 0 and <= retry_max")
 	check(c.RetryMax <= 10*time.Minute, "retry_max", "must be at most 10m")
+	check(c.StallTimeout >= time.Second && c.StallTimeout <= 24*time.Hour, "stall_timeout", "must be 1s to 24h")
 	check(c.Lateness > 0 && c.Lateness <= MaxLateness, "lateness", "must be > 0 and at most 8760h (365 days)")
 	for _, k := range c.CustomKinds {
 		check(event.ValidKindName(k), "custom_kinds", fmt.Sprintf("%q must match %s", k, event.KindPattern))
