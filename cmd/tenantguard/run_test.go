@@ -144,10 +144,13 @@ func TestRunWaitsForNATSAndReportsIt(t *testing.T) {
 	ns := testenv.NATS(t)
 	ns.Shutdown()
 	ch := testenv.NewClickHouseServer(t)
+	// The server does not check credentials; the daemon must not print them.
+	withCreds := strings.Replace(ns.URL, "nats://", "nats://tg:secret-nats@", 1)
 	d := startDaemon(t, map[string]string{
-		"TENANTGUARD_NATS_URL":            ns.URL,
+		"TENANTGUARD_NATS_URL":            withCreds,
 		"TENANTGUARD_CLICKHOUSE_ADDR":     ch.Addr,
 		"TENANTGUARD_CLICKHOUSE_DATABASE": ch.NewDatabase(t),
+		"TENANTGUARD_LOG_LEVEL":           "debug",
 	})
 	took := d.waitFor(t, "/healthz", http.StatusOK, "", 2*time.Second)
 	t.Logf("/healthz answered %s after start", took.Round(time.Millisecond))
@@ -170,6 +173,9 @@ func TestRunWaitsForNATSAndReportsIt(t *testing.T) {
 	}
 	d.waitFor(t, "/readyz", http.StatusOK, "", time.Minute)
 	d.stop(t)
+	if strings.Contains(d.log(), "secret") {
+		t.Errorf("the daemon printed the NATS password:\n%s", d.log())
+	}
 }
 
 // TestRunServesHealthWhileClickHouseDown: with ClickHouse down at start,
