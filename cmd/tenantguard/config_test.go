@@ -317,6 +317,8 @@ func TestUnknownEnvironmentVariable(t *testing.T) {
 	t.Setenv("TENANTGUARD_CONFIG", example)
 	t.Setenv("TENANTGUARD_NATS_URL", "nats://127.0.0.1:4222")
 	t.Setenv("TENANTGUARD_ANOMALY_WARM_START_HISTORY", "24h")
+	t.Setenv("TENANTGUARD_SIM_FULL", "1")
+	t.Setenv("TENANTGUARD_TEST_SOMETHING", "1")
 	if _, _, err := runCLI(t, "config", "validate"); err != nil {
 		t.Fatalf("known variables were refused: %v", err)
 	}

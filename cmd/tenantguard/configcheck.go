@@ -21,11 +21,15 @@ const envPrefix = "TENANTGUARD_"
 const envConfigFile = envPrefix + "CONFIG"
 
 // envNotKeys are TENANTGUARD_* variables that are not config keys but are
-// read on purpose, so they are never reported as unknown.
+// read on purpose, so they are never reported as unknown; so are the test
+// suite's switches, TENANTGUARD_TEST_*.
 var envNotKeys = map[string]bool{
 	envConfigFile:          true,
 	envPrefix + "SIM_FULL": true, // the full anomaly simulation in anomaly/sim's tests
 }
+
+// envTestPrefix starts the variables the test suite sets for its children.
+const envTestPrefix = envPrefix + "TEST_"
 
 // configError is a config that was read but is invalid. `config validate`
 // reports it as a failed check (exit 1); other commands refuse to start
@@ -392,7 +396,7 @@ func unknownEnv(environ, keys []string) []envTypo {
 	var out []envTypo
 	for _, kv := range environ {
 		name, _, _ := strings.Cut(kv, "=")
-		if !strings.HasPrefix(name, envPrefix) || known[name] || envNotKeys[name] {
+		if !strings.HasPrefix(name, envPrefix) || known[name] || envNotKeys[name] || strings.HasPrefix(name, envTestPrefix) {
 			continue
 		}
 		out = append(out, envTypo{name: name, closest: closest(name, names)})

@@ -1,15 +1,11 @@
 package main
 
 import (
-	"bytes"
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"os/exec"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -18,76 +14,24 @@ import (
 
 // daemonProc is `tenantguard run` as a child process.
 type daemonProc struct {
-	cmd   *exec.Cmd
+	*testenv.Proc
 	api   string // http://host:port of the API listener
 	began time.Time
-	mu    sync.Mutex
-	out   bytes.Buffer // stdout and stderr
-	done  chan struct{}
-}
-
-func (d *daemonProc) Write(p []byte) (int, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.out.Write(p)
-}
-
-func (d *daemonProc) log() string {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.out.String()
-}
-
-func (d *daemonProc) exited() bool {
-	select {
-	case <-d.done:
-		return true
-	default:
-		return false
-	}
 }
 
 // startDaemon runs `tenantguard run` with the TENANTGUARD_* settings in vars
-// (listen addresses are added) and stops it at the end of t.
+// (listen addresses are added); it stops at the end of t.
 func startDaemon(t *testing.T, vars map[string]string) *daemonProc {
 	t.Helper()
 	bin := testenv.Binary(t)
 	apiAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
-	d := &daemonProc{api: "http://" + apiAddr, done: make(chan struct{})}
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, envPrefix) {
-			env = append(env, kv)
-		}
-	}
-	env = append(env, "TENANTGUARD_API_LISTEN="+apiAddr,
-		fmt.Sprintf("TENANTGUARD_METRICS_LISTEN=127.0.0.1:%d", testenv.FreePort(t)))
+	env := []string{"TENANTGUARD_API_LISTEN=" + apiAddr,
+		fmt.Sprintf("TENANTGUARD_METRICS_LISTEN=127.0.0.1:%d", testenv.FreePort(t))}
 	for k, v := range vars {
 		env = append(env, k+"="+v)
 	}
-	d.cmd = exec.Command(bin, "run")
-	d.cmd.Dir, d.cmd.Env = t.TempDir(), env
-	d.cmd.Stdout, d.cmd.Stderr = d, d
-	d.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := d.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	d.began = time.Now()
-	go func() { _ = d.cmd.Wait(); close(d.done) }()
-	t.Cleanup(func() {
-		if !d.exited() {
-			_ = d.cmd.Process.Signal(syscall.SIGTERM)
-			select {
-			case <-d.done:
-			case <-time.After(20 * time.Second):
-				_ = d.cmd.Process.Kill()
-				<-d.done
-			}
-		}
-		if t.Failed() {
-			t.Logf("daemon output:\n%s", d.log())
-		}
-	})
+	d := &daemonProc{api: "http://" + apiAddr, began: time.Now()}
+	d.Proc = testenv.StartProc(t, "daemon", exec.Command(bin, "run"), env...)
 	return d
 }
 
@@ -113,27 +57,13 @@ func (d *daemonProc) waitFor(t *testing.T, path string, status int, want string,
 		if code == status && strings.Contains(body, want) {
 			return time.Since(d.began)
 		}
-		if d.exited() {
-			t.Fatalf("the daemon exited (%v) while waiting for %s to answer %d %q; last answer %d %q", d.cmd.ProcessState, path, status, want, code, body)
+		if d.Exited() {
+			t.Fatalf("the daemon exited while waiting for %s to answer %d %q; last answer %d %q", path, status, want, code, body)
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("%s did not answer %d %q within %s; last answer %d %q", path, status, want, timeout, code, body)
 		}
 		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// stop ends the daemon with SIGTERM and wants exit status 0.
-func (d *daemonProc) stop(t *testing.T) {
-	t.Helper()
-	_ = d.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-d.done:
-	case <-time.After(20 * time.Second):
-		t.Fatal("the daemon did not stop within 20s of SIGTERM")
-	}
-	if !d.cmd.ProcessState.Success() {
-		t.Errorf("the daemon exited with %v, want 0", d.cmd.ProcessState)
 	}
 }
 
@@ -172,9 +102,11 @@ func TestRunWaitsForNATSAndReportsIt(t *testing.T) {
 		t.Fatal(err)
 	}
 	d.waitFor(t, "/readyz", http.StatusOK, "", time.Minute)
-	d.stop(t)
-	if strings.Contains(d.log(), "secret") {
-		t.Errorf("the daemon printed the NATS password:\n%s", d.log())
+	if code := d.Stop(); code != 0 {
+		t.Errorf("the daemon exited with status %d after SIGTERM, want 0", code)
+	}
+	if lines := d.Grep("secret"); len(lines) > 0 {
+		t.Errorf("the daemon printed the NATS password:\n%s", strings.Join(lines, "\n"))
 	}
 }
 
@@ -195,5 +127,7 @@ func TestRunServesHealthWhileClickHouseDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	d.waitFor(t, "/readyz", http.StatusOK, "", time.Minute)
-	d.stop(t)
+	if code := d.Stop(); code != 0 {
+		t.Errorf("the daemon exited with status %d after SIGTERM, want 0", code)
+	}
 }
