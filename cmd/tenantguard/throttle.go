@@ -21,12 +21,12 @@ import (
 // publisher connects to NATS and returns a decisions publisher. It gives
 // up within cliNATSTimeout when no server answers, unlike the daemon.
 func (a *app) publisher(ctx context.Context) (*limiter.Publisher, func(), error) {
+	octx, cancel := context.WithTimeout(ctx, cliNATSTimeout)
+	defer cancel()
 	nc, err := a.connectNATS("cli", nats.RetryOnFailedConnect(false), nats.Timeout(cliNATSTimeout/2))
 	if err != nil {
 		return nil, nil, err
 	}
-	octx, cancel := context.WithTimeout(ctx, cliNATSTimeout)
-	defer cancel()
 	pub, err := limiter.NewPublisher(octx, nc, 0)
 	if err != nil {
 		nc.Close()
