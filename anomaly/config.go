@@ -157,8 +157,8 @@ type WarmStartConfig struct {
 	// Enabled loads baselines at start when a ClickHouse store is wired.
 	// Default true.
 	Enabled bool `mapstructure:"enabled"`
-	// History is how far back the seasonal profile is loaded. Default 504h
-	// (3 weeks).
+	// History is how far back the seasonal profile is loaded; at most
+	// 8760h (365 days). Default 504h (3 weeks).
 	History time.Duration `mapstructure:"history"`
 	// Recent is how many hours of minute windows are replayed to warm the
 	// levels and dispersion. Default 3h.
@@ -204,13 +204,13 @@ func (c Config) Validate() error {
 			bad(field, "must be > 0")
 		}
 	}
-	if c.EvalInterval <= 0 {
-		bad("eval_interval", "must be > 0")
+	if c.EvalInterval <= 0 || c.EvalInterval > 10*time.Minute {
+		bad("eval_interval", "must be > 0 and at most 10m")
 	}
 	if c.Lateness < 0 || c.Lateness > 50*time.Second {
 		bad("lateness", "must be between 0s and 50s")
 	}
-	if c.MinVolume < 0 || math.IsNaN(c.MinVolume) {
+	if c.MinVolume < 0 || math.IsNaN(c.MinVolume) || math.IsInf(c.MinVolume, 0) {
 		bad("min_volume", "must be >= 0")
 	}
 	if c.KWindows < 1 || c.KWindows > 60 {
@@ -229,8 +229,8 @@ func (c Config) Validate() error {
 	if !(c.ResolveRatio > 0 && c.ResolveRatio <= 1) {
 		bad("resolve_ratio", "must be in (0, 1]")
 	}
-	if c.MaxEpisode < c.QuietPeriod {
-		bad("max_episode", "must be >= quiet_period")
+	if c.MaxEpisode < c.QuietPeriod || c.MaxEpisode > 8760*time.Hour {
+		bad("max_episode", "must be >= quiet_period and at most 8760h")
 	}
 	if c.WarmupWindows < 1 || c.WarmupWindows > 10000 {
 		bad("warmup_windows", "must be between 1 and 10000")
@@ -279,8 +279,8 @@ func (c Config) Validate() error {
 	if c.MaxIntegrations < 0 || c.MaxIntegrations > 64 {
 		bad("max_integrations", "must be between 0 and 64")
 	}
-	if c.IdleEvict < time.Hour {
-		bad("idle_evict", "must be >= 1h")
+	if c.IdleEvict < time.Hour || c.IdleEvict > 8760*time.Hour {
+		bad("idle_evict", "must be between 1h and 8760h")
 	}
 	for _, name := range sortedKeys(c.Plans) {
 		p := c.Plans[name]
@@ -311,8 +311,11 @@ func (c Config) Validate() error {
 			}
 		}
 	}
-	if c.WarmStart.History < 0 || c.WarmStart.Recent < 0 || c.WarmStart.Recent > 48*time.Hour {
-		bad("warm_start", "history must be >= 0 and recent between 0 and 48h")
+	if c.WarmStart.History < 0 || c.WarmStart.History > 8760*time.Hour {
+		bad("warm_start.history", "must be between 0 and 8760h (365 days)")
+	}
+	if c.WarmStart.Recent < 0 || c.WarmStart.Recent > 48*time.Hour {
+		bad("warm_start.recent", "must be between 0 and 48h")
 	}
 	return errors.Join(errs...)
 }

@@ -194,6 +194,7 @@ func (c *Collector) flush(ctx context.Context, b *batch) error {
 		// A failed ack means redelivery, which the ClickHouse check absorbs.
 		_ = m.Ack()
 	}
+	c.progress()
 	return nil
 }
 
@@ -319,6 +320,7 @@ func (c *Collector) retry(ctx context.Context, what string, count int, fn func()
 			}
 			c.healthy.Store(true)
 			c.m.healthy.Set(1)
+			c.failing.Store(nil)
 			return nil
 		}
 		if ctx.Err() != nil {
@@ -326,6 +328,7 @@ func (c *Collector) retry(ctx context.Context, what string, count int, fn func()
 		}
 		c.healthy.Store(false)
 		c.m.healthy.Set(0)
+		c.failing.Store(&what)
 		c.m.insertErrors.Inc()
 		c.log.Warn(what+" failed; retrying", "err", err, "count", count, "attempt", attempt, "backoff", wait)
 		select {

@@ -54,6 +54,12 @@ type Collector struct {
 	m         *metrics
 
 	healthy atomic.Bool
+	// Readiness (see Ready): the step being retried, whether the consumer
+	// runs, its backlog at the last look, and the last fetch or ack.
+	failing      atomic.Pointer[string]
+	consuming    atomic.Bool
+	pendingMsgs  atomic.Int64
+	lastProgress atomic.Int64 // unix nanoseconds
 	// verifyUpTo is the last stream sequence that may already be stored
 	// although JetStream delivers it for the first time: set when Run had to
 	// create the durable consumer, which then replays the retained stream.
@@ -97,6 +103,7 @@ func New(cfg Config, d Deps) (*Collector, error) {
 		observers: d.Observers, log: d.Logger.With("component", "collector"), m: m,
 	}
 	c.healthy.Store(true)
+	c.progress()
 	return c, nil
 }
 
@@ -189,6 +196,7 @@ func (c *Collector) Run(ctx context.Context) error {
 				iterErr = err
 				continue
 			}
+			c.progress()
 			select {
 			case msgs <- msg:
 			case <-ctx.Done():
@@ -201,6 +209,9 @@ func (c *Collector) Run(ctx context.Context) error {
 		c.watchPending(ctx, cons)
 	}()
 	c.log.Info("consuming", "stream", event.UsageStream, "durable", c.cfg.Durable)
+	c.progress()
+	c.consuming.Store(true)
+	defer c.consuming.Store(false)
 	if err := c.loop(ctx, msgs); err != nil || ctx.Err() != nil {
 		return err
 	}
@@ -246,7 +257,7 @@ func (c *Collector) loop(ctx context.Context, msgs <-chan jetstream.Msg) error {
 
 // watchPending reports the consumer's backlog every few seconds.
 func (c *Collector) watchPending(ctx context.Context, cons jetstream.Consumer) {
-	t := time.NewTicker(5 * time.Second)
+	t := time.NewTicker(c.pendingEvery())
 	defer t.Stop()
 	for {
 		select {
@@ -257,7 +268,9 @@ func (c *Collector) watchPending(ctx context.Context, cons jetstream.Consumer) {
 			info, err := cons.Info(qctx)
 			cancel()
 			if err == nil {
-				c.m.pending.Set(float64(info.NumPending) + float64(info.NumAckPending))
+				n := int64(info.NumPending) + int64(info.NumAckPending)
+				c.pendingMsgs.Store(n)
+				c.m.pending.Set(float64(n))
 			}
 		}
 	}

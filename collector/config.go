@@ -25,7 +25,12 @@ type Config struct {
 	// RetryMin and RetryMax bound the backoff while ClickHouse is down. Defaults 200ms and 10s.
 	RetryMin time.Duration `mapstructure:"retry_min"`
 	RetryMax time.Duration `mapstructure:"retry_max"`
-	// Lateness is how old an event may be. Default 168h (7 days).
+	// StallTimeout: the consumer counts as stalled, and the daemon as not
+	// ready, when messages are pending but none was fetched or acked for
+	// this long. Default 2m.
+	StallTimeout time.Duration `mapstructure:"stall_timeout"`
+	// Lateness is how old an event may be; at most 8760h (365 days).
+	// Default 168h (7 days).
 	Lateness time.Duration `mapstructure:"lateness"`
 	// DedupHorizon checks every event against ClickHouse before it is
 	// stored, so an id re-sent at any age within Lateness is stored once,
@@ -52,6 +57,10 @@ type StreamConfig struct {
 	DLQMaxAge time.Duration `mapstructure:"dlq_max_age"`
 }
 
+// MaxLateness bounds lateness: a year back keeps every accepted event time
+// well inside what ClickHouse DateTime holds (1970 to 2106).
+const MaxLateness = 365 * 24 * time.Hour
+
 // DefaultConfig returns the defaults documented on Config.
 func DefaultConfig() Config {
 	return Config{
@@ -63,6 +72,7 @@ func DefaultConfig() Config {
 		MaxAckPending: 40000,
 		RetryMin:      200 * time.Millisecond,
 		RetryMax:      10 * time.Second,
+		StallTimeout:  2 * time.Minute,
 		Lateness:      event.DefaultLateness,
 		DedupHorizon:  true,
 		Stream: StreamConfig{
@@ -86,10 +96,12 @@ func (c Config) Validate() error {
 	check(c.Durable != "" && event.ValidTenantID(c.Durable), "durable", "must be a name of letters, digits, '-' or '_'")
 	check(c.BatchMaxRows > 0 && c.BatchMaxRows <= 1_000_000, "batch_max_rows", "must be 1 to 1000000")
 	check(c.BatchMaxWait > 0 && c.BatchMaxWait <= time.Minute, "batch_max_wait", "must be > 0 and <= 1m")
-	check(c.AckWait >= time.Second, "ack_wait", "must be >= 1s")
-	check(c.MaxAckPending > c.BatchMaxRows, "max_ack_pending", "must be greater than batch_max_rows")
+	check(c.AckWait >= time.Second && c.AckWait <= 12*time.Hour, "ack_wait", "must be 1s to 12h")
+	check(c.MaxAckPending > c.BatchMaxRows && c.MaxAckPending <= 10_000_000, "max_ack_pending", "must be greater than batch_max_rows and at most 10000000")
 	check(c.RetryMin > 0 && c.RetryMax >= c.RetryMin, "retry_min", "must be > 0 and <= retry_max")
-	check(c.Lateness > 0, "lateness", "must be > 0")
+	check(c.RetryMax <= 10*time.Minute, "retry_max", "must be at most 10m")
+	check(c.StallTimeout >= time.Second && c.StallTimeout <= 24*time.Hour, "stall_timeout", "must be 1s to 24h")
+	check(c.Lateness > 0 && c.Lateness <= MaxLateness, "lateness", "must be > 0 and at most 8760h (365 days)")
 	for _, k := range c.CustomKinds {
 		check(event.ValidKindName(k), "custom_kinds", fmt.Sprintf("%q must match %s", k, event.KindPattern))
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -8,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/go-viper/mapstructure/v2"
 	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
 	"github.com/spf13/viper"
@@ -108,12 +108,9 @@ func DefaultConfig() Config {
 
 // Validate checks every section and names every bad field.
 func (c Config) Validate() error {
-	var errs []error
-	if strings.TrimSpace(c.NATS.URL) == "" {
-		errs = append(errs, errors.New("nats.url: must not be empty"))
-	}
-	if !strings.Contains(c.Metrics.Listen, ":") {
-		errs = append(errs, fmt.Errorf("metrics.listen: %q must be [host]:port", c.Metrics.Listen))
+	errs := checkNATSURLs(c.NATS.URL)
+	if err := api.CheckListen(c.Metrics.Listen); err != nil {
+		errs = append(errs, fmt.Errorf("metrics.listen: %w", err))
 	}
 	errs = append(errs, c.ClickHouse.Validate(), c.Collector.Validate(), c.API.Validate(), c.Billing.Validate())
 	if c.Billing.Currency != c.Pricing.Currency {
@@ -133,16 +130,23 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// load reads the config file, then TENANTGUARD_* variables, then flags.
+// strictConfig marks a command that treats config warnings (unknown
+// TENANTGUARD_* variables) as problems: `config validate`.
+const strictConfig = "strict-config"
+
+// load reads the config file, then TENANTGUARD_* variables, then flags. An
+// invalid config is a *configError naming every problem.
 func (a *app) load(cmd *cobra.Command) error {
 	v := a.v
-	setDefaults(v, "", reflect.ValueOf(DefaultConfig()))
+	keys := setDefaults(v, "", reflect.ValueOf(DefaultConfig()))
 	v.SetEnvPrefix("TENANTGUARD")
 	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
 	v.AutomaticEnv()
 	switch {
 	case a.cfgFile != "":
 		v.SetConfigFile(a.cfgFile)
+	case os.Getenv(envConfigFile) != "":
+		v.SetConfigFile(os.Getenv(envConfigFile))
 	default:
 		for _, p := range []string{"tenantguard.yaml", "/etc/tenantguard/tenantguard.yaml"} {
 			if _, err := os.Stat(p); err == nil {
@@ -151,10 +155,15 @@ func (a *app) load(cmd *cobra.Command) error {
 			}
 		}
 	}
+	source := orDefault(v.ConfigFileUsed(), "defaults and environment")
 	if v.ConfigFileUsed() != "" {
+		raw, err := os.ReadFile(v.ConfigFileUsed())
+		if err != nil {
+			return fmt.Errorf("read config: %w", err)
+		}
 		v.SetConfigType("yaml")
-		if err := v.ReadInConfig(); err != nil {
-			return fmt.Errorf("read config %s: %w", v.ConfigFileUsed(), err)
+		if err := v.ReadConfig(bytes.NewReader(raw)); err != nil {
+			return &configError{source: source, problems: []string{redact(err.Error())}}
 		}
 	}
 	for flag, key := range map[string]string{"nats-url": "nats.url", "clickhouse-addr": "clickhouse.addr", "log-level": "log.level"} {
@@ -162,22 +171,21 @@ func (a *app) load(cmd *cobra.Command) error {
 			v.Set(key, f.Value.String())
 		}
 	}
-	var cfg Config
-	err := v.Unmarshal(&cfg, func(dc *mapstructure.DecoderConfig) {
-		dc.ErrorUnused = true
-		dc.DecodeHook = mapstructure.ComposeDecodeHookFunc(
-			mapstructure.StringToTimeDurationHookFunc(),
-			mapstructure.StringToSliceHookFunc(","),
-		)
-	})
-	if err != nil {
-		return fmt.Errorf("config %s: %w", orDefault(v.ConfigFileUsed(), "(defaults and environment)"), err)
+	cfg, problems := decodeConfig(v, keys)
+	unknown := unknownEnv(os.Environ(), keys)
+	if cmd.Annotations[strictConfig] != "" {
+		for _, u := range unknown {
+			problems = append(problems, u.String())
+		}
 	}
-	if err := cfg.Validate(); err != nil {
-		return fmt.Errorf("invalid config:\n%w", err)
+	if len(problems) > 0 {
+		return &configError{source: source, problems: problems}
 	}
 	a.cfg = cfg
 	a.log = a.logger(cfg.Log.Level)
+	for _, u := range unknown {
+		a.log.Warn("unknown environment variable, ignored", "component", "config", "var", u.name, "closest", u.closest)
+	}
 	return nil
 }
 
@@ -197,14 +205,16 @@ func orDefault(s, def string) string {
 }
 
 // setDefaults registers every leaf of def under its mapstructure key, so
-// viper knows every key and TENANTGUARD_* variables reach all of them.
-func setDefaults(v *viper.Viper, prefix string, def reflect.Value) {
+// viper knows every key and TENANTGUARD_* variables reach all of them. It
+// returns the keys.
+func setDefaults(v *viper.Viper, prefix string, def reflect.Value) []string {
+	var keys []string
 	t := def.Type()
 	for i := 0; i < t.NumField(); i++ {
 		f := t.Field(i)
 		parts := strings.Split(f.Tag.Get("mapstructure"), ",")
 		if len(parts) > 1 && parts[1] == "squash" {
-			setDefaults(v, prefix, def.Field(i))
+			keys = append(keys, setDefaults(v, prefix, def.Field(i))...)
 			continue
 		}
 		tag := parts[0]
@@ -217,15 +227,19 @@ func setDefaults(v *viper.Viper, prefix string, def reflect.Value) {
 		}
 		fv := def.Field(i)
 		if fv.Kind() == reflect.Struct && fv.Type() != reflect.TypeOf(time.Time{}) {
-			setDefaults(v, key, fv)
+			keys = append(keys, setDefaults(v, key, fv)...)
 			continue
 		}
 		v.SetDefault(key, fv.Interface())
+		keys = append(keys, key)
 	}
+	return keys
 }
 
-// connectNATS dials the configured servers and reconnects forever.
-func (a *app) connectNATS(name string) (*nats.Conn, error) {
+// connectNATS dials the configured servers and reconnects forever; by
+// default it returns at once and keeps trying in the background while no
+// server answers. extra options override these.
+func (a *app) connectNATS(name string, extra ...nats.Option) (*nats.Conn, error) {
 	c := a.cfg.NATS
 	opts := []nats.Option{
 		nats.Name(c.Name + "-" + name),
@@ -251,9 +265,9 @@ func (a *app) connectNATS(name string) (*nats.Conn, error) {
 	if c.TLS.CertFile != "" {
 		opts = append(opts, nats.ClientCert(c.TLS.CertFile, c.TLS.KeyFile))
 	}
-	nc, err := nats.Connect(c.URL, opts...)
+	nc, err := nats.Connect(c.URL, append(opts, extra...)...)
 	if err != nil {
-		return nil, fmt.Errorf("connect nats: %w", err)
+		return nil, fmt.Errorf("connect nats %s: %w", redact(c.URL), err)
 	}
 	return nc, nil
 }
@@ -261,8 +275,9 @@ func (a *app) connectNATS(name string) (*nats.Conn, error) {
 func newConfigCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{Use: "config", Short: "Check the configuration"}
 	cmd.AddCommand(&cobra.Command{
-		Use:   "validate",
-		Short: "Load the config (file, environment, flags) and report every bad field",
+		Use:         "validate",
+		Short:       "Load the config (file, environment, flags) and report every bad field; exit 1 if any",
+		Annotations: map[string]string{strictConfig: "true"},
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			fmt.Fprintf(a.stdout, "config OK (%s)\n", orDefault(a.v.ConfigFileUsed(), "defaults and environment"))
 			return nil

@@ -80,8 +80,8 @@ func TestBadConfigNamesEveryField(t *testing.T) {
 		t.Fatal("a bad config was accepted")
 	}
 	var ee *exitError
-	if !asExit(err, &ee) || ee.code != 2 {
-		t.Fatalf("got %v, want exit status 2", err)
+	if !asExit(err, &ee) || ee.code != 1 {
+		t.Fatalf("got %v, want exit status 1 (a failed check)", err)
 	}
 	for _, field := range []string{"collector.batch_max_rows", "collector.ack_wait", "clickhouse.database", "pricing.prices.api_request"} {
 		if !strings.Contains(err.Error(), field) {
@@ -188,4 +188,138 @@ func dropEmpty(v any) any {
 		}
 	}
 	return v
+}
+
+// validateFile runs `config validate` on a YAML body and returns the error.
+func validateFile(t *testing.T, body string) error {
+	t.Helper()
+	file := writeFile(t, "tg.yaml", body)
+	_, _, err := runCLI(t, "--config", file, "config", "validate")
+	return err
+}
+
+// wantInvalid checks that err is a failed check (exit 1) naming every field.
+func wantInvalid(t *testing.T, err error, fields ...string) {
+	t.Helper()
+	var ee *exitError
+	if err == nil || !asExit(err, &ee) || ee.code != 1 {
+		t.Errorf("got %v, want an invalid config (exit 1)", err)
+		return
+	}
+	for _, f := range fields {
+		if !strings.Contains(err.Error(), f) {
+			t.Errorf("error does not name %s:\n%v", f, err)
+		}
+	}
+}
+
+func TestConfigDurationsNeedUnits(t *testing.T) {
+	t.Chdir(t.TempDir())
+	wantInvalid(t, validateFile(t, "api:\n  query_timeout: 5\n"), "api.query_timeout")
+	wantInvalid(t, validateFile(t, "collector:\n  stream:\n    max_age: 1.5\n"), "collector.stream.max_age")
+	t.Run("env", func(t *testing.T) {
+		t.Setenv("TENANTGUARD_API_QUERY_TIMEOUT", "5")
+		_, _, err := runCLI(t, "config", "validate")
+		wantInvalid(t, err, "api.query_timeout")
+	})
+	for _, body := range []string{
+		"api:\n  query_timeout: 5s\n",
+		"collector:\n  stream:\n    max_age: 0\n", // zero needs no unit
+		"alerts:\n  alertmanager:\n    stale_timeout: 0s\n",
+	} {
+		if err := validateFile(t, body); err != nil {
+			t.Errorf("%q: %v", body, err)
+		}
+	}
+}
+
+// TestConfigReportsEveryErrorTogether: type errors, unknown keys and range
+// errors of one file come out together, each named by its full path.
+func TestConfigReportsEveryErrorTogether(t *testing.T) {
+	t.Chdir(t.TempDir())
+	err := validateFile(t, `metricz:
+  listen: ":1"
+nats:
+  ulr: nats://x:4222
+api:
+  max_page_size: lots
+collector:
+  batch_max_rows: -5
+pricing:
+  plans:
+    default:
+      spend_capp: "1"
+`)
+	wantInvalid(t, err, "metricz", "nats.ulr", "api.max_page_size", "collector.batch_max_rows", "pricing.plans.default.spend_capp")
+	if err != nil && strings.Contains(err.Error(), "''") {
+		t.Errorf("an unknown key is named by an empty path:\n%v", err)
+	}
+}
+
+func TestConfigRejectsBadListenersAndRanges(t *testing.T) {
+	t.Chdir(t.TempDir())
+	for _, tc := range []struct{ body, field string }{
+		{"api:\n  listen: 127.0.0.1:99999\n", "api.listen"},
+		{"api:\n  listen: \"8080\"\n", "api.listen"},
+		{"api:\n  listen: \"127.0.0.1:-1\"\n", "api.listen"},
+		{"metrics:\n  listen: garbage:port\n", "metrics.listen"},
+		{"metrics:\n  listen: \"bad host!:80\"\n", "metrics.listen"},
+		{"collector:\n  lateness: 876000h\n", "collector.lateness"},
+		{"collector:\n  ack_wait: 876000h\n", "collector.ack_wait"},
+		{"anomaly:\n  warm_start:\n    history: 876000h\n", "anomaly.warm_start.history"},
+		{"api:\n  max_range: 876000h\n", "api.max_range"},
+		{"api:\n  query_timeout: 5ns\n", "api.query_timeout"},
+		{"clickhouse:\n  retention_days: 1000000\n", "clickhouse.retention_days"},
+		{"clickhouse:\n  addr: [\"127.0.0.1:99999\"]\n", "clickhouse.addr"},
+		{"nats:\n  url: \"nats://127.0.0.1:99999\"\n", "nats.url"},
+	} {
+		err := validateFile(t, tc.body)
+		if err == nil {
+			t.Errorf("%q was accepted", tc.body)
+			continue
+		}
+		wantInvalid(t, err, tc.field)
+	}
+	for _, body := range []string{
+		"api:\n  listen: \":0\"\nmetrics:\n  listen: \"127.0.0.1:9464\"\n",
+		"api:\n  listen: \"[::1]:8080\"\nmetrics:\n  listen: \"localhost:9464\"\n",
+		"nats:\n  url: \"nats://a:1,nats://user:pw@b:4222, tls://c\"\n",
+		"collector:\n  lateness: 720h\n",
+	} {
+		if err := validateFile(t, body); err != nil {
+			t.Errorf("%q: %v", body, err)
+		}
+	}
+}
+
+func TestUnknownEnvironmentVariable(t *testing.T) {
+	example, err := filepath.Abs("../../configs/tenantguard.example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(t.TempDir())
+	t.Setenv("TENANTGUARD_NATS_ULR", "nats://x:4222")
+	_, _, err = runCLI(t, "config", "validate")
+	wantInvalid(t, err, "TENANTGUARD_NATS_ULR", "TENANTGUARD_NATS_URL")
+
+	// Any other command only warns, naming the closest key.
+	_, stderr, err := runCLI(t, "decisions", "--format", "xml")
+	var ee *exitError
+	if !asExit(err, &ee) || ee.code != 2 || !strings.Contains(err.Error(), "--format") {
+		t.Fatalf("got %v, want the usage error of --format", err)
+	}
+	if !strings.Contains(stderr, "TENANTGUARD_NATS_ULR") || !strings.Contains(stderr, "TENANTGUARD_NATS_URL") {
+		t.Errorf("no warning naming TENANTGUARD_NATS_ULR and the closest key on stderr:\n%s", stderr)
+	}
+
+	// The variables the CLI reads itself are not config keys, and not unknown.
+	os.Unsetenv("TENANTGUARD_NATS_ULR")
+	t.Setenv("TENANTGUARD_CONFIG", example)
+	t.Setenv("TENANTGUARD_NATS_URL", "nats://127.0.0.1:4222")
+	t.Setenv("TENANTGUARD_ANOMALY_WARM_START_HISTORY", "24h")
+	t.Setenv("TENANTGUARD_SIM_FULL", "1")
+	t.Setenv("TENANTGUARD_TEST_SOMETHING", "1")
+	if _, _, err := runCLI(t, "config", "validate"); err != nil {
+		t.Fatalf("known variables were refused: %v", err)
+	}
 }

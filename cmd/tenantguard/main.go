@@ -37,10 +37,10 @@ func main() {
 	var ee *exitError
 	if errors.As(err, &ee) {
 		if ee.err != nil {
-			fmt.Fprintln(os.Stderr, "tenantguard:", ee.err)
+			fmt.Fprintln(os.Stderr, "tenantguard:", redact(ee.err.Error()))
 		}
 		os.Exit(ee.code)
 	}
-	fmt.Fprintln(os.Stderr, "tenantguard:", err)
+	fmt.Fprintln(os.Stderr, "tenantguard:", redact(err.Error()))
 	os.Exit(2)
 }

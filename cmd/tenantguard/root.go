@@ -1,9 +1,9 @@
 package main
 
 import (
+	"errors"
 	"io"
 	"log/slog"
-	"os"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/viper"
@@ -32,12 +32,16 @@ func (a *app) root() *cobra.Command {
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
 			if err := a.load(cmd); err != nil {
+				var invalid *configError
+				if errors.As(err, &invalid) && cmd.Annotations[strictConfig] != "" {
+					return findings(err) // the check failed
+				}
 				return &exitError{code: 2, err: err}
 			}
 			return nil
 		},
 	}
-	root.PersistentFlags().StringVar(&a.cfgFile, "config", "", "config file (default ./tenantguard.yaml, then /etc/tenantguard/tenantguard.yaml)")
+	root.PersistentFlags().StringVar(&a.cfgFile, "config", "", "config file (default $TENANTGUARD_CONFIG, then ./tenantguard.yaml, then /etc/tenantguard/tenantguard.yaml)")
 	root.PersistentFlags().String("log-level", "info", "log level: debug, info, warn or error")
 	root.PersistentFlags().String("nats-url", "", "NATS server(s), comma-separated (config nats.url)")
 	root.PersistentFlags().String("clickhouse-addr", "", "ClickHouse native address(es), comma-separated (config clickhouse.addr)")
@@ -66,5 +70,5 @@ func (a *app) logger(level string) *slog.Logger {
 	if err := l.UnmarshalText([]byte(level)); err != nil {
 		l = slog.LevelInfo
 	}
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
+	return slog.New(redactHandler{slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: l})})
 }

@@ -4,15 +4,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"os/signal"
 	"runtime/pprof"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -88,9 +91,12 @@ type daemon struct {
 	status    func(tenant string) string // guard status per tenant for the live view (anomaly, throttle)
 }
 
-// runDaemon wires the stages and blocks until ctx ends. started, when not
-// nil, is called once every listener is up.
+// runDaemon wires the stages and blocks until ctx ends. The listeners come
+// first, so /healthz answers at once and /readyz says what start-up waits
+// for (ClickHouse, NATS); the stages start once their servers answer.
+// started, when not nil, is called once every stage runs.
 func runDaemon(ctx context.Context, a *app, started func(d *daemon)) error {
+	start := time.Now()
 	cfg := a.cfg
 	log := a.log
 	d := &daemon{a: a, reg: prometheus.NewRegistry()}
@@ -103,7 +109,7 @@ func runDaemon(ctx context.Context, a *app, started func(d *daemon)) error {
 	if d.book, err = pricing.New(cfg.Pricing, validator.KnownKind); err != nil {
 		return err
 	}
-	nc, err := a.connectNATS("daemon")
+	nc, err := a.connectNATS("daemon") // returns at once; connects in the background
 	if err != nil {
 		return err
 	}
@@ -115,11 +121,110 @@ func runDaemon(ctx context.Context, a *app, started func(d *daemon)) error {
 		return err
 	}
 	defer d.store.Close()
+	defer func() {
+		for _, c := range d.closers {
+			_ = c()
+		}
+	}()
+	ready := newReadiness(nc)
+
+	// The API gets a pool of its own, so slow readers of exports can never
+	// take the connections the collector inserts with.
+	apiCH := cfg.ClickHouse
+	apiCH.MaxOpenConns = max(apiCH.MaxOpenConns, cfg.API.MaxConcurrentExports+4) // exports never starve the JSON endpoints
+	apiStore, err := store.Open(ctx, apiCH)
+	if err != nil {
+		return err
+	}
+	defer apiStore.Close()
+	exp, err := billing.New(cfg.Billing, apiStore)
+	if err != nil {
+		return err
+	}
+	apiSrv, err := api.New(cfg.API, api.Deps{DB: apiStore, Exporter: exp, Logger: log, Currency: cfg.Pricing.Currency, Ready: ready.checks()})
+	if err != nil {
+		return err
+	}
+	defer apiSrv.Close()
+	// /metrics serves the daemon's registry, and the stages' own registries
+	// once they exist.
+	var metricsHandler atomic.Pointer[http.Handler]
+	serveMetrics := func(gather prometheus.Gatherer) {
+		h := promhttp.HandlerFor(gather, promhttp.HandlerOpts{Registry: d.reg})
+		metricsHandler.Store(&h)
+	}
+	serveMetrics(d.reg)
+	metricsMux := http.NewServeMux()
+	metricsMux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) { (*metricsHandler.Load()).ServeHTTP(w, r) })
+	ln, err := net.Listen("tcp", cfg.Metrics.Listen)
+	if err != nil {
+		return fmt.Errorf("metrics listener %s: %w", cfg.Metrics.Listen, err)
+	}
+	log.Info("listening", "component", "metrics", "addr", ln.Addr().String())
+	msrv := &http.Server{Handler: metricsMux, ReadHeaderTimeout: 10 * time.Second}
+
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	g, gctx := errgroup.WithContext(runCtx)
+	g.Go(func() error { return apiSrv.Run(gctx) })
+	g.Go(func() error {
+		if err := msrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("metrics server: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		return msrv.Shutdown(sctx)
+	})
+
+	if err := startStages(gctx, d, nc, ready); err != nil {
+		cancel()
+		if werr := g.Wait(); werr != nil {
+			return werr
+		}
+		if ctx.Err() != nil {
+			return nil // stopped while starting
+		}
+		return err
+	}
+	serveMetrics(append(prometheus.Gatherers{d.reg}, d.gatherers...))
+	for _, run := range d.services {
+		g.Go(func() error { return run(gctx) })
+	}
+	ready.started()
+	log.Info("started", "component", "daemon", "duration", time.Since(start).Round(time.Millisecond))
+	if started != nil {
+		started(d)
+	}
+	err = g.Wait()
+	log.Info("stopped")
+	return err
+}
+
+// startStages applies the schema and builds the stages switched on, waiting
+// for ClickHouse and NATS as long as ctx lasts. Each stage's Run is added to
+// d.services, its Close to d.closers.
+func startStages(ctx context.Context, d *daemon, nc *nats.Conn, ready *readiness) error {
+	cfg, log := d.a.cfg, d.a.log
 	if cfg.ClickHouse.Migrate {
-		if err := migrateWithRetry(ctx, a, d.store); err != nil {
+		ready.waitingFor("the ClickHouse schema migration")
+		if err := migrateWithRetry(ctx, d.a, d.store); err != nil {
 			return err
 		}
 	}
+	// Every stage that needs NATS at start (the decisions buckets, the
+	// collector's streams) waits for JetStream here rather than give up.
+	ready.waitingFor("NATS JetStream")
+	if err := retryUntil(ctx, log, "daemon", "nats jetstream", 5*time.Second, func(ctx context.Context) error {
+		_, err := d.js.AccountInfo(ctx)
+		return err
+	}); err != nil {
+		return err
+	}
+	ready.waitingFor("the stages to start")
 	if cfg.ClickHouse.RetentionDays > 0 {
 		d.services = append(d.services, retentionLoop(d))
 	}
@@ -129,7 +234,7 @@ func runDaemon(ctx context.Context, a *app, started func(d *daemon)) error {
 		if err != nil {
 			return err
 		}
-		defer m.Close()
+		d.closers = append(d.closers, m.Close)
 		d.metrics = m
 		observers = append(observers, m)
 		book := d.book
@@ -148,11 +253,11 @@ func runDaemon(ctx context.Context, a *app, started func(d *daemon)) error {
 			}
 			extra = append(extra, eng)
 		}
-		var det *anomaly.Detector
-		det, active, err = startAnomaly(ctx, d, nc, extra...)
+		det, alerts, err := startAnomaly(ctx, d, nc, extra...)
 		if err != nil {
 			return err
 		}
+		active = alerts
 		observers = append(observers, det)
 	}
 	d.status = d.guardStatus(active)
@@ -161,12 +266,6 @@ func runDaemon(ctx context.Context, a *app, started func(d *daemon)) error {
 			return err
 		}
 	}
-	defer func() {
-		for _, c := range d.closers {
-			_ = c()
-		}
-	}()
-	var colHealthy func() bool
 	if cfg.Collector.Enabled {
 		col, err := collector.New(cfg.Collector, collector.Deps{
 			JetStream: d.js, Store: d.store, Pricer: d.book, Observers: observers,
@@ -175,87 +274,36 @@ func runDaemon(ctx context.Context, a *app, started func(d *daemon)) error {
 		if err != nil {
 			return err
 		}
-		defer col.Close()
+		d.closers = append(d.closers, col.Close)
 		d.services = append(d.services, col.Run)
-		colHealthy = col.Healthy
+		ready.collector.Store(col)
 	}
-
-	metricsMux := http.NewServeMux()
-	gather := append(prometheus.Gatherers{d.reg}, d.gatherers...)
-	metricsMux.Handle("GET /metrics", promhttp.HandlerFor(gather, promhttp.HandlerOpts{Registry: d.reg}))
-	// The API gets a pool of its own, so slow readers of exports can never
-	// take the connections the collector inserts with.
-	apiCH := cfg.ClickHouse
-	apiCH.MaxOpenConns = max(apiCH.MaxOpenConns, cfg.API.MaxConcurrentExports+4) // exports never starve the JSON endpoints
-	apiStore, err := store.Open(ctx, apiCH)
-	if err != nil {
-		return err
-	}
-	defer apiStore.Close()
-	exp, err := billing.New(cfg.Billing, apiStore)
-	if err != nil {
-		return err
-	}
-	var ready []func(context.Context) error
-	if colHealthy != nil {
-		ready = append(ready, func(context.Context) error {
-			if !colHealthy() {
-				return errors.New("collector: ClickHouse inserts are failing")
-			}
-			return nil
-		})
-	}
-	apiSrv, err := api.New(cfg.API, api.Deps{DB: apiStore, Exporter: exp, Logger: log, Currency: cfg.Pricing.Currency, Ready: ready})
-	if err != nil {
-		return err
-	}
-	defer apiSrv.Close()
-	d.services = append(d.services, apiSrv.Run)
-
-	g, gctx := errgroup.WithContext(ctx)
-	ln, err := net.Listen("tcp", cfg.Metrics.Listen)
-	if err != nil {
-		return fmt.Errorf("metrics listener %s: %w", cfg.Metrics.Listen, err)
-	}
-	log.Info("listening", "component", "metrics", "addr", ln.Addr().String())
-	msrv := &http.Server{Handler: metricsMux, ReadHeaderTimeout: 10 * time.Second}
-	g.Go(func() error {
-		if err := msrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			return fmt.Errorf("metrics server: %w", err)
-		}
-		return nil
-	})
-	g.Go(func() error {
-		<-gctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		return msrv.Shutdown(sctx)
-	})
-	for _, run := range d.services {
-		g.Go(func() error { return run(gctx) })
-	}
-	if started != nil {
-		started(d)
-	}
-	err = g.Wait()
-	log.Info("stopped")
-	return err
+	return nil
 }
 
 // migrateWithRetry applies the schema, waiting for ClickHouse to come up.
 func migrateWithRetry(ctx context.Context, a *app, st *store.Store) error {
+	return retryUntil(ctx, a.log, "store", "clickhouse migrate", time.Minute, func(ctx context.Context) error {
+		_, err := st.Migrate(ctx)
+		return err
+	})
+}
+
+// retryUntil runs fn until it succeeds or ctx ends, each attempt bounded
+// by attempt, backing off from 500ms to 10s between failures, each logged.
+func retryUntil(ctx context.Context, log *slog.Logger, component, what string, attempt time.Duration, fn func(context.Context) error) error {
 	wait := 500 * time.Millisecond
 	for {
-		mctx, cancel := context.WithTimeout(ctx, time.Minute)
-		_, err := st.Migrate(mctx)
+		actx, cancel := context.WithTimeout(ctx, attempt)
+		err := fn(actx)
 		cancel()
 		if err == nil {
 			return nil
 		}
 		if ctx.Err() != nil {
-			return fmt.Errorf("migrate: %w", err)
+			return fmt.Errorf("%s: %w", what, err)
 		}
-		a.log.Warn("clickhouse migrate failed; retrying", "component", "store", "err", err, "backoff", wait)
+		log.Warn(what+" failed; retrying", "component", component, "err", err, "backoff", wait)
 		select {
 		case <-ctx.Done():
 			return ctx.Err()

@@ -9,6 +9,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
 
 	"github.com/tenantguard/tenantguard/anomaly/decide"
@@ -17,19 +18,25 @@ import (
 	"github.com/tenantguard/tenantguard/limiter"
 )
 
-// publisher connects to NATS and returns a decisions publisher.
+// publisher connects to NATS and returns a decisions publisher. It gives
+// up within cliNATSTimeout when no server answers, unlike the daemon.
 func (a *app) publisher(ctx context.Context) (*limiter.Publisher, func(), error) {
-	nc, err := a.connectNATS("cli")
+	octx, cancel := context.WithTimeout(ctx, cliNATSTimeout)
+	defer cancel()
+	nc, err := a.connectNATS("cli", nats.RetryOnFailedConnect(false), nats.Timeout(cliNATSTimeout/2))
 	if err != nil {
 		return nil, nil, err
 	}
-	pub, err := limiter.NewPublisher(ctx, nc, 0)
+	pub, err := limiter.NewPublisher(octx, nc, 0)
 	if err != nil {
 		nc.Close()
-		return nil, nil, fmt.Errorf("decisions bucket (is NATS at %s reachable?): %w", a.cfg.NATS.URL, err)
+		return nil, nil, fmt.Errorf("decisions bucket (is JetStream enabled at %s?): %w", redact(a.cfg.NATS.URL), err)
 	}
 	return pub, nc.Close, nil
 }
+
+// cliNATSTimeout bounds how long a CLI command waits for NATS.
+const cliNATSTimeout = 4 * time.Second
 
 // auditManual records a manual decision in ClickHouse, best effort: the
 // decision is already in force, so a missing ClickHouse only warns.
@@ -45,7 +52,7 @@ func (a *app) auditManual(ctx context.Context, d limiter.Decision) {
 		}
 	}
 	if err != nil {
-		fmt.Fprintf(a.stderr, "warning: decision not recorded in the ClickHouse audit trail: %v\n", err)
+		fmt.Fprintf(a.stderr, "warning: decision not recorded in the ClickHouse audit trail: %s\n", redact(err.Error()))
 	}
 }
 

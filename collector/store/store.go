@@ -4,8 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"regexp"
-	"strings"
+	"strconv"
 	"sync"
 	"time"
 
@@ -30,9 +31,13 @@ type Config struct {
 	MaxOpenConns int `mapstructure:"max_open_conns"`
 	// Migrate applies the schema at start. Default true.
 	Migrate bool `mapstructure:"migrate"`
-	// RetentionDays drops event partitions older than this; 0 keeps all. Default 0.
+	// RetentionDays drops event partitions older than this; 0 keeps all.
+	// At most 3650 (10 years). Default 0.
 	RetentionDays int `mapstructure:"retention_days"`
 }
+
+// MaxRetentionDays bounds retention_days; 0 keeps everything for longer.
+const MaxRetentionDays = 3650
 
 // DefaultConfig returns the defaults documented on Config.
 func DefaultConfig() Config {
@@ -59,24 +64,25 @@ func (c Config) Validate() error {
 		errs = append(errs, errors.New("clickhouse.addr: must not be empty"))
 	}
 	for _, a := range c.Addr {
-		if !strings.Contains(a, ":") {
-			errs = append(errs, fmt.Errorf("clickhouse.addr: %q must be host:port", a))
+		host, port, err := net.SplitHostPort(a)
+		if n, perr := strconv.ParseUint(port, 10, 16); err != nil || host == "" || perr != nil || n == 0 {
+			errs = append(errs, fmt.Errorf("clickhouse.addr: %q must be host:port with a port from 1 to 65535", a))
 		}
 	}
 	if !ValidIdent(c.Database) {
 		errs = append(errs, fmt.Errorf("clickhouse.database: %q must match %s", c.Database, identRE))
 	}
-	if c.DialTimeout <= 0 {
-		errs = append(errs, errors.New("clickhouse.dial_timeout: must be > 0"))
+	if c.DialTimeout < 100*time.Millisecond || c.DialTimeout > 5*time.Minute {
+		errs = append(errs, errors.New("clickhouse.dial_timeout: must be 100ms to 5m"))
 	}
-	if c.ReadTimeout <= 0 {
-		errs = append(errs, errors.New("clickhouse.read_timeout: must be > 0"))
+	if c.ReadTimeout < time.Second || c.ReadTimeout > 24*time.Hour {
+		errs = append(errs, errors.New("clickhouse.read_timeout: must be 1s to 24h"))
 	}
-	if c.MaxOpenConns <= 0 {
-		errs = append(errs, errors.New("clickhouse.max_open_conns: must be > 0"))
+	if c.MaxOpenConns <= 0 || c.MaxOpenConns > 1000 {
+		errs = append(errs, errors.New("clickhouse.max_open_conns: must be 1 to 1000"))
 	}
-	if c.RetentionDays < 0 {
-		errs = append(errs, errors.New("clickhouse.retention_days: must be >= 0"))
+	if c.RetentionDays < 0 || c.RetentionDays > MaxRetentionDays {
+		errs = append(errs, fmt.Errorf("clickhouse.retention_days: must be 0 (keep all) to %d", MaxRetentionDays))
 	}
 	return errors.Join(errs...)
 }

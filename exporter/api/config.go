@@ -4,6 +4,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
+	"strconv"
 	"strings"
 	"time"
 
@@ -57,6 +59,10 @@ type Config struct {
 	ExportWriteTimeout time.Duration `mapstructure:"export_write_timeout"`
 }
 
+// MaxMaxRange bounds max_range: ten years back from now stays well inside
+// what ClickHouse DateTime holds (1970 to 2106).
+const MaxMaxRange = 87600 * time.Hour
+
 // DefaultConfig returns the defaults documented on Config.
 func DefaultConfig() Config {
 	return Config{
@@ -76,8 +82,8 @@ func DefaultConfig() Config {
 // Validate names every bad field. It never echoes a token hash.
 func (c Config) Validate() error {
 	var errs []error
-	if !strings.Contains(c.Listen, ":") {
-		errs = append(errs, fmt.Errorf("api.listen: %q must be [host]:port", c.Listen))
+	if err := CheckListen(c.Listen); err != nil {
+		errs = append(errs, fmt.Errorf("api.listen: %w", err))
 	}
 	names := map[string]bool{}
 	hashes := map[string]string{}
@@ -100,8 +106,8 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("%s.role: %w", field, err))
 		}
 	}
-	if c.MaxRange <= 0 {
-		errs = append(errs, errors.New("api.max_range: must be > 0"))
+	if c.MaxRange <= 0 || c.MaxRange > MaxMaxRange {
+		errs = append(errs, errors.New("api.max_range: must be > 0 and at most 87600h (10 years)"))
 	}
 	if c.MaxPageSize < 1 || c.MaxPageSize > 100000 {
 		errs = append(errs, errors.New("api.max_page_size: must be 1 to 100000"))
@@ -109,11 +115,11 @@ func (c Config) Validate() error {
 	if c.DefaultPageSize < 1 || c.DefaultPageSize > c.MaxPageSize {
 		errs = append(errs, errors.New("api.default_page_size: must be 1 to api.max_page_size"))
 	}
-	if c.QueryTimeout <= 0 {
-		errs = append(errs, errors.New("api.query_timeout: must be > 0"))
+	if c.QueryTimeout < 100*time.Millisecond || c.QueryTimeout > time.Hour {
+		errs = append(errs, errors.New("api.query_timeout: must be 100ms to 1h"))
 	}
-	if c.ShutdownTimeout <= 0 {
-		errs = append(errs, errors.New("api.shutdown_timeout: must be > 0"))
+	if c.ShutdownTimeout <= 0 || c.ShutdownTimeout > 10*time.Minute {
+		errs = append(errs, errors.New("api.shutdown_timeout: must be > 0 and at most 10m"))
 	}
 	if c.MaxConcurrentExports < 1 {
 		errs = append(errs, errors.New("api.max_concurrent_exports: must be >= 1"))
@@ -121,10 +127,48 @@ func (c Config) Validate() error {
 	if c.MaxConcurrentExportsPerToken < 1 || c.MaxConcurrentExportsPerToken > max(c.MaxConcurrentExports, 1) {
 		errs = append(errs, errors.New("api.max_concurrent_exports_per_token: must be 1 to api.max_concurrent_exports"))
 	}
-	if c.ExportWriteTimeout <= 0 {
-		errs = append(errs, errors.New("api.export_write_timeout: must be > 0"))
+	if c.ExportWriteTimeout < 100*time.Millisecond || c.ExportWriteTimeout > time.Hour {
+		errs = append(errs, errors.New("api.export_write_timeout: must be 100ms to 1h"))
 	}
 	return errors.Join(errs...)
+}
+
+// CheckListen checks a listen address, [host]:port: the port is a number
+// from 0 to 65535 (0 picks a free one) and the host is empty (every
+// interface), an IP address or a host name.
+func CheckListen(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q must be [host]:port, like :8080 or 127.0.0.1:8080", addr)
+	}
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return fmt.Errorf("%q: the port must be a number from 0 to 65535", addr)
+	}
+	if ip, _, _ := strings.Cut(host, "%"); host != "" && net.ParseIP(ip) == nil && !validHostname(host) {
+		return fmt.Errorf("%q: the host must be empty, an IP address or a host name", addr)
+	}
+	return nil
+}
+
+// validHostname reports whether h is a DNS name: dot-separated labels of
+// letters, digits and inner hyphens, each 1 to 63 bytes, 253 in all.
+func validHostname(h string) bool {
+	h = strings.TrimSuffix(h, ".")
+	if h == "" || len(h) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(h, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for i := 0; i < len(label); i++ {
+			c := label[i]
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // role is what a token may do.

@@ -5,11 +5,13 @@ import (
 	"context"
 	"encoding/csv"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -167,7 +169,13 @@ func TestReadyzAndShutdown(t *testing.T) {
 	}
 	defer st.Close()
 	exp, _ := billing.New(billing.DefaultConfig(), st)
-	extra := func(context.Context) error { return nil }
+	var natsDown atomic.Bool
+	extra := func(context.Context) error {
+		if natsDown.Load() {
+			return errors.New("nats: not connected")
+		}
+		return nil
+	}
 	s, err := New(testConfig(), Deps{DB: st, Exporter: exp, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Ready: []func(context.Context) error{extra}})
 	if err != nil {
@@ -177,12 +185,16 @@ func TestReadyzAndShutdown(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
 	base := "http://" + s.Addr()
-	if r := get(t, base+"/readyz", ""); r.status != http.StatusOK {
-		t.Fatalf("readyz with ClickHouse up: %d %s", r.status, r.body)
+	if r := get(t, base+"/readyz", ""); r.status != http.StatusOK || string(r.body) != "ready\n" {
+		t.Fatalf("readyz with ClickHouse up: %d %q", r.status, r.body)
+	}
+	natsDown.Store(true)
+	if r := get(t, base+"/readyz", ""); r.status != http.StatusServiceUnavailable || string(r.body) != "nats: not connected\n" {
+		t.Fatalf("readyz with a failing check got %d %q, want 503 naming the check", r.status, r.body)
 	}
 	srv.Kill()
-	if r := get(t, base+"/readyz", ""); r.status != http.StatusServiceUnavailable {
-		t.Fatalf("readyz with ClickHouse down: %d %s, want 503", r.status, r.body)
+	if r := get(t, base+"/readyz", ""); r.status != http.StatusServiceUnavailable || string(r.body) != "clickhouse: not reachable\nnats: not connected\n" {
+		t.Fatalf("readyz with ClickHouse down got %d %q, want 503 with one line per failing check", r.status, r.body)
 	}
 	if r := get(t, base+"/healthz", ""); r.status != http.StatusOK {
 		t.Fatalf("healthz with ClickHouse down: %d, want 200 (liveness does not depend on it)", r.status)

@@ -181,7 +181,7 @@ func TestExportLimitConfig(t *testing.T) {
 	cfg.MaxConcurrentExports, cfg.MaxConcurrentExportsPerToken, cfg.ExportWriteTimeout = 0, 3, 0
 	err := cfg.Validate()
 	for _, want := range []string{"api.max_concurrent_exports: must be >= 1",
-		"api.max_concurrent_exports_per_token: must be 1 to api.max_concurrent_exports", "api.export_write_timeout: must be > 0"} {
+		"api.max_concurrent_exports_per_token: must be 1 to api.max_concurrent_exports", "api.export_write_timeout: must be 100ms to 1h"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("got %v, want it to name %s", err, want)
 		}

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -47,7 +48,9 @@ type Deps struct {
 	// Default "USD".
 	Currency string
 	// Ready are extra readiness checks for /readyz, besides pinging
-	// ClickHouse (for example "the collector's inserts succeed").
+	// ClickHouse (for example "the collector's inserts succeed"). Each
+	// error is one line of the answer, so it starts with what it checks
+	// ("nats: not connected") and names no address or credential.
 	Ready []func(context.Context) error
 }
 
@@ -216,22 +219,47 @@ func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 
-// readyz pings ClickHouse and runs the extra checks.
+// readyz pings ClickHouse and runs the extra checks, all at once: 200
+// "ready" when every one passes, else 503 with one line per failing check,
+// each naming its cause ("nats: not connected").
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
 	defer cancel()
-	if err := s.db.Conn().Ping(ctx); err != nil {
-		s.log.Warn("not ready", "err", err)
-		writeError(w, http.StatusServiceUnavailable, "clickhouse: not reachable")
-		return
+	checks := append([]func(context.Context) error{s.pingClickHouse}, s.ready...)
+	errs := make([]error, len(checks))
+	var wg sync.WaitGroup
+	for i, check := range checks {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = check(ctx)
+		}()
 	}
-	for _, check := range s.ready {
-		if err := check(ctx); err != nil {
-			writeError(w, http.StatusServiceUnavailable, err.Error())
-			return
+	wg.Wait()
+	var failing []string
+	for _, err := range errs {
+		if err != nil {
+			failing = append(failing, err.Error())
 		}
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	if len(failing) > 0 {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = io.WriteString(w, strings.Join(failing, "\n")+"\n")
+		return
+	}
+	_, _ = io.WriteString(w, "ready\n")
+}
+
+// pingClickHouse is the readiness check of the API's own pool. Its error
+// says what failed, never where: /readyz needs no token.
+func (s *Server) pingClickHouse(ctx context.Context) error {
+	if err := s.db.Conn().Ping(ctx); err != nil {
+		s.log.Warn("not ready", "err", err)
+		return errors.New("clickhouse: not reachable")
+	}
+	return nil
 }
 
 func unauthorized(w http.ResponseWriter) {
