@@ -185,15 +185,15 @@ func TestReadyzAndShutdown(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
 	base := "http://" + s.Addr()
-	if r := get(t, base+"/readyz", ""); r.status != http.StatusOK || string(r.body) != "ready\n" {
+	if r := get(t, base+"/readyz", ""); r.status != http.StatusOK || string(r.body) != `{"status":"ready"}`+"\n" {
 		t.Fatalf("readyz with ClickHouse up: %d %q", r.status, r.body)
 	}
 	natsDown.Store(true)
-	if r := get(t, base+"/readyz", ""); r.status != http.StatusServiceUnavailable || string(r.body) != "nats: not connected\n" {
+	if r := get(t, base+"/readyz", ""); r.status != http.StatusServiceUnavailable || string(r.body) != `{"status":"not ready","error":"nats: not connected","failing":["nats: not connected"]}`+"\n" {
 		t.Fatalf("readyz with a failing check got %d %q, want 503 naming the check", r.status, r.body)
 	}
 	srv.Kill()
-	if r := get(t, base+"/readyz", ""); r.status != http.StatusServiceUnavailable || string(r.body) != "clickhouse: not reachable\nnats: not connected\n" {
+	if r := get(t, base+"/readyz", ""); r.status != http.StatusServiceUnavailable || string(r.body) != `{"status":"not ready","error":"clickhouse: not reachable; nats: not connected","failing":["clickhouse: not reachable","nats: not connected"]}`+"\n" {
 		t.Fatalf("readyz with ClickHouse down got %d %q, want 503 with one line per failing check", r.status, r.body)
 	}
 	if r := get(t, base+"/healthz", ""); r.status != http.StatusOK {

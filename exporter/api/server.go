@@ -242,14 +242,19 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 			failing = append(failing, err.Error())
 		}
 	}
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	w.Header().Set("Cache-Control", "no-store")
 	if len(failing) > 0 {
-		w.WriteHeader(http.StatusServiceUnavailable)
-		_, _ = io.WriteString(w, strings.Join(failing, "\n")+"\n")
+		writeJSON(w, http.StatusServiceUnavailable, readyBody{Status: "not ready", Error: strings.Join(failing, "; "), Failing: failing})
 		return
 	}
-	_, _ = io.WriteString(w, "ready\n")
+	writeJSON(w, http.StatusOK, readyBody{Status: "ready"})
+}
+
+// readyBody is /readyz's answer: error joins the failing checks, failing
+// lists them one by one.
+type readyBody struct {
+	Status  string   `json:"status"`
+	Error   string   `json:"error,omitempty"`
+	Failing []string `json:"failing,omitempty"`
 }
 
 // pingClickHouse is the readiness check of the API's own pool. Its error
