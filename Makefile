@@ -42,6 +42,7 @@ FUZZTIME ?= 60s
 fuzz:
 	$(GO) test ./collector/event -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME)
 	$(GO) test ./anomaly -run '^$$' -fuzz FuzzWarmStartRows -fuzztime $(FUZZTIME)
+	$(GO) test ./cmd/tenantguard -run '^$$' -fuzz FuzzConfigLoad -fuzztime $(FUZZTIME)
 
 clean:
 	rm -rf bin .tenantguard
