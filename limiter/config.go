@@ -45,9 +45,33 @@ type Config struct {
 	// MaxTenantSeries caps the tenants with their own metrics label; the
 	// others are summed under tenant="__overflow__". Default 100.
 	MaxTenantSeries int `mapstructure:"max_tenant_series"`
+	// TrustedKeys are the public keys ("ed25519:<base64>", as `tenantguard
+	// keygen` prints them) whose signatures this limiter accepts on
+	// decisions from the KV bucket: the daemon's and the operators' CLI
+	// key. A limiter with a NATS connection and no trusted key refuses to
+	// start unless InsecureAcceptUnsigned is set. Default empty.
+	TrustedKeys []string `mapstructure:"trusted_keys"`
+	// InsecureAcceptUnsigned applies decisions without a signature, and
+	// deletes of live decisions, as limiters before signing did: anyone who
+	// can write to the bucket can then throttle, shed or release any
+	// tenant. Signed decisions are still verified when TrustedKeys is set.
+	// For local development and for rolling out signing only. Default false.
+	InsecureAcceptUnsigned bool `mapstructure:"insecure_accept_unsigned"`
+	// MaxDecisionTTL rejects a decision that expires more than this after
+	// its issued_at, or after now (plus 5 minutes of clock skew). Keep it
+	// at least the writers' caps (decisions.max_manual_ttl and
+	// decisions.max_auto_ttl). Default 168h.
+	MaxDecisionTTL time.Duration `mapstructure:"max_decision_ttl"`
 	// Breaker configures the circuit breakers.
 	Breaker BreakerConfig `mapstructure:"breaker"`
 }
+
+// Caps on how long a decision may last, the defaults of the writers'
+// decisions.max_manual_ttl and decisions.max_auto_ttl.
+const (
+	DefaultMaxManualTTL    = 7 * 24 * time.Hour
+	DefaultMaxAutomaticTTL = time.Hour
+)
 
 // PlanLimit is a cluster-wide default limit for the tenants of a plan.
 type PlanLimit struct {
@@ -90,6 +114,7 @@ func DefaultConfig() Config {
 		PresenceTTL:       1200 * time.Millisecond,
 		RewatchBackoff:    250 * time.Millisecond,
 		MaxTenantSeries:   100,
+		MaxDecisionTTL:    DefaultMaxManualTTL,
 		Breaker:           DefaultBreakerConfig(),
 	}
 }
@@ -147,6 +172,12 @@ func (c Config) Validate() error {
 	}
 	if c.MaxTenantSeries < 0 {
 		bad("max_tenant_series", "must be >= 0")
+	}
+	if _, err := ParsePublicKeys("limiter.trusted_keys", c.TrustedKeys); err != nil {
+		errs = append(errs, err)
+	}
+	if c.MaxDecisionTTL <= 0 {
+		bad("max_decision_ttl", "must be > 0")
 	}
 	if err := c.Breaker.validate("limiter.breaker."); err != nil {
 		errs = append(errs, err)

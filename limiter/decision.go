@@ -8,6 +8,7 @@ import (
 	"math"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/tenantguard/tenantguard/collector/event"
@@ -67,7 +68,20 @@ type Decision struct {
 	Reason     string    `json:"reason"`
 	Source     Source    `json:"source"`
 	AnomalyID  string    `json:"anomaly_id"`
+	// KeyID and Sig are the writer's signature (see CanonicalBytes and
+	// Signer); an unsigned decision has neither, and older readers ignore
+	// both.
+	KeyID string `json:"key_id,omitempty"`
+	Sig   string `json:"sig,omitempty"`
 }
+
+// MinTimestamp and MaxTimestamp bound issued_at and expires_at: what a
+// ClickHouse DateTime (UInt32 seconds) holds, so the audit table records
+// the times a limiter acts on, never a wrapped date.
+var (
+	MinTimestamp = time.Unix(0, 0).UTC()
+	MaxTimestamp = time.Unix(math.MaxUint32, 0).UTC() // 2106-02-07T06:28:15Z
+)
 
 // RouteScope returns the scope "route:<route>".
 func RouteScope(route string) string { return ScopeRoutePrefix + route }
@@ -116,9 +130,13 @@ func (d Decision) Validate() error {
 	}
 	if d.IssuedAt.IsZero() {
 		bad("issued_at", "must be set")
+	} else if err := checkTimestamp(d.IssuedAt); err != nil {
+		bad("issued_at", "%v", err)
 	}
 	if d.ExpiresAt.IsZero() {
 		bad("expires_at", "must be set: every decision expires")
+	} else if err := checkTimestamp(d.ExpiresAt); err != nil {
+		bad("expires_at", "%v", err)
 	} else if !d.IssuedAt.IsZero() && !d.ExpiresAt.After(d.IssuedAt) {
 		bad("expires_at", "must be after issued_at")
 	}
@@ -129,14 +147,39 @@ func (d Decision) Validate() error {
 	}
 	if len(d.Reason) > maxReasonLen || !utf8.ValidString(d.Reason) {
 		bad("reason", "must be valid UTF-8 of at most %d bytes", maxReasonLen)
+	} else if err := CheckText(d.Reason); err != nil {
+		bad("reason", "%v", err)
 	}
 	if len(d.AnomalyID) > maxAnomalyIDLen || !utf8.ValidString(d.AnomalyID) {
 		bad("anomaly_id", "must be valid UTF-8 of at most %d bytes", maxAnomalyIDLen)
+	} else if err := CheckText(d.AnomalyID); err != nil {
+		bad("anomaly_id", "%v", err)
 	}
 	if len(errs) == 0 {
 		return nil
 	}
 	return fmt.Errorf("%w: %w", ErrInvalidDecision, errors.Join(errs...))
+}
+
+// checkTimestamp refuses a time outside MinTimestamp..MaxTimestamp.
+func checkTimestamp(t time.Time) error {
+	if t.Before(MinTimestamp) || t.After(MaxTimestamp) {
+		return fmt.Errorf("%s is outside %s..%s, the range a ClickHouse DateTime holds",
+			t.UTC().Format(time.RFC3339), MinTimestamp.Format(time.RFC3339), MaxTimestamp.Format(time.RFC3339))
+	}
+	return nil
+}
+
+// CheckText refuses a control character (unicode.IsControl: C0, DEL, C1,
+// so also the ESC of ANSI escape sequences) in a free-text field, naming
+// the first one and its byte offset.
+func CheckText(s string) error {
+	for i, r := range s {
+		if unicode.IsControl(r) {
+			return fmt.Errorf("control character %U at byte %d: control characters (such as newlines and ANSI escapes) are refused", r, i)
+		}
+	}
+	return nil
 }
 
 // validScope checks "all", "route:<r>" or "integration:<n>" where the name is
@@ -158,7 +201,7 @@ func validScope(s string) error {
 		return fmt.Errorf("%q: the name must be 1..%d bytes of UTF-8", s, maxScopeNameLen)
 	}
 	for _, r := range name {
-		if r < 0x20 || r == 0x7f {
+		if unicode.IsControl(r) {
 			return fmt.Errorf("%q: the name has a control character", s)
 		}
 	}
@@ -225,8 +268,22 @@ func ParseKey(key string) (tenant, scope string, err error) {
 }
 
 // DecodeDecision parses and validates one JSON decision of at most
-// MaxDecisionSize bytes. Unknown fields are rejected.
+// MaxDecisionSize bytes. Unknown fields are rejected. It does not check the
+// signature: see Verifier.
 func DecodeDecision(data []byte) (Decision, error) {
+	d, err := decodeStrict(data)
+	if err != nil {
+		return Decision{}, err
+	}
+	if err := d.Validate(); err != nil {
+		return Decision{}, err
+	}
+	return d, nil
+}
+
+// decodeStrict parses one JSON decision of at most MaxDecisionSize bytes
+// with known fields only, without validating it.
+func decodeStrict(data []byte) (Decision, error) {
 	var d Decision
 	if len(data) > MaxDecisionSize {
 		return d, fmt.Errorf("%w: %d bytes exceeds %d", ErrInvalidDecision, len(data), MaxDecisionSize)
@@ -238,9 +295,6 @@ func DecodeDecision(data []byte) (Decision, error) {
 	}
 	if dec.More() {
 		return Decision{}, fmt.Errorf("%w: trailing data", ErrInvalidDecision)
-	}
-	if err := d.Validate(); err != nil {
-		return Decision{}, err
 	}
 	return d, nil
 }

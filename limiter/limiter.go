@@ -21,6 +21,13 @@ import (
 // ErrShed is returned by Wait when a shed decision rejects the tenant.
 var ErrShed = errors.New("limiter: tenant is shed")
 
+// ErrNoTrustedKeys is returned by New for a limiter that would follow the
+// decisions bucket without a key to verify decisions with.
+var ErrNoTrustedKeys = errors.New("limiter: no trusted decision keys: set limiter.trusted_keys " +
+	"(Config.TrustedKeys) to the public key `tenantguard keygen` printed for the daemon and the CLI, " +
+	"or set limiter.insecure_accept_unsigned (Config.InsecureAcceptUnsigned) to apply unsigned decisions " +
+	"that anyone with write access to the bucket can forge")
+
 // Deps are the clients and hooks a Limiter uses. All are optional.
 type Deps struct {
 	// Conn is the NATS connection to watch decisions and heartbeat on. Nil
@@ -47,6 +54,10 @@ type Limiter struct {
 
 	snap      atomic.Pointer[snapshot]
 	instances atomic.Int64
+
+	verifier   *Verifier                 // checks decisions from the bucket
+	rejected   *rejectLog                // rate-limits the log lines about rejected decisions
+	rejectedBy map[string]*atomic.Uint64 // by reject reason; the map is never written after New
 
 	mu        sync.Mutex                     // guards the fields below; never taken by the hot path
 	decisions map[string]Decision            // by KV key
@@ -113,6 +124,13 @@ func New(cfg Config, deps Deps) (*Limiter, error) {
 	if deps.Logger == nil {
 		deps.Logger = slog.Default()
 	}
+	keys, err := ParsePublicKeys("limiter.trusted_keys", cfg.TrustedKeys)
+	if err != nil {
+		return nil, err
+	}
+	if deps.Conn != nil && len(keys) == 0 && !cfg.InsecureAcceptUnsigned {
+		return nil, ErrNoTrustedKeys
+	}
 	id := cfg.InstanceID
 	if id == "" {
 		var b [8]byte
@@ -122,17 +140,27 @@ func New(cfg Config, deps Deps) (*Limiter, error) {
 		id = hex.EncodeToString(b[:])
 	}
 	l := &Limiter{
-		cfg:       cfg,
-		deps:      deps,
-		log:       deps.Logger.With("component", "limiter"),
-		id:        id,
-		decisions: map[string]Decision{},
-		byTenant:  map[string]map[string]Decision{},
-		expiryC:   make(chan struct{}, 1),
-		seed:      maphash.MakeSeed(),
-		stats:     newStatsRegistry(cfg.MaxTenantSeries),
-		closed:    make(chan struct{}),
-		runDone:   make(chan struct{}),
+		cfg:        cfg,
+		deps:       deps,
+		log:        deps.Logger.With("component", "limiter"),
+		id:         id,
+		decisions:  map[string]Decision{},
+		byTenant:   map[string]map[string]Decision{},
+		expiryC:    make(chan struct{}, 1),
+		seed:       maphash.MakeSeed(),
+		stats:      newStatsRegistry(cfg.MaxTenantSeries),
+		closed:     make(chan struct{}),
+		runDone:    make(chan struct{}),
+		verifier:   NewVerifier(keys, cfg.MaxDecisionTTL, cfg.InsecureAcceptUnsigned),
+		rejected:   &rejectLog{every: 10 * time.Second},
+		rejectedBy: map[string]*atomic.Uint64{},
+	}
+	for _, r := range RejectReasons {
+		l.rejectedBy[r] = new(atomic.Uint64)
+	}
+	if cfg.InsecureAcceptUnsigned && deps.Conn != nil {
+		l.log.Warn("limiter.insecure_accept_unsigned is set: unsigned decisions from the bucket are applied, " +
+			"so anyone who can write to it can throttle, shed or release any tenant")
 	}
 	l.unlimited = cfg.DefaultRatePerSec == 0
 	for _, p := range cfg.Plans {

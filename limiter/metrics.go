@@ -71,6 +71,7 @@ type metrics struct {
 	allowed, throttled, circuitRejected      *prometheus.Desc
 	instances, decisions, lastRevision       *prometheus.Desc
 	watchRestarts, updates, breakerOpened    *prometheus.Desc
+	rejected                                 *prometheus.Desc
 	nWatchRestarts, nUpdates, nBreakerOpened atomic.Uint64
 }
 
@@ -97,6 +98,9 @@ func newMetrics(l *Limiter, reg prometheus.Registerer) (*metrics, error) {
 			"KV decision updates applied.", nil, nil),
 		breakerOpened: prometheus.NewDesc("tenantguard_limiter_breaker_opened_total",
 			"Circuit breakers opened locally by the error ratio.", nil, nil),
+		rejected: prometheus.NewDesc("tenantguard_limiter_decisions_rejected_total",
+			"Decisions from the KV bucket ignored, by reason: malformed, invalid, unsigned (also a delete of a live decision), unknown_key, bad_signature, expiry_too_far, expired.",
+			[]string{"reason"}, nil),
 	}
 	if err := reg.Register(m); err != nil {
 		return nil, err
@@ -106,7 +110,7 @@ func newMetrics(l *Limiter, reg prometheus.Registerer) (*metrics, error) {
 
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{m.allowed, m.throttled, m.circuitRejected, m.instances,
-		m.decisions, m.lastRevision, m.watchRestarts, m.updates, m.breakerOpened} {
+		m.decisions, m.lastRevision, m.watchRestarts, m.updates, m.breakerOpened, m.rejected} {
 		ch <- d
 	}
 }
@@ -126,6 +130,9 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(m.watchRestarts, prometheus.CounterValue, float64(m.nWatchRestarts.Load()))
 	ch <- prometheus.MustNewConstMetric(m.updates, prometheus.CounterValue, float64(m.nUpdates.Load()))
 	ch <- prometheus.MustNewConstMetric(m.breakerOpened, prometheus.CounterValue, float64(m.nBreakerOpened.Load()))
+	for _, r := range RejectReasons {
+		ch <- prometheus.MustNewConstMetric(m.rejected, prometheus.CounterValue, float64(m.l.Rejected(r)), r)
+	}
 }
 
 // inc helpers tolerate a nil *metrics (no Registerer).

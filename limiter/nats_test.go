@@ -1,7 +1,9 @@
 package limiter
 
 import (
+	"bytes"
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"io"
@@ -29,11 +31,22 @@ func connect(t testing.TB, url string) *nats.Conn {
 	return nc
 }
 
+// testSigner is the decision key the tests' publishers sign with and their
+// limiters trust; seed picks another key.
+func testSigner(t testing.TB, seed byte) *Signer {
+	t.Helper()
+	s, err := NewSigner(ed25519.NewKeyFromSeed(bytes.Repeat([]byte{seed}, ed25519.SeedSize)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
 func newPublisher(t testing.TB, url string) *Publisher {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	p, err := NewPublisher(ctx, connect(t, url), 0)
+	p, err := NewPublisher(ctx, connect(t, url), 0, WithSigner(testSigner(t, 1)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,6 +66,7 @@ func start(t testing.TB, url string, mod func(*Config)) *instance {
 	t.Helper()
 	cfg := DefaultConfig()
 	cfg.Group = "test"
+	cfg.TrustedKeys = []string{FormatPublicKey(testSigner(t, 1).PublicKey())}
 	if mod != nil {
 		mod(&cfg)
 	}

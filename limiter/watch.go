@@ -3,6 +3,8 @@ package limiter
 import (
 	"context"
 	"errors"
+	"fmt"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -169,8 +171,11 @@ func (l *Limiter) watchOnce(ctx context.Context, js jetstream.JetStream, reconne
 		return err
 	}
 	defer w.Stop()
-	// In a full resync, the initial values replace the whole state.
+	// In a full resync, the initial values replace the whole state, but
+	// for the keys whose value was rejected: kept holds them, and the
+	// limiter keeps what it had for them.
 	var initial map[string]*Decision
+	kept := map[string]bool{}
 	if full {
 		initial = map[string]*Decision{}
 	}
@@ -195,7 +200,7 @@ func (l *Limiter) watchOnce(ctx context.Context, js jetstream.JetStream, reconne
 				return errWatcherClosed
 			}
 			changes := map[string]*Decision{}
-			done := l.collect(e, changes, &initial, &rev)
+			done := l.collect(e, changes, &initial, kept, &rev)
 			// Coalesce whatever else is already queued into one snapshot.
 		drain:
 			for !done && len(changes) < 4096 {
@@ -204,7 +209,7 @@ func (l *Limiter) watchOnce(ctx context.Context, js jetstream.JetStream, reconne
 					if !ok {
 						break drain
 					}
-					done = l.collect(e, changes, &initial, &rev)
+					done = l.collect(e, changes, &initial, kept, &rev)
 				default:
 					break drain
 				}
@@ -214,21 +219,26 @@ func (l *Limiter) watchOnce(ctx context.Context, js jetstream.JetStream, reconne
 					continue
 				}
 				l.mu.Lock()
+				now := time.Now()
 				for key := range l.decisions {
-					if _, ok := initial[key]; !ok {
+					if _, ok := initial[key]; !ok && !kept[key] {
 						initial[key] = nil
 					}
 				}
-				l.applyLocked(initial, time.Now())
+				l.guardLocked(initial, now)
+				l.applyLocked(initial, now)
 				l.lastRev = max(l.lastRev, rev)
 				l.mu.Unlock()
 				l.metrics.addUpdates(len(initial))
 				initial = nil
+				clear(kept)
 				continue
 			}
 			if len(changes) > 0 {
 				l.mu.Lock()
-				l.applyLocked(changes, time.Now())
+				now := time.Now()
+				l.guardLocked(changes, now)
+				l.applyLocked(changes, now)
 				l.lastRev = max(l.lastRev, rev)
 				l.mu.Unlock()
 				l.metrics.addUpdates(len(changes))
@@ -239,27 +249,31 @@ func (l *Limiter) watchOnce(ctx context.Context, js jetstream.JetStream, reconne
 
 // collect records one watch entry into changes (or into *initial during a
 // full resync), raises *rev to its revision, and reports whether it was the
-// end-of-initial-values marker.
-func (l *Limiter) collect(e jetstream.KeyValueEntry, changes map[string]*Decision, initial *map[string]*Decision, rev *uint64) bool {
+// end-of-initial-values marker. A put is checked by the verifier; a
+// rejected one is counted and leaves the key out of changes (and in kept
+// during a resync), so the limiter keeps what it had for the key. A delete
+// or purge becomes a nil change, which guardLocked may still refuse.
+func (l *Limiter) collect(e jetstream.KeyValueEntry, changes map[string]*Decision, initial *map[string]*Decision,
+	kept map[string]bool, rev *uint64) bool {
 	if e == nil {
 		return true
 	}
 	*rev = max(*rev, e.Revision())
 	var d *Decision
 	if e.Operation() == jetstream.KeyValuePut {
-		dec, err := DecodeDecision(e.Value())
-		if err == nil {
-			if k, kerr := dec.Key(); kerr != nil || k != e.Key() {
-				err = errors.New("key does not match the decision's tenant and scope")
-			}
-		}
+		dec, err := l.verifier.Check(e.Key(), e.Value(), time.Now())
 		if err != nil {
-			l.log.Warn("ignoring invalid decision", "key", e.Key(), "err", err)
-		} else {
-			d = &dec
+			l.reject(e.Key(), RejectReason(err), err)
+			if *initial != nil {
+				delete(*initial, e.Key())
+				kept[e.Key()] = true
+			}
+			return false
 		}
+		d = &dec
 	}
 	if *initial != nil {
+		delete(kept, e.Key())
 		if d != nil {
 			(*initial)[e.Key()] = d
 		} else {
@@ -269,4 +283,73 @@ func (l *Limiter) collect(e jetstream.KeyValueEntry, changes map[string]*Decisio
 	}
 	changes[e.Key()] = d
 	return false
+}
+
+// guardLocked drops from changes what would remove a live decision without
+// a signature: a delete or purge (nil), or a decision that had already
+// expired when it arrived (a replayed old value). Each is counted as
+// rejected and the live decision stays until it expires or a signed
+// decision replaces it. With InsecureAcceptUnsigned nothing is dropped.
+// l.mu must be held.
+func (l *Limiter) guardLocked(changes map[string]*Decision, now time.Time) {
+	if !l.verifier.RequiresSignature() {
+		return
+	}
+	for key, d := range changes {
+		if d != nil && d.Live(now) {
+			continue
+		}
+		held, ok := l.decisions[key]
+		if !ok || !held.Live(now) {
+			continue
+		}
+		delete(changes, key)
+		if d == nil {
+			l.reject(key, RejectUnsigned, errors.New("a delete or purge of a live decision carries no signature"))
+		} else {
+			l.reject(key, RejectExpired, fmt.Errorf("the decision expired at %s, before it arrived", d.ExpiresAt.UTC().Format(time.RFC3339)))
+		}
+	}
+}
+
+// reject counts a rejected decision and logs it, at most one line per
+// rejectLog period with the count of those not logged.
+func (l *Limiter) reject(key, reason string, err error) {
+	if c := l.rejectedBy[reason]; c != nil {
+		c.Add(1)
+	}
+	if n, ok := l.rejected.allow(time.Now()); ok {
+		l.log.Warn("ignoring a decision from the bucket", "key", key, "reason", reason, "err", err, "count", n)
+	}
+}
+
+// Rejected returns how many decisions from the bucket were rejected for
+// reason (one of RejectReasons).
+func (l *Limiter) Rejected(reason string) uint64 {
+	if c := l.rejectedBy[reason]; c != nil {
+		return c.Load()
+	}
+	return 0
+}
+
+// rejectLog allows one log line per every and counts the events between.
+type rejectLog struct {
+	every time.Duration
+	mu    sync.Mutex
+	last  time.Time
+	n     int
+}
+
+// allow counts one event and reports whether to log it, with the events
+// since the last line (this one included).
+func (r *rejectLog) allow(now time.Time) (int, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.n++
+	if !r.last.IsZero() && now.Sub(r.last) < r.every {
+		return 0, false
+	}
+	n := r.n
+	r.last, r.n = now, 0
+	return n, true
 }

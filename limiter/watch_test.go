@@ -28,15 +28,15 @@ func (e kvEntry) Operation() jetstream.KeyValueOp { return jetstream.KeyValuePut
 // would resume after them and a manual decision would be missed until it
 // is rewritten.
 func TestCollectLeavesResumePointUntilApplied(t *testing.T) {
-	l := newLocal(t, nil, Deps{})
+	l := newLocal(t, func(c *Config) { c.TrustedKeys = []string{FormatPublicKey(testSigner(t, 1).PublicKey())} }, Deps{})
 	d := throttle("acme", 5, 5, SourceManual, time.Hour)
-	val, err := json.Marshal(d)
+	val, err := json.Marshal(testSigner(t, 1).Sign("acme", d))
 	if err != nil {
 		t.Fatal(err)
 	}
 	initial := map[string]*Decision{}
 	var rev uint64
-	if done := l.collect(kvEntry{key: "acme", val: val, rev: 7}, map[string]*Decision{}, &initial, &rev); done {
+	if done := l.collect(kvEntry{key: "acme", val: val, rev: 7}, map[string]*Decision{}, &initial, map[string]bool{}, &rev); done {
 		t.Fatal("a put entry was taken for the end-of-initial-values marker")
 	}
 	if rev != 7 {
