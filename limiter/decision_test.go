@@ -33,6 +33,16 @@ func TestDecisionValidate(t *testing.T) {
 		{"expiry before issue", func(d *Decision) { d.ExpiresAt = d.IssuedAt.Add(-time.Second) }, "expires_at"},
 		{"bad source", func(d *Decision) { d.Source = "robot" }, "source"},
 		{"control char", func(d *Decision) { d.Scope = "route:a\nb" }, "control"},
+		{"C1 control in scope", func(d *Decision) { d.Scope = "route:a\u009bb" }, "control"},
+		{"ANSI escape in reason", func(d *Decision) { d.Reason = "ok \x1b[2J\x1b[31mred" }, "reason: control character U+001B at byte 3"},
+		{"newline in reason", func(d *Decision) { d.Reason = "a\nb" }, "reason: control character U+000A"},
+		{"C1 CSI in reason", func(d *Decision) { d.Reason = "a\u009b31m" }, "reason: control character U+009B"},
+		{"DEL in anomaly_id", func(d *Decision) { d.AnomalyID = "a\x7f" }, "anomaly_id: control character"},
+		{"unicode reason", func(d *Decision) { d.Reason = "Überlast – 東京 🚦" }, ""},
+		{"expires at the last DateTime second", func(d *Decision) { d.ExpiresAt = MaxTimestamp }, ""},
+		{"expires past DateTime", func(d *Decision) { d.ExpiresAt = MaxTimestamp.Add(time.Second) }, "expires_at: 2106-02-07T06:28:16Z is outside"},
+		{"expires in 2319", func(d *Decision) { d.ExpiresAt = d.IssuedAt.Add(2562047 * time.Hour) }, "expires_at: 2319"},
+		{"issued before 1970", func(d *Decision) { d.IssuedAt = time.Date(1969, 12, 31, 0, 0, 0, 0, time.UTC) }, "issued_at: 1969-12-31T00:00:00Z is outside"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

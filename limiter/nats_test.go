@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 
 	"github.com/tenantguard/tenantguard/internal/testenv"
@@ -64,6 +65,12 @@ type instance struct {
 // the decisions bucket.
 func start(t testing.TB, url string, mod func(*Config)) *instance {
 	t.Helper()
+	return startWith(t, url, mod, nil)
+}
+
+// startWith is start with the SDK metrics registered in reg (nil: none).
+func startWith(t testing.TB, url string, mod func(*Config), reg prometheus.Registerer) *instance {
+	t.Helper()
 	cfg := DefaultConfig()
 	cfg.Group = "test"
 	cfg.TrustedKeys = []string{FormatPublicKey(testSigner(t, 1).PublicKey())}
@@ -71,7 +78,7 @@ func start(t testing.TB, url string, mod func(*Config)) *instance {
 		mod(&cfg)
 	}
 	nc := connect(t, url)
-	l, err := New(cfg, Deps{Conn: nc})
+	l, err := New(cfg, Deps{Conn: nc, Registerer: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
