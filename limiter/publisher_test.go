@@ -48,7 +48,9 @@ func TestPublisherRefusesBeforeWriting(t *testing.T) {
 			ErrInvalidDecision, "expires_at: 2319"},
 		{"automatic for 2h", mod(func(d *Decision) { d.Source = SourceAnomaly; d.ExpiresAt = d.IssuedAt.Add(2 * time.Hour) }),
 			ErrExpiryTooFar, "the cap for anomaly decisions is 1h0m0s"},
-		{"issued next week", mod(func(d *Decision) { d.IssuedAt, d.ExpiresAt = now.Add(8*24*time.Hour), now.Add(8*24*time.Hour+time.Minute) }),
+		{"issued next week", mod(func(d *Decision) {
+			d.IssuedAt, d.ExpiresAt = now.Add(8*24*time.Hour), now.Add(8*24*time.Hour+time.Minute)
+		}),
 			ErrExpiryTooFar, "from now"},
 		{"ANSI escape in reason", mod(func(d *Decision) { d.Reason = "\x1b[31mred" }),
 			ErrInvalidDecision, "reason: control character U+001B"},
