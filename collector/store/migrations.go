@@ -3,13 +3,16 @@ package store
 import (
 	"context"
 	"fmt"
+	"regexp"
 	"strings"
 	"time"
 )
 
 // Migration is one versioned step of the schema. Statements use {db} for
 // the database and must be idempotent (IF NOT EXISTS), so a migration that
-// died half-way can run again.
+// died half-way can run again. ClickHouse 18.16 has no ADD COLUMN IF NOT
+// EXISTS, so a statement "ALTER TABLE {db}.<table> ADD COLUMN <name> ..."
+// (one column each) is skipped when the table already has the column.
 type Migration struct {
 	Version    uint32
 	Name       string
@@ -124,7 +127,22 @@ CREATE TABLE IF NOT EXISTS {db}.pg_findings (
 ) ENGINE = ReplacingMergeTree(observed_at)
 PARTITION BY toYYYYMM(first_seen)
 ORDER BY (database, queryid, userid)`}},
+	// Every revision of the decisions bucket the daemon sees: its KV key,
+	// revision and operation, whether its signature verified (and why
+	// not), the signing key, and the stored value when it did not verify.
+	{6, "decisions_integrity", []string{
+		`ALTER TABLE {db}.decisions ADD COLUMN kv_key String`,
+		`ALTER TABLE {db}.decisions ADD COLUMN kv_revision UInt64`,
+		`ALTER TABLE {db}.decisions ADD COLUMN kv_op String`,
+		`ALTER TABLE {db}.decisions ADD COLUMN verified UInt8`,
+		`ALTER TABLE {db}.decisions ADD COLUMN key_id String`,
+		`ALTER TABLE {db}.decisions ADD COLUMN reject_reason String`,
+		`ALTER TABLE {db}.decisions ADD COLUMN raw String`,
+	}},
 }
+
+// addColumnRE matches the statements Migrate skips when the column exists.
+var addColumnRE = regexp.MustCompile(`^ALTER TABLE \{db\}\.([a-z_0-9]+) ADD COLUMN ([a-z_0-9]+) `)
 
 // MigrationStatus is one applied or pending step.
 type MigrationStatus struct {
@@ -166,6 +184,15 @@ func (s *Store) Migrate(ctx context.Context) ([]MigrationStatus, error) {
 			continue
 		}
 		for _, stmt := range m.Statements {
+			if sm := addColumnRE.FindStringSubmatch(stmt); sm != nil {
+				has, err := s.hasColumn(ctx, sm[1], sm[2])
+				if err != nil {
+					return out, fmt.Errorf("migration %d %s: %w", m.Version, m.Name, err)
+				}
+				if has {
+					continue
+				}
+			}
 			if err := s.conn.Exec(ctx, strings.ReplaceAll(stmt, "{db}", db)); err != nil {
 				return out, fmt.Errorf("migration %d %s: %w", m.Version, m.Name, err)
 			}
@@ -177,6 +204,17 @@ func (s *Store) Migrate(ctx context.Context) ([]MigrationStatus, error) {
 		out = append(out, MigrationStatus{m.Version, m.Name, now})
 	}
 	return out, nil
+}
+
+// hasColumn reports whether table in the store's database has column.
+func (s *Store) hasColumn(ctx context.Context, table, column string) (bool, error) {
+	var n uint64
+	err := s.conn.QueryRow(ctx, "SELECT count() FROM system.columns WHERE database = ? AND table = ? AND name = ?",
+		s.cfg.Database, table, column).Scan(&n)
+	if err != nil {
+		return false, fmt.Errorf("read system.columns: %w", err)
+	}
+	return n > 0, nil
 }
 
 func (s *Store) applied(ctx context.Context) (map[uint32]time.Time, error) {

@@ -165,3 +165,41 @@ func TestConfigValidateNamesFields(t *testing.T) {
 		}
 	}
 }
+
+// TestMigrateResumesHalfAppliedColumns: a migration that added some of its
+// columns and died runs again without "column already exists".
+func TestMigrateResumesHalfAppliedColumns(t *testing.T) {
+	srv, db := testenv.ClickHouse(t)
+	cfg := DefaultConfig()
+	cfg.Addr, cfg.Database = []string{srv.Addr}, db
+	st, err := Open(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	ctx := context.Background()
+	if err := st.Conn().Exec(ctx, "CREATE DATABASE IF NOT EXISTS "+db); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range Migrations {
+		if m.Name == "decisions" {
+			for _, stmt := range m.Statements {
+				if err := st.Conn().Exec(ctx, strings.ReplaceAll(stmt, "{db}", db)); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+	if err := st.Conn().Exec(ctx, "ALTER TABLE "+db+".decisions ADD COLUMN kv_key String"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Migrate(ctx); err != nil {
+		t.Fatalf("migrate over a half-applied step: %v", err)
+	}
+	for _, col := range []string{"kv_key", "kv_revision", "kv_op", "verified", "key_id", "reject_reason", "raw", "tenant_id", "expires_at"} {
+		has, err := st.hasColumn(ctx, "decisions", col)
+		if err != nil || !has {
+			t.Errorf("decisions.%s: has %v, %v; want the column", col, has, err)
+		}
+	}
+}
