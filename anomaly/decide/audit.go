@@ -8,8 +8,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/tenantguard/tenantguard/limiter"
 )
 
 const (
@@ -19,18 +17,21 @@ const (
 	// of a failed insert.
 	auditBackoffMin = 500 * time.Millisecond
 	auditBackoffMax = 10 * time.Second
-	// auditLogEvery is the least time between two log lines about drops,
-	// and between two about failed inserts.
+	// auditLogEvery is the least time between two log lines about failed
+	// inserts.
 	auditLogEvery = time.Minute
 )
 
-// auditor writes the audit trail from its own goroutine, so the engine never
-// waits on ClickHouse. Decisions wait in a bounded queue; when it is full
-// they are dropped and counted. A failed insert is retried with backoff,
-// keeping its batch, until it succeeds or the engine stops.
+// auditor writes the audit trail from its own goroutine, so neither the
+// engine nor the KV watch waits on ClickHouse. Records wait in a bounded
+// queue that the Trail fills (it pauses its watch while the queue is full).
+// A failed insert is retried with backoff, keeping its batch, until it
+// succeeds or the trail stops; before each retry the revisions an insert
+// that failed late may have stored anyway are dropped from the batch, so
+// each revision is recorded once.
 type auditor struct {
 	rec     Recorder
-	q       chan limiter.Decision
+	q       chan Record
 	timeout time.Duration
 	log     *slog.Logger
 
@@ -40,47 +41,19 @@ type auditor struct {
 	stopBy   atomic.Int64 // unix nanoseconds: the end of the last attempt at shutdown
 	done     chan struct{}
 
-	logMu     sync.Mutex
-	dropLog   rateLog
-	failLog   rateLog
-	dropCount int // drops since the last drop log line
+	logMu   sync.Mutex
+	failLog rateLog
 }
 
 func newAuditor(rec Recorder, size int, timeout time.Duration, log *slog.Logger,
 	dropped, failures prometheus.Counter) *auditor {
-	return &auditor{rec: rec, q: make(chan limiter.Decision, size), timeout: timeout, log: log,
+	return &auditor{rec: rec, q: make(chan Record, size), timeout: timeout, log: log,
 		dropped: dropped, failures: failures, done: make(chan struct{}),
-		dropLog: rateLog{every: auditLogEvery}, failLog: rateLog{every: auditLogEvery}}
+		failLog: rateLog{every: auditLogEvery}}
 }
 
-// pending returns the decisions not yet written: queued and in flight.
+// pending returns the records not yet written: queued and in flight.
 func (a *auditor) pending() int { return len(a.q) + int(a.inFlight.Load()) }
-
-// enqueue queues d for the audit trail; it never blocks.
-func (a *auditor) enqueue(d limiter.Decision) {
-	select {
-	case a.q <- d:
-	default:
-		a.drop(1, "audit queue full; decision not recorded")
-	}
-}
-
-// drop counts n decisions that will never reach the audit trail, and logs
-// at most once per auditLogEvery with the count since the last line.
-func (a *auditor) drop(n int, msg string) {
-	a.dropped.Add(float64(n))
-	a.logMu.Lock()
-	a.dropCount += n
-	count := a.dropCount
-	ok := a.dropLog.allow(time.Now())
-	if ok {
-		a.dropCount = 0
-	}
-	a.logMu.Unlock()
-	if ok {
-		a.log.Warn(msg, "count", count)
-	}
-}
 
 // stop sets the deadline of the last attempt, a timeout from now; call it
 // before ending run's context.
@@ -102,35 +75,36 @@ func (a *auditor) wait(by time.Time) bool {
 	}
 }
 
-// run writes queued decisions until ctx ends, then makes one last attempt,
+// run writes queued records until ctx ends, then makes one last attempt,
 // until the deadline stop set, for what is still pending.
 func (a *auditor) run(ctx context.Context) {
 	defer close(a.done)
-	var batch []limiter.Decision
+	var batch []Record
 	backoff := auditBackoffMin
+	retry := false
 	for {
 		if len(batch) == 0 {
 			select {
 			case <-ctx.Done():
 				a.flushOnStop(nil)
 				return
-			case d := <-a.q:
-				batch = append(batch, d)
+			case r := <-a.q:
+				batch = append(batch, r)
 			}
 		}
 	fill:
 		for len(batch) < auditBatchMax {
 			select {
-			case d := <-a.q:
-				batch = append(batch, d)
+			case r := <-a.q:
+				batch = append(batch, r)
 			default:
 				break fill
 			}
 		}
 		a.inFlight.Store(int64(len(batch)))
-		err := a.write(ctx, batch)
+		err := a.write(ctx, batch, retry)
 		if err == nil {
-			batch, backoff = batch[:0], auditBackoffMin
+			batch, backoff, retry = batch[:0], auditBackoffMin, false
 			a.inFlight.Store(0)
 			continue
 		}
@@ -138,6 +112,7 @@ func (a *auditor) run(ctx context.Context) {
 			a.flushOnStop(batch)
 			return
 		}
+		retry = true
 		a.failures.Inc()
 		a.logMu.Lock()
 		ok := a.failLog.allow(time.Now())
@@ -155,21 +130,50 @@ func (a *auditor) run(ctx context.Context) {
 	}
 }
 
-func (a *auditor) write(ctx context.Context, batch []limiter.Decision) error {
+// write inserts batch; after a failure (retry) it first leaves out the
+// revisions already recorded. The batch is changed in place.
+func (a *auditor) write(ctx context.Context, batch []Record, retry bool) error {
 	ctx, cancel := context.WithTimeout(ctx, a.timeout)
 	defer cancel()
+	if retry {
+		if err := a.dedupe(ctx, &batch); err != nil {
+			return err
+		}
+	}
 	return a.rec.Record(ctx, batch)
 }
 
+// dedupe removes from *batch the revisions the recorder already holds.
+func (a *auditor) dedupe(ctx context.Context, batch *[]Record) error {
+	revs := make([]uint64, 0, len(*batch))
+	for _, r := range *batch {
+		revs = append(revs, r.Revision)
+	}
+	have, err := a.rec.Recorded(ctx, revs)
+	if err != nil {
+		return err
+	}
+	kept := (*batch)[:0]
+	for _, r := range *batch {
+		if !have[r.Revision] {
+			kept = append(kept, r)
+		}
+	}
+	*batch = kept
+	return nil
+}
+
 // flushOnStop makes one attempt to write batch and everything queued, with
-// a fresh context ending at the deadline stop set (the engine's context has
+// a fresh context ending at the deadline stop set (the trail's context has
 // ended); what fails, or is left when the deadline has passed (a write that
-// ignored its context ran past it), is counted as dropped.
-func (a *auditor) flushOnStop(batch []limiter.Decision) {
+// ignored its context ran past it), is counted as dropped. The next start
+// resumes after the last recorded revision, so dropped records that are
+// still in the bucket are recorded then.
+func (a *auditor) flushOnStop(batch []Record) {
 	for {
 		select {
-		case d := <-a.q:
-			batch = append(batch, d)
+		case r := <-a.q:
+			batch = append(batch, r)
 			continue
 		default:
 		}
@@ -187,7 +191,7 @@ func (a *auditor) flushOnStop(batch []limiter.Decision) {
 	}
 	ctx, cancel := context.WithDeadline(context.Background(), by)
 	defer cancel()
-	if err := a.rec.Record(ctx, batch); err != nil {
+	if err := a.write(ctx, batch, true); err != nil {
 		a.failures.Inc()
 		a.dropped.Add(float64(len(batch)))
 		a.log.Warn("decisions not recorded at shutdown", "count", len(batch), "err", err)

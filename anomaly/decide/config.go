@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math"
 	"time"
+
+	"github.com/tenantguard/tenantguard/limiter"
 )
 
 // Config is the decisions section of the daemon config.
@@ -50,6 +52,24 @@ type Config struct {
 	// Plans override the policy per plan (the alert's "plan" label).
 	// Default empty.
 	Plans map[string]Policy `mapstructure:"plans"`
+	// SigningKeyFile is the Ed25519 private key (PEM, PKCS #8) that the
+	// engine and the CLI (throttle, release) sign every decision with;
+	// `tenantguard keygen -o FILE` creates one and prints the public key to
+	// give limiters. `run` with decisions enabled, throttle and release
+	// refuse to start without it. Default empty.
+	SigningKeyFile string `mapstructure:"signing_key_file"`
+	// TrustedKeys are further public keys ("ed25519:<base64>") whose
+	// decisions verify besides the signing key's own, e.g. the operators'
+	// CLI key when it differs from the daemon's: only a verified manual
+	// decision outranks the engine, and the audit table marks decisions
+	// verified against these. Default empty.
+	TrustedKeys []string `mapstructure:"trusted_keys"`
+	// MaxManualTTL caps how long a manual decision lasts (throttle --for).
+	// Default 168h.
+	MaxManualTTL time.Duration `mapstructure:"max_manual_ttl"`
+	// MaxAutoTTL caps how long an automatic decision lasts; ttl must not
+	// exceed it. Default 1h.
+	MaxAutoTTL time.Duration `mapstructure:"max_auto_ttl"`
 }
 
 // Policy overrides the top-level policy for one plan. Zero fields inherit.
@@ -77,6 +97,8 @@ func DefaultConfig() Config {
 		KVTimeout:          2 * time.Second,
 		AuditQueueSize:     4096,
 		AuditTimeout:       5 * time.Second,
+		MaxManualTTL:       limiter.DefaultMaxManualTTL,
+		MaxAutoTTL:         limiter.DefaultMaxAutomaticTTL,
 	}
 }
 
@@ -102,6 +124,8 @@ func (c Config) Validate() error {
 	}
 	if c.TTL <= 0 {
 		bad("ttl", "must be > 0")
+	} else if c.MaxAutoTTL > 0 && c.TTL > c.MaxAutoTTL {
+		bad("ttl", fmt.Sprintf("%s must be <= max_auto_ttl (%s)", c.TTL, c.MaxAutoTTL))
 	}
 	if c.RenewEvery <= 0 || c.RenewEvery >= c.TTL {
 		bad("renew_every", "must be > 0 and < ttl")
@@ -120,6 +144,15 @@ func (c Config) Validate() error {
 	}
 	if c.AuditTimeout <= 0 {
 		bad("audit_timeout", "must be > 0")
+	}
+	if c.MaxManualTTL <= 0 {
+		bad("max_manual_ttl", "must be > 0")
+	}
+	if c.MaxAutoTTL <= 0 {
+		bad("max_auto_ttl", "must be > 0")
+	}
+	if _, err := limiter.ParsePublicKeys("decisions.trusted_keys", c.TrustedKeys); err != nil {
+		errs = append(errs, err)
 	}
 	for name, p := range c.Plans {
 		if p.ThrottleFactor < 0 || math.IsNaN(p.ThrottleFactor) || math.IsInf(p.ThrottleFactor, 0) {

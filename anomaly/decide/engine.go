@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -18,10 +19,10 @@ import (
 	"github.com/tenantguard/tenantguard/limiter"
 )
 
-// Publisher writes decisions to the KV bucket; *limiter.Publisher is one.
+// Publisher writes decisions to the KV bucket, signed; a clear decision
+// clears the key. *limiter.Publisher is one.
 type Publisher interface {
 	Put(ctx context.Context, d limiter.Decision) (uint64, error)
-	Clear(ctx context.Context, tenant, scope string, source limiter.Source) error
 }
 
 // Sweeper deletes expired decisions; *limiter.Publisher is one. Optional.
@@ -29,22 +30,17 @@ type Sweeper interface {
 	Sweep(ctx context.Context) (int, error)
 }
 
-// Recorder keeps the audit trail; *ClickHouseRecorder is one.
-type Recorder interface {
-	Record(ctx context.Context, ds []limiter.Decision) error
-}
-
 var (
 	_ Publisher    = (*limiter.Publisher)(nil)
 	_ Sweeper      = (*limiter.Publisher)(nil)
-	_ Recorder     = (*ClickHouseRecorder)(nil)
 	_ anomaly.Sink = (*Engine)(nil)
 )
 
-// Deps are the engine's clients. Publisher is required.
+// Deps are the engine's clients. Publisher is required. The audit trail is
+// the Trail's: it records what the engine writes as it appears in the
+// bucket.
 type Deps struct {
 	Publisher  Publisher
-	Recorder   Recorder              // nil: no audit trail
 	Registerer prometheus.Registerer // nil: no metrics
 	Logger     *slog.Logger
 	Now        func() time.Time // nil: time.Now
@@ -57,7 +53,6 @@ type Engine struct {
 	log   *slog.Logger
 	now   func() time.Time
 	queue chan anomaly.Alert
-	audit *auditor // nil without a Recorder
 
 	// opMu orders the operations (Handle, Renew), so a clear never
 	// overtakes a put of the same key. It is held across their KV calls,
@@ -82,8 +77,6 @@ type Engine struct {
 	failures   *prometheus.CounterVec
 	dropped    prometheus.Counter
 	activeG    prometheus.GaugeFunc
-	auditDrop  prometheus.Counter
-	auditG     prometheus.GaugeFunc
 
 	closeOnce sync.Once
 	closed    chan struct{}
@@ -139,26 +132,8 @@ func New(cfg Config, deps Deps) (*Engine, error) {
 		Name: "tenantguard_decisions_active",
 		Help: "Decision keys the engine currently holds and renews.",
 	}, func() float64 { return float64(e.activeN.Load()) })
-	e.auditDrop = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "tenantguard_decisions_audit_dropped_total",
-		Help: "Decisions never written to the ClickHouse audit trail: its queue was full, or they were still unwritten at shutdown.",
-	})
-	e.auditG = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "tenantguard_decisions_audit_pending",
-		Help: "Decisions waiting to be written to the ClickHouse audit trail.",
-	}, func() float64 {
-		if e.audit == nil {
-			return 0
-		}
-		return float64(e.audit.pending())
-	})
-	if deps.Recorder != nil {
-		e.audit = newAuditor(deps.Recorder, cfg.AuditQueueSize, cfg.AuditTimeout, e.log, e.auditDrop,
-			e.failures.WithLabelValues("record"))
-	}
 	if deps.Registerer != nil {
-		for _, c := range []prometheus.Collector{e.decisions, e.suppressed, e.failures, e.dropped, e.activeG,
-			e.auditDrop, e.auditG} {
+		for _, c := range []prometheus.Collector{e.decisions, e.suppressed, e.failures, e.dropped, e.activeG} {
 			if err := deps.Registerer.Register(c); err != nil {
 				return nil, fmt.Errorf("register metrics: %w", err)
 			}
@@ -203,22 +178,13 @@ func (e *Engine) handleLate(ctx context.Context) {
 }
 
 // Run handles queued alerts and renews live decisions until ctx ends or
-// Close; it returns nil then. Beside it run the audit writer (which gets one
-// last attempt, bounded by cfg.AuditTimeout, to write what is pending when
-// Run ends) and the sweep of expired decisions, so neither ClickHouse nor a
-// long sweep delays an alert.
+// Close; it returns nil then. Beside it runs the sweep of expired
+// decisions, so a long sweep never delays an alert.
 func (e *Engine) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancel()
-	if e.audit != nil {
-		// The writer's context ends only in stopAudit, after the deadline
-		// of its last attempt is set.
-		actx, acancel := context.WithCancel(context.WithoutCancel(ctx))
-		go e.audit.run(actx)
-		defer e.stopAudit(acancel)
-	}
 	if s, ok := e.deps.Publisher.(Sweeper); ok {
 		wg.Go(func() { e.sweepLoop(ctx, s) })
 	}
@@ -238,19 +204,6 @@ func (e *Engine) Run(ctx context.Context) error {
 			e.handleLate(ctx)
 			e.Renew(ctx)
 		}
-	}
-}
-
-// stopAudit ends the audit writer and waits for its last attempt, at most
-// cfg.AuditTimeout and a second. The ClickHouse driver does not always
-// honour a context (a server that accepts and never answers holds a dial
-// for the driver's dial timeout); the writer then finishes on its own soon
-// after, counting what it could not write as dropped.
-func (e *Engine) stopAudit(cancel context.CancelFunc) {
-	by := e.audit.stop()
-	cancel()
-	if !e.audit.wait(by.Add(time.Second)) {
-		e.log.Warn("audit writer still blocked on ClickHouse; not waiting for it", "count", e.audit.pending())
 	}
 }
 
@@ -430,14 +383,18 @@ func (e *Engine) publish(ctx context.Context, c *condition, renew bool) error {
 	return nil
 }
 
-// clear deletes the decision current (the condition's last published one)
+// clear clears the decision current (the condition's last published one)
 // after its last alert resolved.
 func (e *Engine) clear(ctx context.Context, current, want limiter.Decision, a anomaly.Alert) error {
 	if current.TenantID == "" {
 		return nil // never published (suppressed): nothing of ours to clear
 	}
+	now := e.now().UTC().Truncate(time.Second)
+	d := limiter.Decision{TenantID: want.TenantID, Scope: want.Scope, Action: limiter.ActionClear,
+		IssuedAt: now, ExpiresAt: now.Add(time.Second), Source: want.Source, AnomalyID: a.Fingerprint,
+		Reason: "resolved: " + cleanText(a.Summary, 200)}
 	kctx, cancel := context.WithTimeout(ctx, e.cfg.KVTimeout)
-	err := e.deps.Publisher.Clear(kctx, want.TenantID, want.Scope, want.Source)
+	_, err := e.deps.Publisher.Put(kctx, d)
 	timedOut := kctx.Err() != nil && ctx.Err() == nil
 	cancel()
 	if errors.Is(err, limiter.ErrManualOverride) {
@@ -451,23 +408,15 @@ func (e *Engine) clear(ctx context.Context, current, want limiter.Decision, a an
 		}
 		return fmt.Errorf("clear decision of tenant %s: %w", want.TenantID, err)
 	}
-	now := e.now().UTC().Truncate(time.Second)
-	d := limiter.Decision{TenantID: want.TenantID, Scope: want.Scope, Action: limiter.ActionClear,
-		IssuedAt: now, ExpiresAt: now.Add(time.Second), Source: want.Source, AnomalyID: a.Fingerprint,
-		Reason: "resolved: " + truncate(a.Summary, 200)}
 	e.issued(d)
 	return nil
 }
 
-// issued counts and logs a published decision and queues it for the audit
-// trail; it never waits on ClickHouse.
+// issued counts and logs a published decision.
 func (e *Engine) issued(d limiter.Decision) {
 	e.decisions.WithLabelValues(string(d.Action), string(d.Source)).Inc()
 	e.log.Info("decision", "tenant", d.TenantID, "scope", d.Scope, "action", d.Action,
 		"rate_per_sec", d.RatePerSec, "source", d.Source)
-	if e.audit != nil {
-		e.audit.enqueue(d)
-	}
 }
 
 // policy maps an alert to the decision it calls for (times unset).
@@ -483,7 +432,7 @@ func (e *Engine) policy(a anomaly.Alert) (limiter.Decision, bool) {
 	if p.DegradedRatePerSec > 0 {
 		degraded = p.DegradedRatePerSec
 	}
-	d := limiter.Decision{TenantID: a.TenantID, AnomalyID: a.Fingerprint, Reason: truncate(a.Summary, 900)}
+	d := limiter.Decision{TenantID: a.TenantID, AnomalyID: a.Fingerprint, Reason: cleanText(a.Summary, 900)}
 	switch a.Metric {
 	case anomaly.MetricUsage:
 		// The throttle limits the tenant's whole rate, so it is based on the
@@ -529,6 +478,17 @@ func fullSpendCap(a anomaly.Alert) bool {
 		return err == nil && v >= 100
 	}
 	return a.Ratio >= 1
+}
+
+// cleanText is s with every control character (which a decision's reason
+// refuses) turned into a space, cut to at most n bytes.
+func cleanText(s string, n int) string {
+	return truncate(strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return ' '
+		}
+		return r
+	}, s), n)
 }
 
 func truncate(s string, n int) string {

@@ -1,8 +1,12 @@
 package decide
 
 import (
+	"bytes"
 	"context"
+	"crypto/ed25519"
 	"errors"
+	"io"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -35,7 +39,7 @@ func setup(t *testing.T, mod func(*Config)) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	pub, err := limiter.NewPublisher(ctx, nc, 0)
+	pub, err := limiter.NewPublisher(ctx, nc, 0, limiter.WithSigner(testSigner(t)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,11 +63,13 @@ func setup(t *testing.T, mod func(*Config)) *env {
 		mod(&cfg)
 	}
 	reg := prometheus.NewPedanticRegistry()
-	eng, err := New(cfg, Deps{Publisher: pub, Recorder: rec, Registerer: reg})
+	eng, err := New(cfg, Deps{Publisher: pub, Registerer: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
+	runTrail(t, cfg, nc, rec, pub, reg)
 	lcfg := limiter.DefaultConfig()
+	lcfg.TrustedKeys = []string{limiter.FormatPublicKey(testSigner(t).PublicKey())}
 	lnc, err := nats.Connect(ns.URL)
 	if err != nil {
 		t.Fatal(err)
@@ -78,6 +84,36 @@ func setup(t *testing.T, mod func(*Config)) *env {
 	go func() { defer close(done); lim.Run(lctx) }()
 	t.Cleanup(func() { cancel(); <-done })
 	return &env{pub: pub, lim: lim, st: st, eng: eng, reg: reg}
+}
+
+// testSigner is the key the tests' publishers sign with.
+func testSigner(t testing.TB) *limiter.Signer {
+	t.Helper()
+	s, err := limiter.NewSigner(ed25519.NewKeyFromSeed(bytes.Repeat([]byte{7}, ed25519.SeedSize)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// runTrail records the bucket's revisions through rec until the end of t.
+func runTrail(t testing.TB, cfg Config, nc *nats.Conn, rec Recorder, pub *limiter.Publisher, reg prometheus.Registerer) *Trail {
+	t.Helper()
+	tr, err := NewTrail(cfg, TrailDeps{Conn: nc, Recorder: rec, Verifier: pub.Verifier(), Registerer: reg,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- tr.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Trail.Run: %v", err)
+		}
+	})
+	return tr
 }
 
 func alert(tenant, metric string, status anomaly.Status, baseline float64) anomaly.Alert {
@@ -160,7 +196,7 @@ func TestCircuitAndSpendCap(t *testing.T) {
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go e.eng.Run(ctx) // writes the audit trail
+	go e.eng.Run(ctx)
 	errAlert := alert("acme", anomaly.MetricErrorRate, anomaly.StatusFiring, 0.01)
 	errAlert.Integration = "stripe"
 	if err := e.eng.Handle(ctx, errAlert); err != nil {
