@@ -93,6 +93,18 @@ func runDev(ctx context.Context, a *app, dataDir string, demo bool, lc loadgen.C
 		a.cfg.Anomaly.BaselineHalfLife = 10 * time.Minute
 		fmt.Fprintln(a.stderr, "dev: demo anomaly settings: warmup 3 windows, quiet period 2m, cooldown 2m, baseline half-life 10m")
 	}
+	if !a.userSet("decisions.signing_key_file") {
+		// Decisions are signed: keep a key beside the data, made once.
+		key, err := devSigningKey(filepath.Join(abs, "decisions.key"))
+		if err != nil {
+			return err
+		}
+		a.cfg.Decisions.SigningKeyFile = key
+	}
+	if signer, err := limiter.LoadSigner(a.cfg.Decisions.SigningKeyFile); err == nil {
+		fmt.Fprintf(a.stderr, "dev: decisions signed with %s; limiters trust %s\n",
+			a.cfg.Decisions.SigningKeyFile, limiter.FormatPublicKey(signer.PublicKey()))
+	}
 	a.cfg.NATS.URL = natsURL
 	a.cfg.ClickHouse.Addr = []string{ch.Addr}
 	a.cfg.Metrics.Listen = preferPort(a.cfg.Metrics.Listen)
@@ -122,6 +134,25 @@ func runDev(ctx context.Context, a *app, dataDir string, demo bool, lc loadgen.C
 	return err
 }
 
+// devSigningKey returns path, creating a decisions signing key there
+// (mode 0600) if there is none yet.
+func devSigningKey(path string) (string, error) {
+	if _, err := os.Stat(path); err == nil {
+		return path, nil
+	}
+	privPEM, _, err := limiter.GenerateKey()
+	if err != nil {
+		return "", err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(path, privPEM, 0o600); err != nil {
+		return "", fmt.Errorf("dev: decisions signing key: %w", err)
+	}
+	return path, nil
+}
+
 func startEmbeddedNATS(dir string) (*server.Server, string, error) {
 	opts := &server.Options{
 		Host: "127.0.0.1", Port: freePort(), JetStream: true, StoreDir: dir,
@@ -148,7 +179,13 @@ func runDemo(ctx context.Context, a *app, d *daemon, lc loadgen.Config) error {
 	defer em.Close(context.Background())
 	// The demo's traffic passes through the limiter SDK, as a service's
 	// requests would: a throttled tenant's excess is rejected, not emitted.
-	lim, err := limiter.New(limiter.DefaultConfig(), limiter.Deps{Conn: nc, Logger: a.log})
+	signer, err := limiter.LoadSigner(a.cfg.Decisions.SigningKeyFile)
+	if err != nil {
+		return err
+	}
+	lcfg := limiter.DefaultConfig()
+	lcfg.TrustedKeys = []string{limiter.FormatPublicKey(signer.PublicKey())}
+	lim, err := limiter.New(lcfg, limiter.Deps{Conn: nc, Logger: a.log})
 	if err != nil {
 		return err
 	}

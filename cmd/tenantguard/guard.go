@@ -186,25 +186,56 @@ func startPGStat(d *daemon, nc *nats.Conn) error {
 	return nil
 }
 
-// startDecisions runs the decision engine that turns alerts into throttle
-// and circuit decisions in the KV bucket, and returns it as an alert sink.
-func startDecisions(ctx context.Context, d *daemon, nc *nats.Conn) (anomaly.Sink, error) {
-	pub, err := limiter.NewPublisher(ctx, nc, limiter.DefaultConfig().PresenceTTL)
+// decisionsPublisher returns the daemon's signing publisher, built on
+// first use: the engine writes through it and the audit trail verifies
+// with its keys.
+func decisionsPublisher(ctx context.Context, d *daemon, nc *nats.Conn) (*limiter.Publisher, error) {
+	if d.decisions != nil {
+		return d.decisions, nil
+	}
+	pub, err := d.a.newPublisher(ctx, nc, limiter.DefaultConfig().PresenceTTL, true)
 	if err != nil {
 		return nil, fmt.Errorf("decisions: %w", err)
 	}
-	rec, err := decide.NewClickHouseRecorder(d.store.Conn(), d.store.Database())
-	if err != nil {
-		return nil, err
-	}
-	eng, err := decide.New(d.a.cfg.Decisions.Config, decide.Deps{Publisher: pub, Recorder: rec, Registerer: d.reg, Logger: d.a.log})
-	if err != nil {
-		return nil, err
-	}
 	d.decisions = pub
+	return pub, nil
+}
+
+// startDecisions runs the decision engine that turns alerts into throttle
+// and circuit decisions in the KV bucket, and returns it as an alert sink.
+func startDecisions(ctx context.Context, d *daemon, nc *nats.Conn) (anomaly.Sink, error) {
+	pub, err := decisionsPublisher(ctx, d, nc)
+	if err != nil {
+		return nil, err
+	}
+	eng, err := decide.New(d.a.cfg.Decisions.Config, decide.Deps{Publisher: pub, Registerer: d.reg, Logger: d.a.log})
+	if err != nil {
+		return nil, err
+	}
 	d.services = append(d.services, eng.Run, func(ctx context.Context) error { return watchDecisions(ctx, d, pub) })
 	d.closers = append(d.closers, eng.Close)
 	return eng, nil
+}
+
+// startDecisionsAudit runs the trail that records every revision of the
+// decisions bucket, whoever wrote it, in the ClickHouse decisions table.
+func startDecisionsAudit(ctx context.Context, d *daemon, nc *nats.Conn) error {
+	pub, err := decisionsPublisher(ctx, d, nc)
+	if err != nil {
+		return err
+	}
+	rec, err := decide.NewClickHouseRecorder(d.store.Conn(), d.store.Database())
+	if err != nil {
+		return err
+	}
+	tr, err := decide.NewTrail(d.a.cfg.Decisions.Config, decide.TrailDeps{Conn: nc, Recorder: rec,
+		Verifier: pub.Verifier(), Registerer: d.reg, Logger: d.a.log})
+	if err != nil {
+		return err
+	}
+	d.services = append(d.services, tr.Run)
+	d.closers = append(d.closers, tr.Close)
+	return nil
 }
 
 // watchDecisions refreshes the throttled gauge and the live view's status

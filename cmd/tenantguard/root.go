@@ -61,6 +61,7 @@ func (a *app) root() *cobra.Command {
 		newThrottleCmd(a),
 		newReleaseCmd(a),
 		newDecisionsCmd(a),
+		newKeygenCmd(a),
 	)
 	return root
 }

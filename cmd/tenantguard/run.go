@@ -260,6 +260,11 @@ func startStages(ctx context.Context, d *daemon, nc *nats.Conn, ready *readiness
 		active = alerts
 		observers = append(observers, det)
 	}
+	if cfg.Decisions.Enabled {
+		if err := startDecisionsAudit(ctx, d, nc); err != nil {
+			return err
+		}
+	}
 	d.status = d.guardStatus(active)
 	if cfg.PGStat.Enabled {
 		if err := startPGStat(d, nc); err != nil {

@@ -2,59 +2,75 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
-	"text/tabwriter"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
 
-	"github.com/tenantguard/tenantguard/anomaly/decide"
 	"github.com/tenantguard/tenantguard/collector/event"
-	"github.com/tenantguard/tenantguard/collector/store"
 	"github.com/tenantguard/tenantguard/limiter"
 )
 
-// publisher connects to NATS and returns a decisions publisher. It gives
-// up within cliNATSTimeout when no server answers, unlike the daemon.
-func (a *app) publisher(ctx context.Context) (*limiter.Publisher, func(), error) {
+// errNoSigningKey is returned where a decision would be written without a
+// key: limiters ignore unsigned decisions.
+var errNoSigningKey = errors.New("decisions.signing_key_file is not set: every decision is signed, " +
+	"and limiters ignore unsigned ones; create a key with `tenantguard keygen -o FILE`, " +
+	"set decisions.signing_key_file (TENANTGUARD_DECISIONS_SIGNING_KEY_FILE) to FILE, " +
+	"and give limiters the public key it prints (limiter.trusted_keys)")
+
+// newPublisher returns a decisions publisher on nc with the configured caps
+// and keys: the signing key (required when sign is set) and
+// decisions.trusted_keys.
+func (a *app) newPublisher(ctx context.Context, nc *nats.Conn, presenceTTL time.Duration, sign bool) (*limiter.Publisher, error) {
+	dc := a.cfg.Decisions.Config
+	opts := []limiter.PublisherOption{limiter.WithMaxTTL(dc.MaxManualTTL, dc.MaxAutoTTL)}
+	if dc.SigningKeyFile != "" {
+		s, err := limiter.LoadSigner(dc.SigningKeyFile)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, limiter.WithSigner(s))
+	} else if sign {
+		return nil, errNoSigningKey
+	}
+	keys, err := limiter.ParsePublicKeys("decisions.trusted_keys", dc.TrustedKeys)
+	if err != nil {
+		return nil, err
+	}
+	opts = append(opts, limiter.WithTrustedKeys(keys...))
+	pub, err := limiter.NewPublisher(ctx, nc, presenceTTL, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("decisions bucket (is JetStream enabled at %s?): %w", redact(a.cfg.NATS.URL), err)
+	}
+	return pub, nil
+}
+
+// publisher connects to NATS and returns a decisions publisher; sign
+// requires the signing key (throttle, release). It gives up within
+// cliNATSTimeout when no server answers, unlike the daemon.
+func (a *app) publisher(ctx context.Context, sign bool) (*limiter.Publisher, func(), error) {
+	if sign && a.cfg.Decisions.SigningKeyFile == "" {
+		return nil, nil, usageErr(errNoSigningKey)
+	}
 	octx, cancel := context.WithTimeout(ctx, cliNATSTimeout)
 	defer cancel()
 	nc, err := a.connectNATS("cli", nats.RetryOnFailedConnect(false), nats.Timeout(cliNATSTimeout/2))
 	if err != nil {
 		return nil, nil, err
 	}
-	pub, err := limiter.NewPublisher(octx, nc, 0)
+	pub, err := a.newPublisher(octx, nc, 0, sign)
 	if err != nil {
 		nc.Close()
-		return nil, nil, fmt.Errorf("decisions bucket (is JetStream enabled at %s?): %w", redact(a.cfg.NATS.URL), err)
+		return nil, nil, err
 	}
 	return pub, nc.Close, nil
 }
 
 // cliNATSTimeout bounds how long a CLI command waits for NATS.
 const cliNATSTimeout = 4 * time.Second
-
-// auditManual records a manual decision in ClickHouse, best effort: the
-// decision is already in force, so a missing ClickHouse only warns.
-func (a *app) auditManual(ctx context.Context, d limiter.Decision) {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	st, err := store.Open(ctx, a.cfg.ClickHouse)
-	if err == nil {
-		defer st.Close()
-		var rec *decide.ClickHouseRecorder
-		if rec, err = decide.NewClickHouseRecorder(st.Conn(), st.Database()); err == nil {
-			err = rec.Record(ctx, []limiter.Decision{d})
-		}
-	}
-	if err != nil {
-		fmt.Fprintf(a.stderr, "warning: decision not recorded in the ClickHouse audit trail: %s\n", redact(err.Error()))
-	}
-}
 
 func newThrottleCmd(a *app) *cobra.Command {
 	var (
@@ -78,8 +94,15 @@ func newThrottleCmd(a *app) *cobra.Command {
 			if ttl <= 0 {
 				return usageErr(errors.New("--for must be > 0"))
 			}
+			if limit := a.cfg.Decisions.MaxManualTTL; ttl > limit {
+				return usageErr(fmt.Errorf("--for %s is longer than decisions.max_manual_ttl (%s): "+
+					"a manual decision lasts at most that long; release it sooner or renew it", ttl, limit))
+			}
 			if math.IsNaN(ratePerSec) || math.IsInf(ratePerSec, 0) || ratePerSec < 0 {
 				return usageErr(errors.New("--rate must be a finite number >= 0"))
+			}
+			if err := limiter.CheckText(reason); err != nil {
+				return usageErr(fmt.Errorf("--reason: %w", err))
 			}
 			now := time.Now().UTC().Truncate(time.Second)
 			d := limiter.Decision{TenantID: tenant, Scope: scope, Action: limiter.ActionThrottle,
@@ -93,16 +116,16 @@ func newThrottleCmd(a *app) *cobra.Command {
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), 15*time.Second)
 			defer cancel()
-			pub, closeNC, err := a.publisher(ctx)
+			pub, closeNC, err := a.publisher(ctx, true)
 			if err != nil {
 				return err
 			}
 			defer closeNC()
 			if _, err := pub.Put(ctx, d); err != nil {
+				if errors.Is(err, limiter.ErrExpiryTooFar) || errors.Is(err, limiter.ErrInvalidDecision) {
+					return usageErr(err)
+				}
 				return err
-			}
-			if !noAudit {
-				a.auditManual(ctx, d)
 			}
 			fmt.Fprintf(a.stdout, "%s %s (%s): %g/s, burst %d, until %s\n", d.Action, tenant, scope,
 				ratePerSec, d.EffectiveBurst(), d.ExpiresAt.Format(time.RFC3339))
@@ -116,7 +139,8 @@ func newThrottleCmd(a *app) *cobra.Command {
 	f.DurationVar(&ttl, "for", time.Hour, "how long the decision lasts")
 	f.StringVar(&reason, "reason", "manual throttle", "why, for the audit trail")
 	f.StringVar(&scope, "scope", limiter.ScopeAll, "all, route:<route> or integration:<name>")
-	f.BoolVar(&noAudit, "no-audit", false, "do not record the decision in ClickHouse")
+	f.BoolVar(&noAudit, "no-audit", false, "ignored: the daemon records every decision in the bucket")
+	_ = f.MarkDeprecated("no-audit", "the daemon records every decision it sees in the bucket")
 	_ = cmd.MarkFlagRequired("tenant")
 	return cmd
 }
@@ -136,7 +160,7 @@ func newReleaseCmd(a *app) *cobra.Command {
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), 15*time.Second)
 			defer cancel()
-			pub, closeNC, err := a.publisher(ctx)
+			pub, closeNC, err := a.publisher(ctx, true)
 			if err != nil {
 				return err
 			}
@@ -144,75 +168,14 @@ func newReleaseCmd(a *app) *cobra.Command {
 			if err := pub.Clear(ctx, tenant, scope, limiter.SourceManual); err != nil {
 				return err
 			}
-			if !noAudit {
-				now := time.Now().UTC().Truncate(time.Second)
-				a.auditManual(ctx, limiter.Decision{TenantID: tenant, Scope: scope, Action: limiter.ActionClear,
-					IssuedAt: now, ExpiresAt: now.Add(time.Second), Reason: "manual release", Source: limiter.SourceManual})
-			}
 			fmt.Fprintf(a.stdout, "released %s (%s)\n", tenant, scope)
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&tenant, "tenant", "", "tenant id (required)")
 	cmd.Flags().StringVar(&scope, "scope", limiter.ScopeAll, "all, route:<route> or integration:<name>")
-	cmd.Flags().BoolVar(&noAudit, "no-audit", false, "do not record the release in ClickHouse")
+	cmd.Flags().BoolVar(&noAudit, "no-audit", false, "ignored: the daemon records every decision in the bucket")
+	_ = cmd.Flags().MarkDeprecated("no-audit", "the daemon records every decision it sees in the bucket")
 	_ = cmd.MarkFlagRequired("tenant")
-	return cmd
-}
-
-func newDecisionsCmd(a *app) *cobra.Command {
-	var (
-		format string
-		all    bool
-	)
-	cmd := &cobra.Command{
-		Use:   "decisions [--format text|json]",
-		Short: "List the live decisions in the tenantguard_decisions bucket",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if format != "text" && format != "json" {
-				return usageErr(fmt.Errorf("--format %q must be text or json", format))
-			}
-			ctx, cancel := context.WithTimeout(cmd.Context(), 15*time.Second)
-			defer cancel()
-			pub, closeNC, err := a.publisher(ctx)
-			if err != nil {
-				return err
-			}
-			defer closeNC()
-			ds, err := pub.List(ctx, all)
-			if err != nil {
-				return err
-			}
-			if format == "json" {
-				if ds == nil {
-					ds = []limiter.Decision{}
-				}
-				enc := json.NewEncoder(a.stdout)
-				enc.SetIndent("", "  ")
-				return enc.Encode(ds)
-			}
-			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "TENANT\tSCOPE\tACTION\tRATE/S\tBURST\tSOURCE\tEXPIRES IN\tREASON")
-			now := time.Now()
-			for _, d := range ds {
-				left := time.Until(d.ExpiresAt).Round(time.Second).String()
-				if !d.Live(now) {
-					left = "expired"
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%g\t%d\t%s\t%s\t%s\n", d.TenantID, d.Scope, d.Action,
-					d.RatePerSec, d.EffectiveBurst(), d.Source, left, d.Reason)
-			}
-			if err := tw.Flush(); err != nil {
-				return err
-			}
-			if len(ds) == 0 {
-				fmt.Fprintln(a.stdout, "no live decisions")
-			}
-			return nil
-		},
-	}
-	cmd.Flags().StringVar(&format, "format", "text", "output format: text or json")
-	cmd.Flags().BoolVar(&all, "all", false, "include expired decisions still in the bucket")
 	return cmd
 }

@@ -5,20 +5,38 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tenantguard/tenantguard/internal/testenv"
 	"github.com/tenantguard/tenantguard/limiter"
 )
 
+// signingKey creates a decisions key with keygen, points
+// TENANTGUARD_DECISIONS_SIGNING_KEY_FILE at it for the rest of t, and
+// returns its public key.
+func signingKey(t *testing.T) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "decisions.key")
+	out, errOut, err := runCLI(t, "keygen", "-o", path)
+	if err != nil {
+		t.Fatalf("keygen: %v\n%s", err, errOut)
+	}
+	t.Setenv("TENANTGUARD_DECISIONS_SIGNING_KEY_FILE", path)
+	return strings.TrimSpace(out)
+}
+
 func TestThrottleReleaseDecisions(t *testing.T) {
 	ns := testenv.NATS(t)
 	ctx := context.Background()
 	t.Chdir(t.TempDir())
+	pubKey := signingKey(t)
 	run := func(args ...string) (string, error) {
 		var out, errb bytes.Buffer
 		a := newApp(&out, &errb)
@@ -33,7 +51,9 @@ func TestThrottleReleaseDecisions(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	lim, err := limiter.New(limiter.DefaultConfig(), limiter.Deps{Conn: nc})
+	lcfg := limiter.DefaultConfig()
+	lcfg.TrustedKeys = []string{pubKey}
+	lim, err := limiter.New(lcfg, limiter.Deps{Conn: nc})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,5 +117,146 @@ func TestThrottleReleaseDecisions(t *testing.T) {
 		if !errors.As(err, &ee) || ee.code != 2 {
 			t.Errorf("%v: got %v, want exit 2", args, err)
 		}
+	}
+}
+
+// cli runs tenantguard against the NATS at url and returns stdout, stderr
+// and the exit code (0, or the exitError's).
+func cli(t *testing.T, url string, args ...string) (string, string, int) {
+	t.Helper()
+	out, errOut, err := runCLI(t, append(args, "--nats-url", url)...)
+	if err == nil {
+		return out, errOut, 0
+	}
+	var ee *exitError
+	if !errors.As(err, &ee) {
+		return out, err.Error(), 2 // main exits 2 for any other error
+	}
+	return out, ee.Error(), ee.code
+}
+
+// TestThrottleRefusesBadDecisions: what limiters would reject, or the audit
+// table could not hold, fails with exit 2 and a clear error before
+// anything is written.
+func TestThrottleRefusesBadDecisions(t *testing.T) {
+	ns := testenv.NATS(t)
+	t.Chdir(t.TempDir())
+	signingKey(t)
+	for _, c := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"wrapping expiry", []string{"--for", "2562047h"}, "--for 2562047h0m0s is longer than decisions.max_manual_ttl (168h0m0s)"},
+		{"past the cap", []string{"--for", "169h"}, "decisions.max_manual_ttl"},
+		{"ANSI escapes in reason", []string{"--reason", "pwned \x1b[2J\x1b[31m"}, "--reason: control character U+001B at byte 6"},
+		{"newline in reason", []string{"--reason", "a\nb"}, "control character U+000A"},
+		{"C1 CSI in reason", []string{"--reason", "a\u009b31m"}, "control character U+009B"},
+	} {
+		args := append([]string{"throttle", "--tenant", "acme", "--rate", "1"}, c.args...)
+		_, errOut, code := cli(t, ns.URL, args...)
+		if code != 2 || !strings.Contains(errOut, c.want) {
+			t.Errorf("%s: exit %d, %q; want exit 2 and %q", c.name, code, errOut, c.want)
+		}
+	}
+	out, _, code := cli(t, ns.URL, "decisions", "--all")
+	if code != 0 || !strings.Contains(out, "no live decisions") {
+		t.Fatalf("after refused throttles: exit %d, %q; want an empty bucket", code, out)
+	}
+	// Without a signing key nothing can be written.
+	t.Setenv("TENANTGUARD_DECISIONS_SIGNING_KEY_FILE", "")
+	for _, args := range [][]string{{"throttle", "--tenant", "acme", "--rate", "1"}, {"release", "--tenant", "acme"}} {
+		if _, errOut, code := cli(t, ns.URL, args...); code != 2 || !strings.Contains(errOut, "decisions.signing_key_file is not set") {
+			t.Errorf("%v without a key: exit %d, %q; want exit 2 naming decisions.signing_key_file", args, code, errOut)
+		}
+	}
+}
+
+// TestDecisionsEscapesControlCharacters: an entry written before reasons
+// were checked (or by anyone with write access) may hold ANSI escapes;
+// `tenantguard decisions` prints them escaped (text, and JSON for DEL, C1
+// and format characters, which encoding/json leaves raw), and says the
+// entry does not verify.
+func TestDecisionsEscapesControlCharacters(t *testing.T) {
+	ns := testenv.NATS(t)
+	t.Chdir(t.TempDir())
+	signingKey(t)
+	if _, errOut, code := cli(t, ns.URL, "throttle", "--tenant", "good", "--rate", "3", "--reason", "Überlast 🚦"); code != 0 {
+		t.Fatalf("throttle: exit %d %s", code, errOut)
+	}
+	nc, err := nats.Connect(ns.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.KeyValue(context.Background(), limiter.DecisionsBucketConfig().Bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC().Truncate(time.Second)
+	old := `{"tenant_id":"evil","scope":"all","action":"shed","rate_per_sec":0,"burst":0,"issued_at":"` + now.Format(time.RFC3339) +
+		`","expires_at":"` + now.Add(time.Hour).Format(time.RFC3339) + `","reason":"\u001b[2J\u001b[31mall clear\u009b0m\u202e","source":"manual","anomaly_id":""}`
+	if _, err := kv.Put(context.Background(), "evil", []byte(old)); err != nil {
+		t.Fatal(err)
+	}
+	out, _, code := cli(t, ns.URL, "decisions")
+	if code != 0 {
+		t.Fatalf("decisions: exit %d", code)
+	}
+	if strings.ContainsAny(out, "\x1b\u009b\u202e") {
+		t.Fatalf("decisions printed raw control characters: %q", out)
+	}
+	if !strings.Contains(out, `\x1b[2J\x1b[31mall clear\u009b0m\u202e`) || !strings.Contains(out, "unsigned") {
+		t.Fatalf("decisions: %q; want the reason escaped and the entry marked unsigned", out)
+	}
+	if !strings.Contains(out, "Überlast 🚦") || !strings.Contains(out, " ok ") {
+		t.Fatalf("decisions: %q; want the signed decision's reason as it is, signature ok", out)
+	}
+	out, _, code = cli(t, ns.URL, "decisions", "--format", "json")
+	if code != 0 || strings.ContainsAny(out, "\x1b\u009b\u202e") {
+		t.Fatalf("decisions --format json: exit %d, raw control characters in %q", code, out)
+	}
+	var ds []struct {
+		limiter.Decision
+		Signature string `json:"signature"`
+	}
+	if err := json.Unmarshal([]byte(out), &ds); err != nil || len(ds) != 2 {
+		t.Fatalf("decisions --format json: %v, %q", err, out)
+	}
+	if ds[0].Reason != "\x1b[2J\x1b[31mall clear\u009b0m\u202e" || ds[0].Signature != limiter.RejectUnsigned || ds[1].Signature != "ok" {
+		t.Fatalf("decisions --format json: got %+v; want the exact reason after decoding, unsigned then ok", ds)
+	}
+}
+
+func TestKeygen(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	path := filepath.Join(dir, "k.pem")
+	out, _, err := runCLI(t, "keygen", "-o", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := strings.TrimSpace(out)
+	if _, err := limiter.ParsePublicKey(pub); err != nil {
+		t.Fatalf("keygen printed %q: %v", out, err)
+	}
+	st, err := os.Stat(path)
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("key file: %v, %v; want mode 0600", st, err)
+	}
+	again, _, err := runCLI(t, "keygen", "--public", path)
+	if err != nil || strings.TrimSpace(again) != pub {
+		t.Fatalf("keygen --public: %q, %v; want %q", again, err, pub)
+	}
+	var ee *exitError
+	if _, _, err := runCLI(t, "keygen", "-o", path); !errors.As(err, &ee) || ee.code != 2 || !strings.Contains(err.Error(), "never overwrites") {
+		t.Fatalf("keygen over an existing key: %v, want exit 2", err)
+	}
+	if b, _ := os.ReadFile(path); !strings.Contains(string(b), "BEGIN PRIVATE KEY") {
+		t.Fatal("the key was overwritten")
 	}
 }
