@@ -96,7 +96,9 @@ func TestGuardLoop(t *testing.T) {
 	// The spike ends; the detector resolves, the engine clears the
 	// decision, the service drops the limit, and nothing more is rejected.
 	calmAt := svc.command(t, "calm", noisyID)
-	clr := r.kv.wait(t, svc, calmAt, 12*time.Minute, "clear of "+noisyID, func(e kvEntry) bool { return e.Tenant == noisyID && e.Delete })
+	clr := r.kv.wait(t, svc, calmAt, 12*time.Minute, "clear of "+noisyID, func(e kvEntry) bool {
+		return e.Tenant == noisyID && (e.Delete || e.Decision.Action == limiter.ActionClear)
+	})
 	calmRep := svc.reportAt(t, calmAt.Add(2*time.Second))
 	released := svc.waitReport(t, 10*time.Second, "service drops the limit of "+noisyID, func(rp report) bool {
 		_, limited := rp.Limited[noisyID]

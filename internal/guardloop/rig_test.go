@@ -60,13 +60,23 @@ func newRig(t *testing.T, overrides map[string]string) *rig {
 	from, to, n := seedHistory(t, r.ch.Addr, r.db, seedAt)
 	t.Logf("seeded %d past requests of %d tenants, %s to %s, in %s", n, numTenants, from.Format("15:04"), to.Format("15:04"), time.Since(seedAt).Round(time.Second))
 
+	// The daemon signs decisions with a fresh key; the service trusts it.
+	keyPEM, pubKey, err := limiter.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(t.TempDir(), "decisions.key")
+	if err := os.WriteFile(keyFile, keyPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	vars := map[string]string{
-		"TENANTGUARD_NATS_URL":            r.nats.URL,
-		"TENANTGUARD_CLICKHOUSE_ADDR":     r.ch.Addr,
-		"TENANTGUARD_CLICKHOUSE_DATABASE": r.db,
-		"TENANTGUARD_METRICS_LISTEN":      "127.0.0.1:" + strconv.Itoa(testenv.FreePort(t)),
-		"TENANTGUARD_API_LISTEN":          "127.0.0.1:" + strconv.Itoa(testenv.FreePort(t)),
-		"TENANTGUARD_LOG_LEVEL":           "warn",
+		"TENANTGUARD_DECISIONS_SIGNING_KEY_FILE": keyFile,
+		"TENANTGUARD_NATS_URL":                   r.nats.URL,
+		"TENANTGUARD_CLICKHOUSE_ADDR":            r.ch.Addr,
+		"TENANTGUARD_CLICKHOUSE_DATABASE":        r.db,
+		"TENANTGUARD_METRICS_LISTEN":             "127.0.0.1:" + strconv.Itoa(testenv.FreePort(t)),
+		"TENANTGUARD_API_LISTEN":                 "127.0.0.1:" + strconv.Itoa(testenv.FreePort(t)),
+		"TENANTGUARD_LOG_LEVEL":                  "warn",
 	}
 	for k, v := range overrides {
 		vars[k] = v
@@ -85,7 +95,7 @@ func newRig(t *testing.T, overrides map[string]string) *rig {
 	r.daemon = startProc(t, "daemon", exec.Command(r.bin, "run"), r.env)
 	waitReady(t, r.daemon, "http://"+vars["TENANTGUARD_API_LISTEN"]+"/readyz", 2*time.Minute)
 	r.kv = watchDecisions(t, r.nats.URL)
-	r.service = startService(t, r.nats.URL)
+	r.service = startService(t, r.nats.URL, pubKey)
 	t.Logf("servers up, daemon ready and service started %s after the test began", time.Since(began).Round(time.Second))
 	return r
 }
@@ -268,7 +278,7 @@ type service struct {
 	readErr error
 }
 
-func startService(t *testing.T, natsURL string) *service {
+func startService(t *testing.T, natsURL, trustedKey string) *service {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	// An os.Pipe rather than StdoutPipe: Wait (in startProc) must not close
@@ -283,7 +293,7 @@ func startService(t *testing.T, natsURL string) *service {
 		t.Fatal(err)
 	}
 	s := &service{stdin: stdin}
-	s.proc = startProc(t, "service", cmd, []string{serviceEnv + "=1", serviceNATSEnv + "=" + natsURL, serviceSeedEnv + "=42"})
+	s.proc = startProc(t, "service", cmd, []string{serviceEnv + "=1", serviceNATSEnv + "=" + natsURL, serviceSeedEnv + "=42", serviceKeyEnv + "=" + trustedKey})
 	pw.Close()
 	t.Cleanup(func() { stdout.Close() })
 	go func() {
@@ -512,7 +522,7 @@ func (r *rig) audit(t *testing.T) []auditRow {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	rows, err := r.ch.Conn(t, "default").Query(ctx, "SELECT tenant_id, action, source, rate_per_sec FROM "+r.db+".decisions ORDER BY recorded_at, issued_at")
+	rows, err := r.ch.Conn(t, "default").Query(ctx, "SELECT tenant_id, action, source, rate_per_sec FROM "+r.db+".decisions WHERE kv_op = 'put' AND verified = 1 ORDER BY kv_revision")
 	if err != nil {
 		t.Fatal(err)
 	}

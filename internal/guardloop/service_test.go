@@ -37,6 +37,7 @@ const (
 	serviceEnv     = "GUARDLOOP_SERVICE"
 	serviceNATSEnv = "GUARDLOOP_NATS_URL"
 	serviceSeedEnv = "GUARDLOOP_SEED"
+	serviceKeyEnv  = "GUARDLOOP_TRUSTED_KEY" // the daemon's public decisions key
 )
 
 // report is one line of the service's stdout: a periodic report (Ack
@@ -71,7 +72,9 @@ func runService() int {
 		return fail(err)
 	}
 	defer nc.Close()
-	lim, err := limiter.New(limiter.DefaultConfig(), limiter.Deps{Conn: nc, Registerer: prometheus.NewRegistry(), Logger: log})
+	lcfg := limiter.DefaultConfig()
+	lcfg.TrustedKeys = []string{os.Getenv(serviceKeyEnv)}
+	lim, err := limiter.New(lcfg, limiter.Deps{Conn: nc, Registerer: prometheus.NewRegistry(), Logger: log})
 	if err != nil {
 		return fail(err)
 	}

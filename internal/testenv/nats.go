@@ -1,6 +1,8 @@
 package testenv
 
 import (
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -15,17 +17,38 @@ type NATSServer struct {
 	srv  *server.Server
 }
 
+// NATSOption changes the embedded server's options.
+type NATSOption func(t testing.TB, o *server.Options)
+
+// NATSConfig starts the server from a nats-server configuration file's
+// text (accounts, users, permissions, ...), as a deployment would; the
+// listen address, the JetStream store and logging stay the test's.
+func NATSConfig(conf string) NATSOption {
+	return func(t testing.TB, o *server.Options) {
+		t.Helper()
+		path := filepath.Join(t.TempDir(), "nats-server.conf")
+		if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := o.ProcessConfigFile(path); err != nil {
+			t.Fatalf("nats config: %v", err)
+		}
+	}
+}
+
 // NATS starts an embedded JetStream server that stops at the end of t.
-func NATS(t testing.TB) *NATSServer {
+func NATS(t testing.TB, opts ...NATSOption) *NATSServer {
 	t.Helper()
-	n := &NATSServer{opts: server.Options{
-		Host:      "127.0.0.1",
-		Port:      FreePort(t),
-		JetStream: true,
-		StoreDir:  t.TempDir(),
-		NoLog:     true,
-		NoSigs:    true,
-	}}
+	n := &NATSServer{}
+	for _, o := range opts {
+		o(t, &n.opts)
+	}
+	n.opts.Host = "127.0.0.1"
+	n.opts.Port = FreePort(t)
+	n.opts.JetStream = true
+	n.opts.StoreDir = t.TempDir()
+	n.opts.NoLog = true
+	n.opts.NoSigs = true
 	n.opts.JetStreamMaxMemory = 256 << 20
 	n.opts.JetStreamMaxStore = 8 << 30
 	n.URL = "nats://127.0.0.1:" + itoa(n.opts.Port)
