@@ -21,6 +21,13 @@
 // and burst by the number of live instances of its group (burst is floored,
 // so the cluster-wide burst never exceeds the configured one).
 //
+// Integrity: writers sign each decision (Signer, Ed25519 over
+// CanonicalBytes, which covers every field and the KV key); a limiter
+// applies from the bucket only decisions that verify against
+// Config.TrustedKeys (Verifier), ignoring and counting the rest by reason,
+// and ignores deletes of live decisions. The checks run on the KV watch
+// path, never in Allow.
+//
 // Lifecycle: New(cfg, deps), then Run(ctx) in a goroutine (blocks; returns
 // nil on cancel), then Close (idempotent; deletes the presence key). The
 // KV watch is re-created from the last revision after every reconnect,

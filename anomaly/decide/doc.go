@@ -1,7 +1,9 @@
-// Package decide is the daemon's decision engine. It takes in anomaly
-// alerts (it is an anomaly.Sink) and puts out limiter decisions in the KV
-// bucket tenantguard_decisions, an audit row per decision in the ClickHouse
-// table decisions, and metrics.
+// Package decide is the daemon's decision engine and the audit trail of
+// decisions. The Engine takes in anomaly alerts (it is an anomaly.Sink) and
+// puts out signed limiter decisions in the KV bucket
+// tenantguard_decisions, and metrics. The Trail takes in every revision of
+// that bucket, whoever wrote it, and puts out one row per revision in the
+// ClickHouse table decisions, with whether its signature verified.
 //
 // Policies, per plan (Config.Plans, falling back to the top-level values):
 //   - a firing usage spike becomes a throttle of the tenant (scope all) to
@@ -17,12 +19,16 @@
 // retries at the next renewal, so it takes over once the manual one expires.
 //
 // Neither NATS nor ClickHouse can stall the engine: each KV write is bounded
-// by kv_timeout and none happens under the state lock; the audit trail is
-// written by its own goroutine from a bounded queue (audit_queue_size,
-// overflow dropped and counted in tenantguard_decisions_audit_dropped_total),
-// failed inserts retried with backoff.
+// by kv_timeout and none happens under the state lock; the engine never
+// writes to ClickHouse.
 //
-// Lifecycle: New(cfg, deps), Run(ctx) (alerts, renewals, the audit writer and
-// sweeps; returns nil on cancel, after one last audit attempt bounded by
-// audit_timeout), Close (idempotent).
+// The Trail resumes after the highest revision the table holds, queues
+// revisions for its writer goroutine (audit_queue_size; while the queue is
+// full it stops watching and later resumes from the first revision it could
+// not queue) and retries failed inserts with backoff, leaving out revisions
+// an insert that failed late stored anyway, so each revision is one row.
+//
+// Lifecycle: New(cfg, deps) and NewTrail(cfg, deps); Run(ctx) on each
+// (blocks; returns nil on cancel; the trail's writer gets one last attempt,
+// bounded by audit_timeout); Close (idempotent).
 package decide
