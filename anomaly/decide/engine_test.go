@@ -293,6 +293,16 @@ func TestConfigValidate(t *testing.T) {
 			t.Errorf("got %v, want it to name %s", err, want)
 		}
 	}
+	c = DefaultConfig()
+	c.TTL, c.RenewEvery, c.MaxManualTTL = 2*time.Hour, time.Minute, 0
+	c.TrustedKeys = []string{"ed25519:AAAA"}
+	err = c.Validate()
+	for _, want := range []string{"decisions.ttl: 2h0m0s must be <= max_auto_ttl (1h0m0s)", "decisions.max_manual_ttl: must be > 0",
+		"decisions.trusted_keys[0]:"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("got %v, want it to name %s", err, want)
+		}
+	}
 }
 
 func auditRows(t *testing.T, e *env, tenant string) map[string]int {

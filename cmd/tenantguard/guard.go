@@ -186,6 +186,19 @@ func startPGStat(d *daemon, nc *nats.Conn) error {
 	return nil
 }
 
+// checkSigningKey fails at once when decisions are on and the signing key
+// is missing or unreadable, before the daemon waits for NATS or ClickHouse.
+func checkSigningKey(a *app) error {
+	if !a.cfg.Decisions.Enabled {
+		return nil
+	}
+	if a.cfg.Decisions.SigningKeyFile == "" {
+		return fmt.Errorf("%w (or set decisions.enabled: false)", errNoSigningKey)
+	}
+	_, err := limiter.LoadSigner(a.cfg.Decisions.SigningKeyFile)
+	return err
+}
+
 // decisionsPublisher returns the daemon's signing publisher, built on
 // first use: the engine writes through it and the audit trail verifies
 // with its keys.

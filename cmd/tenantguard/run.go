@@ -102,6 +102,9 @@ func runDaemon(ctx context.Context, a *app, started func(d *daemon)) error {
 	d := &daemon{a: a, reg: prometheus.NewRegistry()}
 	d.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
+	if err := checkSigningKey(a); err != nil {
+		return err
+	}
 	validator, err := event.NewValidator(event.Rules{CustomKinds: cfg.Collector.CustomKinds})
 	if err != nil {
 		return err

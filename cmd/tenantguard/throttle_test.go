@@ -260,3 +260,26 @@ func TestKeygen(t *testing.T) {
 		t.Fatal("the key was overwritten")
 	}
 }
+
+// TestRunNeedsSigningKey: with decisions on, run fails at once, naming the
+// key, instead of writing decisions every limiter ignores.
+func TestRunNeedsSigningKey(t *testing.T) {
+	t.Chdir(t.TempDir())
+	t.Setenv("TENANTGUARD_NATS_URL", "nats://127.0.0.1:1")
+	for _, c := range []struct{ key, want string }{
+		{"", "decisions.signing_key_file is not set"},
+		{"missing.key", "missing.key: no such file"},
+	} {
+		t.Setenv("TENANTGUARD_DECISIONS_SIGNING_KEY_FILE", c.key)
+		done := make(chan error, 1)
+		go func() { _, _, err := runCLI(t, "run"); done <- err }()
+		select {
+		case err := <-done:
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("run with key %q: %v, want an error naming %q", c.key, err, c.want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("run with key %q did not fail at once", c.key)
+		}
+	}
+}
