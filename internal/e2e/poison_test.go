@@ -26,6 +26,7 @@ import (
 	"github.com/tenantguard/tenantguard/collector/event"
 	"github.com/tenantguard/tenantguard/collector/store"
 	"github.com/tenantguard/tenantguard/internal/testenv"
+	"github.com/tenantguard/tenantguard/limiter"
 )
 
 const adminToken = "poison-admin-token"
@@ -189,6 +190,14 @@ func seedLegacyPoison(t *testing.T, ctx context.Context, st *store.Store) {
 func writeConfig(t *testing.T, natsURL, chAddr, db, apiAddr, metricsAddr string) string {
 	t.Helper()
 	sum := sha256.Sum256([]byte(adminToken))
+	keyPEM, _, err := limiter.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(t.TempDir(), "decisions.key")
+	if err := os.WriteFile(keyFile, keyPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	body := fmt.Sprintf(`nats:
   url: %s
 clickhouse:
@@ -208,7 +217,9 @@ pricing:
   prices:
     api_request: "0.0001"
     ai_tokens: "0.000002"
-`, natsURL, chAddr, db, apiAddr, hex.EncodeToString(sum[:]), metricsAddr)
+decisions:
+  signing_key_file: %s
+`, natsURL, chAddr, db, apiAddr, hex.EncodeToString(sum[:]), metricsAddr, keyFile)
 	path := filepath.Join(t.TempDir(), "tenantguard.yaml")
 	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
 		t.Fatal(err)
