@@ -75,6 +75,14 @@ type decision struct {
 	Source     string    `json:"source"`
 	AnomalyID  string    `json:"anomaly_id"`
 	RecordedAt time.Time `json:"recorded_at"`
+	// The KV revision the daemon recorded (kv_revision 0: a row from
+	// before it recorded revisions), its operation (put, delete, purge),
+	// and whether the put was signed by a trusted key, else why not.
+	KVKey        string `json:"kv_key"`
+	KVRevision   uint64 `json:"kv_revision"`
+	KVOp         string `json:"kv_op"`
+	Verified     bool   `json:"verified"`
+	RejectReason string `json:"reject_reason"`
 }
 
 // decisions: GET /api/v1/decisions?from&to[&tenant][&action] (admin) and
@@ -92,7 +100,8 @@ func (s *Server) decisions(w http.ResponseWriter, r *http.Request, _ principal, 
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	q := `SELECT tenant_id, scope, action, rate_per_sec, burst, issued_at, expires_at, reason, source, anomaly_id, recorded_at
+	q := `SELECT tenant_id, scope, action, rate_per_sec, burst, issued_at, expires_at, reason, source, anomaly_id, recorded_at,
+    kv_key, kv_revision, kv_op, verified, reject_reason
 FROM ` + s.table("decisions") + `
 WHERE issued_at >= toDateTime(?) AND issued_at < toDateTime(?)`
 	args := []any{ceilSecond(from), ceilSecond(to)}
@@ -103,8 +112,10 @@ WHERE issued_at >= toDateTime(?) AND issued_at < toDateTime(?)`
 	serveList(s, w, r, "decisions", q, args, limit, offset, resp, func(rows driver.Rows) (decision, error) {
 		var d decision
 		var rate float64
+		var verified uint8
 		err := rows.Scan(&d.TenantID, &d.Scope, &d.Action, &rate, &d.Burst, &d.IssuedAt, &d.ExpiresAt, &d.Reason,
-			&d.Source, &d.AnomalyID, &d.RecordedAt)
+			&d.Source, &d.AnomalyID, &d.RecordedAt, &d.KVKey, &d.KVRevision, &d.KVOp, &verified, &d.RejectReason)
+		d.Verified = verified == 1
 		d.RatePerSec = finite(rate)
 		d.IssuedAt, d.ExpiresAt, d.RecordedAt = d.IssuedAt.UTC(), d.ExpiresAt.UTC(), d.RecordedAt.UTC()
 		return d, err
