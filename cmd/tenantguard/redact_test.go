@@ -8,11 +8,13 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/tenantguard/tenantguard/internal/testenv"
+	"github.com/tenantguard/tenantguard/limiter"
 )
 
 func TestRedact(t *testing.T) {
@@ -62,7 +64,16 @@ func TestCLIWithoutNATSFailsFastAndHidesCredentials(t *testing.T) {
 			env = append(env, kv)
 		}
 	}
-	env = append(env, "TENANTGUARD_CLICKHOUSE_PASSWORD=secret-ch", "TENANTGUARD_LOG_LEVEL=debug")
+	keyPEM, _, err := limiter.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(t.TempDir(), "decisions.key")
+	if err := os.WriteFile(keyFile, keyPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env = append(env, "TENANTGUARD_CLICKHOUSE_PASSWORD=secret-ch", "TENANTGUARD_LOG_LEVEL=debug",
+		"TENANTGUARD_DECISIONS_SIGNING_KEY_FILE="+keyFile)
 	for _, args := range [][]string{
 		{"throttle", "--tenant", "acme", "--rate", "5"},
 		{"release", "--tenant", "acme"},

@@ -4,12 +4,15 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/tenantguard/tenantguard/internal/testenv"
+	"github.com/tenantguard/tenantguard/limiter"
 )
 
 // daemonProc is `tenantguard run` as a child process.
@@ -20,13 +23,23 @@ type daemonProc struct {
 }
 
 // startDaemon runs `tenantguard run` with the TENANTGUARD_* settings in vars
-// (listen addresses are added); it stops at the end of t.
+// (listen addresses and a decisions signing key are added); it stops at the
+// end of t.
 func startDaemon(t *testing.T, vars map[string]string) *daemonProc {
 	t.Helper()
 	bin := testenv.Binary(t)
 	apiAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	keyPEM, _, err := limiter.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(t.TempDir(), "decisions.key")
+	if err := os.WriteFile(keyFile, keyPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	env := []string{"TENANTGUARD_API_LISTEN=" + apiAddr,
-		fmt.Sprintf("TENANTGUARD_METRICS_LISTEN=127.0.0.1:%d", testenv.FreePort(t))}
+		fmt.Sprintf("TENANTGUARD_METRICS_LISTEN=127.0.0.1:%d", testenv.FreePort(t)),
+		"TENANTGUARD_DECISIONS_SIGNING_KEY_FILE=" + keyFile}
 	for k, v := range vars {
 		env = append(env, k+"="+v)
 	}
