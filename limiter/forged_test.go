@@ -121,6 +121,24 @@ func TestForgedDecisionIgnored(t *testing.T) {
 			t.Errorf("tenantguard_limiter_decisions_rejected_total{reason=%q} = %v, want >= 1", c.reason, got)
 		}
 	}
+	// After a reconnect the watch resumes past the rejected values: they
+	// are not counted twice.
+	counts := map[string]uint64{}
+	for _, r := range RejectReasons {
+		counts[r] = in.Rejected(r)
+	}
+	restarts := in.metrics.nWatchRestarts.Load()
+	srv.Restart(t)
+	waitFor(t, 10*time.Second, "the watch re-created after the restart", func() bool { return in.metrics.nWatchRestarts.Load() > restarts })
+	time.Sleep(500 * time.Millisecond)
+	for _, r := range RejectReasons {
+		if got := in.Rejected(r); got != counts[r] {
+			t.Errorf("after a reconnect: %d rejected as %s, want still %d", got, r, counts[r])
+		}
+	}
+	if r, _, ok := in.Limit("acme"); !ok || r != 5 {
+		t.Fatalf("after a reconnect: acme %v/%v, want the signed throttle", r, ok)
+	}
 	// A limiter that starts now resyncs from the bucket as the forgers
 	// left it: it applies none of it.
 	late := start(t, srv.URL, nil)

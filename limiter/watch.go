@@ -234,15 +234,17 @@ func (l *Limiter) watchOnce(ctx context.Context, js jetstream.JetStream, reconne
 				clear(kept)
 				continue
 			}
+			// Rejected entries leave changes empty but still move the
+			// resume point, so a re-watch does not count them again.
+			l.mu.Lock()
+			now := time.Now()
+			l.guardLocked(changes, now)
 			if len(changes) > 0 {
-				l.mu.Lock()
-				now := time.Now()
-				l.guardLocked(changes, now)
 				l.applyLocked(changes, now)
-				l.lastRev = max(l.lastRev, rev)
-				l.mu.Unlock()
-				l.metrics.addUpdates(len(changes))
 			}
+			l.lastRev = max(l.lastRev, rev)
+			l.mu.Unlock()
+			l.metrics.addUpdates(len(changes))
 		}
 	}
 }
