@@ -43,6 +43,7 @@ fuzz:
 	$(GO) test ./collector/event -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME)
 	$(GO) test ./anomaly -run '^$$' -fuzz FuzzWarmStartRows -fuzztime $(FUZZTIME)
 	$(GO) test ./cmd/tenantguard -run '^$$' -fuzz FuzzConfigLoad -fuzztime $(FUZZTIME)
+	$(GO) test ./limiter -run '^$$' -fuzz FuzzDecisionVerify -fuzztime $(FUZZTIME)
 
 clean:
 	rm -rf bin .tenantguard

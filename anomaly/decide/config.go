@@ -55,8 +55,8 @@ type Config struct {
 	// SigningKeyFile is the Ed25519 private key (PEM, PKCS #8) that the
 	// engine and the CLI (throttle, release) sign every decision with;
 	// `tenantguard keygen -o FILE` creates one and prints the public key to
-	// give limiters. `run` with decisions enabled, throttle and release
-	// refuse to start without it. Default empty.
+	// give limiters. Default empty: the user's default key,
+	// $XDG_CONFIG_HOME/tenantguard/decisions.key, made on first use.
 	SigningKeyFile string `mapstructure:"signing_key_file"`
 	// TrustedKeys are further public keys ("ed25519:<base64>") whose
 	// decisions verify besides the signing key's own, e.g. the operators'

@@ -95,9 +95,9 @@ func runDev(ctx context.Context, a *app, dataDir string, demo bool, lc loadgen.C
 	}
 	if !a.userSet("decisions.signing_key_file") {
 		// Decisions are signed: keep a key beside the data, made once.
-		key, err := devSigningKey(filepath.Join(abs, "decisions.key"))
-		if err != nil {
-			return err
+		key := filepath.Join(abs, "decisions.key")
+		if err := ensureSigningKey(key); err != nil {
+			return fmt.Errorf("dev: %w", err)
 		}
 		a.cfg.Decisions.SigningKeyFile = key
 	}
@@ -132,25 +132,6 @@ func runDev(ctx context.Context, a *app, dataDir string, demo bool, lc loadgen.C
 		return nil
 	}
 	return err
-}
-
-// devSigningKey returns path, creating a decisions signing key there
-// (mode 0600) if there is none yet.
-func devSigningKey(path string) (string, error) {
-	if _, err := os.Stat(path); err == nil {
-		return path, nil
-	}
-	privPEM, _, err := limiter.GenerateKey()
-	if err != nil {
-		return "", err
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return "", err
-	}
-	if err := os.WriteFile(path, privPEM, 0o600); err != nil {
-		return "", fmt.Errorf("dev: decisions signing key: %w", err)
-	}
-	return path, nil
 }
 
 func startEmbeddedNATS(dir string) (*server.Server, string, error) {

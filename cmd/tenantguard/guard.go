@@ -187,15 +187,18 @@ func startPGStat(d *daemon, nc *nats.Conn) error {
 }
 
 // checkSigningKey fails at once when decisions are on and the signing key
-// is missing or unreadable, before the daemon waits for NATS or ClickHouse.
+// is unreadable, before the daemon waits for NATS or ClickHouse. Without
+// decisions.signing_key_file the default key is used, made on first use.
 func checkSigningKey(a *app) error {
 	if !a.cfg.Decisions.Enabled {
 		return nil
 	}
-	if a.cfg.Decisions.SigningKeyFile == "" {
-		return fmt.Errorf("%w (or set decisions.enabled: false)", errNoSigningKey)
+	path, err := a.signingKeyFile(true)
+	if err != nil {
+		return err
 	}
-	_, err := limiter.LoadSigner(a.cfg.Decisions.SigningKeyFile)
+	a.cfg.Decisions.SigningKeyFile = path
+	_, err = limiter.LoadSigner(path)
 	return err
 }
 

@@ -27,8 +27,12 @@ var errNoSigningKey = errors.New("decisions.signing_key_file is not set: every d
 func (a *app) newPublisher(ctx context.Context, nc *nats.Conn, presenceTTL time.Duration, sign bool) (*limiter.Publisher, error) {
 	dc := a.cfg.Decisions.Config
 	opts := []limiter.PublisherOption{limiter.WithMaxTTL(dc.MaxManualTTL, dc.MaxAutoTTL)}
-	if dc.SigningKeyFile != "" {
-		s, err := limiter.LoadSigner(dc.SigningKeyFile)
+	keyFile, err := a.signingKeyFile(sign)
+	if err != nil {
+		return nil, err
+	}
+	if keyFile != "" {
+		s, err := limiter.LoadSigner(keyFile)
 		if err != nil {
 			return nil, err
 		}
@@ -52,9 +56,6 @@ func (a *app) newPublisher(ctx context.Context, nc *nats.Conn, presenceTTL time.
 // requires the signing key (throttle, release). It gives up within
 // cliNATSTimeout when no server answers, unlike the daemon.
 func (a *app) publisher(ctx context.Context, sign bool) (*limiter.Publisher, func(), error) {
-	if sign && a.cfg.Decisions.SigningKeyFile == "" {
-		return nil, nil, usageErr(errNoSigningKey)
-	}
 	octx, cancel := context.WithTimeout(ctx, cliNATSTimeout)
 	defer cancel()
 	nc, err := a.connectNATS("cli", nats.RetryOnFailedConnect(false), nats.Timeout(cliNATSTimeout/2))

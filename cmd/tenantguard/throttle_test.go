@@ -163,12 +163,30 @@ func TestThrottleRefusesBadDecisions(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "no live decisions") {
 		t.Fatalf("after refused throttles: exit %d, %q; want an empty bucket", code, out)
 	}
-	// Without a signing key nothing can be written.
+}
+
+// TestDefaultSigningKey: without decisions.signing_key_file, throttle and
+// release sign with the user's default key, made on first use (mode 0600),
+// and `decisions` verifies what they wrote.
+func TestDefaultSigningKey(t *testing.T) {
+	ns := testenv.NATS(t)
+	t.Chdir(t.TempDir())
+	home := t.TempDir()
+	t.Setenv("XDG_CONFIG_HOME", home)
 	t.Setenv("TENANTGUARD_DECISIONS_SIGNING_KEY_FILE", "")
-	for _, args := range [][]string{{"throttle", "--tenant", "acme", "--rate", "1"}, {"release", "--tenant", "acme"}} {
-		if _, errOut, code := cli(t, ns.URL, args...); code != 2 || !strings.Contains(errOut, "decisions.signing_key_file is not set") {
-			t.Errorf("%v without a key: exit %d, %q; want exit 2 naming decisions.signing_key_file", args, code, errOut)
-		}
+	if _, errOut, code := cli(t, ns.URL, "throttle", "--tenant", "acme", "--rate", "2"); code != 0 {
+		t.Fatalf("throttle without a configured key: exit %d, %q; want 0", code, errOut)
+	}
+	fi, err := os.Stat(filepath.Join(home, "tenantguard", "decisions.key"))
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("default key: %v, mode %v; want a 0600 file", err, fi)
+	}
+	out, errOut, code := cli(t, ns.URL, "decisions")
+	if code != 0 || !strings.Contains(out, "acme") || !strings.Contains(out, "ok") {
+		t.Fatalf("decisions: exit %d, %q %q; want acme's verified decision", code, out, errOut)
+	}
+	if _, errOut, code := cli(t, ns.URL, "release", "--tenant", "acme"); code != 0 {
+		t.Fatalf("release without a configured key: exit %d, %q; want 0", code, errOut)
 	}
 }
 
@@ -261,13 +279,13 @@ func TestKeygen(t *testing.T) {
 	}
 }
 
-// TestRunNeedsSigningKey: with decisions on, run fails at once, naming the
-// key, instead of writing decisions every limiter ignores.
+// TestRunNeedsSigningKey: with decisions on, run fails at once on a
+// configured key it cannot read, instead of writing decisions every
+// limiter ignores.
 func TestRunNeedsSigningKey(t *testing.T) {
 	t.Chdir(t.TempDir())
 	t.Setenv("TENANTGUARD_NATS_URL", "nats://127.0.0.1:1")
 	for _, c := range []struct{ key, want string }{
-		{"", "decisions.signing_key_file is not set"},
 		{"missing.key", "missing.key: no such file"},
 	} {
 		t.Setenv("TENANTGUARD_DECISIONS_SIGNING_KEY_FILE", c.key)

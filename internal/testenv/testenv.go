@@ -26,8 +26,14 @@ func atExit(f func()) {
 	cleanups = append(cleanups, f)
 }
 
-// Main runs the tests and then stops every shared server.
+// Main runs the tests and then stops every shared server. The tests and
+// the processes they start get a config directory of their own, so nothing
+// (such as a default decisions signing key) is written to the user's.
 func Main(m *testing.M) {
+	if dir, err := os.MkdirTemp("", "tenantguard-config-"); err == nil {
+		os.Setenv("XDG_CONFIG_HOME", dir)
+		atExit(func() { os.RemoveAll(dir) })
+	}
 	code := m.Run()
 	cleanupMu.Lock()
 	for i := len(cleanups) - 1; i >= 0; i-- {
