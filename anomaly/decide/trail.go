@@ -38,6 +38,15 @@ type TrailDeps struct {
 	Verifier   *limiter.Verifier
 	Registerer prometheus.Registerer // nil: no metrics
 	Logger     *slog.Logger
+	// Observer is told every revision the trail sees, in bucket order, so
+	// what shows live decisions (gauges, a live view) follows the bucket
+	// without polling it. Optional; it must not block.
+	Observer Observer
+}
+
+// Observer sees each revision of the decisions bucket the trail records.
+type Observer interface {
+	ObserveDecision(r Record)
 }
 
 // Trail follows the KV bucket tenantguard_decisions and records every
@@ -269,9 +278,13 @@ func (t *Trail) watch(ctx context.Context, js jetstream.JetStream, next uint64, 
 			if e == nil || e.Revision() < next {
 				continue // the end of the initial values, or a revision recorded already
 			}
+			r := t.record(e)
 			select {
-			case t.audit.q <- t.record(e):
+			case t.audit.q <- r:
 				next = e.Revision() + 1
+				if t.deps.Observer != nil {
+					t.deps.Observer.ObserveDecision(r)
+				}
 			default:
 				_ = w.Stop()
 				t.waitForRoom(ctx)

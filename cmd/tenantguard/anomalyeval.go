@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tenantguard/tenantguard/anomaly/sim"
+	"github.com/tenantguard/tenantguard/internal/daemon"
 )
 
 // newAnomalyEvalCmd scores the detector on seeded synthetic traffic, or
@@ -39,7 +40,7 @@ func newAnomalyEvalCmd(a *app) *cobra.Command {
 				fmt.Fprintf(a.stderr, "wrote %s: %d tenants, %d injections\n", csvOut, len(tr.Tenants), len(tr.Injections))
 				return nil
 			}
-			cfg, err := a.anomalyConfig()
+			cfg, err := daemon.AnomalyConfig(a.cfg)
 			if err != nil {
 				return usageErr(err)
 			}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"os"
 	"reflect"
@@ -13,122 +12,9 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/viper"
 
-	"github.com/tenantguard/tenantguard/anomaly"
-	"github.com/tenantguard/tenantguard/anomaly/decide"
-	"github.com/tenantguard/tenantguard/anomaly/notify"
-	"github.com/tenantguard/tenantguard/collector"
-	"github.com/tenantguard/tenantguard/collector/event"
-	"github.com/tenantguard/tenantguard/collector/pgstat"
-	"github.com/tenantguard/tenantguard/collector/pricing"
-	"github.com/tenantguard/tenantguard/collector/store"
-	"github.com/tenantguard/tenantguard/exporter/api"
-	"github.com/tenantguard/tenantguard/exporter/billing"
-	"github.com/tenantguard/tenantguard/exporter/metrics"
+	"github.com/tenantguard/tenantguard/internal/daemon"
+	"github.com/tenantguard/tenantguard/internal/redact"
 )
-
-// Config is the whole configuration; each section belongs to one stage.
-type Config struct {
-	NATS       NATSConfig       `mapstructure:"nats"`
-	ClickHouse store.Config     `mapstructure:"clickhouse"`
-	Metrics    MetricsConfig    `mapstructure:"metrics"`
-	API        api.Config       `mapstructure:"api"`
-	Billing    billing.Config   `mapstructure:"billing"`
-	Collector  collector.Config `mapstructure:"collector"`
-	Pricing    pricing.Config   `mapstructure:"pricing"`
-	Anomaly    anomaly.Config   `mapstructure:"anomaly"`
-	Alerts     notify.Config    `mapstructure:"alerts"`
-	Decisions  DecisionsConfig  `mapstructure:"decisions"`
-	Exporter   ExporterConfig   `mapstructure:"exporter"`
-	PGStat     pgstat.Config    `mapstructure:"pgstat"`
-	Log        LogConfig        `mapstructure:"log"`
-}
-
-// NATSConfig says how to reach NATS.
-type NATSConfig struct {
-	// URL lists servers, comma-separated. Default nats://127.0.0.1:4222.
-	URL string `mapstructure:"url"`
-	// CredsFile is a NATS .creds file. Default none.
-	CredsFile string `mapstructure:"creds_file"`
-	// TLS client settings. Default none.
-	TLS struct {
-		CAFile   string `mapstructure:"ca_file"`
-		CertFile string `mapstructure:"cert_file"`
-		KeyFile  string `mapstructure:"key_file"`
-	} `mapstructure:"tls"`
-	// Name identifies this client to the server. Default "tenantguard".
-	Name string `mapstructure:"name"`
-}
-
-// MetricsConfig is the Prometheus listener.
-type MetricsConfig struct {
-	// Listen serves /metrics. Default ":9464".
-	Listen string `mapstructure:"listen"`
-}
-
-// ExporterConfig switches the exporter stage; the metrics keys sit beside it.
-type ExporterConfig struct {
-	// Enabled runs the stage in `tenantguard run`. Default true.
-	Enabled        bool `mapstructure:"enabled"`
-	metrics.Config `mapstructure:",squash"`
-}
-
-// DecisionsConfig switches the decision engine; its policy keys sit beside it.
-type DecisionsConfig struct {
-	// Enabled turns anomalies and spend caps into throttle and circuit
-	// decisions (needs anomaly.enabled). Default true.
-	Enabled       bool `mapstructure:"enabled"`
-	decide.Config `mapstructure:",squash"`
-}
-
-// LogConfig sets logging.
-type LogConfig struct {
-	// Level is debug, info, warn or error. Default info.
-	Level string `mapstructure:"level"`
-}
-
-// DefaultConfig returns every default.
-func DefaultConfig() Config {
-	c := Config{
-		NATS:       NATSConfig{URL: "nats://127.0.0.1:4222", Name: "tenantguard"},
-		ClickHouse: store.DefaultConfig(),
-		Metrics:    MetricsConfig{Listen: ":9464"},
-		API:        api.DefaultConfig(),
-		Billing:    billing.DefaultConfig(),
-		Collector:  collector.DefaultConfig(),
-		Pricing:    pricing.DefaultConfig(),
-		Anomaly:    anomaly.DefaultConfig(),
-		Alerts:     notify.DefaultConfig(),
-		Decisions:  DecisionsConfig{Enabled: true, Config: decide.DefaultConfig()},
-		Exporter:   ExporterConfig{Enabled: true, Config: metrics.DefaultConfig()},
-		PGStat:     pgstat.DefaultConfig(),
-		Log:        LogConfig{Level: "info"},
-	}
-	return c
-}
-
-// Validate checks every section and names every bad field.
-func (c Config) Validate() error {
-	errs := checkNATSURLs(c.NATS.URL)
-	if err := api.CheckListen(c.Metrics.Listen); err != nil {
-		errs = append(errs, fmt.Errorf("metrics.listen: %w", err))
-	}
-	errs = append(errs, c.ClickHouse.Validate(), c.Collector.Validate(), c.API.Validate(), c.Billing.Validate())
-	if c.Billing.Currency != c.Pricing.Currency {
-		errs = append(errs, fmt.Errorf("billing.currency: %q must equal pricing.currency %q", c.Billing.Currency, c.Pricing.Currency))
-	}
-	kinds, err := event.NewValidator(event.Rules{CustomKinds: c.Collector.CustomKinds})
-	if err == nil {
-		errs = append(errs, c.Pricing.Validate(kinds.KnownKind))
-	}
-	errs = append(errs, c.Exporter.Config.Validate(), c.Anomaly.Validate(), c.Alerts.Validate(), c.Decisions.Config.Validate())
-	errs = append(errs, c.PGStat.Validate())
-	switch c.Log.Level {
-	case "debug", "info", "warn", "error":
-	default:
-		errs = append(errs, fmt.Errorf("log.level: %q must be debug, info, warn or error", c.Log.Level))
-	}
-	return errors.Join(errs...)
-}
 
 // strictConfig marks a command that treats config warnings (unknown
 // TENANTGUARD_* variables) as problems: `config validate`.
@@ -138,7 +24,7 @@ const strictConfig = "strict-config"
 // invalid config is a *configError naming every problem.
 func (a *app) load(cmd *cobra.Command) error {
 	v := a.v
-	keys := setDefaults(v, "", reflect.ValueOf(DefaultConfig()))
+	keys := setDefaults(v, "", reflect.ValueOf(daemon.DefaultConfig()))
 	v.SetEnvPrefix("TENANTGUARD")
 	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
 	v.AutomaticEnv()
@@ -163,7 +49,7 @@ func (a *app) load(cmd *cobra.Command) error {
 		}
 		v.SetConfigType("yaml")
 		if err := v.ReadConfig(bytes.NewReader(raw)); err != nil {
-			return &configError{source: source, problems: []string{redact(err.Error())}}
+			return &configError{source: source, problems: []string{redact.String(err.Error())}}
 		}
 	}
 	for flag, key := range map[string]string{"nats-url": "nats.url", "clickhouse-addr": "clickhouse.addr", "log-level": "log.level"} {
@@ -236,40 +122,9 @@ func setDefaults(v *viper.Viper, prefix string, def reflect.Value) []string {
 	return keys
 }
 
-// connectNATS dials the configured servers and reconnects forever; by
-// default it returns at once and keeps trying in the background while no
-// server answers. extra options override these.
+// connectNATS dials the configured servers (see daemon.ConnectNATS).
 func (a *app) connectNATS(name string, extra ...nats.Option) (*nats.Conn, error) {
-	c := a.cfg.NATS
-	opts := []nats.Option{
-		nats.Name(c.Name + "-" + name),
-		nats.MaxReconnects(-1),
-		nats.ReconnectWait(250 * time.Millisecond),
-		nats.RetryOnFailedConnect(true),
-		nats.ReconnectBufSize(64 << 20),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			if err != nil {
-				a.log.Warn("nats disconnected", "component", name, "err", err)
-			}
-		}),
-		nats.ReconnectHandler(func(nc *nats.Conn) {
-			a.log.Info("nats reconnected", "component", name, "url", nc.ConnectedUrlRedacted())
-		}),
-	}
-	if c.CredsFile != "" {
-		opts = append(opts, nats.UserCredentials(c.CredsFile))
-	}
-	if c.TLS.CAFile != "" {
-		opts = append(opts, nats.RootCAs(c.TLS.CAFile))
-	}
-	if c.TLS.CertFile != "" {
-		opts = append(opts, nats.ClientCert(c.TLS.CertFile, c.TLS.KeyFile))
-	}
-	nc, err := nats.Connect(c.URL, append(opts, extra...)...)
-	if err != nil {
-		return nil, fmt.Errorf("connect nats %s: %w", redact(c.URL), err)
-	}
-	return nc, nil
+	return daemon.ConnectNATS(a.cfg.NATS, a.log, name, extra...)
 }
 
 func newConfigCmd(a *app) *cobra.Command {

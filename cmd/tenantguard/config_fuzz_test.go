@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/spf13/viper"
+
+	"github.com/tenantguard/tenantguard/internal/daemon"
 )
 
 // FuzzConfigLoad feeds YAML documents through the config loader: reading,
@@ -32,7 +34,7 @@ func FuzzConfigLoad(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, doc []byte) {
 		v := viper.New()
-		keys := setDefaults(v, "", reflect.ValueOf(DefaultConfig()))
+		keys := setDefaults(v, "", reflect.ValueOf(daemon.DefaultConfig()))
 		v.SetConfigType("yaml")
 		if err := v.ReadConfig(bytes.NewReader(doc)); err != nil {
 			return // not YAML: load reports the parser's error

@@ -11,6 +11,8 @@ import (
 
 	"github.com/spf13/viper"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/tenantguard/tenantguard/internal/daemon"
 )
 
 // runCLI runs tenantguard with args and returns stdout, stderr and the error.
@@ -117,7 +119,7 @@ func TestExampleConfigShowsEveryKeyWithItsDefault(t *testing.T) {
 		t.Fatal(err)
 	}
 	v := viper.New()
-	setDefaults(v, "", reflect.ValueOf(DefaultConfig()))
+	setDefaults(v, "", reflect.ValueOf(daemon.DefaultConfig()))
 	for _, key := range v.AllKeys() {
 		var node any = doc
 		for _, part := range strings.Split(key, ".") {
@@ -144,7 +146,7 @@ func TestExampleConfigShowsEveryKeyWithItsDefault(t *testing.T) {
 	if err := root.Execute(); err != nil {
 		t.Fatal(err)
 	}
-	got, want := normalize(t, a.cfg), normalize(t, DefaultConfig())
+	got, want := normalize(t, a.cfg), normalize(t, daemon.DefaultConfig())
 	if !reflect.DeepEqual(got, want) {
 		for k := range want {
 			if !reflect.DeepEqual(got[k], want[k]) {
@@ -156,7 +158,7 @@ func TestExampleConfigShowsEveryKeyWithItsDefault(t *testing.T) {
 
 // normalize turns a config into JSON-shaped maps where empty lists and maps
 // equal absent ones.
-func normalize(t *testing.T, c Config) map[string]any {
+func normalize(t *testing.T, c daemon.Config) map[string]any {
 	t.Helper()
 	b, err := json.Marshal(c)
 	if err != nil {

@@ -3,13 +3,15 @@ package main
 import (
 	"errors"
 	"fmt"
-	"net/url"
 	"reflect"
 	"regexp"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/tenantguard/tenantguard/internal/daemon"
+	"github.com/tenantguard/tenantguard/internal/redact"
 
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/viper"
@@ -52,8 +54,8 @@ func envName(key string) string {
 // problem at once: values of the wrong type, unknown keys and the fields
 // Validate refuses. A value that cannot be decoded keeps its default, so it
 // is named once, for its type, and hides nothing else.
-func decodeConfig(v *viper.Viper, keys []string) (Config, []string) {
-	cfg := DefaultConfig()
+func decodeConfig(v *viper.Viper, keys []string) (daemon.Config, []string) {
+	cfg := daemon.DefaultConfig()
 	settings := v.AllSettings()
 	// Unknown keys are found apart from decoding, so that one does not
 	// stop its section from decoding, and the section's checks still run.
@@ -80,7 +82,7 @@ func decodeConfig(v *viper.Viper, keys []string) (Config, []string) {
 		}
 	}
 	for i, p := range problems {
-		problems[i] = redact(p)
+		problems[i] = redact.String(p)
 	}
 	return cfg, problems
 }
@@ -442,38 +444,4 @@ func editDistance(a, b string) int {
 		}
 	}
 	return d[len(a)][len(b)]
-}
-
-// checkNATSURLs checks a comma-separated server list the way nats.go reads
-// it (a missing scheme means nats://). Errors never quote credentials.
-func checkNATSURLs(list string) []error {
-	if strings.TrimSpace(list) == "" {
-		return []error{errors.New("nats.url: must not be empty")}
-	}
-	var errs []error
-	for _, part := range strings.Split(list, ",") {
-		s := strings.TrimSpace(part)
-		bad := func(msg string) { errs = append(errs, fmt.Errorf("nats.url: %q %s", redact(s), msg)) }
-		if s == "" {
-			bad("is empty (a stray comma?)")
-			continue
-		}
-		if !strings.Contains(s, "://") {
-			s = "nats://" + s
-		}
-		u, err := url.Parse(s)
-		switch {
-		case err != nil:
-			bad("is not a valid URL") // url.Parse's error would quote the password
-		case u.Scheme != "nats" && u.Scheme != "tls" && u.Scheme != "ws" && u.Scheme != "wss":
-			bad("must be a nats://, tls://, ws:// or wss:// URL")
-		case u.Hostname() == "":
-			bad("has no host")
-		case u.Port() != "":
-			if n, err := strconv.ParseUint(u.Port(), 10, 16); err != nil || n == 0 {
-				bad("has a port that is not 1 to 65535")
-			}
-		}
-	}
-	return errs
 }

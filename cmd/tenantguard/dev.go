@@ -23,6 +23,7 @@ import (
 	"github.com/tenantguard/tenantguard/collector/loadgen"
 	"github.com/tenantguard/tenantguard/collector/pricing"
 	"github.com/tenantguard/tenantguard/internal/chserver"
+	"github.com/tenantguard/tenantguard/internal/daemon"
 	"github.com/tenantguard/tenantguard/limiter"
 )
 
@@ -114,11 +115,15 @@ func runDev(ctx context.Context, a *app, dataDir string, demo bool, lc loadgen.C
 		natsURL, ch.Addr, portOf(ch.Addr), hostPort(a.cfg.Metrics.Listen), hostPort(a.cfg.API.Listen), abs)
 
 	g, gctx := errgroup.WithContext(ctx)
-	started := make(chan *daemon, 1)
-	g.Go(func() error { return runDaemon(gctx, a, func(d *daemon) { started <- d }) })
+	started := make(chan *daemon.Daemon, 1)
+	d, err := a.newDaemon(func(d *daemon.Daemon) { started <- d })
+	if err != nil {
+		return err
+	}
+	g.Go(func() error { return d.Run(gctx) })
 	if demo {
 		g.Go(func() error {
-			var d *daemon
+			var d *daemon.Daemon
 			select {
 			case d = <-started:
 			case <-gctx.Done():
@@ -151,7 +156,7 @@ func startEmbeddedNATS(dir string) (*server.Server, string, error) {
 	return ns, ns.ClientURL(), nil
 }
 
-func runDemo(ctx context.Context, a *app, d *daemon, lc loadgen.Config) error {
+func runDemo(ctx context.Context, a *app, d *daemon.Daemon, lc loadgen.Config) error {
 	gen, nc, em, err := a.traffic(ctx, lc, "demo", emit.Block)
 	if err != nil {
 		return err

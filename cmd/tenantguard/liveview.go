@@ -12,13 +12,14 @@ import (
 	"github.com/shopspring/decimal"
 
 	"github.com/tenantguard/tenantguard/collector/event"
+	"github.com/tenantguard/tenantguard/internal/daemon"
 )
 
 // liveView prints the demo's terminal table: the busiest tenants, their
 // rate, P95 latency, cost so far, and the pipeline's totals.
 type liveView struct {
 	a        *app
-	d        *daemon
+	d        *daemon.Daemon
 	noisy    string
 	tty      bool
 	started  time.Time
@@ -27,7 +28,7 @@ type liveView struct {
 	lastAt   time.Time
 }
 
-func newLiveView(a *app, d *daemon, noisy string) *liveView {
+func newLiveView(a *app, d *daemon.Daemon, noisy string) *liveView {
 	fi, err := os.Stdout.Stat()
 	return &liveView{a: a, d: d, noisy: noisy, tty: err == nil && fi.Mode()&os.ModeCharDevice != 0, started: time.Now()}
 }
@@ -64,7 +65,7 @@ func (v *liveView) run(ctx context.Context) {
 
 func (v *liveView) render(ctx context.Context) (string, error) {
 	const window = 30
-	conn, events, usage := v.d.store.Conn(), v.d.store.Table("events"), v.d.store.Table("usage_1m")
+	conn, events, usage := v.d.Store().Conn(), v.d.Store().Table("events"), v.d.Store().Table("usage_1m")
 	rows, err := conn.Query(ctx, "SELECT tenant_id, count() / ? AS rate, quantileIf(0.95)(latency_ms, kind = 'api_request') AS p95 FROM "+events+
 		" WHERE time >= now() - ? GROUP BY tenant_id ORDER BY tenant_id = ? DESC, rate DESC LIMIT 12", float64(window), window, v.noisy)
 	if err != nil {
@@ -106,7 +107,7 @@ func (v *liveView) render(ctx context.Context) (string, error) {
 		return "", err
 	}
 	dlq := uint64(0)
-	if s, err := v.d.js.Stream(ctx, event.DLQStream); err == nil {
+	if s, err := v.d.JetStream().Stream(ctx, event.DLQStream); err == nil {
 		if info, err := s.Info(ctx); err == nil {
 			dlq = info.State.Msgs
 		}
@@ -119,8 +120,8 @@ func (v *liveView) render(ctx context.Context) (string, error) {
 	fmt.Fprintf(&b, "%-16s %10s %11s %11s %14s  %s\n", "TENANT", "STORED/s", "REJECTED/s", "P95 API ms", "COST", "STATUS")
 	for _, r := range list {
 		status := ""
-		if v.d.status != nil {
-			status = v.d.status(r.tenant)
+		if s := v.d.Status(r.tenant); s != "" {
+			status = s
 		}
 		mark := " "
 		if r.tenant == v.noisy {

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+
+	"github.com/tenantguard/tenantguard/internal/redact"
 )
 
 // exitError carries a process exit status: 1 for findings or a failed
@@ -37,10 +39,10 @@ func main() {
 	var ee *exitError
 	if errors.As(err, &ee) {
 		if ee.err != nil {
-			fmt.Fprintln(os.Stderr, "tenantguard:", redact(ee.err.Error()))
+			fmt.Fprintln(os.Stderr, "tenantguard:", redact.String(ee.err.Error()))
 		}
 		os.Exit(ee.code)
 	}
-	fmt.Fprintln(os.Stderr, "tenantguard:", redact(err.Error()))
+	fmt.Fprintln(os.Stderr, "tenantguard:", redact.String(err.Error()))
 	os.Exit(2)
 }

@@ -13,24 +13,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tenantguard/tenantguard/anomaly"
-	"github.com/tenantguard/tenantguard/collector/pricing"
 	"github.com/tenantguard/tenantguard/collector/store"
+	"github.com/tenantguard/tenantguard/internal/daemon"
 )
-
-// anomalyConfig returns the loaded anomaly section with the spend caps and
-// tenant plans of the price book filled in.
-func (a *app) anomalyConfig() (anomaly.Config, error) {
-	cfg := a.cfg.Anomaly
-	book, err := pricing.New(a.cfg.Pricing, nil)
-	if err != nil {
-		return cfg, err
-	}
-	if len(cfg.SpendCaps) == 0 {
-		cfg.SpendCaps = book.Caps()
-	}
-	cfg.TenantPlan = book.Plan
-	return cfg, cfg.Validate()
-}
 
 func newReplayCmd(a *app) *cobra.Command {
 	var (
@@ -52,7 +37,7 @@ func newReplayCmd(a *app) *cobra.Command {
 			if format != "json" {
 				return usageErr(fmt.Errorf("--format: %q is not supported (json)", format))
 			}
-			cfg, err := a.anomalyConfig()
+			cfg, err := daemon.AnomalyConfig(a.cfg)
 			if err != nil {
 				return usageErr(err)
 			}

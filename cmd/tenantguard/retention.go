@@ -12,31 +12,6 @@ import (
 	"github.com/tenantguard/tenantguard/collector/store"
 )
 
-// retentionLoop drops event partitions older than clickhouse.retention_days,
-// at start and then hourly.
-func retentionLoop(d *daemon) func(ctx context.Context) error {
-	days := d.a.cfg.ClickHouse.RetentionDays
-	return func(ctx context.Context) error {
-		t := time.NewTicker(time.Hour)
-		defer t.Stop()
-		for {
-			cutoff := time.Now().UTC().AddDate(0, 0, -days)
-			dropped, err := d.store.DropPartitionsBefore(ctx, cutoff)
-			switch {
-			case err != nil && ctx.Err() == nil:
-				d.a.log.Warn("retention: drop partitions failed", "component", "store", "err", err)
-			case len(dropped) > 0:
-				d.a.log.Info("retention: dropped event partitions", "component", "store", "count", len(dropped), "before", cutoff.Format("2006-01-02"))
-			}
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-t.C:
-			}
-		}
-	}
-}
-
 func newDeleteTenantCmd(a *app) *cobra.Command {
 	var tenant string
 	var yes bool

@@ -5,6 +5,9 @@ import (
 	"io"
 	"log/slog"
 
+	"github.com/tenantguard/tenantguard/internal/daemon"
+	"github.com/tenantguard/tenantguard/internal/redact"
+
 	"github.com/spf13/cobra"
 	"github.com/spf13/viper"
 )
@@ -13,7 +16,7 @@ import (
 type app struct {
 	v       *viper.Viper
 	cfgFile string
-	cfg     Config
+	cfg     daemon.Config
 	log     *slog.Logger
 	stdout  io.Writer
 	stderr  io.Writer
@@ -71,5 +74,5 @@ func (a *app) logger(level string) *slog.Logger {
 	if err := l.UnmarshalText([]byte(level)); err != nil {
 		l = slog.LevelInfo
 	}
-	return slog.New(redactHandler{slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: l})})
+	return slog.New(redact.Handler{Next: slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: l})})
 }

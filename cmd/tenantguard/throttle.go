@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tenantguard/tenantguard/collector/event"
+	"github.com/tenantguard/tenantguard/internal/daemon"
 	"github.com/tenantguard/tenantguard/limiter"
 )
 
@@ -22,34 +23,22 @@ var errNoSigningKey = errors.New("decisions.signing_key_file is not set: every d
 	"and give limiters the public key it prints (limiter.trusted_keys)")
 
 // newPublisher returns a decisions publisher on nc with the configured caps
-// and keys: the signing key (required when sign is set) and
-// decisions.trusted_keys.
+// and keys; sign requires the signing key (the default one is made on
+// first use).
 func (a *app) newPublisher(ctx context.Context, nc *nats.Conn, presenceTTL time.Duration, sign bool) (*limiter.Publisher, error) {
-	dc := a.cfg.Decisions.Config
-	opts := []limiter.PublisherOption{limiter.WithMaxTTL(dc.MaxManualTTL, dc.MaxAutoTTL)}
 	keyFile, err := a.signingKeyFile(sign)
 	if err != nil {
 		return nil, err
 	}
+	var signer *limiter.Signer
 	if keyFile != "" {
-		s, err := limiter.LoadSigner(keyFile)
-		if err != nil {
+		if signer, err = limiter.LoadSigner(keyFile); err != nil {
 			return nil, err
 		}
-		opts = append(opts, limiter.WithSigner(s))
 	} else if sign {
 		return nil, errNoSigningKey
 	}
-	keys, err := limiter.ParsePublicKeys("decisions.trusted_keys", dc.TrustedKeys)
-	if err != nil {
-		return nil, err
-	}
-	opts = append(opts, limiter.WithTrustedKeys(keys...))
-	pub, err := limiter.NewPublisher(ctx, nc, presenceTTL, opts...)
-	if err != nil {
-		return nil, fmt.Errorf("decisions bucket (is JetStream enabled at %s?): %w", redact(a.cfg.NATS.URL), err)
-	}
-	return pub, nil
+	return daemon.NewDecisionsPublisher(ctx, nc, a.cfg.Decisions.Config, signer, presenceTTL)
 }
 
 // publisher connects to NATS and returns a decisions publisher; sign

@@ -1,4 +1,7 @@
-package main
+// Package redact removes credentials (URL passwords and tokens, DSN
+// passwords) from text, and from log records through Handler. Every CLI
+// message and log line that may carry an address goes through it.
+package redact
 
 import (
 	"context"
@@ -27,11 +30,11 @@ var (
 // token (nats://token@host) rather than a user name.
 var tokenSchemes = map[string]bool{"nats://": true, "tls://": true, "ws://": true, "wss://": true}
 
-// redact removes credentials from s, which may be a URL, a comma-separated
+// String removes credentials from s, which may be a URL, a comma-separated
 // list of URLs, a DSN, or a message that quotes any of them: passwords and
 // tokens become "xxxxx", user names stay. Every CLI message and log line
 // that may carry an address goes through it.
-func redact(s string) string {
+func String(s string) string {
 	if !strings.ContainsAny(s, "@=") {
 		return s
 	}
@@ -50,41 +53,41 @@ func redact(s string) string {
 	return secretParamRE.ReplaceAllString(s, "${1}="+redacted)
 }
 
-// redactHandler passes log records on with redact applied to the message
+// Handler passes log records on with String applied to the message
 // and to every string, error and Stringer value, so no stage can log a
 // credential it was handed in an address.
-type redactHandler struct{ next slog.Handler }
+type Handler struct{ Next slog.Handler }
 
-var _ slog.Handler = redactHandler{}
+var _ slog.Handler = Handler{}
 
-func (h redactHandler) Enabled(ctx context.Context, l slog.Level) bool { return h.next.Enabled(ctx, l) }
+func (h Handler) Enabled(ctx context.Context, l slog.Level) bool { return h.Next.Enabled(ctx, l) }
 
-func (h redactHandler) Handle(ctx context.Context, r slog.Record) error {
-	out := slog.NewRecord(r.Time, r.Level, redact(r.Message), r.PC)
+func (h Handler) Handle(ctx context.Context, r slog.Record) error {
+	out := slog.NewRecord(r.Time, r.Level, String(r.Message), r.PC)
 	r.Attrs(func(a slog.Attr) bool {
 		out.AddAttrs(redactAttr(a))
 		return true
 	})
-	return h.next.Handle(ctx, out)
+	return h.Next.Handle(ctx, out)
 }
 
-func (h redactHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
+func (h Handler) WithAttrs(attrs []slog.Attr) slog.Handler {
 	clean := make([]slog.Attr, len(attrs))
 	for i, a := range attrs {
 		clean[i] = redactAttr(a)
 	}
-	return redactHandler{h.next.WithAttrs(clean)}
+	return Handler{h.Next.WithAttrs(clean)}
 }
 
-func (h redactHandler) WithGroup(name string) slog.Handler {
-	return redactHandler{h.next.WithGroup(name)}
+func (h Handler) WithGroup(name string) slog.Handler {
+	return Handler{h.Next.WithGroup(name)}
 }
 
 func redactAttr(a slog.Attr) slog.Attr {
 	v := a.Value.Resolve()
 	switch v.Kind() {
 	case slog.KindString:
-		return slog.String(a.Key, redact(v.String()))
+		return slog.String(a.Key, String(v.String()))
 	case slog.KindGroup:
 		group := v.Group()
 		clean := make([]any, len(group))
@@ -95,13 +98,13 @@ func redactAttr(a slog.Attr) slog.Attr {
 	case slog.KindAny:
 		switch x := v.Any().(type) {
 		case error:
-			return slog.String(a.Key, redact(x.Error()))
+			return slog.String(a.Key, String(x.Error()))
 		case interface{ String() string }:
-			return slog.String(a.Key, redact(x.String()))
+			return slog.String(a.Key, String(x.String()))
 		case []string:
 			clean := make([]string, len(x))
 			for i, s := range x {
-				clean[i] = redact(s)
+				clean[i] = String(s)
 			}
 			return slog.Any(a.Key, clean)
 		}

@@ -1,0 +1,70 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/tenantguard/tenantguard/anomaly/decide"
+	"github.com/tenantguard/tenantguard/internal/redact"
+	"github.com/tenantguard/tenantguard/limiter"
+)
+
+// ConnectNATS dials cfg's servers and reconnects forever; by default it
+// returns at once and keeps trying in the background while no server
+// answers. extra options override these. name tells the server which part
+// of tenantguard connects.
+func ConnectNATS(cfg NATSConfig, log *slog.Logger, name string, extra ...nats.Option) (*nats.Conn, error) {
+	opts := []nats.Option{
+		nats.Name(cfg.Name + "-" + name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+		nats.RetryOnFailedConnect(true),
+		nats.ReconnectBufSize(64 << 20),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("nats disconnected", "component", name, "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			log.Info("nats reconnected", "component", name, "url", nc.ConnectedUrlRedacted())
+		}),
+	}
+	if cfg.CredsFile != "" {
+		opts = append(opts, nats.UserCredentials(cfg.CredsFile))
+	}
+	if cfg.TLS.CAFile != "" {
+		opts = append(opts, nats.RootCAs(cfg.TLS.CAFile))
+	}
+	if cfg.TLS.CertFile != "" {
+		opts = append(opts, nats.ClientCert(cfg.TLS.CertFile, cfg.TLS.KeyFile))
+	}
+	nc, err := nats.Connect(cfg.URL, append(opts, extra...)...)
+	if err != nil {
+		return nil, fmt.Errorf("connect nats %s: %w", redact.String(cfg.URL), err)
+	}
+	return nc, nil
+}
+
+// NewDecisionsPublisher returns a publisher of the decisions bucket on nc
+// with the configured caps and trusted keys; signer, when not nil, signs
+// what it writes (the daemon's engine, throttle and release).
+func NewDecisionsPublisher(ctx context.Context, nc *nats.Conn, dc decide.Config, signer *limiter.Signer, presenceTTL time.Duration) (*limiter.Publisher, error) {
+	opts := []limiter.PublisherOption{limiter.WithMaxTTL(dc.MaxManualTTL, dc.MaxAutoTTL)}
+	if signer != nil {
+		opts = append(opts, limiter.WithSigner(signer))
+	}
+	keys, err := limiter.ParsePublicKeys("decisions.trusted_keys", dc.TrustedKeys)
+	if err != nil {
+		return nil, err
+	}
+	opts = append(opts, limiter.WithTrustedKeys(keys...))
+	pub, err := limiter.NewPublisher(ctx, nc, presenceTTL, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("decisions bucket (is JetStream enabled at %s?): %w", redact.String(nc.ConnectedUrlRedacted()), err)
+	}
+	return pub, nil
+}

@@ -1,0 +1,268 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tenantguard/tenantguard/anomaly"
+	"github.com/tenantguard/tenantguard/anomaly/decide"
+	"github.com/tenantguard/tenantguard/anomaly/notify"
+	"github.com/tenantguard/tenantguard/collector"
+	"github.com/tenantguard/tenantguard/collector/pgstat"
+	"github.com/tenantguard/tenantguard/collector/pricing"
+	"github.com/tenantguard/tenantguard/exporter/metrics"
+	"github.com/tenantguard/tenantguard/limiter"
+)
+
+// alertFanout is the alert sinks (Alertmanager, webhook, NATS, ClickHouse).
+type alertFanout = *notify.Fanout
+
+// startStages applies the schema and builds the stages switched on, waiting
+// for ClickHouse and NATS as long as ctx lasts. Each stage's Run is added
+// to d.services, its Close to the cleanup stack.
+func (d *Daemon) startStages(ctx context.Context, ready *readiness) error {
+	cfg, log := d.cfg, d.log
+	if cfg.ClickHouse.Migrate {
+		ready.waitingFor("the ClickHouse schema migration")
+		if err := retryUntil(ctx, log, "store", "clickhouse migrate", time.Minute, func(ctx context.Context) error {
+			_, err := d.store.Migrate(ctx)
+			return err
+		}); err != nil {
+			return err
+		}
+	}
+	// Every stage that needs NATS at start (the decisions buckets, the
+	// collector's streams) waits for JetStream here rather than give up.
+	ready.waitingFor("NATS JetStream")
+	if err := retryUntil(ctx, log, "daemon", "nats jetstream", 5*time.Second, func(ctx context.Context) error {
+		_, err := d.js.AccountInfo(ctx)
+		return err
+	}); err != nil {
+		return err
+	}
+	ready.waitingFor("the stages to start")
+	if cfg.ClickHouse.RetentionDays > 0 {
+		d.services = append(d.services, d.retention)
+	}
+	var observers []collector.Observer
+	if cfg.Exporter.Enabled {
+		m, err := metrics.New(cfg.Exporter.Config, d.reg)
+		if err != nil {
+			return err
+		}
+		d.onClose(m.Close)
+		d.metrics = m
+		d.guard.gauges = m
+		observers = append(observers, m)
+		book := d.book
+		m.SetSpendCapSource(func(tenant string) (float64, bool) {
+			limit, ok := book.SpendCap(book.Plan(tenant))
+			return limit.InexactFloat64(), ok
+		})
+	}
+	if cfg.Decisions.Enabled {
+		if err := d.startDecisions(ctx); err != nil {
+			return err
+		}
+	}
+	if cfg.Anomaly.Enabled {
+		det, err := d.startAnomaly(ctx)
+		if err != nil {
+			return err
+		}
+		observers = append(observers, det)
+	}
+	if cfg.PGStat.Enabled {
+		if err := d.startPGStat(); err != nil {
+			return err
+		}
+	}
+	if cfg.Collector.Enabled {
+		col, err := collector.New(cfg.Collector, collector.Deps{
+			JetStream: d.js, Store: d.store, Pricer: d.book, Observers: observers,
+			Registry: d.reg, Logger: log,
+		})
+		if err != nil {
+			return err
+		}
+		d.onClose(col.Close)
+		d.services = append(d.services, col.Run)
+		ready.collector.Store(col)
+	}
+	return nil
+}
+
+// alertSink returns the daemon's alert fan-out, built on first use and run
+// as a service.
+func (d *Daemon) alertSink() (*notify.Fanout, error) {
+	if d.fanout != nil {
+		return d.fanout, nil
+	}
+	fan, err := notify.New(d.cfg.Alerts, notify.Deps{
+		Logger: d.log, Registerer: d.reg, NATS: d.nc,
+		ClickHouse: d.store.Conn(), Database: d.store.Database(),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("alerts: %w", err)
+	}
+	d.fanout = fan
+	d.services = append(d.services, fan.Run)
+	d.onClose(fan.Close)
+	return fan, nil
+}
+
+// AnomalyConfig is cfg.Anomaly completed from the price book: the plans'
+// spend caps (unless anomaly.spend_caps sets its own) and each tenant's
+// plan. `run` and `replay` judge with it alike.
+func AnomalyConfig(cfg Config) (anomaly.Config, error) {
+	ac := cfg.Anomaly
+	book, err := pricing.New(cfg.Pricing, nil)
+	if err != nil {
+		return ac, err
+	}
+	if len(ac.SpendCaps) == 0 {
+		ac.SpendCaps = book.Caps()
+	}
+	ac.TenantPlan = book.Plan
+	return ac, ac.Validate()
+}
+
+// startAnomaly builds the detector, warm-starts its baselines from
+// ClickHouse, and runs it as a service. Its alerts go to the sinks, the
+// live view and, when decisions are on, the decision engine.
+func (d *Daemon) startAnomaly(ctx context.Context) (*anomaly.Detector, error) {
+	acfg, err := AnomalyConfig(d.cfg)
+	if err != nil {
+		return nil, err
+	}
+	fan, err := d.alertSink()
+	if err != nil {
+		return nil, err
+	}
+	all := sinks{fan, &d.guard}
+	if d.engine != nil {
+		all = append(all, d.engine)
+	}
+	det, err := anomaly.New(acfg, all, anomaly.WithLogger(d.log))
+	if err != nil {
+		return nil, err
+	}
+	if acfg.WarmStart.Enabled {
+		wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+		n, err := det.WarmStart(wctx, d.store.Conn(), d.store.Database(), time.Now())
+		cancel()
+		if err != nil {
+			// A cold start is worse than a warm one, not fatal: baselines learn.
+			d.log.Warn("anomaly warm start failed; starting cold", "component", "anomaly", "err", err)
+		} else {
+			d.log.Info("anomaly baselines warm-started", "component", "anomaly", "count", n)
+		}
+	} else {
+		d.log.Info("anomaly warm start off; baselines start cold", "component", "anomaly")
+	}
+	d.services = append(d.services, det.Run)
+	d.onClose(det.Close)
+	return det, nil
+}
+
+// sinks sends every alert to each sink in turn; each must not block.
+type sinks []anomaly.Sink
+
+func (s sinks) Send(ctx context.Context, a anomaly.Alert) {
+	for _, sink := range s {
+		sink.Send(ctx, a)
+	}
+}
+
+// pgAlerter turns a new unscoped Postgres statement into an alert on every
+// sink. Findings belong to a database, not a tenant, so the alert's tenant
+// is the fixed id "pg-audit" and the database and queryid are labels.
+type pgAlerter struct{ sink anomaly.Sink }
+
+func (p pgAlerter) NewUnscoped(ctx context.Context, f pgstat.Finding) error {
+	now := time.Now().UTC()
+	p.sink.Send(ctx, anomaly.Alert{
+		Fingerprint: anomaly.Fingerprint("pg-audit", "pg_unscoped", f.Database, strconv.FormatInt(f.QueryID, 10), time.Time{}),
+		TenantID:    "pg-audit",
+		Metric:      "pg_unscoped",
+		Status:      anomaly.StatusFiring,
+		Severity:    anomaly.SeverityCritical,
+		StartsAt:    now,
+		Summary:     fmt.Sprintf("database %s: role %s ran a statement on %s with no tenant filter: %.200s", f.Database, f.Role, strings.Join(f.Tables, ", "), f.Query),
+		Labels:      map[string]string{"database": f.Database, "queryid": strconv.FormatInt(f.QueryID, 10), "role": f.Role},
+	})
+	return nil
+}
+
+// startPGStat runs the Postgres auditor, writing findings to ClickHouse.
+// Its gauge lives in its own registry, gathered beside the daemon's.
+func (d *Daemon) startPGStat() error {
+	w, err := pgstat.NewClickHouseWriter(d.store.Conn(), d.store.Database())
+	if err != nil {
+		return err
+	}
+	fan, err := d.alertSink()
+	if err != nil {
+		return err
+	}
+	reg := prometheus.NewRegistry()
+	stage, err := pgstat.New(d.cfg.PGStat, pgstat.WithWriter(w), pgstat.WithAlerter(pgAlerter{fan}),
+		pgstat.WithRegisterer(reg), pgstat.WithLogger(d.log))
+	if err != nil {
+		return err
+	}
+	d.gatherers = append(d.gatherers, reg)
+	d.services = append(d.services, stage.Run)
+	d.onClose(stage.Close)
+	return nil
+}
+
+// startDecisions runs the decision engine, which turns alerts into
+// throttle and circuit decisions in the KV bucket, and the trail, which
+// records every revision of the bucket, whoever wrote it, in the ClickHouse
+// decisions table and tells the live view and the gauges.
+func (d *Daemon) startDecisions(ctx context.Context) error {
+	pub, err := NewDecisionsPublisher(ctx, d.nc, d.cfg.Decisions.Config, d.signer, limiter.DefaultConfig().PresenceTTL)
+	if err != nil {
+		return fmt.Errorf("decisions: %w", err)
+	}
+	d.decisions = pub
+	eng, err := decide.New(d.cfg.Decisions.Config, decide.Deps{Publisher: pub, Registerer: d.reg, Logger: d.log})
+	if err != nil {
+		return err
+	}
+	d.engine = eng
+	d.services = append(d.services, eng.Run)
+	d.onClose(eng.Close)
+
+	rec, err := decide.NewClickHouseRecorder(d.store.Conn(), d.store.Database())
+	if err != nil {
+		return err
+	}
+	tr, err := decide.NewTrail(d.cfg.Decisions.Config, decide.TrailDeps{Conn: d.nc, Recorder: rec,
+		Verifier: pub.Verifier(), Registerer: d.reg, Logger: d.log, Observer: &d.guard})
+	if err != nil {
+		return err
+	}
+	// Decisions live before the trail's resume point are shown from the
+	// bucket once; from then on the trail tells every change.
+	lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	live, err := pub.List(lctx, false)
+	cancel()
+	if err != nil {
+		d.log.Warn("list live decisions", "component", "decisions", "err", err)
+	}
+	for _, dec := range live {
+		if key, err := limiter.Key(dec.TenantID, dec.Scope); err == nil {
+			d.guard.setDecision(key, dec, true)
+		}
+	}
+	d.services = append(d.services, tr.Run)
+	d.onClose(tr.Close)
+	return nil
+}
