@@ -16,10 +16,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/tenantguard/tenantguard/collector/event"
+	"github.com/tenantguard/tenantguard/collector/pgstat"
 	"github.com/tenantguard/tenantguard/exporter/metrics"
 	"github.com/tenantguard/tenantguard/internal/testenv"
 )
@@ -134,16 +137,20 @@ func TestPrometheusPanels(t *testing.T) {
 	}
 	defer m.Close()
 	s := newSelfMetrics(reg)
+	// The setters and sources the daemon calls: its alert view, its
+	// decisions trail and the price book.
 	m.SetActiveAnomalies("acme", 2)
 	m.SetThrottled("acme", true)
-	m.SetSpendCap("acme", 500)
-	m.SetPGFindings("app", "unscoped", 3)
-	m.SetPGFindings("app", "multi_tenant", 1)
+	m.SetSpendCapSource(func(tenant string) (float64, bool) { return 500, tenant == "acme" })
 
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	wg.Add(1)
+	wg.Add(2)
 	go func() { defer wg.Done(); traffic(ctx, m, s) }()
+	// tenantguard_pg_findings comes from the Postgres auditor itself,
+	// pulling a real pg_stat_statements on the test registry.
+	pg := pgAuditor(t, reg)
+	go func() { defer wg.Done(); _ = pg.Run(ctx) }()
 	defer func() { cancel(); wg.Wait() }()
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -282,4 +289,36 @@ func checkSelfMetricNames(t *testing.T, qs []query) {
 			}
 		}
 	}
+}
+
+// pgAuditor returns a pgstat stage on reg, pulling every second from a real
+// Postgres whose pg_stat_statements holds an unscoped and a multi-tenant
+// statement on a tenant table.
+func pgAuditor(t *testing.T, reg prometheus.Registerer) *pgstat.Stage {
+	t.Helper()
+	_, dsn := testenv.Postgres(t)
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	for _, q := range []string{
+		"CREATE TABLE invoices (id serial PRIMARY KEY, tenant_id text NOT NULL, amount int)",
+		"INSERT INTO invoices (tenant_id, amount) VALUES ('acme', 1), ('globex', 2)",
+		"SELECT sum(amount) FROM invoices",
+		"SELECT * FROM invoices WHERE tenant_id IN ('acme', 'globex')",
+	} {
+		if _, err := conn.Exec(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	cfg := pgstat.DefaultConfig()
+	cfg.DSNs, cfg.Interval = []string{dsn}, time.Second
+	st, err := pgstat.New(cfg, pgstat.WithRegisterer(reg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
 }

@@ -31,11 +31,14 @@ type Config struct {
 	ExcludeTables []string `mapstructure:"exclude_tables"`
 	// MinCalls ignores statements called fewer times in total. Default 1.
 	MinCalls uint64 `mapstructure:"min_calls"`
-	// StatementRetention is how long a finding is remembered after
-	// pg_stat_statements stopped listing it. Default 24h.
+	// StatementRetention is how long a finding (its first and last seen
+	// times, and that its unscoped alert was sent) is remembered after
+	// pg_stat_statements stopped listing it. Findings it lists now are
+	// always kept; one forgotten and seen again starts afresh (new
+	// first_seen, a new alert if unscoped). Default 24h.
 	StatementRetention time.Duration `mapstructure:"statement_retention"`
 	// MaxTrackedStatements bounds the unlisted findings remembered per
-	// database. Default 10000.
+	// database; the oldest go first. Default 10000.
 	MaxTrackedStatements int `mapstructure:"max_tracked_statements"`
 }
 

@@ -170,8 +170,14 @@ func runWorkload(t testing.TB, dsn string, items []workItem) {
 
 func newTestStage(t testing.TB, dsn string, opts ...Option) *Stage {
 	t.Helper()
+	return newTestStageConfig(t, dsn, func(*Config) {}, opts...)
+}
+
+func newTestStageConfig(t testing.TB, dsn string, mod func(*Config), opts ...Option) *Stage {
+	t.Helper()
 	cfg := DefaultConfig()
 	cfg.DSNs = []string{dsn}
+	mod(&cfg)
 	s, err := New(cfg, opts...)
 	if err != nil {
 		t.Fatal(err)

@@ -41,25 +41,6 @@ const (
 	DefaultMaxTrackedStatements = 10000
 )
 
-// WithStatementRetention sets how long the stage remembers a finding
-// (its first and last seen times, and that its unscoped alert was sent)
-// after pg_stat_statements stopped listing it (default
-// DefaultStatementRetention), and how many findings it remembers per
-// database (default DefaultMaxTrackedStatements; the oldest unlisted go
-// first). Findings pg_stat_statements lists now are always kept: their
-// number is bounded by pg_stat_statements.max. A finding forgotten and seen
-// again starts afresh: new first_seen, and a new alert if unscoped.
-// Values <= 0 keep the defaults.
-func WithStatementRetention(retention time.Duration, maxTracked int) Option {
-	return func(s *Stage) {
-		if retention > 0 {
-			s.retention = retention
-		}
-		if maxTracked > 0 {
-			s.maxTracked = maxTracked
-		}
-	}
-}
 
 type findingKey struct {
 	queryID int64
@@ -121,7 +102,7 @@ func New(cfg Config, opts ...Option) (*Stage, error) {
 		return nil, errors.New("pgstat.dsns: must not be empty")
 	}
 	s := &Stage{cfg: cfg, log: slog.New(slog.DiscardHandler), now: time.Now,
-		retention: DefaultStatementRetention, maxTracked: DefaultMaxTrackedStatements}
+		retention: cfg.StatementRetention, maxTracked: cfg.MaxTrackedStatements}
 	for _, o := range opts {
 		o(s)
 	}

@@ -58,7 +58,8 @@ func TestStageForgetsUnlistedStatements(t *testing.T) {
 	ctx := context.Background()
 	clk := &testClock{t: time.Unix(1_800_000_000, 0)}
 	al := &recordingAlerter{}
-	s := newTestStage(t, e.auditor, WithAlerter(al), WithClock(clk.now), WithStatementRetention(time.Hour, 3))
+	s := newTestStageConfig(t, e.auditor, func(c *Config) { c.StatementRetention, c.MaxTrackedStatements = time.Hour, 3 },
+		WithAlerter(al), WithClock(clk.now))
 
 	runWorkload(t, e.app, workload)
 	s.tick(ctx)

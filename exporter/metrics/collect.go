@@ -14,9 +14,9 @@ import (
 const hysteresis = 2.0
 
 type descs struct {
-	events, quantity, errors, cost, latency    *prometheus.Desc
-	anomalies, throttled, spendCap, pgFindings *prometheus.Desc
-	tracked, series, evictions                 *prometheus.Desc
+	events, quantity, errors, cost, latency *prometheus.Desc
+	anomalies, throttled, spendCap          *prometheus.Desc
+	tracked, series, evictions              *prometheus.Desc
 }
 
 func newDescs() descs {
@@ -40,9 +40,6 @@ func newDescs() descs {
 			"1 while a throttle, shed or open-circuit decision is in force for the tenant (the overflow series counts such tenants).", t, nil),
 		spendCap: prometheus.NewDesc("tenantguard_tenant_spend_cap",
 			"Monthly spend cap of the tenant's plan, in the price book's currency; only tenants with their own series.", t, nil),
-		pgFindings: prometheus.NewDesc("tenantguard_pg_findings",
-			"Queries flagged by the last pg_stat_statements scan, by database and class.",
-			[]string{"database", "class"}, nil),
 		tracked: prometheus.NewDesc("tenantguard_exporter_tracked_tenants",
 			"Tenants the exporter holds state for (seen within the idle TTL).", nil, nil),
 		series: prometheus.NewDesc("tenantguard_exporter_tenant_series",
@@ -116,7 +113,7 @@ func (c *counts) sub(base *counts) counts {
 func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
 	d := m.descs
 	for _, x := range []*prometheus.Desc{d.events, d.quantity, d.errors, d.cost, d.latency,
-		d.anomalies, d.throttled, d.spendCap, d.pgFindings, d.tracked, d.series, d.evictions} {
+		d.anomalies, d.throttled, d.spendCap, d.tracked, d.series, d.evictions} {
 		ch <- x
 	}
 }
@@ -229,12 +226,11 @@ func (m *Metrics) updateActivity(now time.Time, decay float64, list []*tenant, s
 	return members
 }
 
-// forgetIdle drops idle non-members, moving their totals into retired, and
-// their spend caps.
+// forgetIdle drops idle non-members, moving their totals into retired; a
+// tenant's spend cap goes with it.
 func (m *Metrics) forgetIdle(list []*tenant, snaps []counts) {
 	now := m.state.lastCollect
 	locked := false
-	var forgotten []string
 	for i, t := range list {
 		if t.member || now.Sub(t.lastActive) < m.cfg.IdleSeriesTTL {
 			continue
@@ -252,28 +248,10 @@ func (m *Metrics) forgetIdle(list []*tenant, snaps []counts) {
 		}
 		m.state.retired.add(&cur)
 		delete(m.tenants, t.id)
-		forgotten = append(forgotten, t.id)
 		list[i] = nil
 	}
 	if locked {
 		m.mu.Unlock()
-	}
-	if len(forgotten) > 0 {
-		m.forgetCaps(forgotten)
-	}
-}
-
-// forgetCaps drops the SetSpendCap values of forgotten tenants, unless one
-// came back in the meantime. Lock order as in emitGauges: gaugeMu, then mu.
-func (m *Metrics) forgetCaps(ids []string) {
-	m.gaugeMu.Lock()
-	defer m.gaugeMu.Unlock()
-	m.mu.RLock()
-	defer m.mu.RUnlock()
-	for _, id := range ids {
-		if m.tenants[id] == nil {
-			delete(m.caps, id)
-		}
 	}
 }
 
@@ -373,20 +351,13 @@ func (m *Metrics) emitGauges(ch chan<- prometheus.Metric, overflowActive bool) {
 			thr = 1
 		}
 		ch <- prometheus.MustNewConstMetric(d.throttled, prometheus.GaugeValue, thr, id)
-		c, ok := m.caps[id]
-		if !ok && t.spendCap > 0 {
-			c, ok = t.spendCap, true
-		}
-		if ok {
-			ch <- prometheus.MustNewConstMetric(d.spendCap, prometheus.GaugeValue, c, id)
+		if t.spendCap > 0 {
+			ch <- prometheus.MustNewConstMetric(d.spendCap, prometheus.GaugeValue, t.spendCap, id)
 		}
 	}
 	m.mu.RUnlock()
 	if overflowActive || overAnom > 0 || overThr > 0 {
 		ch <- prometheus.MustNewConstMetric(d.anomalies, prometheus.GaugeValue, float64(overAnom), OverflowTenant)
 		ch <- prometheus.MustNewConstMetric(d.throttled, prometheus.GaugeValue, float64(overThr), OverflowTenant)
-	}
-	for k, n := range m.pg {
-		ch <- prometheus.MustNewConstMetric(d.pgFindings, prometheus.GaugeValue, float64(n), k.database, k.class)
 	}
 }

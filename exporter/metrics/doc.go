@@ -1,13 +1,13 @@
 // Package metrics is the exporter's per-tenant Prometheus collector.
 //
 // It takes in every stored event through Observe(e, cost), the collector's
-// observer hook, and state from the daemon through setters
-// (SetActiveAnomalies, SetThrottled, SetPGFindings, SetSpendCap) or a source
-// it asks (SetSpendCapSource). It puts out, at scrape
-// time, the tenantguard_tenant_* series (events, quantity, errors, cost,
-// request latency histogram, active anomalies, throttles) and
-// tenantguard_pg_findings, through a custom prometheus.Collector registered
-// on the Registerer passed to New.
+// observer hook, guard state from the daemon through two setters
+// (SetActiveAnomalies, SetThrottled), and each tenant's spend cap from a
+// source it asks (SetSpendCapSource). It puts out, at scrape time, the
+// tenantguard_tenant_* series (events, quantity, errors, cost, request
+// latency histogram, active anomalies, throttles, spend cap) through a
+// custom prometheus.Collector registered on the Registerer passed to New.
+// (tenantguard_pg_findings belongs to the Postgres auditor, collector/pgstat.)
 //
 // Cardinality is bounded: only the top-K tenants by a decayed event rate
 // (Config.MaxTenantSeries, default 500) get their own tenant label; the rest

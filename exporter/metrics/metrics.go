@@ -43,8 +43,6 @@ type Metrics struct {
 	gaugeMu   sync.Mutex
 	anomalies map[string]int
 	throttled map[string]bool
-	caps      map[string]float64
-	pg        map[pgKey]int
 
 	collectMu sync.Mutex // serializes scrapes; guards the fields below
 	state     collectState
@@ -52,8 +50,6 @@ type Metrics struct {
 	closeOnce sync.Once
 	descs     descs
 }
-
-type pgKey struct{ database, class string }
 
 // counts is what the collector accumulates per tenant.
 type counts struct {
@@ -117,8 +113,6 @@ func New(cfg Config, reg prometheus.Registerer) (*Metrics, error) {
 		tenants:   make(map[string]*tenant),
 		anomalies: make(map[string]int),
 		throttled: make(map[string]bool),
-		caps:      make(map[string]float64),
-		pg:        make(map[pgKey]int),
 		descs:     newDescs(),
 	}
 	m.invalid = m.newTenant(OverflowTenant)
@@ -262,55 +256,6 @@ func (m *Metrics) SetSpendCapSource(f func(tenant string) (capacity float64, ok 
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.capSource = f
-}
-
-// SetSpendCap sets tenant's monthly spend cap, in the price book's
-// currency, from its plan; it takes precedence over SetSpendCapSource. It is
-// exported as tenantguard_tenant_spend_cap for tenants that have their own
-// series only (a sum of caps under the overflow would mean nothing).
-// capacity <= 0 (or NaN) clears it. It is forgotten when the tenant is
-// (after Config.IdleSeriesTTL without events), so a caller that sets it once
-// per tenant must set it again when the tenant comes back: prefer
-// SetSpendCapSource.
-func (m *Metrics) SetSpendCap(tenant string, capacity float64) {
-	if !event.ValidTenantID(tenant) {
-		return
-	}
-	m.gaugeMu.Lock()
-	defer m.gaugeMu.Unlock()
-	if !(capacity > 0) || math.IsInf(capacity, 0) {
-		delete(m.caps, tenant)
-		return
-	}
-	m.caps[strings.Clone(tenant)] = capacity
-}
-
-// SetPGFindings sets how many pg_stat_statements findings of class
-// (unscoped, multi_tenant, unknown) the last scan of database produced. It
-// is exported as tenantguard_pg_findings{database,class}; a zero stays
-// exported so a fixed finding reads 0, not absent. Labels longer than 128
-// bytes or not UTF-8 are ignored.
-func (m *Metrics) SetPGFindings(database, class string, n int) {
-	if !okLabel(database) || !okLabel(class) {
-		return
-	}
-	if n < 0 {
-		n = 0
-	}
-	m.gaugeMu.Lock()
-	defer m.gaugeMu.Unlock()
-	m.pg[pgKey{strings.Clone(database), strings.Clone(class)}] = n
-}
-
-// ResetPGFindings drops every pg findings series of database.
-func (m *Metrics) ResetPGFindings(database string) {
-	m.gaugeMu.Lock()
-	defer m.gaugeMu.Unlock()
-	for k := range m.pg {
-		if k.database == database {
-			delete(m.pg, k)
-		}
-	}
 }
 
 func okLabel(s string) bool { return s != "" && len(s) <= maxLabelLen && utf8.ValidString(s) }

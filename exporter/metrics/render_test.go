@@ -56,11 +56,10 @@ func TestPromtoolCheckMetrics(t *testing.T) {
 		cfg.MaxTenantSeries = 20
 		cfg.NativeHistogramBucketFactor = native
 		m, reg, _ := newTest(t, cfg)
+		m.SetSpendCapSource(func(string) (float64, bool) { return 100, true })
 		load(m, 40)
 		m.SetActiveAnomalies("tenant-0001", 1)
 		m.SetThrottled("tenant-0039", true)
-		m.SetPGFindings("app", "unscoped", 2)
-		m.SetSpendCap("tenant-0001", 100)
 		body := render(t, reg, false)
 		if !bytes.Contains(body, []byte(`tenant="__overflow__"`)) {
 			t.Fatalf("no overflow series in output")
