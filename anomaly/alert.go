@@ -32,6 +32,7 @@ const (
 	MetricErrorRate  = "error_rate"  // error ratio spike, per tenant or integration
 	MetricCost       = "cost"        // spend per hour at N x baseline
 	MetricSpendCap   = "spend_cap"   // monthly spend reached 70/90/100% of the plan cap
+	MetricPGUnscoped = "pg_unscoped" // Postgres ran a statement on a tenant table with no tenant filter (Database set)
 )
 
 // Labels an alert may carry.
@@ -41,11 +42,14 @@ const (
 	LabelTenantEventsPerMin = "tenant_events_per_min" // usage: the tenant's expected events per minute, all kinds
 )
 
-// Alert is one anomaly episode for one tenant. It is what every notifier
-// sends, what the anomalies table stores, and what replay prints.
+// Alert is one anomaly episode for one tenant, or one finding of the
+// Postgres auditor for one database (Database set, TenantID empty). It is
+// what every notifier sends, what the anomalies table stores, and what
+// replay prints.
 type Alert struct {
 	Fingerprint string            `json:"fingerprint"`
 	TenantID    string            `json:"tenant_id"`
+	Database    string            `json:"database,omitempty"` // a Postgres finding's database; TenantID is empty then
 	Metric      string            `json:"metric"`
 	Kind        string            `json:"kind,omitempty"`        // event kind, when the metric is per kind
 	Integration string            `json:"integration,omitempty"` // route or attrs.integration, for error_rate

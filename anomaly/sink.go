@@ -20,6 +20,18 @@ func (f SinkFunc) Send(ctx context.Context, a Alert) { f(ctx, a) }
 
 var _ Sink = SinkFunc(nil)
 
+// Sinks sends every alert to each sink in turn; each must not block.
+type Sinks []Sink
+
+var _ Sink = Sinks(nil)
+
+// Send sends a to every sink.
+func (s Sinks) Send(ctx context.Context, a Alert) {
+	for _, sink := range s {
+		sink.Send(ctx, a)
+	}
+}
+
 // Recorder is a Sink that keeps every alert in memory; replay and tests use
 // it.
 type Recorder struct {

@@ -255,6 +255,7 @@ func (am *Alertmanager) toAM(a anomaly.Alert, now time.Time) amAlert {
 	}
 	set("alertname", Alertname(a.Metric))
 	set("tenant", a.TenantID)
+	set("database", a.Database)
 	set("metric", a.Metric)
 	set("severity", string(a.Severity))
 	set("kind", a.Kind)

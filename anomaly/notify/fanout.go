@@ -154,10 +154,10 @@ func (f *Fanout) Sinks() []string {
 // sink. A full queue drops per Config.Overflow and counts the drop; after
 // Close every alert is dropped and counted.
 func (f *Fanout) Send(_ context.Context, a anomaly.Alert) {
-	if a.TenantID == "" || a.Metric == "" || a.Fingerprint == "" || a.StartsAt.IsZero() ||
+	if (a.TenantID == "") == (a.Database == "") || a.Metric == "" || a.Fingerprint == "" || a.StartsAt.IsZero() ||
 		(a.Status != anomaly.StatusFiring && a.Status != anomaly.StatusResolved) {
 		f.m.invalid.Inc()
-		f.log.Warn("alert refused: missing tenant, metric, fingerprint, start time or status",
+		f.log.Warn("alert refused: it needs a tenant or (for a Postgres finding) a database, a metric, a fingerprint, a start time and a status",
 			"tenant", a.TenantID, "metric", a.Metric)
 		return
 	}

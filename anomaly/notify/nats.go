@@ -40,8 +40,12 @@ func (n *NATS) Notify(ctx context.Context, alerts []anomaly.Alert) (Result, erro
 	var errs []error
 	published := 0
 	for _, a := range alerts {
+		subject := event.PostgresAlertSubject
+		if a.Database == "" {
+			subject = event.AlertSubject(a.TenantID)
+		}
 		// A tenant id is a single subject token: no dots, wildcards or spaces.
-		if !event.ValidTenantID(a.TenantID) {
+		if a.Database == "" && !event.ValidTenantID(a.TenantID) {
 			res.Failed++
 			errs = append(errs, fmt.Errorf("tenant id %q is not a valid subject token", a.TenantID))
 			continue
@@ -52,7 +56,7 @@ func (n *NATS) Notify(ctx context.Context, alerts []anomaly.Alert) (Result, erro
 			errs = append(errs, fmt.Errorf("encode alert: %w", err))
 			continue
 		}
-		msg := nats.NewMsg(event.AlertSubject(a.TenantID))
+		msg := nats.NewMsg(subject)
 		msg.Data = body
 		msg.Header.Set(HeaderFingerprint, a.Fingerprint)
 		msg.Header.Set(HeaderStatus, string(a.Status))

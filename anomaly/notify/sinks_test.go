@@ -205,3 +205,47 @@ func TestClickHouseSinkRejectsBadDatabase(t *testing.T) {
 		t.Error("got nil, want an error for a database name that is not an identifier")
 	}
 }
+
+// TestPostgresFindingIsItsOwnAlert: a Postgres finding concerns a database,
+// not a tenant. The fan-out takes it with no tenant, the NATS sink puts it
+// on tenantguard.alerts._postgres, and an alert with neither a tenant nor a
+// database (or both) is refused.
+func TestPostgresFindingIsItsOwnAlert(t *testing.T) {
+	srv := testenv.NATS(t)
+	nc, err := nats.Connect(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	sub, err := nc.SubscribeSync("tenantguard.alerts.>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig()
+	cfg.NATS.Enabled = true
+	f, _ := start(t, cfg, Deps{NATS: nc})
+	pg := testAlert("")
+	pg.Database, pg.Metric = "app", anomaly.MetricPGUnscoped
+	both := testAlert("acme")
+	both.Database = "app"
+	f.Send(context.Background(), testAlert(""))
+	f.Send(context.Background(), both)
+	f.Send(context.Background(), pg)
+	msg, err := sub.NextMsg(5 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got anomaly.Alert
+	if err := json.Unmarshal(msg.Data, &got); err != nil {
+		t.Fatal(err)
+	}
+	if msg.Subject != event.PostgresAlertSubject || got.Database != "app" || got.TenantID != "" {
+		t.Errorf("got %s %+v, want the app database's finding on %s", msg.Subject, got, event.PostgresAlertSubject)
+	}
+	if m, err := sub.NextMsg(300 * time.Millisecond); err == nil {
+		t.Errorf("an alert with no tenant and no database, or both, went out: %s", m.Data)
+	}
+}

@@ -29,6 +29,10 @@ func Subject(tenant, kind string) string {
 	return usagePrefix + tenant + "." + kind
 }
 
+// PostgresAlertSubject carries the Postgres auditor's alerts, which concern
+// a database, not a tenant. "_postgres" can never be a tenant id.
+const PostgresAlertSubject = alertsPrefix + "_postgres"
+
 // AlertSubject returns tenantguard.alerts.<tenant>.
 func AlertSubject(tenant string) string { return alertsPrefix + tenant }
 

@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -54,12 +53,11 @@ type Daemon struct {
 	js        jetstream.JetStream
 	store     *store.Store
 	services  []func(ctx context.Context) error
-	gatherers prometheus.Gatherers // registries served beside reg
-	metrics   *metrics.Metrics     // nil when the exporter is off
-	fanout    alertFanout          // nil until a stage raises alerts
-	decisions *limiter.Publisher   // nil when decisions are off
-	engine    *decide.Engine       // nil when decisions are off
-	guard     guardView            // what the live view shows per tenant
+	metrics   *metrics.Metrics   // nil when the exporter is off
+	fanout    alertFanout        // nil until a stage raises alerts
+	decisions *limiter.Publisher // nil when decisions are off
+	engine    *decide.Engine     // nil when decisions are off
+	guard     guardView          // what the live view shows per tenant
 }
 
 // New checks cfg and prepares a daemon; Run starts it. It does no I/O
@@ -152,16 +150,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return err
 	}
 	d.onClose(apiSrv.Close)
-	// /metrics serves the daemon's registry, and the stages' own registries
-	// once they exist.
-	var metricsHandler atomic.Pointer[http.Handler]
-	serveMetrics := func(gather prometheus.Gatherer) {
-		h := promhttp.HandlerFor(gather, promhttp.HandlerOpts{Registry: d.reg})
-		metricsHandler.Store(&h)
-	}
-	serveMetrics(d.reg)
 	metricsMux := http.NewServeMux()
-	metricsMux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) { (*metricsHandler.Load()).ServeHTTP(w, r) })
+	metricsMux.Handle("GET /metrics", promhttp.HandlerFor(d.reg, promhttp.HandlerOpts{Registry: d.reg}))
 	ln, err := net.Listen("tcp", cfg.Metrics.Listen)
 	if err != nil {
 		return fmt.Errorf("metrics listener %s: %w", cfg.Metrics.Listen, err)
@@ -196,7 +186,6 @@ func (d *Daemon) Run(ctx context.Context) error {
 		}
 		return err
 	}
-	serveMetrics(append(prometheus.Gatherers{d.reg}, d.gatherers...))
 	for _, run := range d.services {
 		g.Go(func() error { return run(gctx) })
 	}

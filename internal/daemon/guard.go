@@ -37,6 +37,9 @@ var (
 
 // Send records a firing or resolved alert.
 func (g *guardView) Send(_ context.Context, a anomaly.Alert) {
+	if a.TenantID == "" {
+		return // a Postgres finding: no tenant to show
+	}
 	g.mu.Lock()
 	if g.firing == nil {
 		g.firing = map[string]map[string]string{}

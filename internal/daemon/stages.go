@@ -7,8 +7,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/tenantguard/tenantguard/anomaly"
 	"github.com/tenantguard/tenantguard/anomaly/decide"
 	"github.com/tenantguard/tenantguard/anomaly/notify"
@@ -144,7 +142,7 @@ func (d *Daemon) startAnomaly(ctx context.Context) (*anomaly.Detector, error) {
 	if err != nil {
 		return nil, err
 	}
-	all := sinks{fan, &d.guard}
+	all := anomaly.Sinks{fan, &d.guard}
 	if d.engine != nil {
 		all = append(all, d.engine)
 	}
@@ -170,37 +168,27 @@ func (d *Daemon) startAnomaly(ctx context.Context) (*anomaly.Detector, error) {
 	return det, nil
 }
 
-// sinks sends every alert to each sink in turn; each must not block.
-type sinks []anomaly.Sink
-
-func (s sinks) Send(ctx context.Context, a anomaly.Alert) {
-	for _, sink := range s {
-		sink.Send(ctx, a)
-	}
-}
-
 // pgAlerter turns a new unscoped Postgres statement into an alert on every
-// sink. Findings belong to a database, not a tenant, so the alert's tenant
-// is the fixed id "pg-audit" and the database and queryid are labels.
+// sink. A finding belongs to a database, not a tenant: the alert carries
+// the database and no tenant, and the queryid and role are labels.
 type pgAlerter struct{ sink anomaly.Sink }
 
 func (p pgAlerter) NewUnscoped(ctx context.Context, f pgstat.Finding) error {
 	now := time.Now().UTC()
 	p.sink.Send(ctx, anomaly.Alert{
-		Fingerprint: anomaly.Fingerprint("pg-audit", "pg_unscoped", f.Database, strconv.FormatInt(f.QueryID, 10), time.Time{}),
-		TenantID:    "pg-audit",
-		Metric:      "pg_unscoped",
+		Fingerprint: anomaly.Fingerprint("", anomaly.MetricPGUnscoped, f.Database, strconv.FormatInt(f.QueryID, 10), time.Time{}),
+		Database:    f.Database,
+		Metric:      anomaly.MetricPGUnscoped,
 		Status:      anomaly.StatusFiring,
 		Severity:    anomaly.SeverityCritical,
 		StartsAt:    now,
 		Summary:     fmt.Sprintf("database %s: role %s ran a statement on %s with no tenant filter: %.200s", f.Database, f.Role, strings.Join(f.Tables, ", "), f.Query),
-		Labels:      map[string]string{"database": f.Database, "queryid": strconv.FormatInt(f.QueryID, 10), "role": f.Role},
+		Labels:      map[string]string{"queryid": strconv.FormatInt(f.QueryID, 10), "role": f.Role},
 	})
 	return nil
 }
 
 // startPGStat runs the Postgres auditor, writing findings to ClickHouse.
-// Its gauge lives in its own registry, gathered beside the daemon's.
 func (d *Daemon) startPGStat() error {
 	w, err := pgstat.NewClickHouseWriter(d.store.Conn(), d.store.Database())
 	if err != nil {
@@ -210,13 +198,11 @@ func (d *Daemon) startPGStat() error {
 	if err != nil {
 		return err
 	}
-	reg := prometheus.NewRegistry()
 	stage, err := pgstat.New(d.cfg.PGStat, pgstat.WithWriter(w), pgstat.WithAlerter(pgAlerter{fan}),
-		pgstat.WithRegisterer(reg), pgstat.WithLogger(d.log))
+		pgstat.WithRegisterer(d.reg), pgstat.WithLogger(d.log))
 	if err != nil {
 		return err
 	}
-	d.gatherers = append(d.gatherers, reg)
 	d.services = append(d.services, stage.Run)
 	d.onClose(stage.Close)
 	return nil
