@@ -14,7 +14,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
 
@@ -24,6 +23,7 @@ import (
 	"github.com/tenantguard/tenantguard/collector/pricing"
 	"github.com/tenantguard/tenantguard/internal/chserver"
 	"github.com/tenantguard/tenantguard/internal/daemon"
+	"github.com/tenantguard/tenantguard/internal/natsserver"
 	"github.com/tenantguard/tenantguard/limiter"
 )
 
@@ -72,10 +72,11 @@ func runDev(ctx context.Context, a *app, dataDir string, demo bool, lc loadgen.C
 	if err != nil {
 		return err
 	}
-	ns, natsURL, err := startEmbeddedNATS(filepath.Join(abs, "nats"))
+	ns, err := natsserver.Start(natsserver.Options{StoreDir: filepath.Join(abs, "nats"), Port: freePort(), MaxStore: 4 << 30})
 	if err != nil {
 		return err
 	}
+	natsURL := ns.ClientURL()
 	defer ns.Shutdown()
 	ch, err := chserver.Start(filepath.Join(abs, "clickhouse"), freePort(), freePort())
 	if err != nil {
@@ -137,23 +138,6 @@ func runDev(ctx context.Context, a *app, dataDir string, demo bool, lc loadgen.C
 		return nil
 	}
 	return err
-}
-
-func startEmbeddedNATS(dir string) (*server.Server, string, error) {
-	opts := &server.Options{
-		Host: "127.0.0.1", Port: freePort(), JetStream: true, StoreDir: dir,
-		NoSigs: true, NoLog: true, JetStreamMaxStore: 4 << 30, JetStreamMaxMemory: 256 << 20,
-	}
-	ns, err := server.NewServer(opts)
-	if err != nil {
-		return nil, "", fmt.Errorf("embedded nats: %w", err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		ns.Shutdown()
-		return nil, "", errors.New("embedded nats: not ready after 10s")
-	}
-	return ns, ns.ClientURL(), nil
 }
 
 func runDemo(ctx context.Context, a *app, d *daemon.Daemon, lc loadgen.Config) error {

@@ -19,7 +19,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/shopspring/decimal"
@@ -29,6 +28,7 @@ import (
 	"github.com/tenantguard/tenantguard/collector/loadgen"
 	"github.com/tenantguard/tenantguard/collector/store"
 	"github.com/tenantguard/tenantguard/internal/chserver"
+	"github.com/tenantguard/tenantguard/internal/natsserver"
 )
 
 // Config sizes the run.
@@ -85,14 +85,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	logf := func(format string, args ...any) { fmt.Fprintf(cfg.Out, format+"\n", args...) }
 
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true,
-		StoreDir: filepath.Join(cfg.Dir, "nats"), NoSigs: true, NoLog: true, JetStreamMaxStore: 16 << 30})
+	ns, err := natsserver.Start(natsserver.Options{StoreDir: filepath.Join(cfg.Dir, "nats"), MaxStore: 16 << 30})
 	if err != nil {
 		return nil, err
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		return nil, fmt.Errorf("nats not ready")
 	}
 	defer ns.Shutdown()
 	ch, err := chserver.Start(filepath.Join(cfg.Dir, "clickhouse"), freePort(), freePort())

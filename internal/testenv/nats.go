@@ -4,16 +4,19 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
-	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/tenantguard/tenantguard/internal/natsserver"
 )
 
 // NATSServer is an embedded nats-server with JetStream. Restart keeps its
 // port and store, so clients reconnect to the same data.
 type NATSServer struct {
 	URL  string
-	opts server.Options
+	opts server.Options // from NATSOptions; natsserver.Start sets the rest
+	port int
+	dir  string
 	srv  *server.Server
 }
 
@@ -43,15 +46,8 @@ func NATS(t testing.TB, opts ...NATSOption) *NATSServer {
 	for _, o := range opts {
 		o(t, &n.opts)
 	}
-	n.opts.Host = "127.0.0.1"
-	n.opts.Port = FreePort(t)
-	n.opts.JetStream = true
-	n.opts.StoreDir = t.TempDir()
-	n.opts.NoLog = true
-	n.opts.NoSigs = true
-	n.opts.JetStreamMaxMemory = 256 << 20
-	n.opts.JetStreamMaxStore = 8 << 30
-	n.URL = "nats://127.0.0.1:" + itoa(n.opts.Port)
+	n.port, n.dir = FreePort(t), t.TempDir()
+	n.URL = "nats://127.0.0.1:" + itoa(n.port)
 	if err := n.Start(); err != nil {
 		t.Fatalf("nats: %v", err)
 	}
@@ -65,14 +61,9 @@ func (n *NATSServer) Start() error {
 		return nil
 	}
 	opts := n.opts
-	srv, err := server.NewServer(&opts)
+	srv, err := natsserver.Start(natsserver.Options{Base: &opts, StoreDir: n.dir, Port: n.port})
 	if err != nil {
 		return err
-	}
-	go srv.Start()
-	if !srv.ReadyForConnections(10 * time.Second) {
-		srv.Shutdown()
-		return errNotReady
 	}
 	n.srv = srv
 	return nil
@@ -97,9 +88,3 @@ func (n *NATSServer) Restart(t testing.TB) {
 
 // Server returns the running server, for tests that inspect it.
 func (n *NATSServer) Server() *server.Server { return n.srv }
-
-type notReady struct{}
-
-func (notReady) Error() string { return "nats-server not ready for connections after 10s" }
-
-var errNotReady error = notReady{}
