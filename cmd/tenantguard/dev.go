@@ -9,8 +9,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -18,17 +16,17 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/tenantguard/tenantguard/collector/emit"
-	"github.com/tenantguard/tenantguard/collector/event"
 	"github.com/tenantguard/tenantguard/collector/loadgen"
 	"github.com/tenantguard/tenantguard/collector/pricing"
 	"github.com/tenantguard/tenantguard/internal/chserver"
 	"github.com/tenantguard/tenantguard/internal/daemon"
+	"github.com/tenantguard/tenantguard/internal/demo"
 	"github.com/tenantguard/tenantguard/internal/natsserver"
 	"github.com/tenantguard/tenantguard/limiter"
 )
 
 func newDevCmd(a *app) *cobra.Command {
-	var demo bool
+	var withDemo bool
 	var dataDir string
 	lc := loadgen.DefaultConfig()
 	lc.Tenants, lc.Rate, lc.Noisy = 30, 300, "noisy-co"
@@ -43,11 +41,11 @@ func newDevCmd(a *app) *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			return runDev(ctx, a, dataDir, demo, lc)
+			return runDev(ctx, a, dataDir, withDemo, lc)
 		},
 	}
 	f := cmd.Flags()
-	f.BoolVar(&demo, "demo", false, "send synthetic traffic with a noisy tenant and show a live table")
+	f.BoolVar(&withDemo, "demo", false, "send synthetic traffic with a noisy tenant and show a live table")
 	f.StringVar(&dataDir, "data-dir", ".tenantguard", "where NATS and ClickHouse keep their data")
 	f.IntVar(&lc.Tenants, "tenants", lc.Tenants, "demo: number of tenants")
 	f.Float64Var(&lc.Rate, "rate", lc.Rate, "demo: total events/s outside the spike")
@@ -59,7 +57,7 @@ func newDevCmd(a *app) *cobra.Command {
 	return cmd
 }
 
-func runDev(ctx context.Context, a *app, dataDir string, demo bool, lc loadgen.Config) error {
+func runDev(ctx context.Context, a *app, dataDir string, withDemo bool, lc loadgen.Config) error {
 	if chserver.Binary() == "" {
 		return fmt.Errorf("clickhouse-server is not installed; install it with:\n  %s", chserver.InstallHint)
 	}
@@ -84,9 +82,9 @@ func runDev(ctx context.Context, a *app, dataDir string, demo bool, lc loadgen.C
 	}
 	defer ch.Stop()
 	if a.cfg.Pricing.Version == pricing.DefaultConfig().Version && len(a.cfg.Pricing.Prices) == 0 {
-		a.cfg.Pricing = demoPricing()
+		a.cfg.Pricing = demo.Pricing()
 	}
-	if demo && !a.userSet("anomaly.warmup_windows") {
+	if withDemo && !a.userSet("anomaly.warmup_windows") {
 		// Fresh tenants have no history: learn for 3 minutes instead of an hour,
 		// so the demo's spike (after 5 minutes) is judged against a baseline.
 		a.cfg.Anomaly.WarmupWindows = 3
@@ -122,7 +120,7 @@ func runDev(ctx context.Context, a *app, dataDir string, demo bool, lc loadgen.C
 		return err
 	}
 	g.Go(func() error { return d.Run(gctx) })
-	if demo {
+	if withDemo {
 		g.Go(func() error {
 			var d *daemon.Daemon
 			select {
@@ -130,7 +128,18 @@ func runDev(ctx context.Context, a *app, dataDir string, demo bool, lc loadgen.C
 			case <-gctx.Done():
 				return nil
 			}
-			return runDemo(gctx, a, d, lc)
+			gen, nc, em, err := a.traffic(gctx, lc, "demo", emit.Block)
+			if err != nil {
+				return err
+			}
+			defer nc.Close()
+			defer em.Close(context.Background())
+			signer, err := limiter.LoadSigner(a.cfg.Decisions.SigningKeyFile)
+			if err != nil {
+				return err
+			}
+			return demo.Run(gctx, demo.Deps{Daemon: d, NATS: nc, Emitter: em, Generator: gen, Noisy: lc.Noisy,
+				TrustedKey: limiter.FormatPublicKey(signer.PublicKey()), Out: a.stdout, Logger: a.log})
 		})
 	}
 	err = g.Wait()
@@ -138,80 +147,6 @@ func runDev(ctx context.Context, a *app, dataDir string, demo bool, lc loadgen.C
 		return nil
 	}
 	return err
-}
-
-func runDemo(ctx context.Context, a *app, d *daemon.Daemon, lc loadgen.Config) error {
-	gen, nc, em, err := a.traffic(ctx, lc, "demo", emit.Block)
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-	defer em.Close(context.Background())
-	// The demo's traffic passes through the limiter SDK, as a service's
-	// requests would: a throttled tenant's excess is rejected, not emitted.
-	signer, err := limiter.LoadSigner(a.cfg.Decisions.SigningKeyFile)
-	if err != nil {
-		return err
-	}
-	lcfg := limiter.DefaultConfig()
-	lcfg.TrustedKeys = []string{limiter.FormatPublicKey(signer.PublicKey())}
-	lim, err := limiter.New(lcfg, limiter.Deps{Conn: nc, Logger: a.log})
-	if err != nil {
-		return err
-	}
-	go lim.Run(ctx)
-	defer lim.Close()
-	svc := &guardedService{lim: lim, em: em, rejected: map[string]*atomic.Uint64{}}
-	view := newLiveView(a, d, lc.Noisy)
-	view.rejected = svc.rejectedCount
-	go view.run(ctx)
-	_, err = gen.Run(ctx, svc, nil)
-	return err
-}
-
-// guardedService stands for a service that embeds the limiter: each request
-// is admitted or rejected, and only admitted ones are metered.
-type guardedService struct {
-	lim      *limiter.Limiter
-	em       *emit.Emitter
-	mu       sync.Mutex
-	rejected map[string]*atomic.Uint64
-}
-
-func (s *guardedService) Emit(ctx context.Context, e event.Event) error {
-	if s.lim.Allow(e.TenantID) {
-		return s.em.Emit(ctx, e)
-	}
-	s.mu.Lock()
-	c := s.rejected[e.TenantID]
-	if c == nil {
-		c = new(atomic.Uint64)
-		s.rejected[e.TenantID] = c
-	}
-	s.mu.Unlock()
-	c.Add(1)
-	return nil
-}
-
-func (s *guardedService) rejectedCount(tenant string) uint64 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if c := s.rejected[tenant]; c != nil {
-		return c.Load()
-	}
-	return 0
-}
-
-// demoPricing is the price book dev uses when none is configured.
-func demoPricing() pricing.Config {
-	c := pricing.DefaultConfig()
-	c.Version = "dev-demo"
-	c.Prices = map[string]string{
-		"api_request": "0.0001", "db_query": "0.00002", "ai_tokens": "0.000002",
-		"webhook_call": "0.0005", "compute_seconds": "0.00005", "job_run": "0.001", "storage_bytes": "0.000000001",
-	}
-	c.Plans = map[string]pricing.Plan{"default": {SpendCap: "5000", DegradedRate: 5}}
-	return c
 }
 
 func freePort() int {

@@ -1,8 +1,9 @@
-package main
+package demo
 
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"sort"
 	"strings"
@@ -18,7 +19,7 @@ import (
 // liveView prints the demo's terminal table: the busiest tenants, their
 // rate, P95 latency, cost so far, and the pipeline's totals.
 type liveView struct {
-	a        *app
+	out      io.Writer
 	d        *daemon.Daemon
 	noisy    string
 	tty      bool
@@ -28,9 +29,13 @@ type liveView struct {
 	lastAt   time.Time
 }
 
-func newLiveView(a *app, d *daemon.Daemon, noisy string) *liveView {
-	fi, err := os.Stdout.Stat()
-	return &liveView{a: a, d: d, noisy: noisy, tty: err == nil && fi.Mode()&os.ModeCharDevice != 0, started: time.Now()}
+func newLiveView(out io.Writer, d *daemon.Daemon, noisy string) *liveView {
+	tty := false
+	if f, ok := out.(*os.File); ok {
+		fi, err := f.Stat()
+		tty = err == nil && fi.Mode()&os.ModeCharDevice != 0
+	}
+	return &liveView{out: out, d: d, noisy: noisy, tty: tty, started: time.Now()}
 }
 
 type tenantRow struct {
@@ -58,7 +63,7 @@ func (v *liveView) run(ctx context.Context) {
 			if v.tty {
 				out = "\033[H\033[2J" + out
 			}
-			fmt.Fprint(v.a.stdout, out)
+			fmt.Fprint(v.out, out)
 		}
 	}
 }
