@@ -3,7 +3,6 @@ package collector
 import (
 	"context"
 	"fmt"
-	"math/rand/v2"
 	"strconv"
 	"strings"
 	"time"
@@ -13,6 +12,7 @@ import (
 	"github.com/tenantguard/tenantguard/collector/event"
 	"github.com/tenantguard/tenantguard/collector/pricing"
 	"github.com/tenantguard/tenantguard/collector/store"
+	"github.com/tenantguard/tenantguard/internal/backoff"
 )
 
 // Reasons of tenantguard_collector_duplicates_total.
@@ -311,31 +311,23 @@ func (c *Collector) keepInProgress(b *batch) (stop func()) {
 // (retry_min doubling to retry_max, with jitter). While it fails the
 // collector reports itself unhealthy; count is the messages waiting on it.
 func (c *Collector) retry(ctx context.Context, what string, count int, fn func() error) error {
-	wait := c.cfg.RetryMin
-	for attempt := 1; ; attempt++ {
-		err := fn()
-		if err == nil {
-			if attempt > 1 {
-				c.log.Info(what+" recovered", "count", count, "attempts", attempt)
-			}
-			c.healthy.Store(true)
-			c.m.healthy.Set(1)
-			c.failing.Store(nil)
-			return nil
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		c.healthy.Store(false)
-		c.m.healthy.Set(0)
-		c.failing.Store(&what)
-		c.m.insertErrors.Inc()
-		c.log.Warn(what+" failed; retrying", "err", err, "count", count, "attempt", attempt, "backoff", wait)
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(wait + rand.N(wait/4+1)):
-		}
-		wait = min(wait*2, c.cfg.RetryMax)
+	policy := backoff.Policy{Min: c.cfg.RetryMin, Max: c.cfg.RetryMax, Retries: -1}
+	retries, err := backoff.Retry(ctx, policy, func(context.Context) error { return fn() },
+		func(attempt int, err error, wait time.Duration) {
+			c.healthy.Store(false)
+			c.m.healthy.Set(0)
+			c.failing.Store(&what)
+			c.m.insertErrors.Inc()
+			c.log.Warn(what+" failed; retrying", "err", err, "count", count, "attempt", attempt, "backoff", wait)
+		})
+	if err != nil {
+		return ctx.Err()
 	}
+	if retries > 0 {
+		c.log.Info(what+" recovered", "count", count, "attempts", retries+1)
+	}
+	c.healthy.Store(true)
+	c.m.healthy.Set(1)
+	c.failing.Store(nil)
+	return nil
 }

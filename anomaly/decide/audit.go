@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tenantguard/tenantguard/internal/backoff"
 )
 
 const (
@@ -80,7 +82,7 @@ func (a *auditor) wait(by time.Time) bool {
 func (a *auditor) run(ctx context.Context) {
 	defer close(a.done)
 	var batch []Record
-	backoff := auditBackoffMin
+	wait := backoff.New(backoff.Policy{Min: auditBackoffMin, Max: auditBackoffMax})
 	retry := false
 	for {
 		if len(batch) == 0 {
@@ -104,7 +106,8 @@ func (a *auditor) run(ctx context.Context) {
 		a.inFlight.Store(int64(len(batch)))
 		err := a.write(ctx, batch, retry)
 		if err == nil {
-			batch, backoff, retry = batch[:0], auditBackoffMin, false
+			batch, retry = batch[:0], false
+			wait.Reset()
 			a.inFlight.Store(0)
 			continue
 		}
@@ -124,9 +127,8 @@ func (a *auditor) run(ctx context.Context) {
 		case <-ctx.Done():
 			a.flushOnStop(batch)
 			return
-		case <-time.After(backoff):
+		case <-time.After(wait.Next()):
 		}
-		backoff = min(2*backoff, auditBackoffMax)
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tenantguard/tenantguard/collector/event"
+	"github.com/tenantguard/tenantguard/internal/backoff"
 	"github.com/tenantguard/tenantguard/limiter"
 )
 
@@ -154,11 +155,11 @@ func (t *Trail) Run(ctx context.Context) error {
 	if !ok {
 		return nil
 	}
-	backoff := auditBackoffMin
+	wait := backoff.New(backoff.Policy{Min: auditBackoffMin, Max: auditBackoffMax})
 	for ctx.Err() == nil {
 		n, err := t.watch(ctx, js, next, status)
 		if n > next {
-			backoff = auditBackoffMin
+			wait.Reset()
 		}
 		next = n
 		if err == nil {
@@ -169,9 +170,8 @@ func (t *Trail) Run(ctx context.Context) error {
 		}
 		select {
 		case <-ctx.Done():
-		case <-time.After(backoff):
+		case <-time.After(wait.Next()):
 		}
-		backoff = min(2*backoff, auditBackoffMax)
 	}
 	return nil
 }
@@ -192,7 +192,7 @@ func (t *Trail) stopAudit(cancel context.CancelFunc) {
 // resumePoint returns the first revision to record: one past the highest
 // the table holds. It retries until ClickHouse answers or ctx ends.
 func (t *Trail) resumePoint(ctx context.Context) (uint64, bool) {
-	backoff := auditBackoffMin
+	wait := backoff.New(backoff.Policy{Min: auditBackoffMin, Max: auditBackoffMax})
 	type answer struct {
 		last uint64
 		err  error
@@ -224,9 +224,8 @@ func (t *Trail) resumePoint(ctx context.Context) (uint64, bool) {
 		select {
 		case <-ctx.Done():
 			return 0, false
-		case <-time.After(backoff):
+		case <-time.After(wait.Next()):
 		}
-		backoff = min(2*backoff, auditBackoffMax)
 	}
 }
 

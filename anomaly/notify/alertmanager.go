@@ -44,7 +44,7 @@ type Alertmanager struct {
 	cfg       AlertmanagerConfig
 	endpoints []string
 	client    *http.Client
-	retry     backoff
+	retry     retrier
 	active    map[string]*amEntry // by fingerprint
 	now       func() time.Time
 }
@@ -70,7 +70,7 @@ func NewAlertmanager(cfg AlertmanagerConfig) (*Alertmanager, error) {
 	am := &Alertmanager{
 		cfg:    cfg,
 		client: newHTTPClient(cfg.Timeout),
-		retry:  backoff{retries: cfg.MaxRetries, base: cfg.RetryBackoff},
+		retry:  retrier{retries: cfg.MaxRetries, base: cfg.RetryBackoff},
 		active: make(map[string]*amEntry),
 		now:    time.Now,
 	}

@@ -21,7 +21,7 @@ const anomaliesColumns = "fingerprint, tenant_id, metric, kind, integration, sta
 type ClickHouse struct {
 	conn   driver.Conn
 	insert string
-	retry  backoff
+	retry  retrier
 	now    func() time.Time
 }
 
@@ -36,7 +36,7 @@ func NewClickHouse(conn driver.Conn, database string, cfg ClickHouseConfig) (*Cl
 	return &ClickHouse{
 		conn:   conn,
 		insert: "INSERT INTO " + database + ".anomalies (" + anomaliesColumns + ")",
-		retry:  backoff{retries: cfg.MaxRetries, base: 500 * time.Millisecond},
+		retry:  retrier{retries: cfg.MaxRetries, base: 500 * time.Millisecond},
 		now:    time.Now,
 	}, nil
 }

@@ -43,7 +43,7 @@ type Webhook struct {
 	url    string
 	secret []byte
 	client *http.Client
-	retry  backoff
+	retry  retrier
 	now    func() time.Time
 }
 
@@ -64,7 +64,7 @@ func NewWebhook(cfg WebhookConfig) (*Webhook, error) {
 		url:    cfg.URL,
 		secret: []byte(cfg.Secret),
 		client: newHTTPClient(cfg.Timeout),
-		retry:  backoff{retries: cfg.MaxRetries, base: cfg.RetryBackoff},
+		retry:  retrier{retries: cfg.MaxRetries, base: cfg.RetryBackoff},
 		now:    time.Now,
 	}, nil
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/tenantguard/tenantguard/exporter/api"
 	"github.com/tenantguard/tenantguard/exporter/billing"
 	"github.com/tenantguard/tenantguard/exporter/metrics"
+	"github.com/tenantguard/tenantguard/internal/backoff"
 	"github.com/tenantguard/tenantguard/limiter"
 )
 
@@ -202,25 +203,19 @@ func (d *Daemon) Run(ctx context.Context) error {
 // retryUntil runs fn until it succeeds or ctx ends, each attempt bounded
 // by attempt, backing off from 500ms to 10s between failures, each logged.
 func retryUntil(ctx context.Context, log *slog.Logger, component, what string, attempt time.Duration, fn func(context.Context) error) error {
-	wait := 500 * time.Millisecond
-	for {
-		actx, cancel := context.WithTimeout(ctx, attempt)
-		err := fn(actx)
-		cancel()
-		if err == nil {
-			return nil
-		}
-		if ctx.Err() != nil {
-			return fmt.Errorf("%s: %w", what, err)
-		}
-		log.Warn(what+" failed; retrying", "component", component, "err", err, "backoff", wait)
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(wait):
-		}
-		wait = min(wait*2, 10*time.Second)
+	_, err := backoff.Retry(ctx, backoff.Policy{Min: 500 * time.Millisecond, Max: 10 * time.Second, Retries: -1},
+		func(ctx context.Context) error {
+			actx, cancel := context.WithTimeout(ctx, attempt)
+			defer cancel()
+			return fn(actx)
+		},
+		func(_ int, err error, wait time.Duration) {
+			log.Warn(what+" failed; retrying", "component", component, "err", err, "backoff", wait)
+		})
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
 	}
+	return nil
 }
 
 // Metrics returns the exporter's per-tenant metrics, nil when it is off.
