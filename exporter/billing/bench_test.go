@@ -27,7 +27,8 @@ func BenchmarkBillingExport1M(b *testing.B) {
 	b.Run("raw_query", func(b *testing.B) {
 		b.ReportAllocs()
 		cond, args := timeCond(t0, t1)
-		q := fmt.Sprintf(billingQuery, x.table("events"), cond, "")
+		q := fmt.Sprintf(billingQuery, x.table("events"), x.table("corrections"), cond, "")
+		args = append(args, args...)
 		for b.Loop() {
 			rows, err := st.Conn().Query(ctx, q, args...)
 			if err != nil {
@@ -36,7 +37,7 @@ func BenchmarkBillingExport1M(b *testing.B) {
 			var (
 				tenant, kind, versions string
 				unit, amount           decimal.Decimal
-				n                      uint64
+				n                      int64
 				qty                    float64
 			)
 			for rows.Next() {
