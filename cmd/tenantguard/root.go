@@ -65,6 +65,7 @@ func (a *app) root() *cobra.Command {
 		newReleaseCmd(a),
 		newDecisionsCmd(a),
 		newKeygenCmd(a),
+		newCorrectCmd(a),
 	)
 	return root
 }
