@@ -66,6 +66,7 @@ func (a *app) root() *cobra.Command {
 		newDecisionsCmd(a),
 		newKeygenCmd(a),
 		newCorrectCmd(a),
+		newImportCmd(a),
 	)
 	return root
 }
