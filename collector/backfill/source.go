@@ -61,8 +61,9 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// DetectFormat guesses a format from a file name, then from the input's
-// first byte that is not blank: '{' is NDJSON, anything else CSV.
+// DetectFormat guesses a format from a file name (.csv; .ndjson, .jsonl,
+// .json), then from the input's first byte that is not blank: '{' is
+// NDJSON, anything else CSV. With neither, it returns FormatAuto.
 func DetectFormat(name string, head []byte) Format {
 	switch {
 	case strings.HasSuffix(name, ".csv"):
@@ -70,7 +71,11 @@ func DetectFormat(name string, head []byte) Format {
 	case strings.HasSuffix(name, ".ndjson"), strings.HasSuffix(name, ".jsonl"), strings.HasSuffix(name, ".json"):
 		return FormatNDJSON
 	}
-	if b := bytes.TrimLeft(head, " \t\r\n\ufeff"); len(b) > 0 && b[0] == '{' {
+	b := bytes.TrimLeft(head, " \t\r\n\ufeff")
+	switch {
+	case len(b) == 0:
+		return FormatAuto
+	case b[0] == '{':
 		return FormatNDJSON
 	}
 	return FormatCSV
@@ -81,7 +86,9 @@ func newSource(r io.Reader, f Format, im *Importer) (*source, error) {
 	s := &source{im: im, cr: cr, br: bufio.NewReaderSize(cr, readBuffer), reasons: map[string]int64{}}
 	if f == FormatAuto {
 		head, _ := s.br.Peek(512)
-		f = DetectFormat("", head)
+		if f = DetectFormat("", head); f == FormatAuto {
+			f = FormatNDJSON // empty input: nothing to read either way
+		}
 	}
 	switch f {
 	case FormatNDJSON:
