@@ -84,6 +84,19 @@ func TestImportExportRoundTrip(t *testing.T) {
 		" WHERE tenant_id = 'acme'").Scan(&n); err != nil || n != 1499 {
 		t.Fatalf("usage_1m of acme after the round trip: %d %v", n, err)
 	}
+	// The period was recorded; a later correction shows as an adjustment
+	// against the last recorded export, here in a preview.
+	if !strings.Contains(stderr, "recorded as bx-") {
+		t.Fatalf("the export of a closed period was not recorded: %s", stderr)
+	}
+	if _, stderr, code := env.run(t, "", "correct", "--tenant", "globex", "--void", "--reason", "r", "--direct", "h00001"); code != 0 {
+		t.Fatalf("void: %s", stderr)
+	}
+	preview, stderr, code := env.run(t, "", append([]string{"export", "billing", "--no-record"}, rng...)...)
+	if code != 0 || !strings.Contains(preview, "globex,adjustment_total,,,,-1,") || strings.Contains(preview, "acme,adjustment") ||
+		!strings.Contains(stderr, "1 tenants adjusted by -") || strings.Contains(stderr, "recorded as") {
+		t.Fatalf("preview after a correction: exit %d %s\n%s", code, stderr, preview)
+	}
 }
 
 func TestImportCommandReportsRejectedLines(t *testing.T) {
