@@ -27,7 +27,8 @@ import (
 type correctFlags struct {
 	tenant, reason, by, file, format string
 	eventTime                        string
-	void, force, direct              bool
+	void, force, direct, daemon      bool
+	id                               string
 	quantity                         float64
 	timeout                          time.Duration
 }
@@ -37,10 +38,11 @@ func newCorrectCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "correct --tenant T (--void | --quantity Q) --reason R [--by B] (EVENT_ID | --file F)",
 		Short: "Void or amend stored events (the originals stay for audit; billing, rollups and spend net them out)",
-		Long: "Void or amend stored events of one tenant: one event id as the argument, or a file of ids\n" +
-			"(one per line; blank lines and # comments skipped; - is stdin). By default the corrections go\n" +
-			"through NATS to the running daemon, which applies them one at a time and updates its metrics\n" +
-			"and spend tracking; --direct applies them to ClickHouse from here, for when no daemon runs.\n" +
+		Long: "Void or amend stored events of one tenant: one event id (the argument, or --id), or a file of\n" +
+			"ids (one per line; blank lines and # comments skipped; - is stdin). When a daemon consumes\n" +
+			"TENANTGUARD_CORRECTIONS, the corrections go to it over NATS: it applies them one at a time and\n" +
+			"updates its metrics and spend tracking. Otherwise they are applied through ClickHouse from here,\n" +
+			"by the same rules. --daemon insists on the daemon, --direct on ClickHouse.\n" +
 			"Exit status: 0 every correction applied (or was already), 1 any refused, 2 usage or runtime error.",
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -48,13 +50,20 @@ func newCorrectCmd(a *app) *cobra.Command {
 			if err != nil {
 				return usageErr(err)
 			}
+			if f.direct && f.daemon {
+				return usageErr(errors.New("give at most one of --direct and --daemon"))
+			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), f.timeout)
 			defer cancel()
 			var results []event.CorrectionResult
-			if f.direct {
+			switch {
+			case f.direct:
 				results, err = a.correctDirect(ctx, f.tenant, cs)
-			} else {
+			case f.daemon || a.daemonConsumes(ctx):
 				results, err = a.correctViaNATS(ctx, cs)
+			default:
+				fmt.Fprintln(a.stderr, "no daemon consumes "+event.CorrectionsStream+": applying through ClickHouse from here")
+				results, err = a.correctDirect(ctx, f.tenant, cs)
 			}
 			if err != nil {
 				return err
@@ -71,7 +80,9 @@ func newCorrectCmd(a *app) *cobra.Command {
 	fl.StringVar(&f.file, "file", "", "a file of event ids, one per line (- is stdin)")
 	fl.StringVar(&f.eventTime, "event-time", "", "the events' time, RFC 3339, to look them up in one second")
 	fl.BoolVar(&f.force, "force", false, "correct events older than collector.lateness, whose period may be billed")
-	fl.BoolVar(&f.direct, "direct", false, "apply through ClickHouse from this process instead of the daemon")
+	fl.StringVar(&f.id, "id", "", "the event id to correct (instead of the argument)")
+	fl.BoolVar(&f.direct, "direct", false, "apply through ClickHouse from this process, even when a daemon runs")
+	fl.BoolVar(&f.daemon, "daemon", false, "send to the daemon only, and wait for it up to --timeout")
 	fl.StringVar(&f.format, "format", "text", "output: text or json (NDJSON, one result per line)")
 	fl.DurationVar(&f.timeout, "timeout", time.Minute, "how long to wait for the outcome")
 	return cmd
@@ -80,6 +91,12 @@ func newCorrectCmd(a *app) *cobra.Command {
 // corrections builds the corrections the flags and arguments ask for.
 func (f *correctFlags) corrections(cmd *cobra.Command, args []string, stdin io.Reader) ([]event.Correction, error) {
 	amend := cmd.Flags().Changed("quantity")
+	if f.id != "" {
+		if len(args) > 0 {
+			return nil, errors.New("give the event id as the argument or as --id, not both")
+		}
+		args = []string{f.id}
+	}
 	switch {
 	case !event.ValidTenantID(f.tenant):
 		return nil, fmt.Errorf("--tenant %q must match %s", f.tenant, event.TenantPattern)
@@ -172,6 +189,45 @@ func readIDs(path string, stdin io.Reader) ([]string, error) {
 	return ids, nil
 }
 
+// daemonConsumes reports whether a daemon is consuming correction
+// requests now: the durable consumer has a pull waiting or a request in
+// flight. Then the corrections must go through it, which serializes them
+// with everything else it applies.
+func (a *app) daemonConsumes(ctx context.Context) bool {
+	nc, err := a.connectNATS("cli")
+	if err != nil {
+		return false
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	// An idle daemon renews its pull request every few seconds: look
+	// twice, so a renewal in between is not mistaken for no daemon.
+	for i := 0; i < 2; i++ {
+		cons, err := js.Consumer(ctx, event.CorrectionsStream, correct.DefaultServiceConfig().Durable)
+		if err != nil {
+			return false
+		}
+		info, err := cons.Info(ctx)
+		if err != nil {
+			return false
+		}
+		if info.NumWaiting > 0 || info.NumAckPending > 0 {
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	return false
+}
+
 // correctViaNATS sends the corrections to the daemon and waits for them.
 func (a *app) correctViaNATS(ctx context.Context, cs []event.Correction) ([]event.CorrectionResult, error) {
 	nc, err := a.connectNATS("cli")
@@ -185,7 +241,7 @@ func (a *app) correctViaNATS(ctx context.Context, cs []event.Correction) ([]even
 	}
 	res, err := emit.Correct(ctx, js, cs...)
 	if errors.Is(err, emit.ErrNotConfirmed) {
-		return nil, fmt.Errorf("%w; is `tenantguard run` up? (--direct applies without it)", err)
+		return nil, fmt.Errorf("%w; is `tenantguard run` up? (without --daemon, the CLI applies directly when no daemon consumes)", err)
 	}
 	return res, err
 }

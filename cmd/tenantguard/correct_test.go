@@ -92,7 +92,7 @@ func costRow(tenant, id string, at time.Time, unit string) store.Row {
 func TestCorrectCommand(t *testing.T) {
 	env := newCLIEnv(t)
 	now := time.Now().UTC()
-	for _, id := range []string{"e1", "e2", "e3", "e4"} {
+	for _, id := range []string{"e1", "e2", "e3", "e4", "e5"} {
 		env.insert(t, costRow("acme", id, now.Add(-time.Hour), "1"))
 	}
 	env.insert(t, costRow("globex", "g1", now.Add(-time.Hour), "1"))
@@ -106,12 +106,14 @@ func TestCorrectCommand(t *testing.T) {
 		{"correct", "--tenant", "acme", "--void", "--reason", "r"},                                // no id
 		{"correct", "--tenant", "acme", "--quantity", "-1", "--reason", "r", "--direct", "e1"},    // bad quantity
 		{"correct", "--tenant", "acme", "--void", "--reason", "r", "--file", "/nonexistent", "x"}, // id and file
+		{"correct", "--tenant", "acme", "--void", "--reason", "r", "--id", "e1", "e1"},            // id twice
+		{"correct", "--tenant", "acme", "--void", "--reason", "r", "--direct", "--daemon", "e1"},  // both paths
 	} {
 		if _, stderr, code := env.run(t, "", args...); code != 2 {
 			t.Errorf("%v: exit %d (%s), want 2", args, code, stderr)
 		}
 	}
-	if c := env.cost(t, "acme"); c != "4.00" {
+	if c := env.cost(t, "acme"); c != "5.00" {
 		t.Fatalf("usage errors changed acme's cost to %s", c)
 	}
 
@@ -133,8 +135,13 @@ func TestCorrectCommand(t *testing.T) {
 	}
 	defer nc.Close()
 	js, _ := jetstream.New(nc)
-	if _, _, code := env.run(t, "", "correct", "--tenant", "acme", "--void", "--reason", "r", "--timeout", "2s", "e2"); code != 2 {
-		t.Fatalf("without a daemon: exit %d, want 2", code)
+	if _, _, code := env.run(t, "", "correct", "--tenant", "acme", "--void", "--reason", "r", "--daemon", "--timeout", "2s", "e2"); code != 2 {
+		t.Fatalf("--daemon without a daemon: exit %d, want 2", code)
+	}
+	// Without --daemon, no daemon consuming means: apply from here.
+	out, stderr, code = env.run(t, "", "correct", "--tenant", "acme", "--void", "--reason", "r", "--id", "e5")
+	if code != 0 || !strings.Contains(out, "e5\tapplied") || !strings.Contains(stderr, "no daemon consumes") {
+		t.Fatalf("fallback without a daemon: exit %d %q %q", code, out, stderr)
 	}
 	applier, _ := correct.NewApplier(correct.DefaultConfig(), env.st)
 	svc, err := correct.NewService(correct.DefaultServiceConfig(), correct.ServiceDeps{JetStream: js, Applier: applier})
@@ -152,7 +159,8 @@ func TestCorrectCommand(t *testing.T) {
 	}
 	out, stderr, code = env.run(t, "", "correct", "--tenant", "acme", "--quantity", "0.5", "--reason", "bug 12", "--file", ids)
 	if code != 1 || !strings.Contains(out, "e2\tapplied") || !strings.Contains(out, "g1\trefused\tunknown_event") ||
-		!strings.Contains(out, "nope\trefused\tunknown_event") || !strings.Contains(stderr, "1 applied, 0 duplicates, 2 refused") {
+		!strings.Contains(out, "nope\trefused\tunknown_event") || !strings.Contains(stderr, "1 applied, 0 duplicates, 2 refused") ||
+		strings.Contains(stderr, "no daemon consumes") {
 		t.Fatalf("file: exit %d %q %q", code, out, stderr)
 	}
 	out, _, code = env.run(t, "e3\ne4\n", "correct", "--tenant", "acme", "--void", "--reason", "r", "--file", "-", "--format", "json")
