@@ -84,6 +84,21 @@ func TestImportExportRoundTrip(t *testing.T) {
 		" WHERE tenant_id = 'acme'").Scan(&n); err != nil || n != 1499 {
 		t.Fatalf("usage_1m of acme after the round trip: %d %v", n, err)
 	}
+	// The same through CSV, for the other tenant.
+	backupCSV := filepath.Join(dir, "globex.csv")
+	if _, stderr, code := env.run(t, "", append([]string{"export", "events", "--tenant", "globex", "--format", "csv", "-o", backupCSV}, rng...)...); code != 0 {
+		t.Fatalf("export events csv: %s", stderr)
+	}
+	if _, stderr, code := env.run(t, "", "delete-tenant", "--tenant", "globex", "--yes"); code != 0 {
+		t.Fatalf("delete-tenant: %s", stderr)
+	}
+	if _, stderr, code := env.run(t, "", "import", "--input", backupCSV); code != 0 || !strings.Contains(stderr, "read 1500, stored 1500") {
+		t.Fatalf("restore from csv: exit %d %s", code, stderr)
+	}
+	if again, stderr, code := env.run(t, "", append([]string{"export", "billing"}, rng...)...); code != 0 || again != before {
+		t.Fatalf("billing after the csv round trip differs (exit %d, %s):\n%s", code, stderr, again)
+	}
+
 	// The period was recorded; a later correction shows as an adjustment
 	// against the last recorded export, here in a preview.
 	if !strings.Contains(stderr, "recorded as bx-") {
