@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -144,7 +145,8 @@ func TestCorrectCommand(t *testing.T) {
 		t.Fatalf("fallback without a daemon: exit %d %q %q", code, out, stderr)
 	}
 	applier, _ := correct.NewApplier(correct.DefaultConfig(), env.st)
-	svc, err := correct.NewService(correct.DefaultServiceConfig(), correct.ServiceDeps{JetStream: js, Applier: applier})
+	svc, err := correct.NewService(correct.DefaultServiceConfig(), correct.ServiceDeps{JetStream: js, Applier: applier,
+		Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,6 +154,20 @@ func TestCorrectCommand(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- svc.Run(ctx) }()
 	defer func() { cancel(); <-done }()
+	// Wait until the service pulls: then the CLI sees a daemon consuming.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		cons, err := js.Consumer(ctx, event.CorrectionsStream, correct.DefaultServiceConfig().Durable)
+		if err == nil {
+			if info, err := cons.Info(ctx); err == nil && info.NumWaiting > 0 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the correction service does not pull")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 
 	ids := filepath.Join(t.TempDir(), "ids.txt")
 	if err := os.WriteFile(ids, []byte("# disputed\ne2\n\ng1\nnope\n"), 0o600); err != nil {
