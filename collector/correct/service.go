@@ -195,7 +195,11 @@ func (s *Service) handle(ctx context.Context, msg jetstream.Msg) {
 		return
 	}
 	if to := msg.Headers().Get(event.HeaderReply); to != "" {
-		if b, err := json.Marshal(reply); err == nil {
+		if !event.ValidReplySubject(to) {
+			// Publishing where a requester asks, with the daemon's
+			// rights, must never reach a stream or the JetStream API.
+			s.log.Warn("correction reply subject refused: not under _INBOX.", "tenant", msg.Subject())
+		} else if b, err := json.Marshal(reply); err == nil {
 			// The requester may be gone: the outcome is stored either way.
 			_ = s.js.Conn().Publish(to, b)
 		}

@@ -148,6 +148,30 @@ func TestServiceAppliesThroughTheEmitter(t *testing.T) {
 	if err != nil || !strings.Contains(string(r.Data), "not a JSON correction request") {
 		t.Fatalf("malformed request reply: %v %s", err, r.Data)
 	}
+
+	// A reply subject outside _INBOX. is not used: the daemon must not
+	// publish with its rights into a stream (here: another tenant's usage)
+	// or the JetStream API. The correction itself is applied.
+	usage, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: event.UsageStream, Subjects: []string{event.UsageSubjects}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m = nats.NewMsg(event.CorrectionSubject("acme"))
+	m.Data = []byte(`{"corrections":[{"id":"evil-1","tenant_id":"acme","event_id":"e2","action":"void","reason":"r","by":"b"}]}`)
+	m.Header.Set(event.HeaderReply, event.Subject("globex", event.KindAITokens))
+	if _, err := js.PublishMsg(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(20 * time.Second); usageTotals(t, st, "acme").Count != 0; {
+		if time.Now().After(deadline) {
+			t.Fatal("the correction with a foreign reply subject was not applied")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if info, err := usage.Info(ctx); err != nil || info.State.Msgs != 0 {
+		t.Fatalf("the daemon published a reply into the usage stream: %+v %v", info.State, err)
+	}
 }
 
 func TestEmitterCorrectWithoutDaemon(t *testing.T) {

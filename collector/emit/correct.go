@@ -110,7 +110,7 @@ func request(ctx context.Context, js jetstream.JetStream, tenant string, req *ev
 		return reply, fmt.Errorf("emit: encode corrections: %w", err)
 	}
 	nc := js.Conn()
-	inbox := nc.NewRespInbox()
+	inbox := nats.NewInbox() // under _INBOX., the only prefix the daemon replies to
 	sub, err := nc.SubscribeSync(inbox)
 	if err != nil {
 		return reply, fmt.Errorf("emit: subscribe for the correction reply: %w", err)

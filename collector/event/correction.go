@@ -116,6 +116,28 @@ type CorrectionEffect struct {
 	Cost     float64 // new cost minus old
 }
 
+// ReplyPrefix is where correction outcomes may be sent: NATS inboxes.
+const ReplyPrefix = "_INBOX."
+
+// ValidReplySubject reports whether s may carry a correction's outcome: a
+// literal subject under _INBOX., so a requester cannot make the daemon
+// publish into a stream or the JetStream API.
+func ValidReplySubject(s string) bool {
+	rest, ok := strings.CutPrefix(s, ReplyPrefix)
+	if !ok || rest == "" || len(s) > 256 {
+		return false
+	}
+	for i := 0; i < len(rest); i++ {
+		switch c := rest[i]; {
+		case c == '*' || c == '>' || c <= ' ' || c == 0x7f:
+			return false
+		case c == '.' && (i == 0 || i == len(rest)-1 || rest[i-1] == '.'):
+			return false
+		}
+	}
+	return true
+}
+
 // CorrectionSubject returns tenantguard.corrections.<tenant>.
 func CorrectionSubject(tenant string) string { return correctionsPrefix + tenant }
 
