@@ -522,13 +522,13 @@ func TestValidationErrorFormat(t *testing.T) {
 
 func TestValidReplySubject(t *testing.T) {
 	for s, want := range map[string]bool{
-		"_INBOX.abc123":                           true,
-		"_INBOX.abc.def":                          true,
-		"_INBOX.":                                 false,
-		"_INBOX.*":                                false,
-		"_INBOX.a.>":                              false,
-		"_INBOX..a":                               false,
-		"_INBOX.a b":                              false,
+		"_INBOX.abc123":  true,
+		"_INBOX.abc.def": true,
+		"_INBOX.":        false,
+		"_INBOX.*":       false,
+		"_INBOX.a.>":     false,
+		"_INBOX..a":      false,
+		"_INBOX.a b":     false,
 		"$JS.API.STREAM.DELETE.TENANTGUARD_USAGE": false,
 		"tenantguard.usage.acme.api_request":      false,
 		"_inbox.abc":                              false,
