@@ -160,13 +160,7 @@ func (m *Metrics) Observe(e *event.Event, cost float64) {
 	m.mu.Lock()
 	t = m.tenants[e.TenantID]
 	if t == nil {
-		t = m.newTenant(strings.Clone(e.TenantID))
-		if m.capSource != nil {
-			if c, ok := m.capSource(t.id); ok && c > 0 && !math.IsInf(c, 0) {
-				t.spendCap = c
-			}
-		}
-		m.tenants[t.id] = t
+		t = m.trackLocked(e.TenantID)
 	}
 	t.record(m.layout, e, cost)
 	m.mu.Unlock()
@@ -225,11 +219,22 @@ func (m *Metrics) ObserveCorrection(e *event.CorrectionEffect) {
 	m.mu.Lock()
 	t = m.tenants[e.TenantID]
 	if t == nil {
-		t = m.newTenant(strings.Clone(e.TenantID))
-		m.tenants[t.id] = t
+		t = m.trackLocked(e.TenantID)
 	}
 	t.correct(e)
 	m.mu.Unlock()
+}
+
+// trackLocked starts tracking tenant, with its spend cap; m.mu is held.
+func (m *Metrics) trackLocked(id string) *tenant {
+	t := m.newTenant(strings.Clone(id))
+	if m.capSource != nil {
+		if c, ok := m.capSource(t.id); ok && c > 0 && !math.IsInf(c, 0) {
+			t.spendCap = c
+		}
+	}
+	m.tenants[t.id] = t
+	return t
 }
 
 func (t *tenant) correct(e *event.CorrectionEffect) {
