@@ -44,6 +44,8 @@ fuzz:
 	$(GO) test ./anomaly -run '^$$' -fuzz FuzzWarmStartRows -fuzztime $(FUZZTIME)
 	$(GO) test ./cmd/tenantguard -run '^$$' -fuzz FuzzConfigLoad -fuzztime $(FUZZTIME)
 	$(GO) test ./limiter -run '^$$' -fuzz FuzzDecisionVerify -fuzztime $(FUZZTIME)
+	$(GO) test ./collector/backfill -run '^$$' -fuzz FuzzImportParse -fuzztime $(FUZZTIME)
+	$(GO) test ./collector/correct -run '^$$' -fuzz FuzzDecodeRequest -fuzztime $(FUZZTIME)
 
 clean:
 	rm -rf bin .tenantguard

@@ -360,3 +360,29 @@ func TestMemoryPerTenant(t *testing.T) {
 		t.Fatalf("tenants %d, want %d", d.Stats().Tenants, n)
 	}
 }
+
+func TestCorrectionsNetOutOfSpend(t *testing.T) {
+	d, rec := newTestDetector(t, func(c *Config) { c.SpendCaps = map[string]float64{DefaultPlan: 100} })
+	ctx := context.Background()
+	day := time.Date(2026, 3, 10, 12, 0, 0, 0, time.UTC)
+	e := event.Event{TenantID: "acme", Kind: "api_request", Quantity: 1, Time: day}
+	d.Observe(&e, 35)
+	// A bug over-reported 30: the void takes it back out, so the next 10
+	// leave acme at 45%, under the 70% threshold.
+	d.Observe(&e, 30)
+	d.ObserveCorrection(&event.CorrectionEffect{TenantID: "acme", Kind: "api_request", Time: day, Count: -1, Cost: -30})
+	// A correction of last month's event changes nothing this month.
+	d.ObserveCorrection(&event.CorrectionEffect{TenantID: "acme", Kind: "api_request", Time: day.AddDate(0, -1, 0), Cost: -50})
+	e.Time = day.Add(time.Minute)
+	d.Observe(&e, 10)
+	d.Advance(ctx, day.Add(2*time.Minute))
+	if a := only(rec.Alerts(), MetricSpendCap); len(a) != 0 {
+		t.Fatalf("got %+v, want no spend alert at 75 - 30 = 45%%", a)
+	}
+	// An amendment up counts too: 45 + 30 = 75%.
+	d.ObserveCorrection(&event.CorrectionEffect{TenantID: "acme", Kind: "api_request", Time: day, Cost: 30})
+	d.Advance(ctx, day.Add(3*time.Minute))
+	if a := only(rec.Alerts(), MetricSpendCap); len(a) != 1 || a[0].Labels["threshold"] != "70" || a[0].Observed != 75 {
+		t.Fatalf("got %+v, want one 70%% alert at 75", a)
+	}
+}

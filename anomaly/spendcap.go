@@ -2,8 +2,11 @@ package anomaly
 
 import (
 	"fmt"
+	"math"
 	"strconv"
 	"time"
+
+	"github.com/tenantguard/tenantguard/collector/event"
 )
 
 // spendState tracks a tenant's spend in the current billing period (a UTC
@@ -36,6 +39,33 @@ func (s *spendState) add(sec int64, cost float64) {
 	from, to := monthBounds(sec)
 	s.from, s.to = uint32(from), uint32(to)
 	s.spend, s.fired = cost, 0
+}
+
+// correct books a correction's cost delta at sec, the corrected event's
+// time: only inside the current period, and never below zero. A period
+// that is over is not reopened.
+func (s *spendState) correct(sec int64, cost float64) {
+	if sec >= int64(s.from) && sec < int64(s.to) {
+		s.spend = max(0, s.spend+cost)
+	}
+}
+
+// ObserveCorrection nets an applied correction (a void, or an amendment
+// that changed the cost) out of the tenant's spend in the current month,
+// so spend-cap thresholds count what will be billed. An alert already
+// fired this month stays as it is. A tenant without spend state is left
+// alone: warm start reads spend from usage_1m, which already nets
+// corrections out. It is the correction service's observer hook.
+func (d *Detector) ObserveCorrection(e *event.CorrectionEffect) {
+	if e == nil || e.Cost == 0 || math.IsNaN(e.Cost) || math.IsInf(e.Cost, 0) {
+		return
+	}
+	sh := d.shard(e.TenantID)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if t := sh.tenants[e.TenantID]; t != nil {
+		t.sp.correct(e.Time.Unix(), e.Cost)
+	}
 }
 
 // thresholdLabel formats 0.9 as "90".

@@ -70,8 +70,10 @@ func usageErr(err error) error { return &exitError{code: 2, err: err} }
 
 func newExportBillingCmd(a *app) *cobra.Command {
 	var f exportFlags
+	var noRecord bool
+	var adjustFrom string
 	cmd := &cobra.Command{
-		Use:   "billing --from T --to T [--tenant T] [--format csv|json] [-o FILE]",
+		Use:   "billing --from T --to T [--tenant T] [--format csv|json] [-o FILE] [--no-record] [--adjust-from ID]",
 		Short: "Billing lines per tenant, kind and unit price, plus a total per tenant (docs/billing.md)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -79,7 +81,8 @@ func newExportBillingCmd(a *app) *cobra.Command {
 			if err != nil {
 				return usageErr(err)
 			}
-			req := billing.Request{From: from, To: to, Tenant: f.tenant, Format: billing.Format(f.format)}
+			req := billing.Request{From: from, To: to, Tenant: f.tenant, Format: billing.Format(f.format),
+				NoRecord: noRecord, AdjustFrom: adjustFrom}
 			if err := req.Validate(); err != nil {
 				return usageErr(err)
 			}
@@ -88,6 +91,12 @@ func newExportBillingCmd(a *app) *cobra.Command {
 				sum, err := x.Billing(ctx, w, req)
 				msg := fmt.Sprintf("%d lines, %d tenants, %d events, total %s %s",
 					sum.Lines, sum.Tenants, sum.Events, sum.Total.StringFixed(9), x.Currency())
+				if sum.Adjusted > 0 {
+					msg += fmt.Sprintf("; %d tenants adjusted by %s %s against earlier exports", sum.Adjusted, sum.Adjustment.StringFixed(9), x.Currency())
+				}
+				if sum.ExportID != "" {
+					msg += "; recorded as " + sum.ExportID
+				}
 				if sum.NonFinite > 0 {
 					msg += fmt.Sprintf("; warning: %d lines have a stored quantity that is not finite (left empty; amounts are exact)", sum.NonFinite)
 				}
@@ -97,6 +106,8 @@ func newExportBillingCmd(a *app) *cobra.Command {
 	}
 	f.register(cmd, "csv", "csv or json (NDJSON)")
 	cmd.Flags().StringVar(&f.tenant, "tenant", "", "only this tenant")
+	cmd.Flags().BoolVar(&noRecord, "no-record", false, "a preview: do not record this export of a closed period in billing_exports")
+	cmd.Flags().StringVar(&adjustFrom, "adjust-from", "", "adjust against this earlier export of the period (default: the latest that billed each tenant)")
 	return cmd
 }
 

@@ -65,6 +65,8 @@ func (a *app) root() *cobra.Command {
 		newReleaseCmd(a),
 		newDecisionsCmd(a),
 		newKeygenCmd(a),
+		newCorrectCmd(a),
+		newImportCmd(a),
 	)
 	return root
 }

@@ -8,6 +8,13 @@
 // blocks or drops according to the overflow policy; drops and errors are
 // counted in Stats and never silent.
 //
+// Correct voids or amends events already stored: it publishes the
+// corrections to the TENANTGUARD_CORRECTIONS stream, which the daemon
+// applies one request at a time, and waits for the outcome on an _INBOX.
+// subject (applied, duplicate or refused with a reason). It needs publish
+// rights on tenantguard.corrections.<tenant_id> and subscribe rights on
+// _INBOX.>.
+//
 // Lifecycle: New, Emit from any goroutine, Flush to wait for delivery,
 // Close to flush and stop. It imports nats.go and the event package only.
 package emit

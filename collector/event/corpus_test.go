@@ -156,6 +156,7 @@ var allReasons = []Reason{
 	ReasonTooLarge, ReasonInvalidJSON, ReasonWrongType, ReasonMissingField, ReasonBadID,
 	ReasonBadTenantID, ReasonUnknownKind, ReasonBadTime, ReasonTimeInFuture, ReasonTooLate,
 	ReasonBadQuantity, ReasonBadAttrs, ReasonBadField, ReasonSubjectMismatch, ReasonIDMismatch,
+	ReasonUnknownEvent, ReasonAlreadyVoided, ReasonNoChange,
 }
 
 func knownReason(r Reason) bool {

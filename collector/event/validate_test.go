@@ -519,3 +519,22 @@ func TestValidationErrorFormat(t *testing.T) {
 		t.Errorf("errors.As: got %v", target)
 	}
 }
+
+func TestValidReplySubject(t *testing.T) {
+	for s, want := range map[string]bool{
+		"_INBOX.abc123":  true,
+		"_INBOX.abc.def": true,
+		"_INBOX.":        false,
+		"_INBOX.*":       false,
+		"_INBOX.a.>":     false,
+		"_INBOX..a":      false,
+		"_INBOX.a b":     false,
+		"$JS.API.STREAM.DELETE.TENANTGUARD_USAGE": false,
+		"tenantguard.usage.acme.api_request":      false,
+		"_inbox.abc":                              false,
+	} {
+		if got := ValidReplySubject(s); got != want {
+			t.Errorf("ValidReplySubject(%q) = %v, want %v", s, got, want)
+		}
+	}
+}

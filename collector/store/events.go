@@ -257,17 +257,40 @@ func (s *Store) DropPartitionsBefore(ctx context.Context, cutoff time.Time) ([]s
 	return parts, nil
 }
 
-// DeleteTenant removes every row of tenant from events, usage_1m, anomalies
-// and decisions. It is an asynchronous ClickHouse mutation per table: rows
-// disappear when it completes (see system.mutations).
+// DeleteTenant removes every row of tenant from events, corrections,
+// usage_1m, anomalies and decisions. It is an asynchronous ClickHouse
+// mutation per table: rows disappear when it completes (see
+// system.mutations, and WaitMutations). The billing_exports records of
+// what was invoiced stay.
 func (s *Store) DeleteTenant(ctx context.Context, tenant string) error {
 	if !event.ValidTenantID(tenant) {
 		return fmt.Errorf("delete tenant: invalid tenant id %q", tenant)
 	}
-	for _, t := range []string{"events", "usage_1m", "anomalies", "decisions"} {
+	for _, t := range []string{"events", "corrections", "usage_1m", "anomalies", "decisions"} {
 		if err := s.conn.Exec(ctx, "ALTER TABLE "+s.Table(t)+" DELETE WHERE tenant_id = ?", tenant); err != nil {
 			return fmt.Errorf("delete tenant from %s: %w", t, err)
 		}
 	}
 	return nil
+}
+
+// WaitMutations waits until no mutation of the store's tables is pending,
+// polling every interval: DeleteTenant's rows are gone, and inserts made
+// after it are safe from it, once it returns nil.
+func (s *Store) WaitMutations(ctx context.Context, interval time.Duration) error {
+	for {
+		var pending uint64
+		err := s.conn.QueryRow(ctx, "SELECT count() FROM system.mutations WHERE database = ? AND is_done = 0", s.cfg.Database).Scan(&pending)
+		if err != nil {
+			return fmt.Errorf("read system.mutations: %w", err)
+		}
+		if pending == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%d mutations still pending: %w", pending, ctx.Err())
+		case <-time.After(interval):
+		}
+	}
 }

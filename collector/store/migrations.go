@@ -139,6 +139,72 @@ ORDER BY (database, queryid, userid)`}},
 		`ALTER TABLE {db}.decisions ADD COLUMN reject_reason String`,
 		`ALTER TABLE {db}.decisions ADD COLUMN raw String`,
 	}},
+	// Corrections void or amend stored events. Each row holds the deltas it
+	// makes at the original's time; the second view adds them to usage_1m
+	// (count and errors are UInt64 there, so a -1 is written as 2^64-1:
+	// every sum(count) wraps back to the exact total). One partition, so a
+	// batch of corrections is stored by one atomic insert.
+	{7, "corrections", []string{`
+CREATE TABLE IF NOT EXISTS {db}.corrections (
+    tenant_id      String,
+    kind           String,
+    time           DateTime,
+    time_ms        UInt16,
+    event_id       String,
+    correction_id  String,
+    seq            UInt32,
+    action         String,
+    quantity       Float64,
+    delta_count    Int64,
+    delta_quantity Float64,
+    delta_cost     Decimal(18, 9),
+    delta_errors   Int64,
+    unit_price     Decimal(18, 9),
+    price_version  String,
+    plan           String,
+    reason         String,
+    corrected_by   String,
+    forced         UInt8,
+    corrected_at   DateTime
+) ENGINE = MergeTree
+ORDER BY (tenant_id, kind, time, event_id)`, `
+CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.usage_1m_corrections_mv TO {db}.usage_1m AS
+SELECT
+    tenant_id,
+    kind,
+    toStartOfMinute(time) AS minute,
+    toUInt64(sum(delta_count)) AS count,
+    sum(delta_quantity) AS quantity,
+    toDecimal128(sum(delta_cost), 9) AS cost,
+    toUInt64(sum(delta_errors)) AS errors,
+    toUInt64(0) AS latency_count,
+    quantilesTDigestStateIf(0.5, 0.95, 0.99)(toFloat32(0), 0) AS latency
+FROM {db}.corrections
+GROUP BY tenant_id, kind, minute`}},
+	// billing_exports records what each billing export of a closed period
+	// covered: one "export" row per export, then its usage and tenant_total
+	// lines. A later export of the same period adjusts against it. One
+	// export is one insert into one partition, so it is recorded whole.
+	{8, "billing_exports", []string{`
+CREATE TABLE IF NOT EXISTS {db}.billing_exports (
+    export_id      String,
+    period_from    String,
+    period_to      String,
+    scope          String,
+    generated_at   DateTime,
+    line_type      String,
+    tenant_id      String,
+    kind           String,
+    unit_price     Decimal(18, 9),
+    price_version  String,
+    events         Int64,
+    quantity       Float64,
+    amount         Decimal(38, 9),
+    amount_rounded Decimal(38, 9),
+    currency       String
+) ENGINE = MergeTree
+PARTITION BY toYYYYMM(generated_at)
+ORDER BY (period_from, period_to, generated_at, export_id, tenant_id, kind, unit_price)`}},
 }
 
 // addColumnRE matches the statements Migrate skips when the column exists.

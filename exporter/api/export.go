@@ -94,15 +94,23 @@ func setStreamHeaders(w http.ResponseWriter, contentType, filename string) {
 	h.Set("X-Content-Type-Options", "nosniff")
 }
 
+// HeaderExportID carries the id a billing export is recorded under.
+const HeaderExportID = "X-Tenantguard-Export-Id"
+
 func stamp(t time.Time) string { return t.UTC().Format("20060102T150405Z") }
 
 // billingExport: GET /api/v1/billing/export?from&to[&tenant]&format=csv|json
-// (admin, billing). json is NDJSON (application/x-ndjson).
+// [&record=false][&adjust_from=ID] (admin, billing). json is NDJSON
+// (application/x-ndjson). An export of a closed period is recorded (its id
+// in the X-Tenantguard-Export-Id header) unless record=false, and adjusts
+// against the earlier export of the period (docs/billing.md).
 func (s *Server) billingExport(w http.ResponseWriter, r *http.Request, caller principal, _ string) {
 	p := parseParams(r.URL.RawQuery)
 	from, to := p.timeRange(s.cfg.MaxRange)
 	tenant := p.tenant("tenant")
 	format := p.enum("format", "csv", "csv", "json", "ndjson") // ndjson: an alias of json
+	record := p.enum("record", "true", "true", "false")
+	adjustFrom, _ := p.get("adjust_from")
 	if err := p.done(); err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
@@ -112,9 +120,12 @@ func (s *Server) billingExport(w http.ResponseWriter, r *http.Request, caller pr
 		name += "-" + tenant
 	}
 	s.stream(w, r, caller, name, format, "billing", func(ctx context.Context, sw *streamWriter) error {
-		sum, err := s.exp.Billing(ctx, sw, billing.Request{From: from, To: to, Tenant: tenant, Format: billing.Format(format)})
+		sum, err := s.exp.Billing(ctx, sw, billing.Request{From: from, To: to, Tenant: tenant, Format: billing.Format(format),
+			NoRecord: record == "false", AdjustFrom: adjustFrom,
+			ExportID: func(id string) { w.Header().Set(HeaderExportID, id) }})
 		if err == nil {
-			s.log.Info("billing export", "tenant", tenant, "count", sum.Lines, "events", sum.Events)
+			s.log.Info("billing export", "tenant", tenant, "count", sum.Lines, "events", sum.Events,
+				"export_id", sum.ExportID, "adjusted", sum.Adjusted)
 		}
 		if sum.NonFinite > 0 {
 			s.log.Warn("billing export: stored quantities that are not finite were left empty", "tenant", tenant, "count", sum.NonFinite)

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/shopspring/decimal"
+
+	"github.com/tenantguard/tenantguard/collector/store"
 )
 
 // BenchmarkBillingExport1M exports a month of 1M events over 1k tenants, the
@@ -23,11 +25,31 @@ func BenchmarkBillingExport1M(b *testing.B) {
 	insertGen(b, st, events, tenants, t0, t1, 42)
 	b.Logf("inserted %d events over %d tenants in %s", events, tenants, time.Since(start).Round(time.Millisecond))
 	ctx := context.Background()
+	voided := voidSome(b, st, 10_000)
+
+	b.Run("raw_query_events_only", func(b *testing.B) {
+		// The aggregation without the corrections side: what netting costs.
+		cond, args := timeCond(t0, t1)
+		q := "SELECT tenant_id, kind, unit_price, arrayStringConcat(arraySort(groupUniqArray(price_version)), '|'), " +
+			"toInt64(count()), sum(quantity), sum(cost) FROM " + x.table("events") + " WHERE " + cond +
+			" GROUP BY tenant_id, kind, unit_price ORDER BY tenant_id, kind, unit_price"
+		for b.Loop() {
+			rows, err := st.Conn().Query(ctx, q, args...)
+			if err != nil {
+				b.Fatal(err)
+			}
+			for rows.Next() {
+			}
+			rows.Close()
+		}
+		b.ReportMetric(float64(events)*float64(b.N)/b.Elapsed().Seconds(), "events/s")
+	})
 
 	b.Run("raw_query", func(b *testing.B) {
 		b.ReportAllocs()
 		cond, args := timeCond(t0, t1)
-		q := fmt.Sprintf(billingQuery, x.table("events"), cond, "")
+		q := fmt.Sprintf(billingQuery, x.table("events"), x.table("corrections"), cond, "")
+		args = append(args, args...)
 		for b.Loop() {
 			rows, err := st.Conn().Query(ctx, q, args...)
 			if err != nil {
@@ -36,7 +58,7 @@ func BenchmarkBillingExport1M(b *testing.B) {
 			var (
 				tenant, kind, versions string
 				unit, amount           decimal.Decimal
-				n                      uint64
+				n                      int64
 				qty                    float64
 			)
 			for rows.Next() {
@@ -56,7 +78,7 @@ func BenchmarkBillingExport1M(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				if sum.Events != events || sum.Tenants != tenants {
+				if sum.Events != events-voided || sum.Tenants != tenants {
 					b.Fatalf("exported %d events over %d tenants, want %d over %d", sum.Events, sum.Tenants, events, tenants)
 				}
 			}
@@ -64,6 +86,51 @@ func BenchmarkBillingExport1M(b *testing.B) {
 			b.ReportMetric(float64(events)*float64(b.N)/b.Elapsed().Seconds(), "events/s")
 		})
 	}
+	b.Run("export_csv_recorded", func(b *testing.B) {
+		// As if the month were over: each export is recorded in
+		// billing_exports and compared with the one before it.
+		x.now = func() time.Time { return t1.Add(time.Hour) }
+		defer func() { x.now = time.Now }()
+		for b.Loop() {
+			sum, err := x.Billing(ctx, io.Discard, Request{From: t0, To: t1, Format: FormatCSV})
+			if err != nil || sum.ExportID == "" {
+				b.Fatalf("recorded export: %q %v", sum.ExportID, err)
+			}
+		}
+		b.ReportMetric(b.Elapsed().Seconds()/float64(b.N), "s/export")
+	})
+}
+
+// voidSome stores void corrections of n of the stored events, as the
+// Applier would, and returns n.
+func voidSome(b *testing.B, st *store.Store, n int) int64 {
+	b.Helper()
+	ctx := context.Background()
+	rows, err := st.Conn().Query(ctx, "SELECT tenant_id, kind, time, time_ms, id, quantity, unit_price, cost FROM "+
+		st.Table("events")+" LIMIT ?", n)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var cs []store.CorrectionRow
+	for rows.Next() {
+		var r store.CorrectionRow
+		var ms uint16
+		var qty float64
+		var cost decimal.Decimal
+		if err := rows.Scan(&r.TenantID, &r.Kind, &r.Time, &ms, &r.EventID, &qty, &r.UnitPrice, &cost); err != nil {
+			b.Fatal(err)
+		}
+		r.Time = r.Time.Add(time.Duration(ms) * time.Millisecond)
+		r.CorrectionID, r.Seq, r.Action = "v-"+r.EventID, 1, "void"
+		r.DeltaCount, r.DeltaQty, r.DeltaCost = -1, -qty, cost.Neg()
+		r.Reason, r.By, r.CorrectedAt = "bench", "bench", time.Now()
+		cs = append(cs, r)
+	}
+	rows.Close()
+	if err := st.InsertCorrections(ctx, cs); err != nil {
+		b.Fatal(err)
+	}
+	return int64(len(cs))
 }
 
 // BenchmarkEventsExport measures the raw-events (portability) export of one

@@ -45,6 +45,11 @@ const (
 const (
 	LineUsage       = "usage"
 	LineTenantTotal = "tenant_total"
+	// LineAdjustment is the difference of one usage line (tenant, kind,
+	// unit price) against an earlier export of the same period.
+	LineAdjustment = "adjustment"
+	// LineAdjustmentTotal is the difference of a tenant's total.
+	LineAdjustmentTotal = "adjustment_total"
 )
 
 // BillingColumns is the CSV header of the billing export, in order. It is a
@@ -52,6 +57,7 @@ const (
 var BillingColumns = []string{
 	"tenant_id", "line_type", "kind", "unit_price", "price_version", "events",
 	"quantity", "amount", "amount_rounded", "currency", "period_from", "period_to",
+	"adjusts_export_id", "adjusts_generated_at",
 }
 
 // Line is one line of the billing export; its JSON form is one NDJSON line.
@@ -62,13 +68,17 @@ type Line struct {
 	Kind          string   `json:"kind"`           // empty on tenant_total
 	UnitPrice     *string  `json:"unit_price"`     // null on tenant_total
 	PriceVersion  string   `json:"price_version"`  // versions joined by "|"; empty on tenant_total
-	Events        uint64   `json:"events"`         // number of raw events
+	Events        int64    `json:"events"`         // number of raw events (a difference on adjustments)
 	Quantity      *float64 `json:"quantity"`       // null on tenant_total (units differ by kind)
 	Amount        string   `json:"amount"`         // exact sum(cost), 9 decimals
 	AmountRounded string   `json:"amount_rounded"` // rounded to the currency's minor unit
 	Currency      string   `json:"currency"`       // ISO 4217
 	PeriodFrom    string   `json:"period_from"`    // RFC 3339, inclusive
 	PeriodTo      string   `json:"period_to"`      // RFC 3339, exclusive
+	// AdjustsExportID and AdjustsGeneratedAt name the earlier export an
+	// adjustment line is the difference against; empty on other lines.
+	AdjustsExportID    string `json:"adjusts_export_id"`
+	AdjustsGeneratedAt string `json:"adjusts_generated_at"`
 }
 
 // Request selects what to export.
@@ -76,21 +86,39 @@ type Request struct {
 	From, To time.Time // From inclusive, To exclusive
 	Tenant   string    // optional: one tenant only
 	Format   Format    // csv or json (ndjson is accepted as json)
+	// NoRecord keeps an export of a closed period (To not after now) out
+	// of billing_exports: a preview, which later exports do not adjust
+	// against. Exports of open periods are never recorded.
+	NoRecord bool
+	// AdjustFrom names the earlier export of the same period to adjust
+	// against. Empty: per tenant, the latest recorded export of the period
+	// that covered it.
+	AdjustFrom string
 	// Progress, when set, is called with the number of lines written so
 	// far, every ProgressEvery lines and once at the end.
 	Progress func(rows int64)
+	// ExportID, when set, is called with the id the export will be
+	// recorded under, before the first byte is written.
+	ExportID func(id string)
 }
 
 // Summary describes a finished export.
 type Summary struct {
 	Lines   int64           // lines written, header excluded
 	Tenants int64           // tenants with at least one event
-	Events  uint64          // raw events covered
-	Total   decimal.Decimal // exact sum of every amount
+	Events  int64           // raw events covered, net of voids
+	Total   decimal.Decimal // exact sum of every usage amount
 	// NonFinite counts usage lines whose stored quantity sums to NaN or
 	// ±Inf (rows stored before events were bounded): their quantity is
 	// written empty (CSV) or null (JSON), and their amounts stay exact.
 	NonFinite int64
+	// ExportID is the id the export was recorded under in
+	// billing_exports; empty when it was not recorded.
+	ExportID string
+	// Adjusted counts tenants with adjustment lines; Adjustment is the sum
+	// of their adjustment_total amounts (negative: a credit).
+	Adjusted   int64
+	Adjustment decimal.Decimal
 }
 
 // ProgressEvery is how many rows pass between two Progress calls.
@@ -104,6 +132,7 @@ const bufferSize = 64 << 10
 type Exporter struct {
 	cfg Config
 	db  DB
+	now func() time.Time
 }
 
 // New checks cfg and returns an Exporter reading through db.
@@ -117,7 +146,7 @@ func New(cfg Config, db DB) (*Exporter, error) {
 	if !store.ValidIdent(db.Database()) {
 		return nil, fmt.Errorf("billing: database name %q is not a plain identifier", db.Database())
 	}
-	return &Exporter{cfg: cfg, db: db}, nil
+	return &Exporter{cfg: cfg, db: db, now: time.Now}, nil
 }
 
 // Close is a no-op: the Exporter owns no connection or goroutine.
@@ -141,25 +170,59 @@ func (r Request) Validate() error {
 	default:
 		return fmt.Errorf("%w: format: %q must be csv or json", ErrInvalid, r.Format)
 	}
+	if r.AdjustFrom != "" && !validExportID(r.AdjustFrom) {
+		return fmt.Errorf("%w: adjust_from: %q is not an export id", ErrInvalid, clipID(r.AdjustFrom))
+	}
 	return nil
 }
 
+// billingQuery aggregates the events of the period per tenant, kind and
+// unit price, and nets out the corrections of those events (stored at the
+// original's time and unit price). A line whose events were all voided
+// disappears.
 const billingQuery = `SELECT tenant_id, kind, unit_price,
-    arrayStringConcat(arraySort(groupUniqArray(price_version)), '|') AS price_versions,
-    count() AS events, sum(quantity) AS quantity, sum(cost) AS amount
-FROM %s
-WHERE %s%s
+    arrayStringConcat(arraySort(groupUniqArrayArray(versions)), '|') AS price_versions,
+    sum(n) AS events, sum(q) AS quantity, sum(a) AS amount
+FROM (
+    SELECT tenant_id, kind, unit_price, groupUniqArray(price_version) AS versions,
+        toInt64(count()) AS n, sum(quantity) AS q, sum(cost) AS a
+    FROM %[1]s
+    WHERE %[3]s%[4]s
+    GROUP BY tenant_id, kind, unit_price
+    UNION ALL
+    SELECT tenant_id, kind, unit_price, emptyArrayString() AS versions,
+        sum(delta_count) AS n, sum(delta_quantity) AS q, sum(delta_cost) AS a
+    FROM %[2]s
+    WHERE %[3]s%[4]s
+    GROUP BY tenant_id, kind, unit_price
+)
 GROUP BY tenant_id, kind, unit_price
+HAVING events != 0
 ORDER BY tenant_id, kind, unit_price`
 
 // Billing writes the billing export for req to w. ClickHouse aggregates; the
 // rows come back ordered by tenant, so one tenant's lines are buffered at a
-// time to spread the minor-unit rounding, and everything else streams. On
-// error, part of the export may already be written.
+// time to spread the minor-unit rounding, and everything else streams. When
+// an earlier export of the same period was recorded, each tenant whose
+// lines changed since gets adjustment lines after its total. An export of a
+// closed period is recorded once it is written whole. On error, part of the
+// export may already be written, and nothing is recorded.
 func (x *Exporter) Billing(ctx context.Context, w io.Writer, req Request) (Summary, error) {
-	var sum Summary
+	sum := Summary{Total: decimal.Zero, Adjustment: decimal.Zero}
 	if err := req.Validate(); err != nil {
 		return sum, err
+	}
+	now := x.now().UTC()
+	prev, err := x.previous(ctx, req)
+	if err != nil {
+		return sum, err
+	}
+	var rec *recorder
+	if !req.NoRecord && !req.To.After(now) {
+		rec = newRecorder(req, now)
+		if req.ExportID != nil {
+			req.ExportID(rec.id)
+		}
 	}
 	cond, args := timeCond(req.From, req.To)
 	tenantCond := ""
@@ -167,102 +230,159 @@ func (x *Exporter) Billing(ctx context.Context, w io.Writer, req Request) (Summa
 		tenantCond = " AND tenant_id = ?"
 		args = append(args, req.Tenant)
 	}
-	rows, err := x.db.Conn().Query(ctx, fmt.Sprintf(billingQuery, x.table("events"), cond, tenantCond), args...)
+	args = append(args, args...) // once per side of the UNION
+	rows, err := x.db.Conn().Query(ctx, fmt.Sprintf(billingQuery, x.table("events"), x.table("corrections"), cond, tenantCond), args...)
 	if err != nil {
 		return sum, fmt.Errorf("billing query: %w", err)
 	}
 	defer rows.Close()
 
-	out := newLineWriter(w, req.Format)
-	if err := out.header(); err != nil {
+	r := &billingRun{x: x, req: req, sum: &sum, prev: prev, rec: rec, out: newLineWriter(w, req.Format),
+		from: formatPeriod(req.From), to: formatPeriod(req.To)}
+	if err := r.out.header(); err != nil {
 		return sum, err
 	}
-	from, to := formatPeriod(req.From), formatPeriod(req.To)
-	sum.Total = decimal.Zero
-	var (
-		cur      string
-		lines    []Line
-		amounts  []decimal.Decimal
-		total    decimal.Decimal
-		events   uint64
-		reported int64
-	)
-	flushTenant := func() error {
-		if len(lines) == 0 {
-			return nil
-		}
-		rounded, totalRounded := spreadRounding(amounts, x.cfg.MinorUnits)
-		for i := range lines {
-			lines[i].AmountRounded = rounded[i].StringFixed(x.cfg.MinorUnits)
-			if err := out.line(&lines[i]); err != nil {
-				return err
-			}
-		}
-		t := Line{
-			TenantID: cur, LineType: LineTenantTotal, Events: events,
-			Amount: total.StringFixed(9), AmountRounded: totalRounded.StringFixed(x.cfg.MinorUnits),
-			Currency: x.cfg.Currency, PeriodFrom: from, PeriodTo: to,
-		}
-		if err := out.line(&t); err != nil {
-			return err
-		}
-		sum.Lines += int64(len(lines)) + 1
-		sum.Tenants++
-		sum.Events += events
-		sum.Total = sum.Total.Add(total)
-		if req.Progress != nil && sum.Lines-reported >= ProgressEvery {
-			reported = sum.Lines
-			req.Progress(sum.Lines)
-		}
-		lines, amounts = lines[:0], amounts[:0]
-		total, events = decimal.Zero, 0
-		return nil
-	}
+	var cur tenantLines
 	for rows.Next() {
 		var (
 			tenant, kind, versions string
 			unit, amount           decimal.Decimal
-			n                      uint64
+			n                      int64
 			qty                    float64
 		)
 		if err := rows.Scan(&tenant, &kind, &unit, &versions, &n, &qty, &amount); err != nil {
 			return sum, fmt.Errorf("billing scan: %w", err)
 		}
-		if tenant != cur {
-			if err := flushTenant(); err != nil {
+		if tenant != cur.tenant {
+			if err := r.flushTenant(&cur); err != nil {
 				return sum, err
 			}
-			cur = tenant
+			cur.reset(tenant)
 		}
-		price := unit.StringFixed(9)
-		var q *float64
-		if math.IsNaN(qty) || math.IsInf(qty, 0) {
-			sum.NonFinite++
-		} else {
-			q = &qty
-		}
-		lines = append(lines, Line{
-			TenantID: tenant, LineType: LineUsage, Kind: kind, UnitPrice: &price,
-			PriceVersion: versions, Events: n, Quantity: q, Amount: amount.StringFixed(9),
-			Currency: x.cfg.Currency, PeriodFrom: from, PeriodTo: to,
-		})
-		amounts = append(amounts, amount)
-		total = total.Add(amount)
-		events += n
+		cur.add(usageLine{kind: kind, unit: unit, versions: versions, events: n, qty: qty, amount: amount})
 	}
 	if err := rows.Err(); err != nil {
 		return sum, fmt.Errorf("billing rows: %w", err)
 	}
-	if err := flushTenant(); err != nil {
+	if err := r.flushTenant(&cur); err != nil {
 		return sum, err
 	}
-	if err := out.flush(); err != nil {
+	if err := r.creditsBefore(""); err != nil {
 		return sum, err
+	}
+	if err := r.out.flush(); err != nil {
+		return sum, err
+	}
+	if rec != nil {
+		if err := x.record(ctx, rec); err != nil {
+			return sum, err
+		}
+		sum.ExportID = rec.id
 	}
 	if req.Progress != nil {
 		req.Progress(sum.Lines)
 	}
 	return sum, nil
+}
+
+// usageLine is one aggregated row of the billing query, with its rounding.
+type usageLine struct {
+	kind     string
+	unit     decimal.Decimal
+	versions string
+	events   int64
+	qty      float64
+	amount   decimal.Decimal
+	rounded  decimal.Decimal
+}
+
+// tenantLines are the usage lines of the tenant being exported.
+type tenantLines struct {
+	tenant  string
+	lines   []usageLine
+	total   decimal.Decimal
+	rounded decimal.Decimal
+	events  int64
+}
+
+func (t *tenantLines) reset(tenant string) {
+	t.tenant, t.lines, t.total, t.rounded, t.events = tenant, t.lines[:0], decimal.Zero, decimal.Zero, 0
+}
+
+func (t *tenantLines) add(l usageLine) {
+	t.lines = append(t.lines, l)
+	t.total = t.total.Add(l.amount)
+	t.events += l.events
+}
+
+// billingRun is the state of one billing export while it streams.
+type billingRun struct {
+	x        *Exporter
+	req      Request
+	sum      *Summary
+	prev     *previousExports // nil: nothing to adjust against
+	rec      *recorder        // nil: not recorded
+	out      *lineWriter
+	from, to string
+	reported int64
+}
+
+// flushTenant writes a tenant's usage lines and total, then its adjustment
+// lines; tenants that only the earlier export billed come first, in order.
+func (r *billingRun) flushTenant(t *tenantLines) error {
+	if t.tenant == "" {
+		return nil
+	}
+	if err := r.creditsBefore(t.tenant); err != nil {
+		return err
+	}
+	cfg := r.x.cfg
+	amounts := make([]decimal.Decimal, len(t.lines))
+	for i := range t.lines {
+		amounts[i] = t.lines[i].amount
+	}
+	rounded, totalRounded := spreadRounding(amounts, cfg.MinorUnits)
+	t.rounded = totalRounded
+	for i := range t.lines {
+		u := &t.lines[i]
+		u.rounded = rounded[i]
+		price := u.unit.StringFixed(9)
+		l := Line{
+			TenantID: t.tenant, LineType: LineUsage, Kind: u.kind, UnitPrice: &price,
+			PriceVersion: u.versions, Events: u.events, Amount: u.amount.StringFixed(9),
+			AmountRounded: u.rounded.StringFixed(cfg.MinorUnits), Currency: cfg.Currency, PeriodFrom: r.from, PeriodTo: r.to,
+		}
+		if math.IsNaN(u.qty) || math.IsInf(u.qty, 0) {
+			r.sum.NonFinite++
+		} else {
+			q := u.qty
+			l.Quantity = &q
+		}
+		if err := r.out.line(&l); err != nil {
+			return err
+		}
+	}
+	total := Line{
+		TenantID: t.tenant, LineType: LineTenantTotal, Events: t.events,
+		Amount: t.total.StringFixed(9), AmountRounded: totalRounded.StringFixed(cfg.MinorUnits),
+		Currency: cfg.Currency, PeriodFrom: r.from, PeriodTo: r.to,
+	}
+	if err := r.out.line(&total); err != nil {
+		return err
+	}
+	r.rec.add(t)
+	r.sum.Lines += int64(len(t.lines)) + 1
+	r.sum.Tenants++
+	r.sum.Events += t.events
+	r.sum.Total = r.sum.Total.Add(t.total)
+	if err := r.adjust(t); err != nil {
+		return err
+	}
+	if r.req.Progress != nil && r.sum.Lines-r.reported >= ProgressEvery {
+		r.reported = r.sum.Lines
+		r.req.Progress(r.sum.Lines)
+	}
+	return nil
 }
 
 // spreadRounding rounds every amount to places decimals so that the rounded
@@ -347,8 +467,9 @@ func (lw *lineWriter) line(l *Line) error {
 	if l.Quantity != nil {
 		r[6] = strconv.FormatFloat(*l.Quantity, 'f', -1, 64)
 	}
-	r[4], r[5] = l.PriceVersion, strconv.FormatUint(l.Events, 10)
+	r[4], r[5] = l.PriceVersion, strconv.FormatInt(l.Events, 10)
 	r[7], r[8], r[9], r[10], r[11] = l.Amount, l.AmountRounded, l.Currency, l.PeriodFrom, l.PeriodTo
+	r[12], r[13] = l.AdjustsExportID, l.AdjustsGeneratedAt
 	return lw.writeCSV(r)
 }
 

@@ -29,6 +29,11 @@ type EventsRequest struct {
 	Tenant   string    // required
 	From, To time.Time // From inclusive, To exclusive
 	Format   Format    // ndjson (json is accepted) or csv
+	// AsStored writes the events as first stored. By default corrections
+	// apply: a voided event is left out, and an amended one carries its
+	// amended quantity and cost, so the export bills what the billing
+	// export bills and can be imported again as it is.
+	AsStored bool
 	// Progress, when set, is called with the number of events written so
 	// far, every ProgressEvery events and once at the end.
 	Progress func(rows int64)
@@ -70,6 +75,13 @@ func (x *Exporter) Events(ctx context.Context, w io.Writer, req EventsRequest) (
 	}
 	cond, args := timeCond(req.From, req.To)
 	args = append([]any{req.Tenant}, args...)
+	var fixes map[string]eventFix
+	if !req.AsStored {
+		var err error
+		if fixes, err = x.eventFixes(ctx, cond, args); err != nil {
+			return 0, err
+		}
+	}
 	ctx = clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{
 		"max_bytes_before_external_sort": int(x.cfg.MaxExternalSortBytes),
 		// Small blocks keep the driver's read-ahead (two blocks) small: a
@@ -112,6 +124,12 @@ func (x *Exporter) Events(ctx context.Context, w io.Writer, req EventsRequest) (
 		if err := rows.Scan(&e.ID, &e.TenantID, &e.Kind, &sec, &ms, &e.Quantity, &e.Service, &e.Route,
 			&e.UserID, &e.LatencyMs, &code, &isErr, &keys, &vals, &plan, &unit, &cost, &ver); err != nil {
 			return n, fmt.Errorf("events scan: %w", err)
+		}
+		if f, ok := fixes[e.ID]; ok {
+			if f.voided {
+				continue
+			}
+			e.Quantity, cost = f.qty, cost.Add(f.cost)
 		}
 		e.Time = sec.UTC().Add(time.Duration(ms) * time.Millisecond)
 		e.StatusCode, e.Error = int(code), isErr != 0
@@ -157,6 +175,49 @@ func (x *Exporter) Events(ctx context.Context, w io.Writer, req EventsRequest) (
 		req.Progress(n)
 	}
 	return n, nil
+}
+
+// eventFix is what the corrections of one event did to it.
+type eventFix struct {
+	voided bool
+	qty    float64         // the amended quantity
+	cost   decimal.Decimal // the sum of the cost deltas
+}
+
+// eventFixes reads the corrections of the tenant's events in the range
+// (cond and args select them, as they select the events). Corrections are
+// rare, so they are held in memory: one entry per corrected event.
+func (x *Exporter) eventFixes(ctx context.Context, cond string, args []any) (map[string]eventFix, error) {
+	rows, err := x.db.Conn().Query(ctx, "SELECT event_id, action, quantity, delta_cost FROM "+x.table("corrections")+
+		" WHERE tenant_id = ? AND "+cond+" ORDER BY event_id, seq", args...)
+	if err != nil {
+		return nil, fmt.Errorf("events corrections: %w", err)
+	}
+	defer rows.Close()
+	fixes := map[string]eventFix{}
+	for rows.Next() {
+		var (
+			id, action string
+			qty        float64
+			delta      decimal.Decimal
+		)
+		if err := rows.Scan(&id, &action, &qty, &delta); err != nil {
+			return nil, fmt.Errorf("events corrections: %w", err)
+		}
+		f, ok := fixes[id]
+		if !ok {
+			f.cost = decimal.Zero
+		}
+		f.cost = f.cost.Add(delta)
+		switch action {
+		case event.ActionVoid:
+			f.voided = true
+		case event.ActionAmend:
+			f.qty = qty
+		}
+		fixes[id] = f
+	}
+	return fixes, rows.Err()
 }
 
 // attrsMap rebuilds the attrs map from the two parallel arrays, reusing m.

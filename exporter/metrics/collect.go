@@ -15,6 +15,7 @@ const hysteresis = 2.0
 
 type descs struct {
 	events, quantity, errors, cost, latency *prometheus.Desc
+	corrections, corrected                  *prometheus.Desc
 	anomalies, throttled, spendCap          *prometheus.Desc
 	tracked, series, evictions              *prometheus.Desc
 }
@@ -32,6 +33,12 @@ func newDescs() descs {
 			"Events with error=true per tenant, all kinds.", t, nil),
 		cost: prometheus.NewDesc("tenantguard_tenant_cost_total",
 			"Cost of the tenant's events from the price book, in the price book's currency.", t, nil),
+		corrections: prometheus.NewDesc("tenantguard_tenant_corrections_total",
+			"Corrections (voids and amendments) applied to the tenant's stored events, per kind. The event, quantity and cost counters keep counting what was ingested.",
+			[]string{"tenant", "kind"}, nil),
+		corrected: prometheus.NewDesc("tenantguard_tenant_corrected_cost_total",
+			"Cost that corrections removed (direction=\"credit\") or added (direction=\"debit\"); the tenant's net cost is cost_total - credit + debit.",
+			[]string{"tenant", "direction"}, nil),
 		latency: prometheus.NewDesc("tenantguard_tenant_request_duration_seconds",
 			"Latency of api_request events per tenant, from latency_ms.", t, nil),
 		anomalies: prometheus.NewDesc("tenantguard_tenant_active_anomalies",
@@ -56,18 +63,29 @@ type collectState struct {
 	retired     counts // forgotten tenants' totals; part of the overflow
 	// last emitted overflow float values, to keep them monotonic against
 	// rounding when the set of summed tenants changes.
-	lastQty    map[string]float64
-	lastCost   float64
-	lastLatSum float64
-	evictIdle  uint64
-	evictMoved uint64
-	list       []*tenant
-	snaps      []counts
+	lastQty                   map[string]float64
+	lastCost                  float64
+	lastCredited, lastDebited float64
+	lastLatSum                float64
+	evictIdle                 uint64
+	evictMoved                uint64
+	list                      []*tenant
+	snaps                     []counts
 }
 
 func (s *collectState) init(l *histLayout) {
 	s.retired = counts{lat: newHist(l)}
 	s.lastQty = make(map[string]float64)
+}
+
+// corrected reports whether any correction was counted in c.
+func (c *counts) corrected() bool {
+	for _, k := range c.kinds {
+		if k.corrections > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // add merges o into c; kinds match by name.
@@ -76,9 +94,12 @@ func (c *counts) add(o *counts) {
 		i := c.kindIndex(k.kind)
 		c.kinds[i].events += k.events
 		c.kinds[i].qty += k.qty
+		c.kinds[i].corrections += k.corrections
 	}
 	c.errors += o.errors
 	c.cost += o.cost
+	c.credited += o.credited
+	c.debited += o.debited
 	c.lat.add(&o.lat)
 }
 
@@ -101,10 +122,13 @@ func (c *counts) sub(base *counts) counts {
 			if d.kinds[i].kind == b.kind {
 				d.kinds[i].events -= b.events
 				d.kinds[i].qty = math.Max(0, d.kinds[i].qty-b.qty)
+				d.kinds[i].corrections -= b.corrections
 			}
 		}
 	}
 	d.cost = math.Max(0, c.cost-base.cost)
+	d.credited = math.Max(0, c.credited-base.credited)
+	d.debited = math.Max(0, c.debited-base.debited)
 	d.lat = c.lat.sub(&base.lat)
 	return d
 }
@@ -112,7 +136,7 @@ func (c *counts) sub(base *counts) counts {
 // Describe implements prometheus.Collector.
 func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
 	d := m.descs
-	for _, x := range []*prometheus.Desc{d.events, d.quantity, d.errors, d.cost, d.latency,
+	for _, x := range []*prometheus.Desc{d.events, d.quantity, d.errors, d.cost, d.latency, d.corrections, d.corrected,
 		d.anomalies, d.throttled, d.spendCap, d.tracked, d.series, d.evictions} {
 		ch <- x
 	}
@@ -175,7 +199,7 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 		m.emitCounts(ch, t.id, &own)
 		over.add(&t.base)
 	}
-	if over.events() > 0 {
+	if over.events() > 0 || over.corrected() {
 		m.monotonicOverflow(&over)
 		m.emitCounts(ch, OverflowTenant, &over)
 	}
@@ -307,6 +331,8 @@ func (m *Metrics) monotonicOverflow(o *counts) {
 	}
 	o.cost = math.Max(o.cost, st.lastCost)
 	st.lastCost = o.cost
+	o.credited, o.debited = math.Max(o.credited, st.lastCredited), math.Max(o.debited, st.lastDebited)
+	st.lastCredited, st.lastDebited = o.credited, o.debited
 	o.lat.sum = math.Max(o.lat.sum, st.lastLatSum)
 	st.lastLatSum = o.lat.sum
 }
@@ -316,6 +342,13 @@ func (m *Metrics) emitCounts(ch chan<- prometheus.Metric, id string, c *counts) 
 	for _, k := range c.kinds {
 		ch <- prometheus.MustNewConstMetric(d.events, prometheus.CounterValue, float64(k.events), id, k.kind)
 		ch <- prometheus.MustNewConstMetric(d.quantity, prometheus.CounterValue, k.qty, id, k.kind)
+		if k.corrections > 0 {
+			ch <- prometheus.MustNewConstMetric(d.corrections, prometheus.CounterValue, float64(k.corrections), id, k.kind)
+		}
+	}
+	if c.credited > 0 || c.debited > 0 {
+		ch <- prometheus.MustNewConstMetric(d.corrected, prometheus.CounterValue, c.credited, id, "credit")
+		ch <- prometheus.MustNewConstMetric(d.corrected, prometheus.CounterValue, c.debited, id, "debit")
 	}
 	ch <- prometheus.MustNewConstMetric(d.errors, prometheus.CounterValue, float64(c.errors), id)
 	ch <- prometheus.MustNewConstMetric(d.cost, prometheus.CounterValue, c.cost, id)

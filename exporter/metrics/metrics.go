@@ -57,12 +57,16 @@ type counts struct {
 	errors uint64
 	cost   float64
 	lat    hist
+	// credited and debited are the cost that corrections removed (voids,
+	// amendments down) and added (amendments up).
+	credited, debited float64
 }
 
 type kindCount struct {
-	kind   string
-	events uint64
-	qty    float64
+	kind        string
+	events      uint64
+	qty         float64
+	corrections uint64
 }
 
 func (c *counts) clone() counts {
@@ -156,13 +160,7 @@ func (m *Metrics) Observe(e *event.Event, cost float64) {
 	m.mu.Lock()
 	t = m.tenants[e.TenantID]
 	if t == nil {
-		t = m.newTenant(strings.Clone(e.TenantID))
-		if m.capSource != nil {
-			if c, ok := m.capSource(t.id); ok && c > 0 && !math.IsInf(c, 0) {
-				t.spendCap = c
-			}
-		}
-		m.tenants[t.id] = t
+		t = m.trackLocked(e.TenantID)
 	}
 	t.record(m.layout, e, cost)
 	m.mu.Unlock()
@@ -193,6 +191,71 @@ func (t *tenant) record(l *histLayout, e *event.Event, cost float64) {
 	c.cost += cost
 	if e.Kind == event.KindAPIRequest {
 		c.lat.observe(l, e.LatencyMs/1000)
+	}
+	t.mu.Unlock()
+}
+
+// ObserveCorrection counts one applied correction of a stored event: it is
+// exported as tenantguard_tenant_corrections_total{tenant,kind} and, by
+// the sign of its cost, tenantguard_tenant_corrected_cost_total{tenant,
+// direction="credit"|"debit"}. The event counters are left as they were:
+// Prometheus counters never decrease. It is the correction service's
+// observer hook.
+func (m *Metrics) ObserveCorrection(e *event.CorrectionEffect) {
+	if e == nil {
+		return
+	}
+	m.mu.RLock()
+	t := m.tenants[e.TenantID]
+	if t == nil && !event.ValidTenantID(e.TenantID) {
+		t = m.invalid
+	}
+	if t != nil {
+		t.correct(e)
+		m.mu.RUnlock()
+		return
+	}
+	m.mu.RUnlock()
+	m.mu.Lock()
+	t = m.tenants[e.TenantID]
+	if t == nil {
+		t = m.trackLocked(e.TenantID)
+	}
+	t.correct(e)
+	m.mu.Unlock()
+}
+
+// trackLocked starts tracking tenant, with its spend cap; m.mu is held.
+func (m *Metrics) trackLocked(id string) *tenant {
+	t := m.newTenant(strings.Clone(id))
+	if m.capSource != nil {
+		if c, ok := m.capSource(t.id); ok && c > 0 && !math.IsInf(c, 0) {
+			t.spendCap = c
+		}
+	}
+	m.tenants[t.id] = t
+	return t
+}
+
+func (t *tenant) correct(e *event.CorrectionEffect) {
+	cost := e.Cost
+	if math.IsNaN(cost) || math.IsInf(cost, 0) {
+		cost = 0
+	}
+	t.mu.Lock()
+	c := &t.cur
+	i := 0
+	for i < len(c.kinds) && c.kinds[i].kind != e.Kind {
+		i++
+	}
+	if i == len(c.kinds) {
+		i = c.addKind(e.Kind)
+	}
+	c.kinds[i].corrections++
+	if cost < 0 {
+		c.credited -= cost
+	} else {
+		c.debited += cost
 	}
 	t.mu.Unlock()
 }

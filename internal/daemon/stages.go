@@ -91,6 +91,9 @@ func (d *Daemon) startStages(ctx context.Context, ready *readiness) error {
 		d.onClose(col.Close)
 		d.services = append(d.services, col.Run)
 		ready.collector.Store(col)
+		if err := d.startCorrections(observers); err != nil {
+			return err
+		}
 	}
 	return nil
 }
