@@ -41,7 +41,6 @@ const (
 	DefaultMaxTrackedStatements = 10000
 )
 
-
 type findingKey struct {
 	queryID int64
 	userID  uint32
