@@ -7,8 +7,8 @@ import (
 
 	"github.com/shopspring/decimal"
 
-	"github.com/tenantguard/tenantguard/collector/store"
 	"github.com/tenantguard/tenantguard/internal/testenv"
+	"github.com/tenantguard/tenantguard/internal/teststore"
 )
 
 // TestWarmStartFromClickHouse seeds usage_1m and anomalies in a real
@@ -20,16 +20,7 @@ func TestWarmStartFromClickHouse(t *testing.T) {
 	srv, db := testenv.ClickHouse(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	sc := store.DefaultConfig()
-	sc.Addr, sc.Database = []string{srv.Addr}, db
-	st, err := store.Open(ctx, sc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	if _, err := st.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
+	st := teststore.On(t, srv, db)
 	conn := st.Conn()
 
 	now := time.Date(2026, 3, 20, 12, 0, 30, 0, time.UTC)
@@ -128,16 +119,7 @@ func TestWarmStartSkipsNonFiniteRows(t *testing.T) {
 	srv, db := testenv.ClickHouse(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	sc := store.DefaultConfig()
-	sc.Addr, sc.Database = []string{srv.Addr}, db
-	st, err := store.Open(ctx, sc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	if _, err := st.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
+	st := teststore.On(t, srv, db)
 	now := time.Now().UTC()
 	at := now.Add(-30 * time.Minute).Truncate(time.Minute)
 	b, err := st.Conn().PrepareBatch(ctx, "INSERT INTO "+db+".events (tenant_id, kind, time, id, quantity, latency_ms)")

@@ -17,6 +17,7 @@ import (
 	"github.com/tenantguard/tenantguard/collector/pricing"
 	"github.com/tenantguard/tenantguard/collector/store"
 	"github.com/tenantguard/tenantguard/internal/testenv"
+	"github.com/tenantguard/tenantguard/internal/teststore"
 )
 
 func TestMain(m *testing.M) {
@@ -57,7 +58,7 @@ func newRig(t *testing.T, ch *testenv.ClickHouseServer) *rig {
 	if r.js, err = jetstream.New(r.nc); err != nil {
 		t.Fatal(err)
 	}
-	r.store = openStore(t, ch.Addr, r.db)
+	r.store = teststore.On(t, ch, r.db)
 	pc := pricing.DefaultConfig()
 	pc.Prices = map[string]string{"api_request": "0.0001", "ai_tokens": "0.000002"}
 	if r.book, err = pricing.New(pc, nil); err != nil {
@@ -67,21 +68,6 @@ func newRig(t *testing.T, ch *testenv.ClickHouseServer) *rig {
 		t.Fatal(err)
 	}
 	return r
-}
-
-func openStore(t *testing.T, addr, db string) *store.Store {
-	t.Helper()
-	cfg := store.DefaultConfig()
-	cfg.Addr, cfg.Database, cfg.ReadTimeout = []string{addr}, db, 30*time.Second
-	st, err := store.Open(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	if _, err := st.Migrate(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	return st
 }
 
 // start runs a collector in this process until the test ends.

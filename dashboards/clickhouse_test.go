@@ -13,6 +13,7 @@ import (
 	"github.com/tenantguard/tenantguard/collector/event"
 	"github.com/tenantguard/tenantguard/collector/store"
 	"github.com/tenantguard/tenantguard/internal/testenv"
+	"github.com/tenantguard/tenantguard/internal/teststore"
 )
 
 // expandClickHouse expands the grafana-clickhouse-datasource macros the way
@@ -54,16 +55,7 @@ func TestClickHousePanels(t *testing.T) {
 	}
 	ctx := context.Background()
 	srv, db := testenv.ClickHouse(t)
-	cfg := store.DefaultConfig()
-	cfg.Addr, cfg.Database = []string{srv.Addr}, db
-	st, err := store.Open(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	if _, err := st.Migrate(ctx); err != nil {
-		t.Fatalf("migrate: %v", err)
-	}
+	st := teststore.On(t, srv, db)
 
 	now := time.Now().UTC().Truncate(time.Second)
 	// Keep the data inside this month so month-to-date panels have rows.

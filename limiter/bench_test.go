@@ -206,7 +206,7 @@ func BenchmarkPropagation50(b *testing.B) {
 	for i := range ins {
 		ins[i] = start(b, srv.URL, nil)
 	}
-	waitFor(b, 10*time.Second, "50 instances", func() bool { return ins[n-1].Instances() == n })
+	testenv.Eventually(b, 10*time.Second, "50 instances", func() bool { return ins[n-1].Instances() == n })
 	for _, in := range ins {
 		in.mu.Lock()
 		in.onApply = func(keys []string) {

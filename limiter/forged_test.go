@@ -55,7 +55,7 @@ func TestForgedDecisionIgnored(t *testing.T) {
 	if _, err := pub.Put(ctx, real); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 2*time.Second, "the signed throttle applied", func() bool { r, _, ok := in.Limit("acme"); return ok && r == 5 })
+	testenv.Eventually(t, 2*time.Second, "the signed throttle applied", func() bool { r, _, ok := in.Limit("acme"); return ok && r == 5 })
 	signed, err := kv.Get(ctx, "acme")
 	if err != nil {
 		t.Fatal(err)
@@ -107,7 +107,7 @@ func TestForgedDecisionIgnored(t *testing.T) {
 		if err := c.write(c.key); err != nil {
 			t.Fatalf("%s: %v", c.name, err)
 		}
-		waitFor(t, 2*time.Second, c.name+": counted as "+c.reason, func() bool { return in.Rejected(c.reason) == before+1 })
+		testenv.Eventually(t, 2*time.Second, c.name+": counted as "+c.reason, func() bool { return in.Rejected(c.reason) == before+1 })
 		if r, b, ok := in.Limit("acme"); !ok || r != 5 || b != 5 {
 			t.Fatalf("%s: acme limit %v/%v/%v, want the signed throttle 5/s burst 5 kept", c.name, r, b, ok)
 		}
@@ -129,7 +129,7 @@ func TestForgedDecisionIgnored(t *testing.T) {
 	}
 	restarts := in.metrics.nWatchRestarts.Load()
 	srv.Restart(t)
-	waitFor(t, 10*time.Second, "the watch re-created after the restart", func() bool { return in.metrics.nWatchRestarts.Load() > restarts })
+	testenv.Eventually(t, 10*time.Second, "the watch re-created after the restart", func() bool { return in.metrics.nWatchRestarts.Load() > restarts })
 	time.Sleep(500 * time.Millisecond)
 	for _, r := range RejectReasons {
 		if got := in.Rejected(r); got != counts[r] {
@@ -150,7 +150,7 @@ func TestForgedDecisionIgnored(t *testing.T) {
 	if err := pub.Clear(ctx, "acme", ScopeAll, SourceManual); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 2*time.Second, "the signed release applied", func() bool { _, _, ok := in.Limit("acme"); return !ok })
+	testenv.Eventually(t, 2*time.Second, "the signed release applied", func() bool { _, _, ok := in.Limit("acme"); return !ok })
 }
 
 func put(kv jetstream.KeyValue, val []byte) func(string) error {
@@ -224,16 +224,16 @@ func TestInsecureAcceptUnsigned(t *testing.T) {
 	if err := put(kv, marshal(t, throttle("acme", 7, 7, SourceManual, time.Hour)))("acme"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 2*time.Second, "unsigned throttle applied", func() bool { r, _, ok := in.Limit("acme"); return ok && r == 7 })
+	testenv.Eventually(t, 2*time.Second, "unsigned throttle applied", func() bool { r, _, ok := in.Limit("acme"); return ok && r == 7 })
 	if err := put(kv, marshal(t, testSigner(t, 2).Sign("acme", throttle("acme", 1, 1, SourceManual, time.Hour))))("acme"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 2*time.Second, "unknown key rejected", func() bool { return in.Rejected(RejectUnknownKey) == 1 })
+	testenv.Eventually(t, 2*time.Second, "unknown key rejected", func() bool { return in.Rejected(RejectUnknownKey) == 1 })
 	if r, _, _ := in.Limit("acme"); r != 7 {
 		t.Fatalf("rate %v after a decision signed by an unknown key, want 7 kept", r)
 	}
 	if err := kv.Delete(context.Background(), "acme"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 2*time.Second, "delete applied", func() bool { _, _, ok := in.Limit("acme"); return !ok })
+	testenv.Eventually(t, 2*time.Second, "delete applied", func() bool { _, _, ok := in.Limit("acme"); return !ok })
 }

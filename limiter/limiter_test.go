@@ -10,6 +10,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
+
+	"github.com/tenantguard/tenantguard/internal/testenv"
 )
 
 func newLocal(t testing.TB, mod func(*Config), deps Deps) *Limiter {
@@ -141,7 +143,7 @@ func TestLocalExpiry(t *testing.T) {
 	if !l.AllowN("t1", time.Now().Add(time.Second), 1) {
 		t.Fatal("hot path ignored the expiry")
 	}
-	waitFor(t, 2*time.Second, "decision dropped after expiry", func() bool {
+	testenv.Eventually(t, 2*time.Second, "decision dropped after expiry", func() bool {
 		_, ok := l.Decision("t1", ScopeAll)
 		return !ok && len(l.snap.Load().tenants) == 0
 	})
@@ -253,17 +255,6 @@ func TestMetricsCardinality(t *testing.T) {
 	}
 	if overflow != 2 {
 		t.Fatalf("__overflow__ throttled = %v, want 2", overflow)
-	}
-}
-
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for: %s", timeout, what)
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 

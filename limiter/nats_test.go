@@ -121,7 +121,7 @@ func TestDecisionReaches50Instances(t *testing.T) {
 	for range 50 {
 		ins = append(ins, start(t, srv.URL, nil))
 	}
-	waitFor(t, 10*time.Second, "50 instances see each other", func() bool {
+	testenv.Eventually(t, 10*time.Second, "50 instances see each other", func() bool {
 		for _, in := range ins {
 			if in.Instances() != 50 {
 				return false
@@ -133,7 +133,7 @@ func TestDecisionReaches50Instances(t *testing.T) {
 	if _, err := pub.Put(ctx, throttle("noisy", 500, 100, SourceAnomaly, time.Minute)); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "all 50 apply the throttle", func() bool {
+	testenv.Eventually(t, 5*time.Second, "all 50 apply the throttle", func() bool {
 		for _, in := range ins {
 			if r, b, ok := in.Limit("noisy"); !ok || r != 10 || b != 2 {
 				return false
@@ -169,12 +169,12 @@ func TestExpiryAndRelease(t *testing.T) {
 	if _, err := pub.Put(ctx, throttle("long", 1, 1, SourceManual, time.Hour)); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 2*time.Second, "both applied", func() bool {
+	testenv.Eventually(t, 2*time.Second, "both applied", func() bool {
 		_, _, a := in.Limit("short")
 		_, _, b := in.Limit("long")
 		return a && b
 	})
-	waitFor(t, 2*time.Second, "short expires locally", func() bool { _, _, ok := in.Limit("short"); return !ok })
+	testenv.Eventually(t, 2*time.Second, "short expires locally", func() bool { _, _, ok := in.Limit("short"); return !ok })
 	if _, _, ok := in.Limit("long"); !ok {
 		t.Fatal("long decision gone too early")
 	}
@@ -188,7 +188,7 @@ func TestExpiryAndRelease(t *testing.T) {
 	if err := pub.Clear(ctx, "long", ScopeAll, SourceManual); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 2*time.Second, "release applied", func() bool { _, _, ok := in.Limit("long"); return !ok })
+	testenv.Eventually(t, 2*time.Second, "release applied", func() bool { _, _, ok := in.Limit("long"); return !ok })
 }
 
 func TestManualOutranksAutomatic(t *testing.T) {
@@ -208,16 +208,16 @@ func TestManualOutranksAutomatic(t *testing.T) {
 	if err := pub.Clear(ctx, "acme", ScopeAll, SourceSpendCap); !errors.Is(err, ErrManualOverride) {
 		t.Fatalf("automatic clear of live manual: got %v, want ErrManualOverride", err)
 	}
-	waitFor(t, 2*time.Second, "manual applied", func() bool { r, _, ok := in.Limit("acme"); return ok && r == 5 })
+	testenv.Eventually(t, 2*time.Second, "manual applied", func() bool { r, _, ok := in.Limit("acme"); return ok && r == 5 })
 	time.Sleep(900 * time.Millisecond)
 	if _, err := pub.Put(ctx, throttle("acme", 100, 100, SourceAnomaly, time.Hour)); err != nil {
 		t.Fatalf("automatic after the manual expired: %v", err)
 	}
-	waitFor(t, 2*time.Second, "automatic applied", func() bool { r, _, ok := in.Limit("acme"); return ok && r == 100 })
+	testenv.Eventually(t, 2*time.Second, "automatic applied", func() bool { r, _, ok := in.Limit("acme"); return ok && r == 100 })
 	if err := pub.Clear(ctx, "acme", ScopeAll, SourceAnomaly); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 2*time.Second, "cleared", func() bool { _, _, ok := in.Limit("acme"); return !ok })
+	testenv.Eventually(t, 2*time.Second, "cleared", func() bool { _, _, ok := in.Limit("acme"); return !ok })
 	// Clearing an absent key is a no-op, not an error.
 	if err := pub.Clear(ctx, "acme", ScopeAll, SourceAnomaly); err != nil {
 		t.Fatal(err)
@@ -235,7 +235,7 @@ func TestGlobalSplitJoinLeave(t *testing.T) {
 	var live []*instance
 	check := func(stage string, n int, start time.Time) time.Duration {
 		t.Helper()
-		waitFor(t, 2*time.Second, fmt.Sprintf("%s: %d instances converge", stage, n), func() bool {
+		testenv.Eventually(t, 2*time.Second, fmt.Sprintf("%s: %d instances converge", stage, n), func() bool {
 			for _, in := range live {
 				if r, b, ok := in.Limit("acme"); !ok || r != rate.Limit(global/float64(n)) || b != gburst/n {
 					return false
@@ -364,16 +364,16 @@ func TestNATSOutage(t *testing.T) {
 	for range 3 {
 		ins = append(ins, start(t, px.url(), nil))
 	}
-	waitFor(t, 3*time.Second, "3 instances", func() bool { return ins[0].Instances() == 3 })
+	testenv.Eventually(t, 3*time.Second, "3 instances", func() bool { return ins[0].Instances() == 3 })
 	if _, err := pub.Put(ctx, throttle("before", 30, 3, SourceManual, time.Hour)); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 2*time.Second, "decision applied", func() bool { _, b, ok := ins[2].Limit("before"); return ok && b == 1 })
+	testenv.Eventually(t, 2*time.Second, "decision applied", func() bool { _, b, ok := ins[2].Limit("before"); return ok && b == 1 })
 	baseline := hotPathNs(ins[0].Limiter)
 
 	// 1. Partition the limiters: the publisher keeps writing.
 	px.cut(true)
-	waitFor(t, 2*time.Second, "limiters disconnected", func() bool { return !ins[0].nc.IsConnected() })
+	testenv.Eventually(t, 2*time.Second, "limiters disconnected", func() bool { return !ins[0].nc.IsConnected() })
 	if _, err := pub.Put(ctx, throttle("during", 30, 3, SourceManual, time.Hour)); err != nil {
 		t.Fatal(err)
 	}
@@ -395,7 +395,7 @@ func TestNATSOutage(t *testing.T) {
 		t.Errorf("hot path during outage %.0f ns/op vs %.0f before", outage, baseline)
 	}
 	px.cut(false)
-	waitFor(t, 5*time.Second, "outage decisions arrive after reconnect", func() bool {
+	testenv.Eventually(t, 5*time.Second, "outage decisions arrive after reconnect", func() bool {
 		for _, in := range ins {
 			_, _, before := in.Limit("before")
 			_, _, during := in.Limit("during")
@@ -416,11 +416,11 @@ func TestNATSOutage(t *testing.T) {
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "publisher reconnects", func() bool {
+	testenv.Eventually(t, 5*time.Second, "publisher reconnects", func() bool {
 		_, err := pub.Put(ctx, throttle("after", 30, 3, SourceManual, time.Hour))
 		return err == nil
 	})
-	waitFor(t, 5*time.Second, "decision after restart arrives everywhere", func() bool {
+	testenv.Eventually(t, 5*time.Second, "decision after restart arrives everywhere", func() bool {
 		for _, in := range ins {
 			if _, _, ok := in.Limit("after"); !ok {
 				return false

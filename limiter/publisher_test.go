@@ -80,7 +80,7 @@ func TestForgedManualOutranksNothing(t *testing.T) {
 	if _, err := pub.Put(ctx, throttle("acme", 50, 50, SourceAnomaly, 5*time.Minute)); err != nil {
 		t.Fatalf("automatic over a forged manual decision: %v", err)
 	}
-	waitFor(t, 2*time.Second, "the automatic throttle applied", func() bool { r, _, ok := in.Limit("acme"); return ok && r == 50 })
+	testenv.Eventually(t, 2*time.Second, "the automatic throttle applied", func() bool { r, _, ok := in.Limit("acme"); return ok && r == 50 })
 	// A signed manual one does outrank it.
 	if _, err := pub.Put(ctx, throttle("acme", 5, 5, SourceManual, time.Hour)); err != nil {
 		t.Fatal(err)

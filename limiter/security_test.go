@@ -130,8 +130,8 @@ func TestNATSPermissionsFromSecurityDoc(t *testing.T) {
 	ldone := make(chan struct{})
 	go func() { defer close(ldone); lim.Run(lctx) }()
 	t.Cleanup(func() { lcancel(); <-ldone })
-	waitFor(t, 5*time.Second, "the service's limiter applies the daemon's throttle", func() bool { r, _, ok := lim.Limit("acme"); return ok && r == 5 })
-	waitFor(t, 5*time.Second, "the service heartbeats its presence", func() bool { return presenceKeys(t, djs) == 1 })
+	testenv.Eventually(t, 5*time.Second, "the service's limiter applies the daemon's throttle", func() bool { r, _, ok := lim.Limit("acme"); return ok && r == 5 })
+	testenv.Eventually(t, 5*time.Second, "the service heartbeats its presence", func() bool { return presenceKeys(t, djs) == 1 })
 
 	// The server refuses the service's writes to the decisions bucket.
 	sjs, err := jetstream.New(svc)
@@ -178,14 +178,14 @@ func TestNATSPermissionsFromSecurityDoc(t *testing.T) {
 	if _, err := opub.Put(ctx, throttle("acme", 2, 2, SourceManual, time.Hour)); err != nil {
 		t.Fatalf("operator throttles: %v", err)
 	}
-	waitFor(t, 5*time.Second, "the operator's throttle applied", func() bool { r, _, ok := lim.Limit("acme"); return ok && r == 2 })
+	testenv.Eventually(t, 5*time.Second, "the operator's throttle applied", func() bool { r, _, ok := lim.Limit("acme"); return ok && r == 2 })
 	if ds, err := opub.List(ctx, false); err != nil || len(ds) != 1 {
 		t.Fatalf("operator lists decisions: %+v, %v", ds, err)
 	}
 	if err := opub.Clear(ctx, "acme", ScopeAll, SourceManual); err != nil {
 		t.Fatalf("operator releases: %v", err)
 	}
-	waitFor(t, 5*time.Second, "the operator's release applied", func() bool { _, _, ok := lim.Limit("acme"); return !ok })
+	testenv.Eventually(t, 5*time.Second, "the operator's release applied", func() bool { _, _, ok := lim.Limit("acme"); return !ok })
 	ojs, err := jetstream.New(op)
 	if err != nil {
 		t.Fatal(err)

@@ -129,7 +129,7 @@ func TestDecisionsFlowWhileClickHouseIsDown(t *testing.T) {
 				return int(n)
 			}
 			fireAndWait(t, eng, pub, "before", time.Second)
-			waitFor(t, "the first decision's audit row", func() bool { return rows() == 1 })
+			testenv.Eventually(t, 5*time.Second, "the first decision's audit row", func() bool { return rows() == 1 })
 
 			ch.Stop()
 			for i := range tc.alerts {

@@ -17,6 +17,7 @@ import (
 	"github.com/tenantguard/tenantguard/anomaly"
 	"github.com/tenantguard/tenantguard/collector/store"
 	"github.com/tenantguard/tenantguard/internal/testenv"
+	"github.com/tenantguard/tenantguard/internal/teststore"
 	"github.com/tenantguard/tenantguard/limiter"
 )
 
@@ -44,16 +45,7 @@ func setup(t *testing.T, mod func(*Config)) *env {
 		t.Fatal(err)
 	}
 	srv, db := testenv.ClickHouse(t)
-	scfg := store.DefaultConfig()
-	scfg.Addr, scfg.Database = []string{srv.Addr}, db
-	st, err := store.Open(ctx, scfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	if _, err := st.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
+	st := teststore.On(t, srv, db)
 	rec, err := NewClickHouseRecorder(st.Conn(), st.Database())
 	if err != nil {
 		t.Fatal(err)
@@ -125,17 +117,6 @@ func alert(tenant, metric string, status anomaly.Status, baseline float64) anoma
 	return a
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for: %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 func TestUsageSpikeThrottleRenewClear(t *testing.T) {
 	e := setup(t, func(c *Config) {
 		c.TTL = 3 * time.Second
@@ -146,7 +127,7 @@ func TestUsageSpikeThrottleRenewClear(t *testing.T) {
 	go e.eng.Run(ctx)
 	fire := alert("noisy", anomaly.MetricUsage, anomaly.StatusFiring, 600) // 600/min = 10/s
 	e.eng.Send(ctx, fire)
-	waitFor(t, "throttle in KV", func() bool {
+	testenv.Eventually(t, 5*time.Second, "throttle in KV", func() bool {
 		d, err := e.pub.Get(ctx, "noisy", limiter.ScopeAll)
 		return err == nil && d.Action == limiter.ActionThrottle
 	})
@@ -154,7 +135,7 @@ func TestUsageSpikeThrottleRenewClear(t *testing.T) {
 	if d.RatePerSec != 20 || d.Burst != 40 || d.Source != limiter.SourceAnomaly || d.AnomalyID != fire.Fingerprint {
 		t.Fatalf("got %+v, want throttle to 2 x 10/s = 20/s, burst 2 s x 20/s = 40, source anomaly, anomaly_id %s", d, fire.Fingerprint)
 	}
-	waitFor(t, "limiter applies it", func() bool { r, _, ok := e.lim.Limit("noisy"); return ok && r == 20 })
+	testenv.Eventually(t, 5*time.Second, "limiter applies it", func() bool { r, _, ok := e.lim.Limit("noisy"); return ok && r == 20 })
 	if _, _, ok := e.lim.Limit("quiet"); ok {
 		t.Fatal("another tenant got a limit")
 	}
@@ -171,14 +152,14 @@ func TestUsageSpikeThrottleRenewClear(t *testing.T) {
 	res := fire
 	res.Status, res.EndsAt = anomaly.StatusResolved, time.Now()
 	e.eng.Send(ctx, res)
-	waitFor(t, "cleared in KV", func() bool {
+	testenv.Eventually(t, 5*time.Second, "cleared in KV", func() bool {
 		_, err := e.pub.Get(ctx, "noisy", limiter.ScopeAll)
 		return err != nil
 	})
-	waitFor(t, "limiter released", func() bool { _, _, ok := e.lim.Limit("noisy"); return !ok })
+	testenv.Eventually(t, 5*time.Second, "limiter released", func() bool { _, _, ok := e.lim.Limit("noisy"); return !ok })
 
 	var rows map[string]int
-	waitFor(t, "clear recorded in ClickHouse", func() bool {
+	testenv.Eventually(t, 5*time.Second, "clear recorded in ClickHouse", func() bool {
 		rows = auditRows(t, e, "noisy")
 		return rows["clear"] == 1
 	})
@@ -206,7 +187,7 @@ func TestCircuitAndSpendCap(t *testing.T) {
 	if err != nil || d.Action != limiter.ActionOpenCircuit {
 		t.Fatalf("got %+v, %v; want open_circuit on integration:stripe", d, err)
 	}
-	waitFor(t, "circuit forced open", func() bool {
+	testenv.Eventually(t, 5*time.Second, "circuit forced open", func() bool {
 		return e.lim.Breakers().State("acme", "stripe") == limiter.StateOpen
 	})
 	if s := e.lim.Breakers().State("acme", "github"); s != limiter.StateClosed {
@@ -241,7 +222,7 @@ func TestCircuitAndSpendCap(t *testing.T) {
 		t.Fatal("disabled plan was throttled")
 	}
 	var rows map[string]int
-	waitFor(t, "audit rows", func() bool { rows = auditRows(t, e, "acme"); return len(rows) == 2 })
+	testenv.Eventually(t, 5*time.Second, "audit rows", func() bool { rows = auditRows(t, e, "acme"); return len(rows) == 2 })
 	if rows["open_circuit"] != 1 || rows["throttle"] != 1 {
 		t.Fatalf("audit rows %v, want 1 open_circuit and 1 throttle", rows)
 	}
@@ -273,7 +254,7 @@ func TestManualOutranksEngine(t *testing.T) {
 	}
 	// Once the manual decision expires the engine's renewal takes over.
 	go e.eng.Run(ctx)
-	waitFor(t, "engine takes over after manual expiry", func() bool {
+	testenv.Eventually(t, 5*time.Second, "engine takes over after manual expiry", func() bool {
 		d, err := e.pub.Get(ctx, "vip", limiter.ScopeAll)
 		return err == nil && d.Source == limiter.SourceAnomaly && d.RatePerSec == 2
 	})
@@ -365,7 +346,7 @@ func TestResolutionSurvivesFullQueue(t *testing.T) {
 	res.Status, res.EndsAt = anomaly.StatusResolved, time.Now()
 	e.eng.Send(ctx, res) // meets the full queue
 	go e.eng.Run(ctx)
-	waitFor(t, "throttle cleared in KV", func() bool {
+	testenv.Eventually(t, 5*time.Second, "throttle cleared in KV", func() bool {
 		_, err := e.pub.Get(ctx, "stuck", limiter.ScopeAll)
 		return err != nil
 	})
@@ -373,7 +354,7 @@ func TestResolutionSurvivesFullQueue(t *testing.T) {
 		t.Fatalf("tenantguard_decisions_alerts_dropped_total = %v, want 0", got)
 	}
 	// "other" still fires; "stuck" is gone.
-	waitFor(t, "one active decision left", func() bool { return gauge(t, e.reg, "tenantguard_decisions_active") == 1 })
+	testenv.Eventually(t, 5*time.Second, "one active decision left", func() bool { return gauge(t, e.reg, "tenantguard_decisions_active") == 1 })
 }
 
 func gauge(t *testing.T, reg *prometheus.Registry, name string) float64 {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/tenantguard/tenantguard/collector/store"
 	"github.com/tenantguard/tenantguard/internal/testenv"
+	"github.com/tenantguard/tenantguard/internal/teststore"
 	"github.com/tenantguard/tenantguard/limiter"
 )
 
@@ -69,16 +70,7 @@ func TestTrailRecordsEveryRevisionOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv, db := testenv.ClickHouse(t)
-	scfg := store.DefaultConfig()
-	scfg.Addr, scfg.Database = []string{srv.Addr}, db
-	st, err := store.Open(ctx, scfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	if _, err := st.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
+	st := teststore.On(t, srv, db)
 	rec, err := NewClickHouseRecorder(st.Conn(), db)
 	if err != nil {
 		t.Fatal(err)
@@ -139,13 +131,13 @@ func TestTrailRecordsEveryRevisionOnce(t *testing.T) {
 		revs = append(revs, rev)
 	}
 	mustRev(pub.Put(ctx, manual))
-	waitFor(t, "the limiter applies the signed throttle", func() bool { r, _, ok := lim.Limit("acme"); return ok && r == 5 })
+	testenv.Eventually(t, 5*time.Second, "the limiter applies the signed throttle", func() bool { r, _, ok := lim.Limit("acme"); return ok && r == 5 })
 	const forged = `{"action":"shed","source":"manual","expires_at":"2105-01-01T00:00:00Z"}`
 	mustRev(kv.Put(ctx, "victim", []byte(forged)))
 	full := `{"tenant_id":"acme","scope":"all","action":"shed","rate_per_sec":0,"burst":0,"issued_at":"` +
 		now.Format(time.RFC3339) + `","expires_at":"2105-01-01T00:00:00Z","reason":"x","source":"manual","anomaly_id":""}`
 	mustRev(kv.Put(ctx, "acme", []byte(full)))
-	waitFor(t, "the limiter rejects both", func() bool { return lim.Rejected(limiter.RejectUnsigned) == 2 })
+	testenv.Eventually(t, 5*time.Second, "the limiter rejects both", func() bool { return lim.Rejected(limiter.RejectUnsigned) == 2 })
 	if _, _, ok := lim.Limit("victim"); ok {
 		t.Fatal("the limiter applied the forged shed of victim")
 	}
@@ -168,13 +160,13 @@ func TestTrailRecordsEveryRevisionOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	revs = append(revs, e.Revision())
-	waitFor(t, "5 revisions recorded", func() bool { return len(readAudit(t, st)) == 5 })
+	testenv.Eventually(t, 5*time.Second, "5 revisions recorded", func() bool { return len(readAudit(t, st)) == 5 })
 	stop()
 
 	// A restart resumes after the last recorded revision.
 	stop = startTrail(nil)
 	mustRev(pub.Put(ctx, manual))
-	waitFor(t, "the revision after the restart recorded", func() bool { return len(readAudit(t, st)) == 6 })
+	testenv.Eventually(t, 5*time.Second, "the revision after the restart recorded", func() bool { return len(readAudit(t, st)) == 6 })
 	time.Sleep(500 * time.Millisecond)
 	stop()
 
@@ -244,16 +236,7 @@ func counterVec(t *testing.T, reg *prometheus.Registry, name, label string) floa
 func TestRecorderClampsTimes(t *testing.T) {
 	ctx := context.Background()
 	srv, db := testenv.ClickHouse(t)
-	scfg := store.DefaultConfig()
-	scfg.Addr, scfg.Database = []string{srv.Addr}, db
-	st, err := store.Open(ctx, scfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	if _, err := st.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
+	st := teststore.On(t, srv, db)
 	rec, err := NewClickHouseRecorder(st.Conn(), db)
 	if err != nil {
 		t.Fatal(err)

@@ -62,7 +62,7 @@ func TestAlertmanagerFireResendResolve(t *testing.T) {
 	f.Send(context.Background(), testAlert("other")) // a second tenant, to check the filter
 
 	var got []gettableAlert
-	eventually(t, 10*time.Second, "alert for acme never appeared in Alertmanager", func() bool {
+	testenv.Eventually(t, 10*time.Second, "alert for acme never appeared in Alertmanager", func() bool {
 		got = amAlerts(t, am.URL, "acme")
 		return len(got) == 1
 	})
@@ -108,7 +108,7 @@ func TestAlertmanagerFireResendResolve(t *testing.T) {
 	}
 
 	f.Send(context.Background(), resolved(a))
-	eventually(t, 10*time.Second, "resolved alert still active in Alertmanager", func() bool {
+	testenv.Eventually(t, 10*time.Second, "resolved alert still active in Alertmanager", func() bool {
 		return len(amAlerts(t, am.URL, "acme")) == 0
 	})
 	if got := amAlerts(t, am.URL, "other"); len(got) != 1 {
@@ -143,7 +143,7 @@ func TestAlertmanagerDown(t *testing.T) {
 	if d := time.Since(begin); d > time.Second {
 		t.Errorf("%d Sends took %s with an Alertmanager down; Send must not block", n, d)
 	}
-	eventually(t, 10*time.Second, "failures to the dead Alertmanager not counted", func() bool {
+	testenv.Eventually(t, 10*time.Second, "failures to the dead Alertmanager not counted", func() bool {
 		return metric(t, reg, "tenantguard_notifier_failures_total", "alertmanager") >= 1
 	})
 	if r := metric(t, reg, "tenantguard_notifier_retries_total", "alertmanager"); r < 2 {
@@ -154,7 +154,7 @@ func TestAlertmanagerDown(t *testing.T) {
 	}
 	// drop_oldest keeps the newest alert, and the live Alertmanager has it.
 	last := "t" + itoa(n-1)
-	eventually(t, 10*time.Second, "newest alert not delivered to the live Alertmanager", func() bool {
+	testenv.Eventually(t, 10*time.Second, "newest alert not delivered to the live Alertmanager", func() bool {
 		return len(amAlerts(t, am.URL, last)) == 1
 	})
 }
@@ -195,11 +195,11 @@ func TestAlertmanagerRecovers(t *testing.T) {
 
 	a := testAlert("acme")
 	f.Send(context.Background(), a)
-	eventually(t, 5*time.Second, "failure not counted", func() bool {
+	testenv.Eventually(t, 5*time.Second, "failure not counted", func() bool {
 		return metric(t, reg, "tenantguard_notifier_failures_total", "alertmanager") >= 1
 	})
 	down.Store(false)
-	eventually(t, 10*time.Second, "alert not delivered after recovery", func() bool {
+	testenv.Eventually(t, 10*time.Second, "alert not delivered after recovery", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(bodies) > 0

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tenantguard/tenantguard/anomaly"
+	"github.com/tenantguard/tenantguard/internal/testenv"
 )
 
 // gate is a pure-logic test Notifier: it records what it is given and
@@ -100,12 +101,12 @@ func TestSendNeverBlocksAndDropsPerPolicy(t *testing.T) {
 				t.Errorf("dropped_total{slow}: got %v, want %d", got, n-1-4)
 			}
 			// The fast sink is not held back by the slow one.
-			eventually(t, 5*time.Second, "fast sink starved by the slow one", func() bool {
+			testenv.Eventually(t, 5*time.Second, "fast sink starved by the slow one", func() bool {
 				return metric(t, reg, "tenantguard_notifier_sent_total", "fast")+
 					metric(t, reg, "tenantguard_notifier_dropped_total", "fast") == n
 			})
 			close(slow.open)
-			eventually(t, 5*time.Second, "slow sink did not deliver its queue", func() bool {
+			testenv.Eventually(t, 5*time.Second, "slow sink did not deliver its queue", func() bool {
 				return len(slow.delivered()) == 5
 			})
 			got := slow.delivered()

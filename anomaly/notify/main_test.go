@@ -107,18 +107,6 @@ func metric(t *testing.T, reg *prometheus.Registry, name, sink string) float64 {
 	return 0
 }
 
-// eventually polls cond every 50ms until it holds or timeout passes.
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s: %s", timeout, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 func itoa(i int) string { return strconv.Itoa(i) }
 
 const maxFloat = math.MaxFloat64

@@ -71,7 +71,7 @@ func TestNATSSinkPublishesPerTenant(t *testing.T) {
 	if tenants["tenantguard.alerts.acme"] != 2 || tenants["tenantguard.alerts.beta"] != 1 {
 		t.Errorf("subjects: got %v", tenants)
 	}
-	eventually(t, 2*time.Second, "sent_total{nats} != 3", func() bool {
+	testenv.Eventually(t, 2*time.Second, "sent_total{nats} != 3", func() bool {
 		return metric(t, reg, "tenantguard_notifier_sent_total", "nats") == 3
 	})
 }
@@ -123,7 +123,7 @@ func TestClickHouseSinkWritesAnomalies(t *testing.T) {
 	f.Send(ctx, b)
 	r := resolved(a)
 	f.Send(ctx, r)
-	eventually(t, 10*time.Second, "3 rows not written", func() bool {
+	testenv.Eventually(t, 10*time.Second, "3 rows not written", func() bool {
 		return metric(t, reg, "tenantguard_notifier_sent_total", "clickhouse") == 3
 	})
 

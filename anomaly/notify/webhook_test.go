@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/tenantguard/tenantguard/anomaly"
+	"github.com/tenantguard/tenantguard/internal/testenv"
 )
 
 const testSecret = "s3cr3t-0123456789abcdef"
@@ -92,7 +93,7 @@ func TestWebhookSignedDelivery(t *testing.T) {
 	a := testAlert("acme")
 	f.Send(context.Background(), a)
 	f.Send(context.Background(), resolved(a))
-	eventually(t, 5*time.Second, "webhook did not receive 2 alerts", func() bool {
+	testenv.Eventually(t, 5*time.Second, "webhook did not receive 2 alerts", func() bool {
 		_, _, alerts, _ := rc.snapshot()
 		return len(alerts) == 2
 	})
@@ -117,7 +118,7 @@ func TestWebhookBadSecretIsRejectedNotRetried(t *testing.T) {
 	rc := newReceiver(t, testSecret)
 	f, reg := start(t, webhookConfig(rc.srv.URL, "another-secret-of-16+"), Deps{})
 	f.Send(context.Background(), testAlert("acme"))
-	eventually(t, 5*time.Second, "failure not counted", func() bool {
+	testenv.Eventually(t, 5*time.Second, "failure not counted", func() bool {
 		return metric(t, reg, "tenantguard_notifier_failures_total", "webhook") == 1
 	})
 	attempts, rejected, alerts, _ := rc.snapshot()
@@ -131,7 +132,7 @@ func TestWebhookRetriesOn500(t *testing.T) {
 	rc.fail500 = 2
 	f, reg := start(t, webhookConfig(rc.srv.URL, testSecret), Deps{})
 	f.Send(context.Background(), testAlert("acme"))
-	eventually(t, 5*time.Second, "alert not delivered after 500s", func() bool {
+	testenv.Eventually(t, 5*time.Second, "alert not delivered after 500s", func() bool {
 		_, _, alerts, _ := rc.snapshot()
 		return len(alerts) == 1
 	})
@@ -160,7 +161,7 @@ func TestWebhookGivesUpAfterMaxRetries(t *testing.T) {
 	cfg.Webhook.MaxRetries = 2
 	f, reg := start(t, cfg, Deps{})
 	f.Send(context.Background(), testAlert("acme"))
-	eventually(t, 5*time.Second, "failure not counted", func() bool {
+	testenv.Eventually(t, 5*time.Second, "failure not counted", func() bool {
 		return metric(t, reg, "tenantguard_notifier_failures_total", "webhook") == 1
 	})
 	if attempts, _, _, _ := rc.snapshot(); attempts != 3 {

@@ -19,6 +19,7 @@ import (
 	"github.com/tenantguard/tenantguard/collector/event"
 	"github.com/tenantguard/tenantguard/collector/store"
 	"github.com/tenantguard/tenantguard/internal/testenv"
+	"github.com/tenantguard/tenantguard/internal/teststore"
 )
 
 // cliEnv is a migrated ClickHouse database and a NATS server for CLI tests.
@@ -32,16 +33,7 @@ func newCLIEnv(t *testing.T) *cliEnv {
 	t.Helper()
 	srv := testenv.NewClickHouseServer(t)
 	db := srv.NewDatabase(t)
-	cfg := store.DefaultConfig()
-	cfg.Addr, cfg.Database = []string{srv.Addr}, db
-	st, err := store.Open(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	if _, err := st.Migrate(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	st := teststore.On(t, srv, db)
 	t.Setenv("TENANTGUARD_CLICKHOUSE_DATABASE", db)
 	t.Chdir(t.TempDir())
 	return &cliEnv{st: st, ch: srv.Addr, nats: testenv.NATS(t)}

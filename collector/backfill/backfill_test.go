@@ -14,25 +14,10 @@ import (
 	"github.com/tenantguard/tenantguard/collector/pricing"
 	"github.com/tenantguard/tenantguard/collector/store"
 	"github.com/tenantguard/tenantguard/internal/testenv"
+	"github.com/tenantguard/tenantguard/internal/teststore"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
-
-func openStore(t testing.TB) *store.Store {
-	t.Helper()
-	srv, db := testenv.ClickHouse(t)
-	cfg := store.DefaultConfig()
-	cfg.Addr, cfg.Database = []string{srv.Addr}, db
-	st, err := store.Open(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	if _, err := st.Migrate(context.Background()); err != nil {
-		t.Fatalf("migrate: %v", err)
-	}
-	return st
-}
 
 func book(t testing.TB) *pricing.Book {
 	t.Helper()
@@ -88,7 +73,7 @@ func stored(t testing.TB, st *store.Store) (events, usage uint64, cost decimal.D
 }
 
 func TestImportTwiceAddsNothing(t *testing.T) {
-	st := openStore(t)
+	st := teststore.New(t)
 	im := newImporter(t, st, nil)
 	input := ndjson(5000, 7)
 	var progress []Progress
@@ -125,7 +110,7 @@ func TestImportTwiceAddsNothing(t *testing.T) {
 }
 
 func TestImportRejectsLinesAndStoresTheRest(t *testing.T) {
-	st := openStore(t)
+	st := teststore.New(t)
 	now := time.Now().UTC().Truncate(time.Second)
 	ok := func(id string) string {
 		return fmt.Sprintf(`{"id":%q,"tenant_id":"acme","kind":"api_request","time":%q}`, id, now.Add(-time.Hour).Format(time.RFC3339))
@@ -190,7 +175,7 @@ func TestImportRejectsLinesAndStoresTheRest(t *testing.T) {
 }
 
 func TestImportCSV(t *testing.T) {
-	st := openStore(t)
+	st := teststore.New(t)
 	at := time.Now().UTC().Add(-time.Hour).Format("2006-01-02T15:04:05.000Z07:00")
 	csv := "id,tenant_id,kind,time,quantity,service,route,user_id,latency_ms,status_code,error,attrs,plan,unit_price,cost,price_version\n" +
 		"c1,acme,ai_tokens," + at + ",1500,svc,\"POST /v1/chat, stream\",u1,12.5,200,false,\"{\"\"model\"\":\"\"m1\"\"}\",pro,9,9,old\n" +
@@ -248,7 +233,7 @@ func BenchmarkImport(b *testing.B) {
 	var first, again time.Duration
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
-		st := openStore(b)
+		st := teststore.New(b)
 		im := newImporter(b, st, func(c *Config) { c.BatchRows = DefaultConfig().BatchRows })
 		b.StartTimer()
 		start := time.Now()

@@ -12,26 +12,10 @@ import (
 	"github.com/tenantguard/tenantguard/collector/event"
 	"github.com/tenantguard/tenantguard/collector/store"
 	"github.com/tenantguard/tenantguard/internal/testenv"
+	"github.com/tenantguard/tenantguard/internal/teststore"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
-
-// openStore returns a migrated store on a fresh database of the shared server.
-func openStore(t *testing.T) *store.Store {
-	t.Helper()
-	srv, db := testenv.ClickHouse(t)
-	cfg := store.DefaultConfig()
-	cfg.Addr, cfg.Database = []string{srv.Addr}, db
-	st, err := store.Open(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	if _, err := st.Migrate(context.Background()); err != nil {
-		t.Fatalf("migrate: %v", err)
-	}
-	return st
-}
 
 func priced(tenant, id, kind string, at time.Time, qty float64, unit string, isErr bool) store.Row {
 	u := decimal.RequireFromString(unit)
@@ -75,7 +59,7 @@ func usageTotals(t *testing.T, st *store.Store, tenant string) totals {
 func qty(f float64) *float64 { return &f }
 
 func TestApplierRules(t *testing.T) {
-	st := openStore(t)
+	st := teststore.New(t)
 	now := time.Now().UTC().Truncate(time.Second)
 	insert(t, st,
 		priced("acme", "e1", event.KindAPIRequest, now.Add(-time.Hour), 1, "0.5", false),
@@ -177,7 +161,7 @@ func TestApplierRules(t *testing.T) {
 }
 
 func TestApplierOrderWithinOneRequest(t *testing.T) {
-	st := openStore(t)
+	st := teststore.New(t)
 	now := time.Now().UTC()
 	insert(t, st, priced("acme", "e1", event.KindAITokens, now.Add(-time.Minute), 100, "0.01", false))
 	a, err := NewApplier(DefaultConfig(), st)
@@ -219,7 +203,7 @@ func TestApplierOrderWithinOneRequest(t *testing.T) {
 }
 
 func TestApplierAmendOverflowRefused(t *testing.T) {
-	st := openStore(t)
+	st := teststore.New(t)
 	now := time.Now().UTC()
 	insert(t, st, priced("acme", "e1", event.KindAITokens, now, 1, "900", false))
 	a, _ := NewApplier(DefaultConfig(), st)
@@ -235,16 +219,7 @@ func TestApplierAmendOverflowRefused(t *testing.T) {
 
 func BenchmarkApply(b *testing.B) {
 	srv, db := testenv.ClickHouse(b)
-	cfg := store.DefaultConfig()
-	cfg.Addr, cfg.Database = []string{srv.Addr}, db
-	st, err := store.Open(context.Background(), cfg)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer st.Close()
-	if _, err := st.Migrate(context.Background()); err != nil {
-		b.Fatal(err)
-	}
+	st := teststore.On(b, srv, db)
 	now := time.Now().UTC()
 	var rows []store.Row
 	for i := range 100000 {

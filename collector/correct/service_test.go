@@ -14,6 +14,7 @@ import (
 	"github.com/tenantguard/tenantguard/collector/emit"
 	"github.com/tenantguard/tenantguard/collector/event"
 	"github.com/tenantguard/tenantguard/internal/testenv"
+	"github.com/tenantguard/tenantguard/internal/teststore"
 )
 
 type effects struct {
@@ -70,7 +71,7 @@ func startService(t *testing.T, js jetstream.JetStream, a *Applier, obs ...Obser
 
 func TestServiceAppliesThroughTheEmitter(t *testing.T) {
 	ns := testenv.NATS(t)
-	st := openStore(t)
+	st := teststore.New(t)
 	now := time.Now().UTC()
 	insert(t, st,
 		priced("acme", "e1", event.KindAITokens, now.Add(-time.Hour), 1000, "0.001", false),
@@ -192,7 +193,7 @@ func TestEmitterCorrectWithoutDaemon(t *testing.T) {
 		t.Fatalf("stream without daemon: got %v, want ErrNotConfirmed", err)
 	}
 	// The queued request is applied once a daemon runs.
-	st := openStore(t)
+	st := teststore.New(t)
 	insert(t, st, priced("acme", "e1", event.KindAPIRequest, time.Now().Add(-time.Minute), 1, "0.5", false))
 	a, _ := NewApplier(DefaultConfig(), st)
 	startService(t, js, a)

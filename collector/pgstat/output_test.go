@@ -10,8 +10,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/tenantguard/tenantguard/collector/store"
 	"github.com/tenantguard/tenantguard/internal/testenv"
+	"github.com/tenantguard/tenantguard/internal/teststore"
 )
 
 // TestRunKeepsFindingsInClickHouse runs the daemon loop against a real
@@ -21,16 +21,7 @@ func TestRunKeepsFindingsInClickHouse(t *testing.T) {
 	srv, chdb := testenv.ClickHouse(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	scfg := store.DefaultConfig()
-	scfg.Addr, scfg.Database = []string{srv.Addr}, chdb
-	st, err := store.Open(ctx, scfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	if _, err := st.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
+	st := teststore.On(t, srv, chdb)
 	w, err := NewClickHouseWriter(st.Conn(), st.Database())
 	if err != nil {
 		t.Fatal(err)

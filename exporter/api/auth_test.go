@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/tenantguard/tenantguard/internal/teststore"
 )
 
 const rng = "from=2026-11-01T00:00:00Z&to=2026-11-02T00:00:00Z"
@@ -52,7 +54,7 @@ func other(tenant string) string {
 }
 
 func TestAuthMatrix(t *testing.T) {
-	st := openStore(t)
+	st := teststore.New(t)
 	seed(t, st)
 	f := start(t, st, testConfig())
 	badAuth := []string{

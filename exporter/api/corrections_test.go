@@ -11,13 +11,14 @@ import (
 	"github.com/tenantguard/tenantguard/collector/correct"
 	"github.com/tenantguard/tenantguard/collector/event"
 	"github.com/tenantguard/tenantguard/exporter/billing"
+	"github.com/tenantguard/tenantguard/internal/teststore"
 )
 
 // TestCorrectionsInEveryAPIOutput voids one acme event (an error event) and
 // amends another from 1000 to 500 tokens, and reads usage, cost, costs and
 // the billing export back.
 func TestCorrectionsInEveryAPIOutput(t *testing.T) {
-	st := openStore(t)
+	st := teststore.New(t)
 	seed(t, st) // acme: 240 events of 1000 tokens at 0.000123456, every 10th an error
 	a, err := correct.NewApplier(correct.DefaultConfig(), st)
 	if err != nil {

@@ -20,10 +20,11 @@ import (
 	"github.com/tenantguard/tenantguard/collector/store"
 	"github.com/tenantguard/tenantguard/exporter/billing"
 	"github.com/tenantguard/tenantguard/internal/testenv"
+	"github.com/tenantguard/tenantguard/internal/teststore"
 )
 
 func TestUsageAndCost(t *testing.T) {
-	st := openStore(t)
+	st := teststore.New(t)
 	seed(t, st) // acme: 240 events, one every 30 s from t0, 1000 tokens at 0.000123456, every 10th an error
 	f := start(t, st, testConfig())
 	r := get(t, f.url+"/api/v1/tenants/acme/usage?"+rng+"&window=hour", bearer("acme"))
@@ -69,7 +70,7 @@ func TestUsageAndCost(t *testing.T) {
 // TestBillingExportOverAPIReconciles checks the API stream equals the
 // library's export and reconciles to the cent with sum(cost).
 func TestBillingExportOverAPIReconciles(t *testing.T) {
-	st := openStore(t)
+	st := teststore.New(t)
 	seed(t, st)
 	f := start(t, st, testConfig())
 	r := get(t, f.url+"/api/v1/billing/export?"+rng, bearer("billing"))
@@ -124,7 +125,7 @@ func (f *flushRecorder) Flush() {
 }
 
 func TestExportsFlushProgressively(t *testing.T) {
-	st := openStore(t)
+	st := teststore.New(t)
 	var rows []store.Row
 	big := strings.Repeat("r", 200)
 	for i := 0; i < 20000; i++ {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/tenantguard/tenantguard/collector/store"
+	"github.com/tenantguard/tenantguard/internal/teststore"
 )
 
 // seedBig stores n events of tenant with a 400-byte route: about 250 bytes
@@ -88,7 +89,7 @@ func wantTooMany(t *testing.T, r resp, what, msgPart string) {
 // slot only until the write deadline, every slot beyond the caps gets 429,
 // and a cut export gives its ClickHouse connection back.
 func TestSlowExportReadersAreCappedAndCut(t *testing.T) {
-	st := openStore(t)
+	st := teststore.New(t)
 	seedBig(t, st, "acme", 60000) // ~25 MB of NDJSON
 	cfg := testConfig()
 	cfg.MaxConcurrentExports, cfg.MaxConcurrentExportsPerToken = 2, 1
@@ -148,7 +149,7 @@ func TestSlowExportReadersAreCappedAndCut(t *testing.T) {
 // that takes longer than ExportWriteTimeout in total is fine while the
 // client keeps reading.
 func TestSlowButReadingExportIsNotCut(t *testing.T) {
-	st := openStore(t)
+	st := teststore.New(t)
 	seedBig(t, st, "acme", 20000)
 	cfg := testConfig()
 	cfg.ExportWriteTimeout = 500 * time.Millisecond

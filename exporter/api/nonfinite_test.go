@@ -15,6 +15,7 @@ import (
 
 	"github.com/tenantguard/tenantguard/collector/event"
 	"github.com/tenantguard/tenantguard/collector/store"
+	"github.com/tenantguard/tenantguard/internal/teststore"
 )
 
 // TestNonFiniteStoredSumsAnswerEveryReader stores what a release without
@@ -23,7 +24,7 @@ import (
 // (quantity null, cost exact), and the billing export must answer for every
 // tenant, in both formats, with no +Inf in it.
 func TestNonFiniteStoredSumsAnswerEveryReader(t *testing.T) {
-	st := openStore(t)
+	st := teststore.New(t)
 	seed(t, st)
 	unit := decimal.RequireFromString("0.000000001")
 	var rows []store.Row

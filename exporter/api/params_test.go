@@ -7,6 +7,8 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+
+	"github.com/tenantguard/tenantguard/internal/teststore"
 )
 
 var injections = []string{
@@ -59,7 +61,7 @@ func countEvents(t *testing.T, f *fixture) uint64 {
 }
 
 func TestInjectionIsRejected(t *testing.T) {
-	st := openStore(t)
+	st := teststore.New(t)
 	seed(t, st)
 	f := start(t, st, testConfig())
 	before := countEvents(t, f)
@@ -111,7 +113,7 @@ func TestInjectionIsRejected(t *testing.T) {
 }
 
 func TestRangeValidation(t *testing.T) {
-	st := openStore(t)
+	st := teststore.New(t)
 	cfg := testConfig()
 	f := start(t, st, cfg)
 	for q, want := range map[string]string{
@@ -147,7 +149,7 @@ func TestRangeValidation(t *testing.T) {
 }
 
 func TestPagination(t *testing.T) {
-	st := openStore(t)
+	st := teststore.New(t)
 	seed(t, st)
 	f := start(t, st, testConfig())
 	var seen []string

@@ -58,22 +58,6 @@ type fixture struct {
 	url string
 }
 
-func openStore(t testing.TB) *store.Store {
-	t.Helper()
-	srv, db := testenv.ClickHouse(t)
-	cfg := store.DefaultConfig()
-	cfg.Addr, cfg.Database = []string{srv.Addr}, db
-	st, err := store.Open(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	if _, err := st.Migrate(context.Background()); err != nil {
-		t.Fatalf("migrate: %v", err)
-	}
-	return st
-}
-
 // start runs a Server on a free port against st, stopped at the end of t.
 func start(t testing.TB, st *store.Store, cfg Config) *fixture {
 	t.Helper()

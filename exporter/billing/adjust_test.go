@@ -11,6 +11,7 @@ import (
 
 	"github.com/tenantguard/tenantguard/collector/event"
 	"github.com/tenantguard/tenantguard/collector/store"
+	"github.com/tenantguard/tenantguard/internal/teststore"
 )
 
 // adjustments returns the adjustment lines of an export by tenant, in order.
@@ -25,7 +26,7 @@ func adjustments(lines []map[string]string) map[string][]map[string]string {
 }
 
 func TestReissuedPeriodShowsAdjustments(t *testing.T) {
-	st := openStore(t)
+	st := teststore.New(t)
 	x := newExporter(t, st)
 	from, to := recent()
 	at := from.Add(2 * time.Hour)
@@ -151,7 +152,7 @@ func TestReissuedPeriodShowsAdjustments(t *testing.T) {
 }
 
 func TestOpenPeriodIsNotRecorded(t *testing.T) {
-	st := openStore(t)
+	st := teststore.New(t)
 	x := newExporter(t, st)
 	now := time.Now().UTC()
 	insert(t, st, []store.Row{pricedRow("a", "a1", event.KindAPIRequest, now.Add(-time.Minute), 1, "1")})

@@ -10,6 +10,7 @@ import (
 	"github.com/shopspring/decimal"
 
 	"github.com/tenantguard/tenantguard/collector/store"
+	"github.com/tenantguard/tenantguard/internal/teststore"
 )
 
 // BenchmarkBillingExport1M exports a month of 1M events over 1k tenants, the
@@ -19,7 +20,7 @@ import (
 //	go test ./exporter/billing -run '^$' -bench BillingExport1M -benchtime 3x
 func BenchmarkBillingExport1M(b *testing.B) {
 	const events, tenants = 1_000_000, 1000
-	st := openStore(b)
+	st := teststore.New(b)
 	x := newExporter(b, st)
 	start := time.Now()
 	insertGen(b, st, events, tenants, t0, t1, 42)
@@ -137,7 +138,7 @@ func voidSome(b *testing.B, st *store.Store, n int) int64 {
 // tenant's 100k events as NDJSON.
 func BenchmarkEventsExport(b *testing.B) {
 	const events = 100_000
-	st := openStore(b)
+	st := teststore.New(b)
 	x := newExporter(b, st)
 	insertGen(b, st, events, 1, t0, t1, 9)
 	b.ReportAllocs()

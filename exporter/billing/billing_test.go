@@ -16,6 +16,7 @@ import (
 	"github.com/shopspring/decimal"
 
 	"github.com/tenantguard/tenantguard/collector/store"
+	"github.com/tenantguard/tenantguard/internal/teststore"
 )
 
 var (
@@ -76,7 +77,7 @@ func rawCost(t *testing.T, st *store.Store, from, to time.Time) map[string]decim
 }
 
 func TestBillingReconcilesToTheCent(t *testing.T) {
-	st := openStore(t)
+	st := teststore.New(t)
 	x := newExporter(t, st)
 	rows := genRows(200000, 60, t0.Add(-24*time.Hour), t1.Add(24*time.Hour), 1)
 	insert(t, st, rows)
@@ -202,7 +203,7 @@ func TestBillingReconcilesToTheCent(t *testing.T) {
 }
 
 func TestBillingHeaderIsStable(t *testing.T) {
-	st := openStore(t)
+	st := teststore.New(t)
 	x := newExporter(t, st)
 	var buf bytes.Buffer
 	sum, err := x.Billing(context.Background(), &buf, Request{From: t0, To: t1, Format: FormatCSV})
@@ -224,7 +225,7 @@ func TestBillingHeaderIsStable(t *testing.T) {
 }
 
 func TestBillingRangeAndTenant(t *testing.T) {
-	st := openStore(t)
+	st := teststore.New(t)
 	x := newExporter(t, st)
 	at := func(tenant, id string, ts time.Time) store.Row {
 		r := genRows(1, 1, t0, t1, 7)[0]
@@ -264,7 +265,7 @@ func TestBillingRangeAndTenant(t *testing.T) {
 }
 
 func TestRequestValidation(t *testing.T) {
-	st := openStore(t)
+	st := teststore.New(t)
 	x := newExporter(t, st)
 	for _, r := range []Request{
 		{To: t1, Format: FormatCSV},

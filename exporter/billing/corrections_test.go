@@ -14,6 +14,7 @@ import (
 	"github.com/tenantguard/tenantguard/collector/correct"
 	"github.com/tenantguard/tenantguard/collector/event"
 	"github.com/tenantguard/tenantguard/collector/store"
+	"github.com/tenantguard/tenantguard/internal/teststore"
 )
 
 // recent is a closed period inside the lateness window, so its events can
@@ -102,7 +103,7 @@ func lineOf(lines []map[string]string, tenant, lineType, kind string) map[string
 }
 
 func TestBillingNetsOutCorrections(t *testing.T) {
-	st := openStore(t)
+	st := teststore.New(t)
 	x := newExporter(t, st)
 	from, to := recent()
 	at := from.Add(time.Hour)

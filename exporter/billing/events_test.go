@@ -14,10 +14,11 @@ import (
 
 	"github.com/tenantguard/tenantguard/collector/event"
 	"github.com/tenantguard/tenantguard/collector/store"
+	"github.com/tenantguard/tenantguard/internal/teststore"
 )
 
 func TestEventsExportRoundTrip(t *testing.T) {
-	st := openStore(t)
+	st := teststore.New(t)
 	x := newExporter(t, st)
 	rows := genRows(5000, 3, t0, t1, 11)
 	rows[0].Event.Attrs = map[string]string{"quote": `a"b,c` + "\n", "unicode": "é"}
@@ -124,7 +125,7 @@ func TestEventsExportMemoryIsFlat(t *testing.T) {
 	if testing.Short() {
 		t.Skip("inserts 300k events")
 	}
-	st := openStore(t)
+	st := teststore.New(t)
 	x := newExporter(t, st)
 	long := strings.Repeat("x", 300)
 	const chunk = 100000

@@ -16,23 +16,6 @@ import (
 
 func TestMain(m *testing.M) { testenv.Main(m) }
 
-// openStore returns a migrated store on a fresh database of the shared server.
-func openStore(t testing.TB) *store.Store {
-	t.Helper()
-	srv, db := testenv.ClickHouse(t)
-	cfg := store.DefaultConfig()
-	cfg.Addr, cfg.Database = []string{srv.Addr}, db
-	st, err := store.Open(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	if _, err := st.Migrate(context.Background()); err != nil {
-		t.Fatalf("migrate: %v", err)
-	}
-	return st
-}
-
 func newExporter(t testing.TB, st *store.Store) *Exporter {
 	t.Helper()
 	x, err := New(DefaultConfig(), st)

@@ -81,7 +81,7 @@ func TestLifecycle(t *testing.T) {
 		}
 	}
 	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 5 * time.Second}
-	eventually(t, 30*time.Second, "50 events in /metrics", func() bool {
+	testenv.Eventually(t, 30*time.Second, "50 events in /metrics", func() bool {
 		return strings.Contains(get(t, client, "http://"+metricsAddr+"/metrics"), `tenantguard_tenant_events_total{kind="api_request",tenant="acme"} 50`)
 	})
 
@@ -98,7 +98,7 @@ func TestLifecycle(t *testing.T) {
 		RatePerSec: 7, Burst: 7, IssuedAt: now, ExpiresAt: now.Add(time.Hour), Reason: "test", Source: limiter.SourceManual}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "the decision in the live view and the gauge", func() bool {
+	testenv.Eventually(t, 10*time.Second, "the decision in the live view and the gauge", func() bool {
 		return strings.HasPrefix(d.Status("acme"), "THROTTLED 7/s") &&
 			strings.Contains(get(t, client, "http://"+metricsAddr+"/metrics"), `tenantguard_tenant_throttled{tenant="acme"} 1`)
 	})
@@ -129,15 +129,4 @@ func get(t *testing.T, c *http.Client, url string) string {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return string(b)
-}
-
-func eventually(t *testing.T, timeout time.Duration, what string, ok func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s", what, timeout)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/tenantguard/tenantguard/collector/emit"
 	"github.com/tenantguard/tenantguard/collector/event"
 	"github.com/tenantguard/tenantguard/internal/testenv"
+	"github.com/tenantguard/tenantguard/internal/teststore"
 )
 
 // TestCorrectionsThroughTheDaemon runs `tenantguard run`, meters ten
@@ -28,7 +29,7 @@ func TestCorrectionsThroughTheDaemon(t *testing.T) {
 	ch, db := testenv.ClickHouse(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	st := openStore(t, ctx, ch.Addr, db)
+	st := teststore.On(t, ch, db)
 	apiAddr := "127.0.0.1:" + strconv.Itoa(testenv.FreePort(t))
 	metricsAddr := "127.0.0.1:" + strconv.Itoa(testenv.FreePort(t))
 	cfg := writeConfig(t, ns.URL, ch.Addr, db, apiAddr, metricsAddr)

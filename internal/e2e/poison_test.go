@@ -26,6 +26,7 @@ import (
 	"github.com/tenantguard/tenantguard/collector/event"
 	"github.com/tenantguard/tenantguard/collector/store"
 	"github.com/tenantguard/tenantguard/internal/testenv"
+	"github.com/tenantguard/tenantguard/internal/teststore"
 	"github.com/tenantguard/tenantguard/limiter"
 )
 
@@ -75,7 +76,7 @@ func TestPoisonEventsLeaveTheDaemonHealthy(t *testing.T) {
 	ch, db := testenv.ClickHouse(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	st := openStore(t, ctx, ch.Addr, db)
+	st := teststore.On(t, ch, db)
 	seedLegacyPoison(t, ctx, st)
 
 	apiAddr := "127.0.0.1:" + strconv.Itoa(testenv.FreePort(t))
@@ -153,21 +154,6 @@ func TestPoisonEventsLeaveTheDaemonHealthy(t *testing.T) {
 	if len(cold.Grep("warm start off")) != 1 || len(cold.Grep("warm-started")) != 0 {
 		t.Errorf("with anomaly.warm_start.enabled=false the daemon still warm-started:\n%s", cold.Tail())
 	}
-}
-
-func openStore(t *testing.T, ctx context.Context, addr, db string) *store.Store {
-	t.Helper()
-	sc := store.DefaultConfig()
-	sc.Addr, sc.Database = []string{addr}, db
-	st, err := store.Open(ctx, sc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	if _, err := st.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
-	return st
 }
 
 // seedLegacyPoison writes what a release without numeric bounds stored: two

@@ -245,7 +245,7 @@ func measureSpike(r *rig, tenant string, at time.Time, timeout time.Duration) sp
 				return res
 			}
 		}
-		if r.service.exited() {
+		if r.service.Exited() {
 			res.Err = "service exited"
 			return res
 		}

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,7 +15,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -37,7 +35,7 @@ type rig struct {
 	db      string
 	bin     string
 	env     []string // the daemon's TENANTGUARD_* settings
-	daemon  *proc
+	daemon  *testenv.Proc
 	service *service
 	kv      *kvLog
 }
@@ -87,13 +85,13 @@ func newRig(t *testing.T, overrides map[string]string) *rig {
 	sort.Strings(r.env)
 	t.Cleanup(func() { // runs after the daemon stopped (cleanups run last-in first-out)
 		if r.daemon != nil && !t.Failed() {
-			if lines := r.daemon.grep("level=WARN", "level=ERROR"); len(lines) > 0 {
+			if lines := r.daemon.Grep("level=WARN", "level=ERROR"); len(lines) > 0 {
 				t.Logf("daemon logged %d warnings or errors, first ones:\n%s", len(lines), strings.Join(lines[:min(len(lines), 10)], "\n"))
 			}
 		}
 	})
-	r.daemon = startProc(t, "daemon", exec.Command(r.bin, "run"), r.env)
-	waitReady(t, r.daemon, "http://"+vars["TENANTGUARD_API_LISTEN"]+"/readyz", 2*time.Minute)
+	r.daemon = testenv.StartProc(t, "daemon", exec.Command(r.bin, "run"), r.env...)
+	r.daemon.WaitHTTP200(t, "http://"+vars["TENANTGUARD_API_LISTEN"]+"/readyz", 2*time.Minute)
 	r.kv = watchDecisions(t, r.nats.URL)
 	r.service = startService(t, r.nats.URL, pubKey)
 	t.Logf("servers up, daemon ready and service started %s after the test began", time.Since(began).Round(time.Second))
@@ -152,125 +150,9 @@ func seedHistory(t *testing.T, addr, db string, now time.Time) (from, to time.Ti
 	return from, to, n
 }
 
-// proc is a child process whose output goes to a log file.
-type proc struct {
-	name string
-	cmd  *exec.Cmd
-	log  string
-	done chan struct{}
-}
-
-func startProc(t *testing.T, name string, cmd *exec.Cmd, env []string) *proc {
-	t.Helper()
-	p := &proc{name: name, cmd: cmd, log: filepath.Join(t.TempDir(), name+".log"), done: make(chan struct{})}
-	f, err := os.Create(p.log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Dir = t.TempDir() // no tenantguard.yaml is picked up from the working directory
-	cmd.Env = append(cleanEnv(), env...)
-	if cmd.Stdout == nil {
-		cmd.Stdout = f
-	}
-	cmd.Stderr = f
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		f.Close()
-		t.Fatalf("start %s: %v", name, err)
-	}
-	go func() { _ = cmd.Wait(); f.Close(); close(p.done) }()
-	t.Cleanup(func() {
-		p.stop()
-		if t.Failed() {
-			t.Logf("%s log (tail):\n%s", name, p.tail())
-		}
-	})
-	return p
-}
-
-// cleanEnv is this process's environment without settings that would
-// change the children's configuration.
-func cleanEnv() []string {
-	var out []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "TENANTGUARD_") && !strings.HasPrefix(kv, "GUARDLOOP_") {
-			out = append(out, kv)
-		}
-	}
-	return out
-}
-
-func (p *proc) stop() {
-	select {
-	case <-p.done:
-		return
-	default:
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(15 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-	}
-}
-
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-func (p *proc) tail() string {
-	b, _ := os.ReadFile(p.log)
-	if len(b) > 4000 {
-		b = b[len(b)-4000:]
-	}
-	return string(b)
-}
-
-// grep returns the log lines that contain any of words.
-func (p *proc) grep(words ...string) []string {
-	b, _ := os.ReadFile(p.log)
-	var out []string
-	for _, line := range strings.Split(string(b), "\n") {
-		for _, w := range words {
-			if strings.Contains(line, w) {
-				out = append(out, line)
-				break
-			}
-		}
-	}
-	return out
-}
-
-func waitReady(t *testing.T, p *proc, url string, timeout time.Duration) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		resp, err := http.Get(url)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
-		}
-		if p.exited() {
-			t.Fatalf("%s exited before it was ready:\n%s", p.name, p.tail())
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s not ready at %s after %s (last error %v):\n%s", p.name, url, timeout, err, p.tail())
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-}
-
 // service is the running service child and everything it reported.
 type service struct {
-	*proc
+	*testenv.Proc
 	stdin   io.WriteCloser
 	mu      sync.Mutex
 	reports []report // periodic reports
@@ -281,7 +163,7 @@ type service struct {
 func startService(t *testing.T, natsURL, trustedKey string) *service {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	// An os.Pipe rather than StdoutPipe: Wait (in startProc) must not close
+	// An os.Pipe rather than StdoutPipe: Wait (in StartProc) must not close
 	// the reading end while the reader below is still on it.
 	stdout, pw, err := os.Pipe()
 	if err != nil {
@@ -293,7 +175,7 @@ func startService(t *testing.T, natsURL, trustedKey string) *service {
 		t.Fatal(err)
 	}
 	s := &service{stdin: stdin}
-	s.proc = startProc(t, "service", cmd, []string{serviceEnv + "=1", serviceNATSEnv + "=" + natsURL, serviceSeedEnv + "=42", serviceKeyEnv + "=" + trustedKey})
+	s.Proc = testenv.StartProc(t, "service", cmd, serviceEnv+"=1", serviceNATSEnv+"="+natsURL, serviceSeedEnv+"=42", serviceKeyEnv+"="+trustedKey)
 	pw.Close()
 	t.Cleanup(func() { stdout.Close() })
 	go func() {
@@ -362,8 +244,8 @@ func (s *service) check(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.exited() {
-		t.Fatalf("service exited:\n%s", s.tail())
+	if s.Exited() {
+		t.Fatalf("service exited:\n%s", s.Tail())
 	}
 }
 
@@ -498,7 +380,7 @@ func (r *rig) cliDecisions(t *testing.T) []limiter.Decision {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, r.bin, "decisions", "--format", "json")
 	cmd.Dir = t.TempDir()
-	cmd.Env = append(cleanEnv(), r.env...)
+	cmd.Env = append(os.Environ(), r.env...) // r.env comes last: it wins
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()

@@ -1,0 +1,40 @@
+// Package teststore opens a migrated ClickHouse store for a test, on a
+// database of its own in testenv's shared server: the one way tests get a
+// store. (It is not part of testenv because collector/store's own tests
+// use testenv.)
+package teststore
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/tenantguard/tenantguard/collector/store"
+	"github.com/tenantguard/tenantguard/internal/testenv"
+)
+
+// New opens a migrated store on a database of its own in the shared
+// ClickHouse, closed at the end of t.
+func New(t testing.TB) *store.Store {
+	t.Helper()
+	srv, db := testenv.ClickHouse(t)
+	return On(t, srv, db)
+}
+
+// On opens a migrated store on database db of srv, closed at the end of t.
+func On(t testing.TB, srv *testenv.ClickHouseServer, db string) *store.Store {
+	t.Helper()
+	cfg := store.DefaultConfig()
+	cfg.Addr, cfg.Database, cfg.ReadTimeout = []string{srv.Addr}, db, 30*time.Second
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	st, err := store.Open(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	if _, err := st.Migrate(ctx); err != nil {
+		t.Fatalf("migrate: %v", err)
+	}
+	return st
+}
