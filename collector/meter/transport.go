@@ -23,7 +23,8 @@ import (
 // touching the network. Each call, failed fast or not, is metered as one
 // event of Config.Outbound.Kind with route and attrs.integration = the
 // integration, the status, the latency to the response headers, and the
-// error flag. A call whose context names no tenant goes through unguarded
+// error flag; a call failed fast has attrs.rejected (circuit_open or
+// throttled) and no error flag, since the integration did not fail it. A call whose context names no tenant goes through unguarded
 // and unmetered, and is counted in tenantguard_meter_untenanted_total.
 //
 // The integration name follows the limiter's scope rule (1 to 256 bytes,
@@ -79,7 +80,9 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			if errors.Is(err, limiter.ErrCircuitOpen) {
 				reason = limiter.DeniedCircuitOpen
 			}
-			rec.Latency, rec.Error = time.Since(start), true
+			// Not an error of the integration: a rejection counted as one
+			// would keep its error rate up, and its circuit open, forever.
+			rec.Latency = time.Since(start)
 			rec.Add(String("rejected", reason))
 			t.m.Record(&rec)
 			return nil, err
