@@ -2,9 +2,11 @@ package limiter
 
 import (
 	"errors"
+	"math"
 	"net/http"
 	"strconv"
 	"time"
+	"unsafe"
 )
 
 // Why AdmitHTTP turned a request away.
@@ -69,14 +71,27 @@ func (l *Limiter) HasRouteDecisions(tenant string) bool {
 	return t != nil && len(t.routes) > 0
 }
 
-// writeRateLimit sets the three RateLimit headers from one backing array:
-// one allocation instead of three.
+// rateLimitValues holds the three RateLimit header values and their
+// bytes: writeRateLimit sets the headers with this one allocation.
+type rateLimitValues struct {
+	v [3]string
+	b [3 * 20]byte
+}
+
+// writeRateLimit sets the three RateLimit headers in one allocation,
+// whatever the numbers, where h.Set and strconv take up to six.
 func writeRateLimit(h http.Header, res *Result) {
-	v := make([]string, 3)
-	v[0] = strconv.Itoa(res.ClusterLimit)
-	v[1] = strconv.Itoa(res.Remaining)
-	v[2] = seconds(res.Reset, 0)
-	h["Ratelimit-Limit"] = v[0:1:1]
-	h["Ratelimit-Remaining"] = v[1:2:2]
-	h["Ratelimit-Reset"] = v[2:3:3]
+	rv := new(rateLimitValues)
+	b := strconv.AppendInt(rv.b[:0], int64(res.ClusterLimit), 10)
+	i := len(b)
+	b = strconv.AppendInt(b, int64(res.Remaining), 10)
+	j := len(b)
+	b = strconv.AppendInt(b, max(0, int64(math.Ceil(res.Reset.Seconds()))), 10)
+	// As strings.Builder does: the bytes are written once, above, and
+	// never again, so a string may share them.
+	s := unsafe.String(unsafe.SliceData(b), len(b))
+	rv.v = [3]string{s[:i], s[i:j], s[j:]}
+	h["Ratelimit-Limit"] = rv.v[0:1:1]
+	h["Ratelimit-Remaining"] = rv.v[1:2:2]
+	h["Ratelimit-Reset"] = rv.v[2:3:3]
 }

@@ -102,3 +102,32 @@ func TestRateLimitHeaderIsClusterWide(t *testing.T) {
 		}
 	}
 }
+
+func TestRateLimitHeaderValues(t *testing.T) {
+	cases := []struct {
+		res                   Result
+		limit, remain, reset string
+	}{
+		{Result{ClusterLimit: 3, Remaining: 2, Reset: 1500 * time.Millisecond}, "3", "2", "2"},
+		{Result{ClusterLimit: 1000000000, Remaining: 999999999, Reset: 0}, "1000000000", "999999999", "0"},
+		{Result{ClusterLimit: 0, Remaining: 0, Reset: 90 * time.Second}, "0", "0", "90"},
+		{Result{ClusterLimit: 1<<63 - 1, Remaining: 1<<63 - 1, Reset: 1<<63 - 1}, "9223372036854775807", "9223372036854775807", "9223372037"},
+	}
+	for _, c := range cases {
+		h := http.Header{}
+		writeRateLimit(h, &c.res)
+		got := [3]string{h.Get("RateLimit-Limit"), h.Get("RateLimit-Remaining"), h.Get("RateLimit-Reset")}
+		if want := [3]string{c.limit, c.remain, c.reset}; got != want {
+			t.Errorf("%+v: got %q, want %q", c.res, got, want)
+		}
+		h.Add("RateLimit-Limit", "x") // appending must not touch the other values
+		if h.Get("RateLimit-Remaining") != c.remain {
+			t.Errorf("Add on one header changed another")
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() {
+		writeRateLimit(http.Header{}, &Result{ClusterLimit: 123456, Remaining: 654321, Reset: time.Hour})
+	}); n > 2 { // the header map itself, and the values
+		t.Errorf("got %.0f allocations, want at most 2", n)
+	}
+}
