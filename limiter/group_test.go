@@ -105,7 +105,7 @@ func TestRateLimitHeaderIsClusterWide(t *testing.T) {
 
 func TestRateLimitHeaderValues(t *testing.T) {
 	cases := []struct {
-		res                   Result
+		res                  Result
 		limit, remain, reset string
 	}{
 		{Result{ClusterLimit: 3, Remaining: 2, Reset: 1500 * time.Millisecond}, "3", "2", "2"},
