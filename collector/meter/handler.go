@@ -72,18 +72,26 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "unauthorized: no valid tenant", http.StatusUnauthorized)
 		return
 	}
-	route := r.Pattern
-	if h.cfg.Route != nil {
+	// The route: the Route func's, else the pattern of the mux this
+	// handler wraps (known after serving; looked up before only when a
+	// route-scoped decision needs it), else the pattern of the mux that
+	// routed to this handler.
+	var route string
+	switch {
+	case h.cfg.Route != nil:
 		route = h.cfg.Route(r)
+	case h.mux != nil:
+		if h.m.guard && h.m.lim.HasRouteDecisions(id.Tenant) {
+			_, route = h.mux.Handler(r)
+		}
+	default:
+		route = r.Pattern
 	}
 	integ := ""
 	if h.cfg.Integration != nil {
 		integ = h.cfg.Integration(r)
 	}
 	if h.m.guard {
-		if route == "" && h.mux != nil && h.m.lim.HasRouteDecisions(id.Tenant) {
-			_, route = h.mux.Handler(r)
-		}
 		if status, reason := h.m.lim.AdmitHTTP(w.Header(), id.Tenant, route, integ, start); status != 0 {
 			limiter.DenyHTTP(w, status)
 			if route == "" && h.mux != nil {
@@ -160,8 +168,8 @@ func (h *handler) finish(st *request, r, r2 *http.Request, route, integ string, 
 	if !h.m.meter {
 		return
 	}
-	if route == "" {
-		route = r2.Pattern // set by an http.ServeMux inside
+	if h.cfg.Route == nil && r2.Pattern != "" {
+		route = r2.Pattern // set by the wrapped http.ServeMux
 	}
 	rec := Record{Kind: h.cfg.Kind, Identity: st.id, Route: route, Time: start, Latency: time.Since(start),
 		Status: status, Error: status >= 500}

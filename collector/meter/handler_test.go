@@ -415,3 +415,24 @@ func TestConfigValidate(t *testing.T) {
 		}
 	}
 }
+
+// TestRouteIsTheInnermostPattern: wrapped around a mux that an outer mux
+// routes to by prefix, the route is the inner pattern; wrapped around one
+// handler, it is the outer mux's pattern.
+func TestRouteIsTheInnermostPattern(t *testing.T) {
+	r := newRig(t)
+	m := r.meter(t, testConfig(), nil)
+	inner := http.NewServeMux()
+	inner.HandleFunc("GET /v1/invoices/{id}", func(w http.ResponseWriter, r *http.Request) {})
+	outer := http.NewServeMux()
+	outer.Handle("/v1/", m.Handler(inner))
+	outer.Handle("GET /v2/orders/{id}", m.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {})))
+	srv := httptest.NewServer(outer)
+	defer srv.Close()
+	do(t, "GET", srv.URL+"/v1/invoices/7", "acme", "", "")
+	do(t, "GET", srv.URL+"/v2/orders/9", "acme", "", "")
+	evs := r.stored(t, "acme", event.KindAPIRequest, 2)
+	if evs[0].Route != "GET /v1/invoices/{id}" || evs[1].Route != "GET /v2/orders/{id}" {
+		t.Fatalf("routes %q and %q, want GET /v1/invoices/{id} and GET /v2/orders/{id}", evs[0].Route, evs[1].Route)
+	}
+}
