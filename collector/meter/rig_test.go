@@ -2,6 +2,7 @@ package meter_test
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"log/slog"
 	"os"
@@ -28,10 +29,11 @@ func TestMain(m *testing.M) { testenv.Main(m) }
 // usage stream, a collector storing into a fresh ClickHouse database, and
 // an emitter.
 type rig struct {
-	nats *testenv.NATSServer
-	nc   *nats.Conn
-	ch   driver.Conn
-	em   *emit.Emitter
+	nats   *testenv.NATSServer
+	nc     *nats.Conn
+	ch     driver.Conn
+	em     *emit.Emitter
+	signer *limiter.Signer // signs the rig's decisions; its limiters trust it
 }
 
 func quietLog() *slog.Logger {
@@ -51,6 +53,13 @@ func connect(t testing.TB, url string) *nats.Conn {
 func newRig(t *testing.T) *rig {
 	t.Helper()
 	r := &rig{nats: testenv.NATS(t)}
+	_, priv, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.signer, err = limiter.NewSigner(priv); err != nil {
+		t.Fatal(err)
+	}
 	r.nc = connect(t, r.nats.URL)
 	js, err := jetstream.New(r.nc)
 	if err != nil {
@@ -109,6 +118,7 @@ func (r *rig) limiter(t *testing.T, mod func(*limiter.Config)) *limiter.Limiter 
 	t.Helper()
 	cfg := limiter.DefaultConfig()
 	cfg.Group = "meter-test"
+	cfg.TrustedKeys = []string{limiter.FormatPublicKey(r.signer.PublicKey())}
 	cfg.Breaker.OpenFor = time.Minute // stays open while the test looks
 	if mod != nil {
 		mod(&cfg)
@@ -134,7 +144,7 @@ func (r *rig) publisher(t *testing.T) *limiter.Publisher {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	p, err := limiter.NewPublisher(ctx, connect(t, r.nats.URL), 0)
+	p, err := limiter.NewPublisher(ctx, connect(t, r.nats.URL), 0, limiter.WithSigner(r.signer))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,10 +4,12 @@
 // metered, and every Postgres query is metered per tenant, under row-level
 // security.
 //
-// Run it against `tenantguard dev` (which prints its NATS URL):
+// Run it against `tenantguard dev`, which prints its NATS URL and the public
+// key its decisions are signed with ("limiters trust ed25519:…"):
 //
 //	tenantguard dev &
-//	go run ./docs/examples/service -nats nats://127.0.0.1:<port> -pg postgres://app@127.0.0.1:5432/app
+//	go run ./docs/examples/service -nats nats://127.0.0.1:<port> -trusted-key ed25519:<key> \
+//		-pg postgres://app@127.0.0.1:5432/app
 //	curl -H 'X-Tenant-ID: acme' -H 'X-User-ID: u_42' -d '{"amount":"12.50"}' localhost:8081/v1/invoices
 //	curl -H 'X-Tenant-ID: acme' localhost:8081/v1/invoices
 //
@@ -46,6 +48,7 @@ import (
 func main() {
 	listen := flag.String("listen", "127.0.0.1:8081", "HTTP address")
 	natsURL := flag.String("nats", nats.DefaultURL, "NATS URL (tenantguard dev prints it)")
+	trustedKey := flag.String("trusted-key", "", "public key of the decisions (tenantguard dev prints it: limiters trust ed25519:…)")
 	pgDSN := flag.String("pg", "", "Postgres DSN; use a role that does not own the table, so row-level security applies")
 	payments := flag.String("payments", "", "payment provider URL; empty: a built-in stub")
 	failRate := flag.Float64("payments-fail", 0, "built-in stub: share of calls that fail with 502")
@@ -53,15 +56,15 @@ func main() {
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, log, *listen, *natsURL, *pgDSN, *payments, *failRate); err != nil {
+	if err := run(ctx, log, *listen, *natsURL, *trustedKey, *pgDSN, *payments, *failRate); err != nil {
 		log.Error("service", "err", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, log *slog.Logger, listen, natsURL, pgDSN, payments string, failRate float64) error {
-	if pgDSN == "" {
-		return errors.New("-pg is required")
+func run(ctx context.Context, log *slog.Logger, listen, natsURL, trustedKey, pgDSN, payments string, failRate float64) error {
+	if pgDSN == "" || trustedKey == "" {
+		return errors.New("-pg and -trusted-key are required")
 	}
 	nc, err := nats.Connect(natsURL, nats.Name("invoices-api"), nats.MaxReconnects(-1))
 	if err != nil {
@@ -85,6 +88,7 @@ func run(ctx context.Context, log *slog.Logger, listen, natsURL, pgDSN, payments
 	}
 	lcfg := limiter.DefaultConfig()
 	lcfg.Group = "invoices-api"
+	lcfg.TrustedKeys = []string{trustedKey} // only decisions signed by this key apply
 	lim, err := limiter.New(lcfg, limiter.Deps{Conn: nc, Registerer: reg, Logger: log})
 	if err != nil {
 		return err

@@ -92,12 +92,14 @@ func TestExampleAgainstDev(t *testing.T) {
 	dev := testenv.StartProc(t, "dev", exec.Command(tg, "dev", "--data-dir", t.TempDir()),
 		"TENANTGUARD_METRICS_LISTEN=127.0.0.1:"+strconv.Itoa(testenv.FreePort(t)),
 		"TENANTGUARD_API_LISTEN=127.0.0.1:"+strconv.Itoa(testenv.FreePort(t)))
-	var natsURL, chAddr string
+	var natsURL, chAddr, keyFile, trusted string
 	lineRE := regexp.MustCompile(`dev: NATS (\S+)\s+ClickHouse (\S+)`)
+	keyRE := regexp.MustCompile(`dev: decisions signed with (\S+); limiters trust (\S+)`)
 	deadline := time.Now().Add(60 * time.Second)
 	for natsURL == "" {
-		if m := lineRE.FindStringSubmatch(dev.Tail()); m != nil {
-			natsURL, chAddr = m[1], m[2]
+		m, k := lineRE.FindStringSubmatch(dev.Tail()), keyRE.FindStringSubmatch(dev.Tail())
+		if m != nil && k != nil {
+			natsURL, chAddr, keyFile, trusted = m[1], m[2], k[1], k[2]
 			break
 		}
 		if dev.Exited() || time.Now().After(deadline) {
@@ -127,7 +129,7 @@ func TestExampleAgainstDev(t *testing.T) {
 	appDSN := strings.Replace(adminDSN, "postgres://postgres@", "postgres://"+role+"@", 1)
 
 	addr := "127.0.0.1:" + strconv.Itoa(testenv.FreePort(t))
-	svc := testenv.StartProc(t, "service", exec.Command(svcBin, "-listen", addr, "-nats", natsURL, "-pg", appDSN))
+	svc := testenv.StartProc(t, "service", exec.Command(svcBin, "-listen", addr, "-nats", natsURL, "-trusted-key", trusted, "-pg", appDSN))
 	base := "http://" + addr
 	svc.WaitHTTP200(t, base+"/healthz", 30*time.Second)
 
@@ -209,7 +211,8 @@ func TestExampleAgainstDev(t *testing.T) {
 	// A throttle from the CLI reaches the example: acme's excess gets 429.
 	cmd := exec.Command(tg, "throttle", "--tenant", "acme", "--rate", "0.01", "--burst", "1", "--for", "1m",
 		"--no-audit", "--reason", "example test")
-	cmd.Dir, cmd.Env = t.TempDir(), append(os.Environ(), "TENANTGUARD_NATS_URL="+natsURL)
+	cmd.Dir, cmd.Env = t.TempDir(), append(os.Environ(), "TENANTGUARD_NATS_URL="+natsURL,
+		"TENANTGUARD_DECISIONS_SIGNING_KEY_FILE="+keyFile) // signed with dev's key, which the example trusts
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("tenantguard throttle: %v\n%s", err, out)
 	}
