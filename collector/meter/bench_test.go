@@ -2,12 +2,9 @@ package meter_test
 
 import (
 	"context"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"runtime"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -228,39 +225,4 @@ func BenchmarkTransport(b *testing.B) {
 	if m.Dropped() != 0 {
 		b.Fatalf("%d records dropped", m.Dropped())
 	}
-}
-
-// BenchmarkMiddlewareOverHTTP is the middleware's cost as a client sees
-// it: real requests over loopback to an http.Server, bare and wrapped, in
-// the same run.
-func BenchmarkMiddlewareOverHTTP(b *testing.B) {
-	lim, err := limiter.New(limiter.DefaultConfig(), limiter.Deps{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer lim.Close()
-	m, flush := benchMeter(b, benchEmitter(b), lim, time.Hour)
-	mux := benchMux()
-	bare := httptest.NewServer(mux)
-	defer bare.Close()
-	inst := httptest.NewServer(m.Handler(mux))
-	defer inst.Close()
-	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4}}
-	get := func(base string) func(int) {
-		return func(i int) {
-			req, _ := http.NewRequest("GET", base+"/v1/invoices/"+strconv.Itoa(i&1023), nil)
-			req.Header.Set("X-Tenant-ID", "acme")
-			resp, err := client.Do(req)
-			if err != nil {
-				b.Fatal(err)
-			}
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/plain") {
-				b.Fatalf("status %d", resp.StatusCode)
-			}
-		}
-	}
-	var p pair
-	p.run(b, get(bare.URL), get(inst.URL), flush)
 }
