@@ -194,7 +194,10 @@ func (d *Detector) observe(e *event.Event, cost float64) bool {
 	if m > t.lastSeen {
 		t.lastSeen = m
 	}
-	isErr := e.Error || e.StatusCode >= 500
+	// A request the limiter turned away (attrs.rejected, set by the SDK's
+	// middleware and transport) is not a failure: counting its 503 would
+	// keep the error rate, and the circuit it came from, up for good.
+	isErr := e.Error || (e.StatusCode >= 500 && e.Attrs["rejected"] == "")
 	t.count[i]++
 	if isErr {
 		t.errs[i]++

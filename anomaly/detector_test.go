@@ -386,3 +386,39 @@ func TestCorrectionsNetOutOfSpend(t *testing.T) {
 		t.Fatalf("got %+v, want one 70%% alert at 75", a)
 	}
 }
+
+// TestRejectedRequestsAreNotErrors: 503s the limiter answered while a
+// circuit was open (attrs.rejected) do not raise the error rate; the same
+// 503s from the service do.
+func TestRejectedRequestsAreNotErrors(t *testing.T) {
+	for _, c := range []struct {
+		name     string
+		attrs    map[string]string
+		wantFire bool
+	}{
+		{"served 503s", nil, true},
+		{"rejected 503s", map[string]string{"rejected": "circuit_open"}, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			d, rec := newTestDetector(t, nil)
+			ctx := context.Background()
+			e := event.Event{TenantID: "acme", Kind: "api_request", Quantity: 1, Route: "GET /v1/pay"}
+			for m := 0; m < 100; m++ {
+				at := t0.Add(time.Duration(m) * time.Minute)
+				for i := 0; i < 100; i++ {
+					e.Time = at.Add(time.Duration(i) * 500 * time.Millisecond)
+					e.StatusCode, e.Attrs = 200, nil
+					if m >= 80 && i%2 == 0 {
+						e.StatusCode, e.Attrs = 503, c.attrs
+					}
+					d.Observe(&e, 0)
+				}
+				d.Advance(ctx, at.Add(time.Minute+d.cfg.Lateness))
+			}
+			fired := len(only(rec.Alerts(), MetricErrorRate)) > 0
+			if fired != c.wantFire {
+				t.Fatalf("error_rate fired %v, want %v", fired, c.wantFire)
+			}
+		})
+	}
+}

@@ -169,7 +169,8 @@ func TestPrometheusPanels(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	prom := testenv.StartPrometheus(t, testenv.PrometheusConfig{Targets: []string{ln.Addr().String()}, RuleFiles: rules})
+	// A service embedding the SDK is scraped too, as configs/prometheus.yml does.
+	prom := testenv.StartPrometheus(t, testenv.PrometheusConfig{Targets: []string{ln.Addr().String(), startSDKService(t)}, RuleFiles: rules})
 
 	// Poll until every expression returns data, or the deadline passes.
 	pending := map[string]query{}

@@ -13,7 +13,9 @@ import (
 // DefaultConfig.
 type Config struct {
 	// Group names the set of instances that split a global rate between
-	// them, usually the service name. Default "default".
+	// them: the instances of one service. Services must not share a group,
+	// or each one's limits are split with the other's instances. Default
+	// empty, which New replaces with the program's name (see GroupOf).
 	Group string `mapstructure:"group"`
 	// InstanceID identifies this instance in the presence bucket. Default:
 	// empty, which means a random id.
@@ -107,7 +109,6 @@ type BreakerConfig struct {
 // DefaultConfig returns the documented defaults.
 func DefaultConfig() Config {
 	return Config{
-		Group:             "default",
 		MaxDefaultTenants: 100000,
 		SplitGlobal:       true,
 		HeartbeatInterval: 400 * time.Millisecond,
@@ -138,7 +139,7 @@ func (c Config) Validate() error {
 	bad := func(field, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("limiter.%s: "+format, append([]any{field}, args...)...))
 	}
-	if !event.ValidTenantID(c.Group) {
+	if c.Group != "" && !event.ValidTenantID(c.Group) {
 		bad("group", "%q must match %s", c.Group, event.TenantPattern)
 	}
 	if c.InstanceID != "" && !event.ValidTenantID(c.InstanceID) {

@@ -121,6 +121,9 @@ func New(cfg Config, deps Deps) (*Limiter, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	if err := resolveGroup(&cfg); err != nil {
+		return nil, err
+	}
 	if deps.Logger == nil {
 		deps.Logger = slog.Default()
 	}
@@ -280,6 +283,12 @@ type Result struct {
 	Remaining  int           // whole tokens left after this request
 	Reset      time.Duration // until the bucket is full again
 	RetryAfter time.Duration // until a rejected request could pass; 0 if allowed
+
+	// ClusterLimit and ClusterRate are the cluster-wide burst and rate per
+	// second, before the split among instances; RateLimit-Limit reports
+	// ClusterLimit. Zero for a shed tenant.
+	ClusterLimit int
+	ClusterRate  float64
 }
 
 // Check is AllowN(tenant, now, 1) that also applies a route-scoped decision
@@ -326,6 +335,9 @@ func (s *limitState) check(now time.Time) Result {
 		return Result{Allowed: true}
 	}
 	res := Result{Limited: true}
+	if !s.shed {
+		res.ClusterLimit, res.ClusterRate = s.globalBurst, s.globalRate
+	}
 	untilExpiry := time.Duration(0)
 	if s.expires != math.MaxInt64 {
 		untilExpiry = time.Duration(s.expires - now.UnixNano())

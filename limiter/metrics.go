@@ -105,6 +105,9 @@ func newMetrics(l *Limiter, reg prometheus.Registerer) (*metrics, error) {
 	if err := reg.Register(m); err != nil {
 		return nil, err
 	}
+	if err := reg.Register(newBreakerStates(l)); err != nil {
+		return nil, err
+	}
 	return m, nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"net/textproto"
 	"strconv"
 	"strings"
 	"time"
@@ -22,8 +23,13 @@ var ErrNoTenant = errors.New("no tenant in request")
 // HeaderTenant reads the tenant from a header such as X-Tenant-ID. The
 // header is trusted: use it behind a gateway that sets it.
 func HeaderTenant(name string) TenantFunc {
+	// Canonical once here, so that each request's lookup allocates nothing.
+	key := textproto.CanonicalMIMEHeaderKey(name)
 	return func(r *http.Request) (string, error) {
-		t := r.Header.Get(name)
+		var t string
+		if v := r.Header[key]; len(v) > 0 {
+			t = v[0]
+		}
 		if t == "" {
 			return "", ErrNoTenant
 		}
@@ -73,8 +79,9 @@ type MiddlewareConfig struct {
 // Middleware enforces the limiter on HTTP requests: 401 when the tenant
 // cannot be established, 429 with Retry-After when throttled or shed, 503
 // with Retry-After when the integration's circuit is open. Limited tenants
-// get RateLimit-Limit, RateLimit-Remaining and RateLimit-Reset (seconds) on
-// every response.
+// get RateLimit-Limit (cluster-wide), RateLimit-Remaining and
+// RateLimit-Reset (seconds) on every response; see AdmitHTTP. To meter the
+// requests as well, use collector/meter, which answers the same way.
 func (l *Limiter) Middleware(cfg MiddlewareConfig) (func(http.Handler) http.Handler, error) {
 	if cfg.Tenant == nil {
 		return nil, errors.New("limiter middleware: Tenant func is required")
@@ -94,40 +101,23 @@ func (l *Limiter) Middleware(cfg MiddlewareConfig) (func(http.Handler) http.Hand
 			if cfg.Route != nil {
 				route = cfg.Route(r)
 			}
-			res := l.Check(tenant, route, time.Now())
-			h := w.Header()
-			if res.Limited {
-				h.Set("RateLimit-Limit", strconv.Itoa(res.Limit))
-				h.Set("RateLimit-Remaining", strconv.Itoa(res.Remaining))
-				h.Set("RateLimit-Reset", seconds(res.Reset, 0))
+			integ := ""
+			if cfg.Integration != nil {
+				integ = cfg.Integration(r)
 			}
-			if !res.Allowed {
-				h.Set("Retry-After", seconds(res.RetryAfter, 1))
-				http.Error(w, "too many requests", http.StatusTooManyRequests)
+			if status, _ := l.AdmitHTTP(w.Header(), tenant, route, integ, time.Now()); status != 0 {
+				DenyHTTP(w, status)
 				return
 			}
-			if cfg.Integration != nil {
-				if integ := cfg.Integration(r); integ != "" {
-					if err := l.breakers.Allow(tenant, integ); err != nil {
-						var coe *CircuitOpenError
-						if errors.As(err, &coe) {
-							h.Set("Retry-After", seconds(coe.RetryAfter, 1))
-							http.Error(w, "service unavailable: circuit open", http.StatusServiceUnavailable)
-							return
-						}
-						h.Set("Retry-After", "1")
-						http.Error(w, "too many requests", http.StatusTooManyRequests)
-						return
-					}
-					sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
-					next.ServeHTTP(sw, r)
-					var rerr error
-					if sw.status >= 500 {
-						rerr = fmt.Errorf("status %d", sw.status)
-					}
-					l.breakers.Report(tenant, integ, rerr)
-					return
+			if integ != "" {
+				sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+				next.ServeHTTP(sw, r)
+				var rerr error
+				if sw.status >= 500 {
+					rerr = fmt.Errorf("status %d", sw.status)
 				}
+				l.breakers.Report(tenant, integ, rerr)
+				return
 			}
 			next.ServeHTTP(w, r)
 		})

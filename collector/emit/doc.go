@@ -15,6 +15,10 @@
 // rights on tenantguard.corrections.<tenant_id> and subscribe rights on
 // _INBOX.>.
 //
+// Register puts the emitter's own metrics (buffer depth, drops, invalid
+// events, retries, publishes) on the service's Prometheus registry.
+//
 // Lifecycle: New, Emit from any goroutine, Flush to wait for delivery,
-// Close to flush and stop. It imports nats.go and the event package only.
+// Close to flush and stop. It imports nats.go, client_golang and the event
+// package only.
 package emit

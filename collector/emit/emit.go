@@ -155,9 +155,6 @@ func (e *Emitter) Emit(ctx context.Context, ev event.Event) error {
 	if e.closed.Load() {
 		return ErrClosed
 	}
-	if ev.ID == "" {
-		ev.ID = e.NewID()
-	}
 	if ev.Time.IsZero() {
 		ev.Time = time.Now()
 	}
@@ -168,13 +165,19 @@ func (e *Emitter) Emit(ctx context.Context, ev event.Event) error {
 		e.invalid.Add(1)
 		return err
 	}
-	data := event.AppendJSON(make([]byte, 0, 256), &ev)
-	if len(data) > event.MaxSize {
-		e.invalid.Add(1)
-		return fmt.Errorf("emit: event is %d bytes, limit %d", len(data), event.MaxSize)
-	}
+	// The slot first: an event dropped because the buffer is full costs
+	// no id, no encoding and no allocation.
 	if err := e.acquire(ctx); err != nil {
 		return err
+	}
+	if ev.ID == "" {
+		ev.ID = e.NewID()
+	}
+	data := event.AppendJSON(make([]byte, 0, 256), &ev)
+	if len(data) > event.MaxSize {
+		<-e.slots
+		e.invalid.Add(1)
+		return fmt.Errorf("emit: event is %d bytes, limit %d", len(data), event.MaxSize)
 	}
 	msg := nats.NewMsg(event.Subject(ev.TenantID, ev.Kind))
 	msg.Data = data

@@ -239,3 +239,24 @@ func TestEmitRacingCloseIsNeverSilent(t *testing.T) {
 		}
 	}
 }
+
+// TestOversizeEventFreesItsSlot: an event over 8 KiB is refused as invalid
+// and gives its buffer slot back.
+func TestOversizeEventFreesItsSlot(t *testing.T) {
+	_, nc, _ := setup(t)
+	cfg := DefaultConfig()
+	cfg.BufferSize = 1
+	e, _ := New(nc, cfg)
+	defer e.Close(context.Background())
+	big := ev(1)
+	big.Attrs = map[string]string{"blob": string(make([]byte, event.MaxSize))}
+	if err := e.Emit(context.Background(), big); err == nil {
+		t.Fatal("an event over 8 KiB was accepted")
+	}
+	if st := e.Stats(); st.Invalid != 1 || st.Buffered != 0 {
+		t.Fatalf("stats %+v, want 1 invalid and the slot free", st)
+	}
+	if err := e.Emit(ctxT(t, time.Second), ev(2)); err != nil {
+		t.Fatalf("next event: %v, want the freed slot", err)
+	}
+}
