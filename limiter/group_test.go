@@ -68,13 +68,13 @@ func TestRateLimitHeaderIsClusterWide(t *testing.T) {
 	a := start(t, srv.URL, func(c *Config) { c.Group = "svc" })
 	b := start(t, srv.URL, func(c *Config) { c.Group = "svc" })
 	other := start(t, srv.URL, func(c *Config) { c.Group = "other-svc" })
-	waitFor(t, 10*time.Second, "the svc instances see each other", func() bool {
+	testenv.Eventually(t, 10*time.Second, "the svc instances see each other", func() bool {
 		return a.Instances() == 2 && b.Instances() == 2 && other.Instances() == 1
 	})
 	if _, err := pub.Put(context.Background(), throttle("acme", 2, 0, SourceManual, time.Minute)); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "every instance applies the throttle", func() bool {
+	testenv.Eventually(t, 5*time.Second, "every instance applies the throttle", func() bool {
 		for _, in := range []*instance{a, b, other} {
 			if _, _, ok := in.Limit("acme"); !ok {
 				return false

@@ -159,7 +159,7 @@ func TestThrottledTenantIsRejectedAndMetered(t *testing.T) {
 		Reason: "test", Source: limiter.SourceManual}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "the limiter applies the throttle", func() bool {
+	testenv.Eventually(t, 5*time.Second, "the limiter applies the throttle", func() bool {
 		_, _, ok := lim.Limit("noisy")
 		return ok
 	})
@@ -217,7 +217,7 @@ func TestRouteScopedThrottle(t *testing.T) {
 		IssuedAt: now, ExpiresAt: now.Add(time.Minute), Reason: "test", Source: limiter.SourceManual}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "the route decision", func() bool { return lim.HasRouteDecisions("acme") })
+	testenv.Eventually(t, 5*time.Second, "the route decision", func() bool { return lim.HasRouteDecisions("acme") })
 	if c := do(t, "GET", srv.URL+"/v1/export/1", "acme", "", "").StatusCode; c != 200 {
 		t.Fatalf("first export: %d, want 200", c)
 	}

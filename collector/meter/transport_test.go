@@ -181,7 +181,7 @@ func TestTransportHonoursPushedOpenCircuit(t *testing.T) {
 		Source: limiter.SourceAnomaly}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "the decision reaches the limiter", func() bool {
+	testenv.Eventually(t, 5*time.Second, "the decision reaches the limiter", func() bool {
 		return lim.Breakers().State("acme", "llm") == limiter.StateOpen
 	})
 	_, err, _ := call(t, client, api.URL, "acme")
@@ -198,7 +198,7 @@ func TestTransportHonoursPushedOpenCircuit(t *testing.T) {
 	if err := pub.Clear(context.Background(), "acme", limiter.IntegrationScope("llm"), limiter.SourceManual); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "the clear reaches the limiter", func() bool {
+	testenv.Eventually(t, 5*time.Second, "the clear reaches the limiter", func() bool {
 		return lim.Breakers().State("acme", "llm") == limiter.StateClosed
 	})
 	if code, err, _ := call(t, client, api.URL, "acme"); err != nil || code != 200 {
