@@ -95,9 +95,9 @@ func TestRunWaitsForNATSAndReportsIt(t *testing.T) {
 		"TENANTGUARD_CLICKHOUSE_DATABASE": ch.NewDatabase(t),
 		"TENANTGUARD_LOG_LEVEL":           "debug",
 	})
-	took := d.testenv.Eventually(t, "/healthz", http.StatusOK, "", 2*time.Second)
+	took := d.waitFor(t, "/healthz", http.StatusOK, "", 2*time.Second)
 	t.Logf("/healthz answered %s after start", took.Round(time.Millisecond))
-	d.testenv.Eventually(t, "/readyz", http.StatusServiceUnavailable, "nats", 5*time.Second)
+	d.waitFor(t, "/readyz", http.StatusServiceUnavailable, "nats", 5*time.Second)
 	time.Sleep(6 * time.Second) // the daemon used to give up after 5s
 	if code, body := d.get("/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "nats") {
 		t.Fatalf("/readyz with NATS down got %d %q, want 503 naming nats", code, body)
@@ -106,15 +106,15 @@ func TestRunWaitsForNATSAndReportsIt(t *testing.T) {
 	if err := ns.Start(); err != nil {
 		t.Fatal(err)
 	}
-	took = d.testenv.Eventually(t, "/readyz", http.StatusOK, "", time.Minute)
+	took = d.waitFor(t, "/readyz", http.StatusOK, "", time.Minute)
 	t.Logf("/readyz answered 200 %s after start", took.Round(time.Millisecond))
 
 	ns.Shutdown()
-	d.testenv.Eventually(t, "/readyz", http.StatusServiceUnavailable, "nats", 10*time.Second)
+	d.waitFor(t, "/readyz", http.StatusServiceUnavailable, "nats", 10*time.Second)
 	if err := ns.Start(); err != nil {
 		t.Fatal(err)
 	}
-	d.testenv.Eventually(t, "/readyz", http.StatusOK, "", time.Minute)
+	d.waitFor(t, "/readyz", http.StatusOK, "", time.Minute)
 	if code := d.Stop(); code != 0 {
 		t.Errorf("the daemon exited with status %d after SIGTERM, want 0", code)
 	}
@@ -133,13 +133,13 @@ func TestRunServesHealthWhileClickHouseDown(t *testing.T) {
 		"TENANTGUARD_NATS_URL":        ns.URL,
 		"TENANTGUARD_CLICKHOUSE_ADDR": ch.Addr,
 	})
-	took := d.testenv.Eventually(t, "/healthz", http.StatusOK, "", 2*time.Second)
+	took := d.waitFor(t, "/healthz", http.StatusOK, "", 2*time.Second)
 	t.Logf("/healthz answered %s after start", took.Round(time.Millisecond))
-	d.testenv.Eventually(t, "/readyz", http.StatusServiceUnavailable, "clickhouse", 5*time.Second)
+	d.waitFor(t, "/readyz", http.StatusServiceUnavailable, "clickhouse", 5*time.Second)
 	if err := ch.Start(); err != nil {
 		t.Fatal(err)
 	}
-	d.testenv.Eventually(t, "/readyz", http.StatusOK, "", time.Minute)
+	d.waitFor(t, "/readyz", http.StatusOK, "", time.Minute)
 	if code := d.Stop(); code != 0 {
 		t.Errorf("the daemon exited with status %d after SIGTERM, want 0", code)
 	}

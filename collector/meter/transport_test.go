@@ -14,6 +14,7 @@ import (
 	"github.com/tenantguard/tenantguard/anomaly"
 	"github.com/tenantguard/tenantguard/collector/event"
 	"github.com/tenantguard/tenantguard/collector/meter"
+	"github.com/tenantguard/tenantguard/internal/testenv"
 	"github.com/tenantguard/tenantguard/limiter"
 )
 
