@@ -16,12 +16,12 @@ import (
 )
 
 // releaseOverrides shorten only the release half of TestGuardLoop. The
-// detector resolves a usage episode once its smoothed ratio (an EWMA with
-// weight 0.3 per 1-minute window) has stayed under 1.5x for quiet_period;
-// from the throttled level (2x) that smoothing alone takes 3 to 4 windows,
-// and the default quiet_period adds 5 more. 1m is the smallest value
-// anomaly.quiet_period accepts. Detection, the throttle and its rate use the
-// defaults.
+// detector resolves a usage episode once each window's own ratio has stayed
+// under the resolve ratio for quiet_period (docs/anomaly.md), so an episode
+// ends about quiet_period plus a window after the spike; the default 5m
+// quiet period would make the test wait that much longer. 1m is the
+// smallest value anomaly.quiet_period accepts. Detection, the throttle and
+// its rate use the defaults.
 var releaseOverrides = map[string]string{"TENANTGUARD_ANOMALY_QUIET_PERIOD": "1m"}
 
 // TestGuardLoop runs the whole guard loop end to end: a service process
