@@ -10,8 +10,6 @@ import (
 
 // Config tunes the collector.
 type Config struct {
-	// Enabled runs the stage in `tenantguard run`. Default true.
-	Enabled bool `mapstructure:"enabled"`
 	// Durable is the JetStream consumer name shared by replicas. Default "tenantguard-collector".
 	Durable string `mapstructure:"durable"`
 	// BatchMaxRows flushes a batch at this many events. Default 10000.
@@ -64,7 +62,6 @@ const MaxLateness = 365 * 24 * time.Hour
 // DefaultConfig returns the defaults documented on Config.
 func DefaultConfig() Config {
 	return Config{
-		Enabled:       true,
 		Durable:       "tenantguard-collector",
 		BatchMaxRows:  10000,
 		BatchMaxWait:  500 * time.Millisecond,

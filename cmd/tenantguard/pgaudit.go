@@ -32,7 +32,6 @@ func newPgAuditCmd(a *app) *cobra.Command {
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg := pgAuditConfig(a)
-			cfg.Enabled = true
 			if dsn != "" {
 				cfg.DSNs = []string{dsn}
 			}

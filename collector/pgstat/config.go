@@ -9,8 +9,6 @@ import (
 
 // Config is the `pgstat` section of the tenantguard config.
 type Config struct {
-	// Enabled turns the stage on in `tenantguard run`. Default false.
-	Enabled bool `mapstructure:"enabled"`
 	// DSNs are the Postgres databases to audit, one DSN per database.
 	// Default empty. The role needs pg_read_all_stats (or superuser).
 	DSNs []string `mapstructure:"dsns"`
@@ -60,9 +58,6 @@ func (c Config) Validate() error {
 	var errs []error
 	bad := func(field, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("pgstat.%s: "+format, append([]any{field}, args...)...))
-	}
-	if c.Enabled && len(c.DSNs) == 0 {
-		errs = append(errs, errors.New("pgstat.dsns: must not be empty when pgstat.enabled is true"))
 	}
 	for i, d := range c.DSNs {
 		if strings.TrimSpace(d) == "" {

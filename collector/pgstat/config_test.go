@@ -11,17 +11,17 @@ func TestConfigValidate(t *testing.T) {
 		t.Fatalf("default config: %v", err)
 	}
 	d := DefaultConfig()
-	if d.Enabled || len(d.DSNs) != 0 || d.Interval != 60*time.Second || d.TenantColumn != "tenant_id" ||
+	if len(d.DSNs) != 0 || d.Interval != 60*time.Second || d.TenantColumn != "tenant_id" ||
 		d.TenantGUC != "app.current_tenant" || d.MinCalls != 1 {
 		t.Fatalf("defaults: got %+v", d)
 	}
-	bad := Config{Enabled: true, Interval: 0, TenantColumn: "tenant id", TenantGUC: "x'; drop",
+	bad := Config{Interval: 0, TenantColumn: "tenant id", TenantGUC: "x'; drop",
 		IncludeTables: []string{"a.b:c", "1bad"}, ExcludeTables: []string{"t:col"}, MinCalls: 0}
 	err := bad.Validate()
 	if err == nil {
 		t.Fatal("bad config accepted")
 	}
-	for _, want := range []string{"pgstat.dsns:", "pgstat.interval:", "pgstat.tenant_column:", "pgstat.tenant_guc:",
+	for _, want := range []string{"pgstat.interval:", "pgstat.tenant_column:", "pgstat.tenant_guc:",
 		"pgstat.include_tables:", "pgstat.exclude_tables:", "pgstat.min_calls:"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error lacks %q:\n%v", want, err)

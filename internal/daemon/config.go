@@ -23,19 +23,19 @@ import (
 
 // Config is the whole configuration; each section belongs to one stage.
 type Config struct {
-	NATS       NATSConfig       `mapstructure:"nats"`
-	ClickHouse store.Config     `mapstructure:"clickhouse"`
-	Metrics    MetricsConfig    `mapstructure:"metrics"`
-	API        api.Config       `mapstructure:"api"`
-	Billing    billing.Config   `mapstructure:"billing"`
-	Collector  collector.Config `mapstructure:"collector"`
-	Pricing    pricing.Config   `mapstructure:"pricing"`
-	Anomaly    anomaly.Config   `mapstructure:"anomaly"`
-	Alerts     notify.Config    `mapstructure:"alerts"`
-	Decisions  DecisionsConfig  `mapstructure:"decisions"`
-	Exporter   ExporterConfig   `mapstructure:"exporter"`
-	PGStat     pgstat.Config    `mapstructure:"pgstat"`
-	Log        LogConfig        `mapstructure:"log"`
+	NATS       NATSConfig      `mapstructure:"nats"`
+	ClickHouse store.Config    `mapstructure:"clickhouse"`
+	Metrics    MetricsConfig   `mapstructure:"metrics"`
+	API        api.Config      `mapstructure:"api"`
+	Billing    billing.Config  `mapstructure:"billing"`
+	Collector  CollectorConfig `mapstructure:"collector"`
+	Pricing    pricing.Config  `mapstructure:"pricing"`
+	Anomaly    anomaly.Config  `mapstructure:"anomaly"`
+	Alerts     notify.Config   `mapstructure:"alerts"`
+	Decisions  DecisionsConfig `mapstructure:"decisions"`
+	Exporter   ExporterConfig  `mapstructure:"exporter"`
+	PGStat     PGStatConfig    `mapstructure:"pgstat"`
+	Log        LogConfig       `mapstructure:"log"`
 }
 
 // NATSConfig says how to reach NATS.
@@ -58,6 +58,20 @@ type NATSConfig struct {
 type MetricsConfig struct {
 	// Listen serves /metrics. Default ":9464".
 	Listen string `mapstructure:"listen"`
+}
+
+// CollectorConfig switches the collector; its keys sit beside it.
+type CollectorConfig struct {
+	// Enabled runs the stage in `tenantguard run`. Default true.
+	Enabled          bool `mapstructure:"enabled"`
+	collector.Config `mapstructure:",squash"`
+}
+
+// PGStatConfig switches the Postgres auditor; its keys sit beside it.
+type PGStatConfig struct {
+	// Enabled runs the stage in `tenantguard run`. Default false.
+	Enabled       bool `mapstructure:"enabled"`
+	pgstat.Config `mapstructure:",squash"`
 }
 
 // ExporterConfig switches the exporter stage; the metrics keys sit beside it.
@@ -89,13 +103,13 @@ func DefaultConfig() Config {
 		Metrics:    MetricsConfig{Listen: ":9464"},
 		API:        api.DefaultConfig(),
 		Billing:    billing.DefaultConfig(),
-		Collector:  collector.DefaultConfig(),
+		Collector:  CollectorConfig{Enabled: true, Config: collector.DefaultConfig()},
 		Pricing:    pricing.DefaultConfig(),
 		Anomaly:    anomaly.DefaultConfig(),
 		Alerts:     notify.DefaultConfig(),
 		Decisions:  DecisionsConfig{Enabled: true, Config: decide.DefaultConfig()},
 		Exporter:   ExporterConfig{Enabled: true, Config: metrics.DefaultConfig()},
-		PGStat:     pgstat.DefaultConfig(),
+		PGStat:     PGStatConfig{Config: pgstat.DefaultConfig()},
 		Log:        LogConfig{Level: "info"},
 	}
 	return c
@@ -117,6 +131,9 @@ func (c Config) Validate() error {
 	}
 	errs = append(errs, c.Exporter.Config.Validate(), c.Anomaly.Validate(), c.Alerts.Validate(), c.Decisions.Config.Validate())
 	errs = append(errs, c.PGStat.Validate())
+	if c.PGStat.Enabled && len(c.PGStat.DSNs) == 0 {
+		errs = append(errs, errors.New("pgstat.dsns: must not be empty when pgstat.enabled is true"))
+	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:

@@ -81,7 +81,7 @@ func (d *Daemon) startStages(ctx context.Context, ready *readiness) error {
 		}
 	}
 	if cfg.Collector.Enabled {
-		col, err := collector.New(cfg.Collector, collector.Deps{
+		col, err := collector.New(cfg.Collector.Config, collector.Deps{
 			JetStream: d.js, Store: d.store, Pricer: d.book, Observers: observers,
 			Registry: d.reg, Logger: log,
 		})
@@ -201,7 +201,7 @@ func (d *Daemon) startPGStat() error {
 	if err != nil {
 		return err
 	}
-	stage, err := pgstat.New(d.cfg.PGStat, pgstat.WithWriter(w), pgstat.WithAlerter(pgAlerter{fan}),
+	stage, err := pgstat.New(d.cfg.PGStat.Config, pgstat.WithWriter(w), pgstat.WithAlerter(pgAlerter{fan}),
 		pgstat.WithRegisterer(d.reg), pgstat.WithLogger(d.log))
 	if err != nil {
 		return err
