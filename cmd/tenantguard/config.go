@@ -70,7 +70,7 @@ func (a *app) load(cmd *cobra.Command) error {
 	a.cfg = cfg
 	a.log = a.logger(cfg.Log.Level)
 	for _, u := range unknown {
-		a.log.Warn("unknown environment variable, ignored", "component", "config", "var", u.name, "closest", u.closest)
+		a.log.Warn("unknown environment variable, ignored", "component", "config", "var", u.Name, "closest", u.Closest)
 	}
 	return nil
 }
