@@ -14,6 +14,7 @@ import (
 
 	"github.com/tenantguard/tenantguard/collector/store"
 	"github.com/tenantguard/tenantguard/exporter/billing"
+	"github.com/tenantguard/tenantguard/internal/progress"
 )
 
 // newExportCmd is `tenantguard export billing|events`.
@@ -172,9 +173,13 @@ func (a *app) runExport(ctx context.Context, f *exportFlags, unit string, run ex
 		out = tmp
 	}
 	cw := &countingWriter{w: out}
-	p := newProgress(a.stderr, unit, cw, !f.noProgress)
-	summary, err := run(ctx, x, cw, p.update)
-	p.stop()
+	var rows atomic.Int64
+	start := time.Now()
+	p := progress.Start(a.stderr, !f.noProgress, 0, func() string {
+		return fmt.Sprintf("exporting: %d %s, %s, %s", rows.Load(), unit, progress.Bytes(cw.n.Load()), time.Since(start).Round(100*time.Millisecond))
+	})
+	summary, err := run(ctx, x, cw, rows.Store)
+	p.Stop()
 	if err != nil {
 		return err
 	}
@@ -191,7 +196,7 @@ func (a *app) runExport(ctx context.Context, f *exportFlags, unit string, run ex
 		tmp = nil
 	}
 	if !f.noProgress {
-		fmt.Fprintf(a.stderr, "exported %s (%s) in %s\n", summary, humanBytes(cw.n.Load()), p.elapsed().Round(time.Millisecond))
+		fmt.Fprintf(a.stderr, "exported %s (%s) in %s\n", summary, progress.Bytes(cw.n.Load()), time.Since(start).Round(time.Millisecond))
 	}
 	return nil
 }
@@ -205,72 +210,4 @@ func (c *countingWriter) Write(b []byte) (int, error) {
 	n, err := c.w.Write(b)
 	c.n.Add(int64(n))
 	return n, err
-}
-
-// progress redraws one status line on stderr while an export runs, when
-// stderr is a terminal; otherwise only the final summary is printed.
-type progress struct {
-	w       io.Writer
-	unit    string
-	cw      *countingWriter
-	rows    atomic.Int64
-	start   time.Time
-	done    chan struct{}
-	stopped chan struct{}
-	live    bool
-}
-
-func newProgress(w io.Writer, unit string, cw *countingWriter, enabled bool) *progress {
-	p := &progress{w: w, unit: unit, cw: cw, start: time.Now(), done: make(chan struct{}), stopped: make(chan struct{})}
-	if fd, ok := w.(*os.File); ok && enabled {
-		if fi, err := fd.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
-			p.live = true
-		}
-	}
-	if !p.live {
-		close(p.stopped)
-		return p
-	}
-	go func() {
-		defer close(p.stopped)
-		t := time.NewTicker(200 * time.Millisecond)
-		defer t.Stop()
-		spin := `|/-\`
-		for i := 0; ; i++ {
-			select {
-			case <-p.done:
-				fmt.Fprint(p.w, "\r\033[K")
-				return
-			case <-t.C:
-				fmt.Fprintf(p.w, "\r\033[K%c exporting: %d %s, %s, %s", spin[i%4], p.rows.Load(), p.unit,
-					humanBytes(p.cw.n.Load()), time.Since(p.start).Round(100*time.Millisecond))
-			}
-		}
-	}()
-	return p
-}
-
-func (p *progress) update(rows int64) { p.rows.Store(rows) }
-
-func (p *progress) stop() {
-	select {
-	case <-p.done:
-	default:
-		close(p.done)
-	}
-	<-p.stopped
-}
-
-func (p *progress) elapsed() time.Duration { return time.Since(p.start) }
-
-func humanBytes(n int64) string {
-	switch {
-	case n >= 1<<30:
-		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%d B", n)
 }

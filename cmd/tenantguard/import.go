@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -14,6 +15,7 @@ import (
 	"github.com/tenantguard/tenantguard/collector/event"
 	"github.com/tenantguard/tenantguard/collector/pricing"
 	"github.com/tenantguard/tenantguard/collector/store"
+	"github.com/tenantguard/tenantguard/internal/progress"
 )
 
 func newImportCmd(a *app) *cobra.Command {
@@ -84,9 +86,16 @@ func newImportCmd(a *app) *cobra.Command {
 			if err != nil {
 				return usageErr(err)
 			}
-			p := newImportProgress(a.stderr, size, !silent)
-			sum, err := im.Import(cmd.Context(), r, f, p.update)
-			p.done()
+			var mu sync.Mutex
+			var last backfill.Progress
+			start := time.Now()
+			p := progress.Start(a.stderr, !silent, 10*time.Second, func() string {
+				mu.Lock()
+				defer mu.Unlock()
+				return importLine(last, size, time.Since(start))
+			})
+			sum, err := im.Import(cmd.Context(), r, f, func(s backfill.Progress) { mu.Lock(); last = s; mu.Unlock() })
+			p.Stop()
 			printImportSummary(a.stderr, input, sum)
 			if err != nil {
 				return fmt.Errorf("import stopped: %w (what was stored stays; running the same input again adds only the rest)", err)
@@ -105,62 +114,17 @@ func newImportCmd(a *app) *cobra.Command {
 	return cmd
 }
 
-// importProgress draws a bar on stderr when it is a terminal (a percentage
-// when the input's size is known), or prints a line every 10 s otherwise.
-type importProgress struct {
-	w       io.Writer
-	size    int64
-	on      bool
-	live    bool
-	start   time.Time
-	last    time.Time
-	drawn   bool
-	lastSum backfill.Progress
-}
-
-func newImportProgress(w io.Writer, size int64, on bool) *importProgress {
-	p := &importProgress{w: w, size: size, on: on, start: time.Now(), last: time.Now()}
-	if fd, ok := w.(*os.File); ok {
-		if fi, err := fd.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
-			p.live = true
-		}
-	}
-	return p
-}
-
-func (p *importProgress) update(s backfill.Progress) {
-	p.lastSum = s
-	if !p.on {
-		return
-	}
-	every := 10 * time.Second
-	if p.live {
-		every = 200 * time.Millisecond
-	}
-	if time.Since(p.last) < every {
-		return
-	}
-	p.last = time.Now()
-	rate := float64(s.Read) / time.Since(p.start).Seconds()
-	counts := fmt.Sprintf("%d read, %d stored, %d duplicates, %d rejected, %.0f events/s", s.Read, s.Stored, s.Dups, s.Bad, rate)
-	if !p.live {
-		fmt.Fprintf(p.w, "import: %s\n", counts)
-		return
-	}
-	bar := ""
-	if p.size > 0 {
-		frac := min(1, float64(s.Bytes)/float64(p.size))
+// importLine is the import's status: a bar when the input's size is known,
+// and the counts.
+func importLine(s backfill.Progress, size int64, elapsed time.Duration) string {
+	line := fmt.Sprintf("import: %d read, %d stored, %d duplicates, %d rejected, %.0f events/s",
+		s.Read, s.Stored, s.Dups, s.Bad, float64(s.Read)/max(elapsed.Seconds(), 1e-9))
+	if size > 0 {
+		frac := min(1, float64(s.Bytes)/float64(size))
 		n := int(frac * 30)
-		bar = fmt.Sprintf("[%s%s] %3.0f%% ", strings.Repeat("#", n), strings.Repeat(".", 30-n), frac*100)
+		line = fmt.Sprintf("[%s%s] %3.0f%% %s", strings.Repeat("#", n), strings.Repeat(".", 30-n), frac*100, line)
 	}
-	fmt.Fprintf(p.w, "\r\033[K%s%s", bar, counts)
-	p.drawn = true
-}
-
-func (p *importProgress) done() {
-	if p.drawn {
-		fmt.Fprint(p.w, "\r\033[K")
-	}
+	return line
 }
 
 func printImportSummary(w io.Writer, input string, sum backfill.Summary) {
