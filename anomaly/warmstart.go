@@ -4,53 +4,50 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"regexp"
 	"time"
 
-	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/tenantguard/tenantguard/collector/store"
 )
 
-var identRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+// RollupReader reads usage_1m rollups; *store.Store is one.
+type RollupReader interface {
+	Rollups(ctx context.Context, from, to time.Time, fn func(store.UsageRow) error) error
+}
+
+// WarmStartReader is what WarmStart reads; *store.Store is one.
+type WarmStartReader interface {
+	RollupReader
+	// HourlyCounts gives each tenant's hourly event counts in [from, to).
+	HourlyCounts(ctx context.Context, from, to time.Time, fn func(store.HourlyCount) error) error
+	// SpendSince gives each tenant's cost from since on.
+	SpendSince(ctx context.Context, since time.Time) (map[string]float64, error)
+	// MaxAnomalyRatios gives each tenant's highest ratio of the
+	// anomalies of metric started from since on.
+	MaxAnomalyRatios(ctx context.Context, metric string, since time.Time) (map[string]float64, error)
+}
+
+var _ WarmStartReader = (*store.Store)(nil)
 
 // QueryRollups reads usage_1m rollups with minute in [from, to), in minute
 // order, and calls fn for each. A row that fails Rollup.Check (a non-finite
 // sum, stored before events were bounded) is not passed to fn: it is counted
 // in skipped, and the first one is described in firstBad, so the caller can
 // report it.
-func QueryRollups(ctx context.Context, conn driver.Conn, db string, from, to time.Time, fn func(*Rollup) error) (skipped int, firstBad error, err error) {
-	if !identRE.MatchString(db) {
-		return 0, nil, fmt.Errorf("invalid database name %q", db)
-	}
-	rows, err := conn.Query(ctx, `SELECT tenant_id, kind, minute, sum(count), sum(quantity), toFloat64(sum(cost)),
-       sum(errors), sum(latency_count), quantilesTDigestMerge(0.5, 0.95, 0.99)(latency)
-FROM `+db+`.usage_1m WHERE minute >= ? AND minute < ?
-GROUP BY tenant_id, kind, minute ORDER BY minute, tenant_id, kind`, from.UTC(), to.UTC())
-	if err != nil {
-		return 0, nil, fmt.Errorf("query usage_1m: %w", err)
-	}
-	defer rows.Close()
+func QueryRollups(ctx context.Context, src RollupReader, from, to time.Time, fn func(*Rollup) error) (skipped int, firstBad error, err error) {
 	var r Rollup
-	for rows.Next() {
-		var q []float32
-		r = Rollup{}
-		if err := rows.Scan(&r.TenantID, &r.Kind, &r.Minute, &r.Count, &r.Quantity, &r.Cost, &r.Errors, &r.LatencyCount, &q); err != nil {
-			return skipped, firstBad, fmt.Errorf("scan usage_1m: %w", err)
-		}
-		if r.LatencyCount > 0 && len(q) == 3 && !math.IsNaN(float64(q[1])) {
-			r.LatencyP95 = float64(q[1])
-		}
+	err = src.Rollups(ctx, from, to, func(u store.UsageRow) error {
+		r = Rollup{Minute: u.Minute, TenantID: u.TenantID, Kind: u.Kind, Count: u.Count, Quantity: u.Quantity,
+			Errors: u.Errors, Cost: u.Cost, LatencyP95: u.LatencyP95, LatencyCount: u.LatencyCount}
 		if err := r.Check(); err != nil {
 			if skipped == 0 {
 				firstBad = err
 			}
 			skipped++
-			continue
+			return nil
 		}
-		if err := fn(&r); err != nil {
-			return skipped, firstBad, err
-		}
-	}
-	return skipped, firstBad, rows.Err()
+		return fn(&r)
+	})
+	return skipped, firstBad, err
 }
 
 // Check reports a rollup whose numbers no detector can use: a quantity,
@@ -78,42 +75,27 @@ func (r *Rollup) usable() bool {
 
 func finiteNonNeg(v float64) bool { return v >= 0 && v <= math.MaxFloat32 }
 
-// WarmStart loads baselines from ClickHouse so a restart does not start
+// WarmStart loads baselines from the store (src) so a restart does not start
 // cold: the seasonal profiles from hourly totals over warm_start.history,
 // levels and dispersion by replaying warm_start.recent of minute rollups
 // silently (no alerts), and month-to-date spend plus the spend-cap
 // thresholds already alerted (from the anomalies table). Call it before
 // Run and before the collector starts observing. It returns the number of
 // tenants seeded.
-func (d *Detector) WarmStart(ctx context.Context, conn driver.Conn, db string, now time.Time) (int, error) {
-	if !identRE.MatchString(db) {
-		return 0, fmt.Errorf("invalid database name %q", db)
-	}
+func (d *Detector) WarmStart(ctx context.Context, src WarmStartReader, now time.Time) (int, error) {
 	now = now.UTC()
 	recentFrom := now.Add(-d.cfg.WarmStart.Recent).Truncate(time.Hour)
 	histFrom := now.Add(-d.cfg.WarmStart.History).Truncate(time.Hour)
 
 	// 1. Seasonal profiles from hourly totals.
 	if histFrom.Before(recentFrom) {
-		rows, err := conn.Query(ctx, `SELECT tenant_id, toStartOfHour(minute) AS h, sum(count)
-FROM `+db+`.usage_1m WHERE minute >= ? AND minute < ?
-GROUP BY tenant_id, h ORDER BY tenant_id, h`, histFrom, recentFrom)
+		closed := int32(recentFrom.Unix()/60) - 1
+		err := src.HourlyCounts(ctx, histFrom, recentFrom, func(h store.HourlyCount) error {
+			d.seedHour(h.TenantID, int32(h.Hour.Unix()/3600), float64(h.Count), closed)
+			return nil
+		})
 		if err != nil {
-			return 0, fmt.Errorf("warm start: query hourly usage: %w", err)
-		}
-		for rows.Next() {
-			var tenant string
-			var h time.Time
-			var n uint64
-			if err := rows.Scan(&tenant, &h, &n); err != nil {
-				rows.Close()
-				return 0, fmt.Errorf("warm start: scan hourly usage: %w", err)
-			}
-			d.seedHour(tenant, int32(h.Unix()/3600), float64(n), int32(recentFrom.Unix()/60)-1)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return 0, fmt.Errorf("warm start: hourly usage: %w", err)
+			return 0, fmt.Errorf("warm start: %w", err)
 		}
 	}
 
@@ -123,7 +105,7 @@ GROUP BY tenant_id, h ORDER BY tenant_id, h`, histFrom, recentFrom)
 	defer func() { d.sink = sink }()
 	cur := int64(-1)
 	lateness := d.cfg.Lateness
-	skipped, firstBad, err := QueryRollups(ctx, conn, db, recentFrom, now.Truncate(time.Minute), func(r *Rollup) error {
+	skipped, firstBad, err := QueryRollups(ctx, src, recentFrom, now.Truncate(time.Minute), func(r *Rollup) error {
 		m := r.Minute.Unix() / 60
 		if cur >= 0 && m > cur {
 			d.Advance(ctx, time.Unix(m*60, 0).Add(lateness))
@@ -145,38 +127,16 @@ GROUP BY tenant_id, h ORDER BY tenant_id, h`, histFrom, recentFrom)
 	// 3. Month-to-date spend, and thresholds already alerted this month.
 	monthFrom, _ := monthBounds(now.Unix())
 	mf := time.Unix(monthFrom, 0).UTC()
-	alerted := map[string]float64{}
-	arows, err := conn.Query(ctx, `SELECT tenant_id, max(ratio) FROM `+db+`.anomalies
-WHERE metric = ? AND starts_at >= ? GROUP BY tenant_id`, MetricSpendCap, mf)
+	alerted, err := src.MaxAnomalyRatios(ctx, MetricSpendCap, mf)
 	if err != nil {
-		return 0, fmt.Errorf("warm start: query anomalies: %w", err)
+		return 0, fmt.Errorf("warm start: %w", err)
 	}
-	for arows.Next() {
-		var tenant string
-		var r float64
-		if err := arows.Scan(&tenant, &r); err != nil {
-			arows.Close()
-			return 0, fmt.Errorf("warm start: scan anomalies: %w", err)
-		}
-		alerted[tenant] = r
-	}
-	arows.Close()
-	srows, err := conn.Query(ctx, `SELECT tenant_id, toFloat64(sum(cost)) FROM `+db+`.usage_1m
-WHERE minute >= ? GROUP BY tenant_id`, mf)
+	spend, err := src.SpendSince(ctx, mf)
 	if err != nil {
-		return 0, fmt.Errorf("warm start: query spend: %w", err)
+		return 0, fmt.Errorf("warm start: %w", err)
 	}
-	defer srows.Close()
-	for srows.Next() {
-		var tenant string
-		var spend float64
-		if err := srows.Scan(&tenant, &spend); err != nil {
-			return 0, fmt.Errorf("warm start: scan spend: %w", err)
-		}
-		d.SetSpend(tenant, now, spend, alerted[tenant])
-	}
-	if err := srows.Err(); err != nil {
-		return 0, err
+	for tenant, v := range spend {
+		d.SetSpend(tenant, now, v, alerted[tenant])
 	}
 	n := d.Stats().Tenants
 	d.log.Info("warm start done", "count", n, "duration", time.Since(now))

@@ -7,6 +7,7 @@ import (
 
 	"github.com/shopspring/decimal"
 
+	"github.com/tenantguard/tenantguard/collector/store"
 	"github.com/tenantguard/tenantguard/internal/testenv"
 	"github.com/tenantguard/tenantguard/internal/teststore"
 )
@@ -43,16 +44,10 @@ func TestWarmStartFromClickHouse(t *testing.T) {
 	if err := batch.Send(); err != nil {
 		t.Fatal(err)
 	}
-	ab, err := conn.PrepareBatch(ctx, "INSERT INTO "+db+".anomalies (fingerprint, tenant_id, metric, kind, status, severity, observed, baseline, ratio, starts_at, ends_at, summary, updated_at)")
-	if err != nil {
-		t.Fatal(err)
-	}
 	at := now.Add(-time.Hour)
-	if err := ab.Append("f", "acme", MetricSpendCap, "", "firing", "warning", 91.0, 100.0, 0.91, at, time.Unix(0, 0), "90%", at); err != nil {
-		ab.Abort()
-		t.Fatal(err)
-	}
-	if err := ab.Send(); err != nil {
+	if err := st.InsertAnomalies(ctx, []store.AnomalyRow{{Fingerprint: "f", TenantID: "acme", Metric: MetricSpendCap,
+		Status: "firing", Severity: "warning", Observed: 91, Baseline: 100, Ratio: 0.91, StartsAt: at,
+		EndsAt: time.Unix(0, 0), Summary: "90%", UpdatedAt: at}}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -63,7 +58,7 @@ func TestWarmStartFromClickHouse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n, err := d.WarmStart(ctx, conn, db, now)
+	n, err := d.WarmStart(ctx, st, now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,7 +139,7 @@ func TestWarmStartSkipsNonFiniteRows(t *testing.T) {
 		t.Fatal(err)
 	}
 	d, _ := newTestDetector(t, nil)
-	n, err := d.WarmStart(ctx, st.Conn(), db, now)
+	n, err := d.WarmStart(ctx, st, now)
 	if err != nil {
 		t.Fatalf("warm start: %v", err)
 	}
@@ -152,7 +147,7 @@ func TestWarmStartSkipsNonFiniteRows(t *testing.T) {
 		t.Errorf("warm start seeded %d tenants without the healthy one", n)
 	}
 	var seen int
-	skipped, firstBad, err := QueryRollups(ctx, st.Conn(), db, at, now, func(*Rollup) error { seen++; return nil })
+	skipped, firstBad, err := QueryRollups(ctx, st, at, now, func(*Rollup) error { seen++; return nil })
 	if err != nil {
 		t.Fatal(err)
 	}

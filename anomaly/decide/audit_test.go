@@ -12,13 +12,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tenantguard/tenantguard/anomaly"
 	"github.com/tenantguard/tenantguard/collector/store"
 	"github.com/tenantguard/tenantguard/internal/testenv"
+	"github.com/tenantguard/tenantguard/internal/teststore"
 	"github.com/tenantguard/tenantguard/limiter"
 )
 
@@ -104,20 +104,8 @@ func TestDecisionsFlowWhileClickHouseIsDown(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ch := testenv.NewClickHouseServer(t)
 			db := ch.NewDatabase(t)
-			scfg := store.DefaultConfig()
-			scfg.Addr, scfg.Database, scfg.DialTimeout = []string{ch.Addr}, db, time.Second
-			st, err := store.Open(context.Background(), scfg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { st.Close() })
-			if _, err := st.Migrate(context.Background()); err != nil {
-				t.Fatal(err)
-			}
-			rec, err := NewClickHouseRecorder(st.Conn(), db)
-			if err != nil {
-				t.Fatal(err)
-			}
+			st := teststore.On(t, ch, db)
+			rec := NewClickHouseRecorder(st)
 			eng, pub, reg, _ := runEngine(t, rec, func(c *Config) {
 				c.AuditQueueSize, c.AuditTimeout = tc.queue, 2*time.Second
 			})
@@ -198,15 +186,14 @@ func TestDecisionsFlowWhileClickHouseHangs(t *testing.T) {
 		}
 		mu.Unlock()
 	})
-	conn, err := clickhouse.Open(&clickhouse.Options{Addr: []string{ln.Addr().String()}, DialTimeout: 3 * time.Second})
+	scfg := store.DefaultConfig()
+	scfg.Addr, scfg.DialTimeout = []string{ln.Addr().String()}, 3*time.Second
+	st, err := store.Open(context.Background(), scfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { conn.Close() })
-	rec, err := NewClickHouseRecorder(conn, "tenantguard")
-	if err != nil {
-		t.Fatal(err)
-	}
+	t.Cleanup(func() { st.Close() })
+	rec := NewClickHouseRecorder(st)
 	eng, pub, reg, stop := runEngine(t, rec, func(c *Config) { c.AuditTimeout = time.Second })
 	for i := range 5 {
 		fireAndWait(t, eng, pub, fmt.Sprintf("hung-%d", i), time.Second)

@@ -46,10 +46,7 @@ func setup(t *testing.T, mod func(*Config)) *env {
 	}
 	srv, db := testenv.ClickHouse(t)
 	st := teststore.On(t, srv, db)
-	rec, err := NewClickHouseRecorder(st.Conn(), st.Database())
-	if err != nil {
-		t.Fatal(err)
-	}
+	rec := NewClickHouseRecorder(st)
 	cfg := DefaultConfig()
 	if mod != nil {
 		mod(&cfg)

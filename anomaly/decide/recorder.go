@@ -2,11 +2,7 @@ package decide
 
 import (
 	"context"
-	"fmt"
-	"slices"
 	"time"
-
-	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/tenantguard/tenantguard/collector/store"
 	"github.com/tenantguard/tenantguard/limiter"
@@ -39,37 +35,36 @@ type Record struct {
 	Raw []byte
 }
 
-// ClickHouseRecorder appends decisions to <database>.decisions.
+// DecisionStore is the decisions table; *store.Store is one.
+type DecisionStore interface {
+	InsertDecisions(ctx context.Context, rows []store.DecisionRow) error
+	LastDecisionRevision(ctx context.Context) (uint64, error)
+	DecisionRevisions(ctx context.Context, revs []uint64) (map[uint64]bool, error)
+}
+
+var _ DecisionStore = (*store.Store)(nil)
+
+// ClickHouseRecorder appends records to the decisions table.
 type ClickHouseRecorder struct {
-	conn     driver.Conn
-	database string
-	query    string
+	db DecisionStore
 }
 
-// NewClickHouseRecorder returns a recorder writing to database.decisions
-// through conn (store.Store.Conn()).
-func NewClickHouseRecorder(conn driver.Conn, database string) (*ClickHouseRecorder, error) {
-	if !store.ValidIdent(database) {
-		return nil, fmt.Errorf("decisions recorder: invalid database name %q", database)
-	}
-	return &ClickHouseRecorder{conn: conn, database: database, query: "INSERT INTO " + database +
-		".decisions (tenant_id, scope, action, rate_per_sec, burst, issued_at, expires_at, reason, source, anomaly_id, recorded_at," +
-		" kv_key, kv_revision, kv_op, verified, key_id, reject_reason, raw)"}, nil
+// NewClickHouseRecorder returns a recorder writing through db.
+func NewClickHouseRecorder(db DecisionStore) *ClickHouseRecorder {
+	return &ClickHouseRecorder{db: db}
 }
 
-// Record inserts rs in one batch. The batch is always sent or aborted.
-// Times outside what a DateTime holds (only an unverified value can carry
-// them) are clamped into its range; the exact value is in raw.
+// Record inserts rs in one batch. Times outside what a DateTime holds
+// (only an unverified value can carry them) are clamped into its range;
+// the exact value is in raw.
 func (r *ClickHouseRecorder) Record(ctx context.Context, rs []Record) error {
-	if len(rs) == 0 {
-		return nil
-	}
-	batch, err := r.conn.PrepareBatch(ctx, r.query)
-	if err != nil {
-		return fmt.Errorf("prepare decisions batch: %w", err)
-	}
-	now := time.Now().UTC()
-	for _, rec := range rs {
+	return r.db.InsertDecisions(ctx, decisionRows(rs, time.Now().UTC()))
+}
+
+// decisionRows gives each record its row, recorded at now.
+func decisionRows(rs []Record, now time.Time) []store.DecisionRow {
+	rows := make([]store.DecisionRow, len(rs))
+	for i, rec := range rs {
 		d := rec.Decision
 		tenant, scope, err := limiter.ParseKey(rec.Key)
 		if err != nil {
@@ -86,54 +81,22 @@ func (r *ClickHouseRecorder) Record(ctx context.Context, rs []Record) error {
 		if !rec.Verified && rec.Op == OpPut {
 			raw = string(rec.Raw)
 		}
-		if err := batch.Append(tenant, scope, string(d.Action), d.RatePerSec, d.Burst,
-			clampTime(issued), clampTime(expires), d.Reason, string(d.Source), d.AnomalyID, now,
-			rec.Key, rec.Revision, rec.Op, boolUInt8(rec.Verified), d.KeyID, rec.Reject, raw); err != nil {
-			_ = batch.Abort()
-			return fmt.Errorf("append decision: %w", err)
-		}
+		rows[i] = store.DecisionRow{TenantID: tenant, Scope: scope, Action: string(d.Action), RatePerSec: d.RatePerSec,
+			Burst: d.Burst, IssuedAt: clampTime(issued), ExpiresAt: clampTime(expires), Reason: d.Reason,
+			Source: string(d.Source), AnomalyID: d.AnomalyID, RecordedAt: now, KVKey: rec.Key, KVRevision: rec.Revision,
+			KVOp: rec.Op, Verified: rec.Verified, KeyID: d.KeyID, RejectReason: rec.Reject, Raw: raw}
 	}
-	if err := batch.Send(); err != nil {
-		return fmt.Errorf("insert decisions: %w", err)
-	}
-	return nil
+	return rows
 }
 
 // LastRevision returns the highest KV revision recorded, 0 if none.
 func (r *ClickHouseRecorder) LastRevision(ctx context.Context) (uint64, error) {
-	var rev uint64
-	if err := r.conn.QueryRow(ctx, "SELECT max(kv_revision) FROM "+r.database+".decisions").Scan(&rev); err != nil {
-		return 0, fmt.Errorf("read the last recorded revision: %w", err)
-	}
-	return rev, nil
+	return r.db.LastDecisionRevision(ctx)
 }
 
 // Recorded returns which of revs are recorded already.
 func (r *ClickHouseRecorder) Recorded(ctx context.Context, revs []uint64) (map[uint64]bool, error) {
-	out := map[uint64]bool{}
-	if len(revs) == 0 {
-		return out, nil
-	}
-	lo, hi := slices.Min(revs), slices.Max(revs)
-	rows, err := r.conn.Query(ctx, "SELECT DISTINCT kv_revision FROM "+r.database+".decisions WHERE kv_revision >= ? AND kv_revision <= ?", lo, hi)
-	if err != nil {
-		return nil, fmt.Errorf("read recorded revisions: %w", err)
-	}
-	defer rows.Close()
-	want := make(map[uint64]bool, len(revs))
-	for _, rev := range revs {
-		want[rev] = true
-	}
-	for rows.Next() {
-		var rev uint64
-		if err := rows.Scan(&rev); err != nil {
-			return nil, fmt.Errorf("read recorded revisions: %w", err)
-		}
-		if want[rev] {
-			out[rev] = true
-		}
-	}
-	return out, rows.Err()
+	return r.db.DecisionRevisions(ctx, revs)
 }
 
 // clampTime keeps t within what a ClickHouse DateTime holds, so it never
@@ -146,11 +109,4 @@ func clampTime(t time.Time) time.Time {
 		return limiter.MaxTimestamp
 	}
 	return t.UTC()
-}
-
-func boolUInt8(b bool) uint8 {
-	if b {
-		return 1
-	}
-	return 0
 }

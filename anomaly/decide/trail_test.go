@@ -71,10 +71,7 @@ func TestTrailRecordsEveryRevisionOnce(t *testing.T) {
 	}
 	srv, db := testenv.ClickHouse(t)
 	st := teststore.On(t, srv, db)
-	rec, err := NewClickHouseRecorder(st.Conn(), db)
-	if err != nil {
-		t.Fatal(err)
-	}
+	rec := NewClickHouseRecorder(st)
 	// A service's limiter, trusting the writers' key.
 	lcfg := limiter.DefaultConfig()
 	lcfg.TrustedKeys = []string{limiter.FormatPublicKey(testSigner(t).PublicKey())}
@@ -237,10 +234,7 @@ func TestRecorderClampsTimes(t *testing.T) {
 	ctx := context.Background()
 	srv, db := testenv.ClickHouse(t)
 	st := teststore.On(t, srv, db)
-	rec, err := NewClickHouseRecorder(st.Conn(), db)
-	if err != nil {
-		t.Fatal(err)
-	}
+	rec := NewClickHouseRecorder(st)
 	d := limiter.Decision{TenantID: "acme", Scope: "all", Action: "shed", Source: "manual",
 		IssuedAt: time.Date(1900, 1, 1, 0, 0, 0, 0, time.UTC), ExpiresAt: time.Now().Add(2562047 * time.Hour)}
 	raw, _ := json.Marshal(d)

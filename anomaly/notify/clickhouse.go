@@ -5,40 +5,35 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
-
 	"github.com/tenantguard/tenantguard/anomaly"
 	"github.com/tenantguard/tenantguard/collector/store"
 )
 
-// anomaliesColumns is the explicit column list every insert names
-// (ClickHouse 18.16 needs it).
-const anomaliesColumns = "fingerprint, tenant_id, metric, kind, integration, status, severity, observed, baseline, ratio, starts_at, ends_at, summary, updated_at"
+// AnomalyWriter stores rows of the anomalies table; *store.Store is one.
+type AnomalyWriter interface {
+	InsertAnomalies(ctx context.Context, rows []store.AnomalyRow) error
+}
+
+var _ AnomalyWriter = (*store.Store)(nil)
 
 // ClickHouse writes alerts to the anomalies table, one batch insert per
 // Notify call. The table is a ReplacingMergeTree(updated_at), so the last
 // row of an episode (its resolution) wins.
 type ClickHouse struct {
-	conn   driver.Conn
-	insert string
-	retry  retrier
-	now    func() time.Time
+	db    AnomalyWriter
+	retry retrier
+	now   func() time.Time
 }
 
 var _ Notifier = (*ClickHouse)(nil)
 
-// NewClickHouse returns a sink writing to database.anomalies on conn. The
-// connection belongs to the caller.
-func NewClickHouse(conn driver.Conn, database string, cfg ClickHouseConfig) (*ClickHouse, error) {
-	if !store.ValidIdent(database) {
-		return nil, fmt.Errorf("clickhouse database %q: must be a plain identifier (letters, digits, _)", database)
-	}
+// NewClickHouse returns a sink writing alerts through db.
+func NewClickHouse(db AnomalyWriter, cfg ClickHouseConfig) *ClickHouse {
 	return &ClickHouse{
-		conn:   conn,
-		insert: "INSERT INTO " + database + ".anomalies (" + anomaliesColumns + ")",
-		retry:  retrier{retries: cfg.MaxRetries, base: 500 * time.Millisecond},
-		now:    time.Now,
-	}, nil
+		db:    db,
+		retry: retrier{retries: cfg.MaxRetries, base: 500 * time.Millisecond},
+		now:   time.Now,
+	}
 }
 
 // Name is "clickhouse".
@@ -53,19 +48,14 @@ func (c *ClickHouse) Notify(ctx context.Context, alerts []anomaly.Alert) (Result
 	return Result{Sent: len(alerts), Retries: retries}, nil
 }
 
-func (c *ClickHouse) write(ctx context.Context, alerts []anomaly.Alert) (err error) {
-	batch, err := c.conn.PrepareBatch(ctx, c.insert)
-	if err != nil {
-		return fmt.Errorf("prepare: %w", err)
-	}
-	sent := false
-	defer func() {
-		if !sent {
-			_ = batch.Abort() // frees the pooled connection
-		}
-	}()
-	now := c.now().UTC()
-	for _, a := range alerts {
+func (c *ClickHouse) write(ctx context.Context, alerts []anomaly.Alert) error {
+	return c.db.InsertAnomalies(ctx, anomalyRows(alerts, c.now().UTC()))
+}
+
+// anomalyRows gives each alert its row, written at now.
+func anomalyRows(alerts []anomaly.Alert, now time.Time) []store.AnomalyRow {
+	rows := make([]store.AnomalyRow, len(alerts))
+	for i, a := range alerts {
 		ends := time.Unix(0, 0).UTC() // 0 while firing
 		updated := now
 		if a.Status == anomaly.StatusResolved {
@@ -77,14 +67,9 @@ func (c *ClickHouse) write(ctx context.Context, alerts []anomaly.Alert) (err err
 			// over a firing row written in the same second.
 			updated = now.Add(time.Second)
 		}
-		if err := batch.Append(a.Fingerprint, a.TenantID, a.Metric, a.Kind, a.Integration, string(a.Status), string(a.Severity),
-			a.Observed, a.Baseline, a.Ratio, a.StartsAt.UTC(), ends, a.Summary, updated); err != nil {
-			return fmt.Errorf("append: %w", err)
-		}
+		rows[i] = store.AnomalyRow{Fingerprint: a.Fingerprint, TenantID: a.TenantID, Metric: a.Metric, Kind: a.Kind,
+			Integration: a.Integration, Status: string(a.Status), Severity: string(a.Severity), Observed: a.Observed,
+			Baseline: a.Baseline, Ratio: a.Ratio, StartsAt: a.StartsAt.UTC(), EndsAt: ends, Summary: a.Summary, UpdatedAt: updated}
 	}
-	sent = true
-	if err := batch.Send(); err != nil {
-		return fmt.Errorf("send: %w", err)
-	}
-	return nil
+	return rows
 }

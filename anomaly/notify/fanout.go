@@ -12,7 +12,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -49,8 +48,7 @@ type Deps struct {
 	Logger     *slog.Logger          // default slog.Default()
 	Registerer prometheus.Registerer // nil: metrics are kept but not registered
 	NATS       *nats.Conn            // for alerts.nats
-	ClickHouse driver.Conn           // for alerts.clickhouse
-	Database   string                // database holding anomalies; default "tenantguard"
+	ClickHouse AnomalyWriter         // for alerts.clickhouse: *store.Store
 	Notifiers  []Notifier            // extra sinks, after the configured ones
 }
 
@@ -111,17 +109,9 @@ func New(cfg Config, deps Deps) (*Fanout, error) {
 	}
 	if cfg.ClickHouse.Enabled {
 		if deps.ClickHouse == nil {
-			return nil, errors.New("alerts.clickhouse.enabled: true but no ClickHouse connection was given")
+			return nil, errors.New("alerts.clickhouse.enabled: true but no ClickHouse store was given")
 		}
-		db := deps.Database
-		if db == "" {
-			db = "tenantguard"
-		}
-		ch, err := NewClickHouse(deps.ClickHouse, db, cfg.ClickHouse)
-		if err != nil {
-			return nil, err
-		}
-		ns = append(ns, ch)
+		ns = append(ns, NewClickHouse(deps.ClickHouse, cfg.ClickHouse))
 	}
 	ns = append(ns, deps.Notifiers...)
 

@@ -15,22 +15,14 @@ import (
 	"github.com/tenantguard/tenantguard/collector/event"
 	"github.com/tenantguard/tenantguard/collector/store"
 	"github.com/tenantguard/tenantguard/internal/testenv"
+	"github.com/tenantguard/tenantguard/internal/teststore"
 )
 
 func TestExportCommands(t *testing.T) {
 	srv := testenv.NewClickHouseServer(t)
 	db := srv.NewDatabase(t)
-	cfg := store.DefaultConfig()
-	cfg.Addr, cfg.Database = []string{srv.Addr}, db
+	st := teststore.On(t, srv, db)
 	ctx := context.Background()
-	st, err := store.Open(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	if _, err := st.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
 	t0 := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
 	var rows []store.Row
 	for i := 0; i < 100; i++ {

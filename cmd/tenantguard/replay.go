@@ -130,7 +130,7 @@ func replayClickHouse(ctx context.Context, sc store.Config, cfg anomaly.Config, 
 	if err != nil {
 		return nil, err
 	}
-	skipped, firstBad, err := anomaly.QueryRollups(ctx, st.Conn(), st.Database(), from, to, func(ro *anomaly.Rollup) error {
+	skipped, firstBad, err := anomaly.QueryRollups(ctx, st, from, to, func(ro *anomaly.Rollup) error {
 		r.Rollup(ro)
 		return nil
 	})

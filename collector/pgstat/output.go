@@ -4,16 +4,17 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tenantguard/tenantguard/collector/store"
 )
 
-// FindingWriter stores findings (ClickHouseWriter in production).
+// FindingWriter stores rows of pg_findings; *store.Store is one.
 type FindingWriter interface {
-	WriteFindings(ctx context.Context, fs []Finding) error
+	InsertFindings(ctx context.Context, rows []store.FindingRow) error
 }
+
+var _ FindingWriter = (*store.Store)(nil)
 
 // Alerter is told about each unscoped statement the stage has not seen
 // before; the daemon wires it to NATS and the alert sinks.
@@ -21,54 +22,15 @@ type Alerter interface {
 	NewUnscoped(ctx context.Context, f Finding) error
 }
 
-// BatchConn is the part of a clickhouse-go connection the writer needs.
-type BatchConn interface {
-	PrepareBatch(ctx context.Context, query string, opts ...driver.PrepareBatchOption) (driver.Batch, error)
-}
-
-var _ BatchConn = (driver.Conn)(nil)
-
-// ClickHouseWriter inserts findings into <database>.pg_findings.
-type ClickHouseWriter struct {
-	conn  BatchConn
-	query string
-}
-
-var _ FindingWriter = (*ClickHouseWriter)(nil)
-
-// NewClickHouseWriter writes into database.pg_findings (made by store.Migrate).
-func NewClickHouseWriter(conn BatchConn, database string) (*ClickHouseWriter, error) {
-	if !store.ValidIdent(database) {
-		return nil, fmt.Errorf("clickhouse database %q: must be a plain identifier (letters, digits, _)", database)
+// findingRows gives each finding its pg_findings row.
+func findingRows(fs []Finding) []store.FindingRow {
+	rows := make([]store.FindingRow, len(fs))
+	for i, f := range fs {
+		rows[i] = store.FindingRow{Database: f.Database, QueryID: f.QueryID, UserID: f.UserID, Role: f.Role,
+			Query: f.Query, Tables: f.Tables, Class: string(f.Class), Calls: f.Calls, TotalExecTimeMs: f.TotalExecTimeMs,
+			FirstSeen: f.FirstSeen, LastSeen: f.LastSeen, ObservedAt: f.ObservedAt}
 	}
-	return &ClickHouseWriter{conn: conn, query: "INSERT INTO " + database +
-		".pg_findings (database, queryid, userid, role, query, tables, class, calls, total_exec_time_ms, first_seen, last_seen, observed_at)"}, nil
-}
-
-// WriteFindings inserts one row per finding in one batch.
-func (w *ClickHouseWriter) WriteFindings(ctx context.Context, fs []Finding) error {
-	if len(fs) == 0 {
-		return nil
-	}
-	batch, err := w.conn.PrepareBatch(ctx, w.query)
-	if err != nil {
-		return fmt.Errorf("prepare pg_findings batch: %w", err)
-	}
-	for _, f := range fs {
-		tables := f.Tables
-		if tables == nil {
-			tables = []string{}
-		}
-		if err := batch.Append(f.Database, f.QueryID, f.UserID, f.Role, f.Query, tables, string(f.Class),
-			f.Calls, f.TotalExecTimeMs, f.FirstSeen, f.LastSeen, f.ObservedAt); err != nil {
-			_ = batch.Abort()
-			return fmt.Errorf("append pg_findings row: %w", err)
-		}
-	}
-	if err := batch.Send(); err != nil {
-		return fmt.Errorf("insert pg_findings: %w", err)
-	}
-	return nil
+	return rows
 }
 
 // metrics of the stage.

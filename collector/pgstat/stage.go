@@ -181,7 +181,7 @@ func (s *Stage) publish(ctx context.Context, d *dbState, rep *DatabaseReport) er
 		s.m.findings.WithLabelValues(string(c), rep.Database).Set(n)
 	}
 	if s.writer != nil && len(write) > 0 {
-		if err := s.writer.WriteFindings(ctx, write); err != nil {
+		if err := s.writer.InsertFindings(ctx, findingRows(write)); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -138,36 +138,20 @@ type CorrectionRow struct {
 	CorrectedAt  time.Time
 }
 
-const correctionColumns = "tenant_id, kind, time, time_ms, event_id, correction_id, seq, action, quantity, " +
+// CorrectionColumns is the column list InsertCorrections names and
+// CorrectionsOf reads.
+const CorrectionColumns = "tenant_id, kind, time, time_ms, event_id, correction_id, seq, action, quantity, " +
 	"delta_count, delta_quantity, delta_cost, delta_errors, unit_price, price_version, plan, reason, corrected_by, forced, corrected_at"
 
 // InsertCorrections stores rows with one insert into the corrections table
 // (a single partition, so the insert is atomic); its view adds their deltas
 // to usage_1m.
 func (s *Store) InsertCorrections(ctx context.Context, rows []CorrectionRow) error {
-	if len(rows) == 0 {
-		return nil
-	}
-	batch, err := s.conn.PrepareBatch(ctx, "INSERT INTO "+s.Table("corrections")+" ("+correctionColumns+")")
-	if err != nil {
-		return fmt.Errorf("prepare corrections batch: %w", err)
-	}
-	for _, r := range rows {
-		var forced uint8
-		if r.Forced {
-			forced = 1
-		}
-		if err := batch.Append(r.TenantID, r.Kind, r.Time.UTC().Truncate(time.Second), event.Milli(r.Time), r.EventID,
+	return insertRows(ctx, s, "corrections", CorrectionColumns, rows, func(r *CorrectionRow) []any {
+		return []any{r.TenantID, r.Kind, r.Time.UTC().Truncate(time.Second), event.Milli(r.Time), r.EventID,
 			r.CorrectionID, r.Seq, r.Action, r.Quantity, r.DeltaCount, r.DeltaQty, r.DeltaCost, r.DeltaErrors,
-			r.UnitPrice, r.PriceVersion, r.Plan, r.Reason, r.By, forced, r.CorrectedAt.UTC().Truncate(time.Second)); err != nil {
-			_ = batch.Abort()
-			return fmt.Errorf("append correction: %w", err)
-		}
-	}
-	if err := batch.Send(); err != nil {
-		return fmt.Errorf("insert %d corrections: %w", len(rows), err)
-	}
-	return nil
+			r.UnitPrice, r.PriceVersion, r.Plan, r.Reason, r.By, boolUInt8(r.Forced), r.CorrectedAt.UTC().Truncate(time.Second)}
+	})
 }
 
 // CorrectionsOf returns the stored corrections of tenant whose event or
@@ -186,7 +170,7 @@ func (s *Store) CorrectionsOf(ctx context.Context, tenant string, eventIDs, corr
 		}
 		return clickhouse.GroupSet{Value: v}
 	}
-	rows, err := s.conn.Query(ctx, "SELECT "+correctionColumns+" FROM "+s.Table("corrections")+
+	rows, err := s.conn.Query(ctx, "SELECT "+CorrectionColumns+" FROM "+s.Table("corrections")+
 		" WHERE tenant_id = ? AND (event_id IN ? OR correction_id IN ?) ORDER BY event_id, seq",
 		tenant, set(eventIDs), set(correctionIDs))
 	if err != nil {

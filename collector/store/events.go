@@ -22,8 +22,8 @@ type Row struct {
 	PriceVersion string
 }
 
-// eventColumns is the explicit column list 18.16 needs on every INSERT.
-const eventColumns = "tenant_id, kind, time, time_ms, id, quantity, service, route, user_id, " +
+// EventColumns is the column list InsertEvents names.
+const EventColumns = "tenant_id, kind, time, time_ms, id, quantity, service, route, user_id, " +
 	"latency_ms, status_code, error, attrs_keys, attrs_values, plan, unit_price, cost, price_version, ingested_at"
 
 // InsertEvents writes rows as one native batch, column by column. The batch
@@ -56,7 +56,7 @@ func (s *Store) InsertEvents(ctx context.Context, rows []Row, ingestedAt time.Ti
 		plan[i], unit[i], cost[i], version[i] = r.Plan, r.UnitPrice, r.Cost, r.PriceVersion
 		ingested[i] = ingestedAt
 	}
-	batch, err := s.conn.PrepareBatch(ctx, "INSERT INTO "+s.Table("events")+" ("+eventColumns+")")
+	batch, err := s.conn.PrepareBatch(ctx, "INSERT INTO "+s.Table("events")+" ("+EventColumns+")")
 	if err != nil {
 		return fmt.Errorf("prepare events batch: %w", err)
 	}

@@ -301,17 +301,30 @@ func (s *Store) applied(ctx context.Context) (map[uint32]time.Time, error) {
 	return out, rows.Err()
 }
 
+// MigrationColumns is the column list of the schema_migrations ledger.
+const MigrationColumns = "version, name, applied_at"
+
 func (s *Store) recordMigration(ctx context.Context, m Migration, at time.Time) error {
-	batch, err := s.conn.PrepareBatch(ctx, "INSERT INTO "+s.Table("schema_migrations")+" (version, name, applied_at)")
+	err := insertRows(ctx, s, "schema_migrations", MigrationColumns, []Migration{m}, func(m *Migration) []any {
+		return []any{m.Version, m.Name, at}
+	})
 	if err != nil {
 		return fmt.Errorf("record migration %d: %w", m.Version, err)
 	}
-	if err := batch.Append(m.Version, m.Name, at); err != nil {
-		_ = batch.Abort()
-		return fmt.Errorf("record migration %d: %w", m.Version, err)
-	}
-	if err := batch.Send(); err != nil {
-		return fmt.Errorf("record migration %d: %w", m.Version, err)
-	}
 	return nil
+}
+
+// InsertColumns returns the column list each table's writer names, by
+// table: every table of the schema except usage_1m, which only its
+// materialized views write.
+func InsertColumns() map[string]string {
+	return map[string]string{
+		"schema_migrations": MigrationColumns,
+		"events":            EventColumns,
+		"corrections":       CorrectionColumns,
+		"anomalies":         AnomalyColumns,
+		"decisions":         DecisionColumns,
+		"pg_findings":       FindingColumns,
+		"billing_exports":   BillingExportColumns,
+	}
 }

@@ -134,6 +134,30 @@ func (s *Store) Close() error {
 	return err
 }
 
+// insertRows writes rows into table with one native batch that names
+// columns (18.16 needs the list), values giving each row's values in that
+// order. The batch is always sent or aborted, so a failure never holds a
+// pooled connection.
+func insertRows[R any](ctx context.Context, s *Store, table, columns string, rows []R, values func(*R) []any) error {
+	if len(rows) == 0 {
+		return nil
+	}
+	batch, err := s.conn.PrepareBatch(ctx, "INSERT INTO "+s.Table(table)+" ("+columns+")")
+	if err != nil {
+		return fmt.Errorf("prepare %s batch: %w", table, err)
+	}
+	for i := range rows {
+		if err := batch.Append(values(&rows[i])...); err != nil {
+			_ = batch.Abort()
+			return fmt.Errorf("append %s row: %w", table, err)
+		}
+	}
+	if err := batch.Send(); err != nil {
+		return fmt.Errorf("insert %d rows into %s: %w", len(rows), table, err)
+	}
+	return nil
+}
+
 // ServerVersion returns the server's version as major, minor.
 func (s *Store) ServerVersion(ctx context.Context) (major, minor int, err error) {
 	var v string

@@ -21,11 +21,15 @@ import (
 )
 
 // DB is the ClickHouse access the exporter needs; *store.Store satisfies it.
-// Table names are qualified with Database().
+// Its reads qualify table names with Database(); it records an export
+// through InsertBillingExport.
 type DB interface {
 	Conn() driver.Conn
 	Database() string
+	InsertBillingExport(ctx context.Context, rows []store.BillingExportRow) error
 }
+
+var _ DB = (*store.Store)(nil)
 
 // ErrInvalid marks a request the caller got wrong (bad range, tenant id or
 // format); the API maps it to 400.

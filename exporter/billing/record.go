@@ -7,34 +7,26 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/shopspring/decimal"
+	"github.com/tenantguard/tenantguard/collector/store"
 )
 
 // Line types only billing_exports holds: one "export" row per recorded
 // export, whose tenant_id is empty.
 const recExport = "export"
 
-const exportColumns = "export_id, period_from, period_to, scope, generated_at, line_type, tenant_id, kind, " +
-	"unit_price, price_version, events, quantity, amount, amount_rounded, currency"
-
 // recorder collects what an export covered, to record it once it is
-// written whole. It holds one row per line: tenants × kinds × prices.
+// written whole. It holds one row per line: tenants × kinds × prices,
+// after the export's own row.
 type recorder struct {
 	id   string
-	at   time.Time
-	req  Request
-	rows []recRow
-}
-
-type recRow struct {
-	tenant, lineType, kind, versions string
-	unit, amount, rounded            decimal.Decimal
-	events                           int64
-	qty                              float64
+	rows []store.BillingExportRow
 }
 
 func newRecorder(req Request, now time.Time) *recorder {
-	return &recorder{id: newExportID(now), at: now.Truncate(time.Second), req: req}
+	id := newExportID(now)
+	return &recorder{id: id, rows: []store.BillingExportRow{{ExportID: id, PeriodFrom: formatPeriod(req.From),
+		PeriodTo: formatPeriod(req.To), Scope: req.Tenant, GeneratedAt: now.Truncate(time.Second),
+		LineType: recExport, TenantID: req.Tenant}}}
 }
 
 // add keeps a tenant's usage lines and total; a nil recorder keeps nothing.
@@ -42,36 +34,26 @@ func (rc *recorder) add(t *tenantLines) {
 	if rc == nil {
 		return
 	}
-	for _, u := range t.lines {
-		rc.rows = append(rc.rows, recRow{tenant: t.tenant, lineType: LineUsage, kind: u.kind, versions: u.versions,
-			unit: u.unit, amount: u.amount, rounded: u.rounded, events: u.events, qty: u.qty})
+	line := func(r store.BillingExportRow) {
+		head := rc.rows[0]
+		r.ExportID, r.PeriodFrom, r.PeriodTo, r.Scope, r.GeneratedAt = head.ExportID, head.PeriodFrom, head.PeriodTo, head.Scope, head.GeneratedAt
+		r.TenantID = t.tenant
+		rc.rows = append(rc.rows, r)
 	}
-	rc.rows = append(rc.rows, recRow{tenant: t.tenant, lineType: LineTenantTotal, amount: t.total, rounded: t.rounded, events: t.events})
+	for _, u := range t.lines {
+		line(store.BillingExportRow{LineType: LineUsage, Kind: u.kind, PriceVersion: u.versions, UnitPrice: u.unit,
+			Amount: u.amount, AmountRounded: u.rounded, Events: u.events, Quantity: u.qty})
+	}
+	line(store.BillingExportRow{LineType: LineTenantTotal, Amount: t.total, AmountRounded: t.rounded, Events: t.events})
 }
 
 // record stores the export in billing_exports with one insert (one
 // partition, so all or nothing).
 func (x *Exporter) record(ctx context.Context, rc *recorder) error {
-	batch, err := x.db.Conn().PrepareBatch(ctx, "INSERT INTO "+x.table("billing_exports")+" ("+exportColumns+")")
-	if err != nil {
-		return fmt.Errorf("record export: %w", err)
+	for i := range rc.rows {
+		rc.rows[i].Currency = x.cfg.Currency
 	}
-	from, to := formatPeriod(rc.req.From), formatPeriod(rc.req.To)
-	appendRow := func(r recRow) error {
-		return batch.Append(rc.id, from, to, rc.req.Tenant, rc.at, r.lineType, r.tenant, r.kind,
-			r.unit, r.versions, r.events, r.qty, r.amount, r.rounded, x.cfg.Currency)
-	}
-	if err := appendRow(recRow{lineType: recExport, tenant: rc.req.Tenant}); err != nil {
-		_ = batch.Abort()
-		return fmt.Errorf("record export: %w", err)
-	}
-	for _, r := range rc.rows {
-		if err := appendRow(r); err != nil {
-			_ = batch.Abort()
-			return fmt.Errorf("record export: %w", err)
-		}
-	}
-	if err := batch.Send(); err != nil {
+	if err := x.db.InsertBillingExport(ctx, rc.rows); err != nil {
 		return fmt.Errorf("record export %s: %w", rc.id, err)
 	}
 	return nil

@@ -106,7 +106,7 @@ func (d *Daemon) alertSink() (*notify.Fanout, error) {
 	}
 	fan, err := notify.New(d.cfg.Alerts, notify.Deps{
 		Logger: d.log, Registerer: d.reg, NATS: d.nc,
-		ClickHouse: d.store.Conn(), Database: d.store.Database(),
+		ClickHouse: d.store,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("alerts: %w", err)
@@ -155,7 +155,7 @@ func (d *Daemon) startAnomaly(ctx context.Context) (*anomaly.Detector, error) {
 	}
 	if acfg.WarmStart.Enabled {
 		wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-		n, err := det.WarmStart(wctx, d.store.Conn(), d.store.Database(), time.Now())
+		n, err := det.WarmStart(wctx, d.store, time.Now())
 		cancel()
 		if err != nil {
 			// A cold start is worse than a warm one, not fatal: baselines learn.
@@ -193,15 +193,11 @@ func (p pgAlerter) NewUnscoped(ctx context.Context, f pgstat.Finding) error {
 
 // startPGStat runs the Postgres auditor, writing findings to ClickHouse.
 func (d *Daemon) startPGStat() error {
-	w, err := pgstat.NewClickHouseWriter(d.store.Conn(), d.store.Database())
-	if err != nil {
-		return err
-	}
 	fan, err := d.alertSink()
 	if err != nil {
 		return err
 	}
-	stage, err := pgstat.New(d.cfg.PGStat.Config, pgstat.WithWriter(w), pgstat.WithAlerter(pgAlerter{fan}),
+	stage, err := pgstat.New(d.cfg.PGStat.Config, pgstat.WithWriter(d.store), pgstat.WithAlerter(pgAlerter{fan}),
 		pgstat.WithRegisterer(d.reg), pgstat.WithLogger(d.log))
 	if err != nil {
 		return err
@@ -229,11 +225,7 @@ func (d *Daemon) startDecisions(ctx context.Context) error {
 	d.services = append(d.services, eng.Run)
 	d.onClose(eng.Close)
 
-	rec, err := decide.NewClickHouseRecorder(d.store.Conn(), d.store.Database())
-	if err != nil {
-		return err
-	}
-	tr, err := decide.NewTrail(d.cfg.Decisions.Config, decide.TrailDeps{Conn: d.nc, Recorder: rec,
+	tr, err := decide.NewTrail(d.cfg.Decisions.Config, decide.TrailDeps{Conn: d.nc, Recorder: decide.NewClickHouseRecorder(d.store),
 		Verifier: pub.Verifier(), Registerer: d.reg, Logger: d.log, Observer: &d.guard})
 	if err != nil {
 		return err

@@ -24,6 +24,7 @@ import (
 	"github.com/tenantguard/tenantguard/collector/event"
 	"github.com/tenantguard/tenantguard/collector/store"
 	"github.com/tenantguard/tenantguard/internal/testenv"
+	"github.com/tenantguard/tenantguard/internal/teststore"
 	"github.com/tenantguard/tenantguard/limiter"
 )
 
@@ -55,7 +56,7 @@ func newRig(t *testing.T, overrides map[string]string) *rig {
 	}
 
 	seedAt := time.Now()
-	from, to, n := seedHistory(t, r.ch.Addr, r.db, seedAt)
+	from, to, n := seedHistory(t, r.ch, r.db, seedAt)
 	t.Logf("seeded %d past requests of %d tenants, %s to %s, in %s", n, numTenants, from.Format("15:04"), to.Format("15:04"), time.Since(seedAt).Round(time.Second))
 
 	// The daemon signs decisions with a fresh key; the service trusts it.
@@ -102,20 +103,11 @@ func newRig(t *testing.T, overrides map[string]string) *rig {
 // three hours ago (what the daemon's warm start replays by default) to the
 // end of the current minute, as the collector would have stored them: the
 // usage_1m view rolls them up.
-func seedHistory(t *testing.T, addr, db string, now time.Time) (from, to time.Time, n int) {
+func seedHistory(t *testing.T, ch *testenv.ClickHouseServer, db string, now time.Time) (from, to time.Time, n int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	cfg := store.DefaultConfig()
-	cfg.Addr, cfg.Database = []string{addr}, db
-	st, err := store.Open(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	if _, err := st.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
+	st := teststore.On(t, ch, db)
 	from = now.Add(-3 * time.Hour).Truncate(time.Hour)
 	to = now.Truncate(time.Minute).Add(time.Minute)
 	rng := rand.New(rand.NewPCG(7, 11))

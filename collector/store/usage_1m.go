@@ -1,0 +1,102 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"time"
+)
+
+// UsageRow is one minute of a tenant's kind in usage_1m, its partial rows
+// (one per insert, until merges sum them) added up.
+type UsageRow struct {
+	TenantID     string
+	Kind         string
+	Minute       time.Time
+	Count        uint64
+	Quantity     float64
+	Cost         float64
+	Errors       uint64
+	LatencyCount uint64  // events that reported a latency
+	LatencyP95   float64 // ms; 0 when LatencyCount is 0
+}
+
+// Rollups calls fn for each usage_1m rollup with minute in [from, to), in
+// order of minute, tenant and kind. It stops at fn's first error and
+// returns it.
+func (s *Store) Rollups(ctx context.Context, from, to time.Time, fn func(UsageRow) error) error {
+	rows, err := s.conn.Query(ctx, `SELECT tenant_id, kind, minute, sum(count), sum(quantity), toFloat64(sum(cost)),
+       sum(errors), sum(latency_count), quantilesTDigestMerge(0.5, 0.95, 0.99)(latency)
+FROM `+s.Table("usage_1m")+` WHERE minute >= ? AND minute < ?
+GROUP BY tenant_id, kind, minute ORDER BY minute, tenant_id, kind`, from.UTC(), to.UTC())
+	if err != nil {
+		return fmt.Errorf("query usage_1m: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			r UsageRow
+			q []float32
+		)
+		if err := rows.Scan(&r.TenantID, &r.Kind, &r.Minute, &r.Count, &r.Quantity, &r.Cost, &r.Errors, &r.LatencyCount, &q); err != nil {
+			return fmt.Errorf("scan usage_1m: %w", err)
+		}
+		if r.LatencyCount > 0 && len(q) == 3 && !math.IsNaN(float64(q[1])) {
+			r.LatencyP95 = float64(q[1])
+		}
+		if err := fn(r); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
+}
+
+// HourlyCount is a tenant's events in one hour, over all kinds.
+type HourlyCount struct {
+	TenantID string
+	Hour     time.Time
+	Count    uint64
+}
+
+// HourlyCounts calls fn for each tenant's hourly event count with minute
+// in [from, to), in order of tenant and hour. Hours without events have no
+// row.
+func (s *Store) HourlyCounts(ctx context.Context, from, to time.Time, fn func(HourlyCount) error) error {
+	rows, err := s.conn.Query(ctx, `SELECT tenant_id, toStartOfHour(minute) AS h, sum(count)
+FROM `+s.Table("usage_1m")+` WHERE minute >= ? AND minute < ?
+GROUP BY tenant_id, h ORDER BY tenant_id, h`, from.UTC(), to.UTC())
+	if err != nil {
+		return fmt.Errorf("query hourly usage: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var h HourlyCount
+		if err := rows.Scan(&h.TenantID, &h.Hour, &h.Count); err != nil {
+			return fmt.Errorf("scan hourly usage: %w", err)
+		}
+		if err := fn(h); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
+}
+
+// SpendSince returns each tenant's cost in usage_1m from since on.
+func (s *Store) SpendSince(ctx context.Context, since time.Time) (map[string]float64, error) {
+	rows, err := s.conn.Query(ctx, "SELECT tenant_id, toFloat64(sum(cost)) FROM "+s.Table("usage_1m")+
+		" WHERE minute >= ? GROUP BY tenant_id", since.UTC())
+	if err != nil {
+		return nil, fmt.Errorf("query spend: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]float64{}
+	for rows.Next() {
+		var tenant string
+		var spend float64
+		if err := rows.Scan(&tenant, &spend); err != nil {
+			return nil, fmt.Errorf("scan spend: %w", err)
+		}
+		out[tenant] = spend
+	}
+	return out, rows.Err()
+}
