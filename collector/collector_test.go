@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tenantguard/tenantguard/collector/event"
 	"github.com/tenantguard/tenantguard/collector/pricing"
@@ -73,7 +74,16 @@ func newRig(t *testing.T, ch *testenv.ClickHouseServer) *rig {
 // start runs a collector in this process until the test ends.
 func (r *rig) start(t *testing.T, cfg Config, obs ...Observer) *Collector {
 	t.Helper()
-	c, err := New(cfg, Deps{JetStream: r.js, Store: r.store, Pricer: r.book, Observers: obs,
+	c, _ := r.startWithRegistry(t, cfg, obs...)
+	return c
+}
+
+// startWithRegistry is start with the collector's metrics in a registry
+// the test reads.
+func (r *rig) startWithRegistry(t *testing.T, cfg Config, obs ...Observer) (*Collector, *prometheus.Registry) {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	c, err := New(cfg, Deps{JetStream: r.js, Store: r.store, Pricer: r.book, Observers: obs, Registry: reg,
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 	if err != nil {
 		t.Fatal(err)
@@ -87,7 +97,7 @@ func (r *rig) start(t *testing.T, cfg Config, obs ...Observer) *Collector {
 			t.Errorf("collector run: %v", err)
 		}
 	})
-	return c
+	return c, reg
 }
 
 func testConfig() Config {

@@ -11,32 +11,10 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/tenantguard/tenantguard/collector/event"
+	"github.com/tenantguard/tenantguard/internal/testenv"
 )
-
-// startWithRegistry runs a collector whose metrics land in a registry the
-// test reads.
-func (r *rig) startWithRegistry(t *testing.T, cfg Config) *prometheus.Registry {
-	t.Helper()
-	reg := prometheus.NewRegistry()
-	c, err := New(cfg, Deps{JetStream: r.js, Store: r.store, Pricer: r.book, Registry: reg,
-		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("collector run: %v", err)
-		}
-	})
-	return reg
-}
 
 func publishRaw(t *testing.T, r *rig, subject, msgID string, body []byte) uint64 {
 	t.Helper()
@@ -63,7 +41,7 @@ func validBody(id, tenant string, qty float64) []byte {
 // DLQ's message count.
 func TestDeadLettersCannotBeDeduplicatedAway(t *testing.T) {
 	r := newRig(t, nil)
-	reg := r.startWithRegistry(t, testConfig())
+	_, reg := r.startWithRegistry(t, testConfig())
 	subject := event.Subject("acme", event.KindAPIRequest)
 	first := publishRaw(t, r, subject, "", []byte(`{"broken`))
 	// The old scheme keyed a header-less dead letter by "seq-<N>": these
@@ -85,7 +63,7 @@ func TestDeadLettersCannotBeDeduplicatedAway(t *testing.T) {
 	if info.State.Msgs != 4 {
 		t.Errorf("DLQ holds %d messages, want 4", info.State.Msgs)
 	}
-	counted := testutil.ToFloat64(mustVec(t, reg, "tenantguard_collector_events_total", "result", "dlq"))
+	counted := testenv.MetricValue(t, reg, "tenantguard_collector_events_total", "result", "dlq")
 	if counted != float64(info.State.Msgs) {
 		t.Errorf("events_total{result=dlq} = %v, DLQ holds %d", counted, info.State.Msgs)
 	}
@@ -129,7 +107,7 @@ func TestHeaderBodyIDMismatchIsDeadLettered(t *testing.T) {
 // different quantities. It is stored once, with the first quantity.
 func TestEventWithoutHeaderIsStoredOnce(t *testing.T) {
 	r := newRig(t, nil)
-	reg := r.startWithRegistry(t, testConfig())
+	_, reg := r.startWithRegistry(t, testConfig())
 	subject := event.Subject("acme", event.KindAPIRequest)
 	publishRaw(t, r, subject, "", validBody("no-header-1", "acme", 3))
 	waitRows(t, r.store, 1, 30*time.Second)
@@ -144,32 +122,9 @@ func TestEventWithoutHeaderIsStoredOnce(t *testing.T) {
 	if qty != 3 {
 		t.Errorf("stored quantity %v, want 3 (the first copy only)", qty)
 	}
-	if got := testutil.ToFloat64(mustVec(t, reg, "tenantguard_collector_duplicates_total", "reason", "republish")); got != 1 {
+	if got := testenv.MetricValue(t, reg, "tenantguard_collector_duplicates_total", "reason", "republish"); got != 1 {
 		t.Errorf("duplicates_total{reason=republish} = %v, want 1", got)
 	}
-}
-
-// mustVec finds the counter of a vector by one label value in reg.
-func mustVec(t *testing.T, reg *prometheus.Registry, name, label, value string) prometheus.Collector {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, lp := range m.GetLabel() {
-				if lp.GetName() == label && lp.GetValue() == value {
-					return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "x"}, func() float64 { return m.GetCounter().GetValue() })
-				}
-			}
-		}
-	}
-	t.Fatalf("%s{%s=%q} not found", name, label, value)
-	return nil
 }
 
 // TestResendAfterDuplicateWindowStoredOnce re-sends the same messages (same
@@ -215,7 +170,7 @@ func TestResendAfterDuplicateWindowStoredOnce(t *testing.T) {
 	time.Sleep(time.Second) // past the duplicate window
 	send()
 	waitRows(t, r.store, n, 30*time.Second)
-	if got := testutil.ToFloat64(mustVec(t, reg, "tenantguard_collector_duplicates_total", "reason", "republish")); got != n {
+	if got := testenv.MetricValue(t, reg, "tenantguard_collector_duplicates_total", "reason", "republish"); got != n {
 		t.Errorf("first collector: duplicates_total{reason=republish} = %v, want %d", got, n)
 	}
 	stop()
@@ -223,12 +178,12 @@ func TestResendAfterDuplicateWindowStoredOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	reg2 := r.startWithRegistry(t, cfg)
+	_, reg2 := r.startWithRegistry(t, cfg)
 	time.Sleep(time.Second)
 	send()
 	publish(t, r.js, "after-", 0, 10, 2)
 	waitRows(t, r.store, n+10, 30*time.Second)
-	if got := testutil.ToFloat64(mustVec(t, reg2, "tenantguard_collector_duplicates_total", "reason", "republish")); got != n {
+	if got := testenv.MetricValue(t, reg2, "tenantguard_collector_duplicates_total", "reason", "republish"); got != n {
 		t.Errorf("second collector: duplicates_total{reason=republish} = %v, want %d", got, n)
 	}
 	var minuteCount uint64

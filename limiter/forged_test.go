@@ -10,7 +10,6 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/tenantguard/tenantguard/internal/testenv"
 )
@@ -116,7 +115,7 @@ func TestForgedDecisionIgnored(t *testing.T) {
 		}
 	}
 	for _, c := range cases {
-		got := testutil.ToFloat64(metricOf(t, reg, "tenantguard_limiter_decisions_rejected_total", c.reason))
+		got := testenv.MetricValue(t, reg, "tenantguard_limiter_decisions_rejected_total", "reason", c.reason)
 		if got < 1 {
 			t.Errorf("tenantguard_limiter_decisions_rejected_total{reason=%q} = %v, want >= 1", c.reason, got)
 		}
@@ -158,31 +157,6 @@ func put(kv jetstream.KeyValue, val []byte) func(string) error {
 		_, err := kv.Put(context.Background(), key, val)
 		return err
 	}
-}
-
-// metricOf returns the collector of one labelled series from reg, for
-// testutil.ToFloat64.
-func metricOf(t *testing.T, reg *prometheus.Registry, name, label string) prometheus.Collector {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, lp := range m.GetLabel() {
-				if lp.GetValue() == label {
-					return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "x", Help: "x"},
-						func() float64 { return m.GetCounter().GetValue() })
-				}
-			}
-		}
-	}
-	t.Fatalf("no series %s{...=%q}", name, label)
-	return nil
 }
 
 // TestLimiterNeedsTrustedKeys: a limiter that follows the bucket refuses to

@@ -200,31 +200,9 @@ func TestTrailRecordsEveryRevisionOnce(t *testing.T) {
 	if r := rows[0]; r.KeyID != testSigner(t).KeyID() || r.Raw != "" || r.Reason != "incident 7" {
 		t.Errorf("signed row: key_id %q raw %q reason %q; want the signer's key id, no raw, the reason", r.KeyID, r.Raw, r.Reason)
 	}
-	if got := counterVec(t, reg, "tenantguard_decisions_unverified_total", "unsigned"); got != 2 {
+	if got := testenv.MetricValue(t, reg, "tenantguard_decisions_unverified_total", "reason", "unsigned"); got != 2 {
 		t.Errorf("tenantguard_decisions_unverified_total{reason=unsigned} = %v, want 2", got)
 	}
-}
-
-// counterVec returns one labelled series of a counter vector in reg.
-func counterVec(t *testing.T, reg *prometheus.Registry, name, label string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, lp := range m.GetLabel() {
-				if lp.GetValue() == label {
-					return m.GetCounter().GetValue()
-				}
-			}
-		}
-	}
-	return 0
 }
 
 // TestRecorderClampsTimes: a value from the bucket can hold any time; the

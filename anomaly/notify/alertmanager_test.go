@@ -103,7 +103,7 @@ func TestAlertmanagerFireResendResolve(t *testing.T) {
 	if got := amAlerts(t, am.URL, "acme"); len(got) != 1 || !got[0].EndsAt.After(time.Now()) {
 		t.Fatalf("firing alert not kept active by resends: %+v", got)
 	}
-	if sent := metric(t, reg, "tenantguard_notifier_sent_total", "alertmanager"); sent < 4 {
+	if sent := testenv.MetricValue(t, reg, "tenantguard_notifier_sent_total", "sink", "alertmanager"); sent < 4 {
 		t.Errorf("sent_total{alertmanager}: got %v, want >= 4 (first post and resends)", sent)
 	}
 
@@ -114,7 +114,7 @@ func TestAlertmanagerFireResendResolve(t *testing.T) {
 	if got := amAlerts(t, am.URL, "other"); len(got) != 1 {
 		t.Errorf("the other tenant's alert: got %d alerts, want 1 still active", len(got))
 	}
-	if n := metric(t, reg, "tenantguard_notifier_failures_total", "alertmanager"); n != 0 {
+	if n := testenv.MetricValue(t, reg, "tenantguard_notifier_failures_total", "sink", "alertmanager"); n != 0 {
 		t.Errorf("failures_total: got %v, want 0", n)
 	}
 }
@@ -144,12 +144,12 @@ func TestAlertmanagerDown(t *testing.T) {
 		t.Errorf("%d Sends took %s with an Alertmanager down; Send must not block", n, d)
 	}
 	testenv.Eventually(t, 10*time.Second, "failures to the dead Alertmanager not counted", func() bool {
-		return metric(t, reg, "tenantguard_notifier_failures_total", "alertmanager") >= 1
+		return testenv.MetricValue(t, reg, "tenantguard_notifier_failures_total", "sink", "alertmanager") >= 1
 	})
-	if r := metric(t, reg, "tenantguard_notifier_retries_total", "alertmanager"); r < 2 {
+	if r := testenv.MetricValue(t, reg, "tenantguard_notifier_retries_total", "sink", "alertmanager"); r < 2 {
 		t.Errorf("retries_total: got %v, want >= 2", r)
 	}
-	if d := metric(t, reg, "tenantguard_notifier_dropped_total", "alertmanager"); d < n-100 {
+	if d := testenv.MetricValue(t, reg, "tenantguard_notifier_dropped_total", "sink", "alertmanager"); d < n-100 {
 		t.Errorf("dropped_total: got %v, want most of %d (queue size 4)", d, n)
 	}
 	// drop_oldest keeps the newest alert, and the live Alertmanager has it.
@@ -196,7 +196,7 @@ func TestAlertmanagerRecovers(t *testing.T) {
 	a := testAlert("acme")
 	f.Send(context.Background(), a)
 	testenv.Eventually(t, 5*time.Second, "failure not counted", func() bool {
-		return metric(t, reg, "tenantguard_notifier_failures_total", "alertmanager") >= 1
+		return testenv.MetricValue(t, reg, "tenantguard_notifier_failures_total", "sink", "alertmanager") >= 1
 	})
 	down.Store(false)
 	testenv.Eventually(t, 10*time.Second, "alert not delivered after recovery", func() bool {

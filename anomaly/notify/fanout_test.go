@@ -94,16 +94,16 @@ func TestSendNeverBlocksAndDropsPerPolicy(t *testing.T) {
 			if d := time.Since(begin); d > time.Second {
 				t.Errorf("%d Sends with a stuck sink took %s", n, d)
 			}
-			if got := metric(t, reg, "tenantguard_notifier_queue_length", "slow"); got != 4 {
+			if got := testenv.MetricValue(t, reg, "tenantguard_notifier_queue_length", "sink", "slow"); got != 4 {
 				t.Errorf("queue_length{slow}: got %v, want 4", got)
 			}
-			if got := metric(t, reg, "tenantguard_notifier_dropped_total", "slow"); got != n-1-4 {
+			if got := testenv.MetricValue(t, reg, "tenantguard_notifier_dropped_total", "sink", "slow"); got != n-1-4 {
 				t.Errorf("dropped_total{slow}: got %v, want %d", got, n-1-4)
 			}
 			// The fast sink is not held back by the slow one.
 			testenv.Eventually(t, 5*time.Second, "fast sink starved by the slow one", func() bool {
-				return metric(t, reg, "tenantguard_notifier_sent_total", "fast")+
-					metric(t, reg, "tenantguard_notifier_dropped_total", "fast") == n
+				return testenv.MetricValue(t, reg, "tenantguard_notifier_sent_total", "sink", "fast")+
+					testenv.MetricValue(t, reg, "tenantguard_notifier_dropped_total", "sink", "fast") == n
 			})
 			close(slow.open)
 			testenv.Eventually(t, 5*time.Second, "slow sink did not deliver its queue", func() bool {
@@ -136,7 +136,7 @@ func TestCloseDrainsQueue(t *testing.T) {
 		t.Errorf("delivered after Close: got %d, want 50", got)
 	}
 	f.Send(context.Background(), testAlert("late"))
-	if got := metric(t, reg, "tenantguard_notifier_dropped_total", "g"); got != 1 {
+	if got := testenv.MetricValue(t, reg, "tenantguard_notifier_dropped_total", "sink", "g"); got != 1 {
 		t.Errorf("dropped_total after Close: got %v, want 1 (the late alert)", got)
 	}
 	if err := f.Close(); err != nil {
@@ -170,8 +170,8 @@ func TestDrainDeadline(t *testing.T) {
 	if d := time.Since(begin); d < cfg.DrainTimeout || d > 2*time.Second {
 		t.Errorf("shutdown took %s, want about the drain timeout %s", d, cfg.DrainTimeout)
 	}
-	failed := metric(t, reg, "tenantguard_notifier_failures_total", "stuck")
-	dropped := metric(t, reg, "tenantguard_notifier_dropped_total", "stuck")
+	failed := testenv.MetricValue(t, reg, "tenantguard_notifier_failures_total", "sink", "stuck")
+	dropped := testenv.MetricValue(t, reg, "tenantguard_notifier_dropped_total", "sink", "stuck")
 	if failed != 1 || dropped != 9 {
 		t.Errorf("after the deadline: failed %v, dropped %v; want 1 (in flight) and 9 (queued)", failed, dropped)
 	}
@@ -194,10 +194,10 @@ func TestSendRefusesInvalidAlerts(t *testing.T) {
 		bad(&a)
 		f.Send(context.Background(), a)
 	}
-	if got := metric(t, reg, "tenantguard_notifier_invalid_total", ""); got != 5 {
+	if got := testenv.MetricValue(t, reg, "tenantguard_notifier_invalid_total"); got != 5 {
 		t.Errorf("invalid_total: got %v, want 5", got)
 	}
-	if got := metric(t, reg, "tenantguard_notifier_queue_length", "g"); got != 0 {
+	if got := testenv.MetricValue(t, reg, "tenantguard_notifier_queue_length", "sink", "g"); got != 0 {
 		t.Errorf("queue_length: got %v, want 0", got)
 	}
 	f.Close()

@@ -77,36 +77,6 @@ func start(t *testing.T, cfg Config, deps Deps) (*Fanout, *prometheus.Registry) 
 	return f, reg
 }
 
-// metric returns the value of a notifier series for sink ("" for unlabelled).
-func metric(t *testing.T, reg *prometheus.Registry, name, sink string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			match := sink == ""
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "sink" && l.GetValue() == sink {
-					match = true
-				}
-			}
-			if !match {
-				continue
-			}
-			if m.Counter != nil {
-				return m.Counter.GetValue()
-			}
-			return m.Gauge.GetValue()
-		}
-	}
-	return 0
-}
-
 func itoa(i int) string { return strconv.Itoa(i) }
 
 const maxFloat = math.MaxFloat64

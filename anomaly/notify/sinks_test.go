@@ -72,7 +72,7 @@ func TestNATSSinkPublishesPerTenant(t *testing.T) {
 		t.Errorf("subjects: got %v", tenants)
 	}
 	testenv.Eventually(t, 2*time.Second, "sent_total{nats} != 3", func() bool {
-		return metric(t, reg, "tenantguard_notifier_sent_total", "nats") == 3
+		return testenv.MetricValue(t, reg, "tenantguard_notifier_sent_total", "sink", "nats") == 3
 	})
 }
 
@@ -115,7 +115,7 @@ func TestClickHouseSinkWritesAnomalies(t *testing.T) {
 	r := resolved(a)
 	f.Send(ctx, r)
 	testenv.Eventually(t, 10*time.Second, "3 rows not written", func() bool {
-		return metric(t, reg, "tenantguard_notifier_sent_total", "clickhouse") == 3
+		return testenv.MetricValue(t, reg, "tenantguard_notifier_sent_total", "sink", "clickhouse") == 3
 	})
 
 	rows, err := st.Conn().Query(ctx, `SELECT fingerprint, tenant_id, metric, kind, status, severity, observed, baseline, ratio,

@@ -109,7 +109,7 @@ func TestWebhookSignedDelivery(t *testing.T) {
 	if alerts[1].Status != anomaly.StatusResolved || alerts[1].EndsAt.IsZero() {
 		t.Errorf("second alert: got status %s ends %s, want resolved with ends_at", alerts[1].Status, alerts[1].EndsAt)
 	}
-	if s := metric(t, reg, "tenantguard_notifier_sent_total", "webhook"); s != 2 {
+	if s := testenv.MetricValue(t, reg, "tenantguard_notifier_sent_total", "sink", "webhook"); s != 2 {
 		t.Errorf("sent_total{webhook}: got %v, want 2", s)
 	}
 }
@@ -119,7 +119,7 @@ func TestWebhookBadSecretIsRejectedNotRetried(t *testing.T) {
 	f, reg := start(t, webhookConfig(rc.srv.URL, "another-secret-of-16+"), Deps{})
 	f.Send(context.Background(), testAlert("acme"))
 	testenv.Eventually(t, 5*time.Second, "failure not counted", func() bool {
-		return metric(t, reg, "tenantguard_notifier_failures_total", "webhook") == 1
+		return testenv.MetricValue(t, reg, "tenantguard_notifier_failures_total", "sink", "webhook") == 1
 	})
 	attempts, rejected, alerts, _ := rc.snapshot()
 	if attempts != 1 || rejected != 1 || len(alerts) != 0 {
@@ -146,10 +146,10 @@ func TestWebhookRetriesOn500(t *testing.T) {
 			break
 		}
 	}
-	if r := metric(t, reg, "tenantguard_notifier_retries_total", "webhook"); r != 2 {
+	if r := testenv.MetricValue(t, reg, "tenantguard_notifier_retries_total", "sink", "webhook"); r != 2 {
 		t.Errorf("retries_total: got %v, want 2", r)
 	}
-	if s := metric(t, reg, "tenantguard_notifier_sent_total", "webhook"); s != 1 {
+	if s := testenv.MetricValue(t, reg, "tenantguard_notifier_sent_total", "sink", "webhook"); s != 1 {
 		t.Errorf("sent_total: got %v, want 1", s)
 	}
 }
@@ -162,7 +162,7 @@ func TestWebhookGivesUpAfterMaxRetries(t *testing.T) {
 	f, reg := start(t, cfg, Deps{})
 	f.Send(context.Background(), testAlert("acme"))
 	testenv.Eventually(t, 5*time.Second, "failure not counted", func() bool {
-		return metric(t, reg, "tenantguard_notifier_failures_total", "webhook") == 1
+		return testenv.MetricValue(t, reg, "tenantguard_notifier_failures_total", "sink", "webhook") == 1
 	})
 	if attempts, _, _, _ := rc.snapshot(); attempts != 3 {
 		t.Errorf("attempts: got %d, want 3 (1 + max_retries 2)", attempts)

@@ -145,23 +145,8 @@ type resp struct {
 
 func get(t testing.TB, url, auth string) resp {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodGet, url, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if auth != "" {
-		req.Header.Set("Authorization", auth)
-	}
-	r, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Body.Close()
-	b, err := io.ReadAll(r.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp{r.StatusCode, b, r.Header}
+	status, header, body := testenv.HTTPGet(t, url, auth)
+	return resp{status: status, body: body, header: header}
 }
 
 func bearer(role string) string { return "Bearer " + tokens[role] }
