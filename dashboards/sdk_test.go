@@ -62,6 +62,7 @@ func startSDKService(t *testing.T) string {
 	for _, d := range []limiter.Decision{
 		{TenantID: "acme", Scope: limiter.ScopeAll, Action: limiter.ActionThrottle, RatePerSec: 5, Burst: 5},
 		{TenantID: "globex", Scope: limiter.IntegrationScope("payments"), Action: limiter.ActionOpenCircuit},
+		{TenantID: "hooli", Scope: limiter.ScopeAll, Action: limiter.ActionThrottle, RatePerSec: 1, Burst: 1, Mode: limiter.ModeShadow},
 	} {
 		d.IssuedAt, d.ExpiresAt, d.Source = now, now.Add(time.Hour), limiter.SourceManual
 		if err := lim.Apply(d); err != nil {

@@ -120,15 +120,22 @@ func (l *Limiter) buildTenant(tenant string, decs map[string]Decision, prev *ten
 	for scope, d := range decs {
 		exp := d.ExpiresAt.UnixNano()
 		if d.Action == ActionOpenCircuit {
-			if ts.circuits == nil {
-				ts.circuits = map[string]int64{}
+			circuits := &ts.circuits
+			if d.Shadow() {
+				circuits = &ts.shadowCircs
 			}
-			ts.circuits[strings.TrimPrefix(scope, ScopeIntegPrefix)] = exp
+			if *circuits == nil {
+				*circuits = map[string]int64{}
+			}
+			integ := strings.TrimPrefix(scope, ScopeIntegPrefix)
 			if scope == ScopeAll {
-				ts.circuits[""] = exp
-				delete(ts.circuits, ScopeAll)
+				integ = ""
 			}
+			(*circuits)[integ] = exp
 			continue
+		}
+		if strings.HasPrefix(scope, ScopeUserPrefix) {
+			continue // user scopes are not applied yet
 		}
 		var reuse *limitState
 		switch {
@@ -171,9 +178,11 @@ func (l *Limiter) stateFor(d Decision, exp int64, reuse *limitState, st *tenantS
 	shed := d.Action == ActionShed
 	gb := d.EffectiveBurst()
 	if reuse == nil || reuse.lim == nil || shed {
-		return l.newState(d.RatePerSec, gb, exp, shed, st)
+		s := l.newState(d.RatePerSec, gb, exp, shed, st)
+		s.shadow = d.Shadow()
+		return s
 	}
-	s := &limitState{lim: reuse.lim, expires: exp, globalRate: d.RatePerSec, globalBurst: gb, stats: st}
+	s := &limitState{lim: reuse.lim, expires: exp, globalRate: d.RatePerSec, globalBurst: gb, stats: st, shadow: d.Shadow()}
 	if reuse.globalRate != d.RatePerSec || reuse.globalBurst != gb {
 		r, b := split(d.RatePerSec, gb, l.localN())
 		s.lim.SetLimit(r)

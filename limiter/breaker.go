@@ -139,6 +139,11 @@ func (b *Breakers) forced(tenant, integration string, now time.Time) (open time.
 	if exp, ok := t.circuits[""]; ok && ns < exp {
 		return time.Duration(exp - ns), false, t.stats
 	}
+	if exp, ok := t.shadowCircs[integration]; ok && ns < exp {
+		t.stats.shadowRejected.Add(1)
+	} else if exp, ok := t.shadowCircs[""]; ok && ns < exp {
+		t.stats.shadowRejected.Add(1)
+	}
 	if s := t.integrations[integration]; s != nil && ns < s.expires && !s.allow(now, 1) {
 		return 0, true, t.stats
 	}

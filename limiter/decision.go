@@ -36,13 +36,27 @@ const (
 	SourceManual   Source = "manual"
 )
 
-// Scope prefixes. A scope is "all", "route:<route>" or "integration:<name>".
+// Mode says whether limiters enforce a decision or only count what it
+// would have rejected.
+type Mode string
+
+// Modes of the decision contract. The empty mode is enforce: an enforced
+// decision omits the field, so limiters that predate it still read it.
+const (
+	ModeEnforce Mode = "enforce"
+	ModeShadow  Mode = "shadow"
+)
+
+// Scope prefixes. A scope is "all", "route:<route>", "integration:<name>"
+// or "user:<id>".
 const (
 	ScopeAll         = "all"
 	ScopeRoutePrefix = "route:"
 	ScopeIntegPrefix = "integration:"
+	ScopeUserPrefix  = "user:"
 	keyRouteToken    = ".route."
 	keyIntegToken    = ".integration."
+	keyUserToken     = ".user."
 	maxScopeNameLen  = 256
 	maxReasonLen     = 1024
 	maxAnomalyIDLen  = 128
@@ -73,7 +87,16 @@ type Decision struct {
 	// both.
 	KeyID string `json:"key_id,omitempty"`
 	Sig   string `json:"sig,omitempty"`
+	// Mode is "shadow" for a decision that limiters only count (see
+	// Shadow), "enforce" or empty (absent) for one they enforce. A limiter
+	// that predates the field rejects a decision carrying it as malformed,
+	// so it never enforces a shadow decision.
+	Mode Mode `json:"mode,omitempty"`
 }
+
+// Shadow reports whether d is a shadow decision: limiters allow what it
+// would reject and count it.
+func (d Decision) Shadow() bool { return d.Mode == ModeShadow }
 
 // MinTimestamp and MaxTimestamp bound issued_at and expires_at: what a
 // ClickHouse DateTime (UInt32 seconds) holds, so the audit table records
@@ -88,6 +111,9 @@ func RouteScope(route string) string { return ScopeRoutePrefix + route }
 
 // IntegrationScope returns the scope "integration:<name>".
 func IntegrationScope(name string) string { return ScopeIntegPrefix + name }
+
+// UserScope returns the scope "user:<id>".
+func UserScope(id string) string { return ScopeUserPrefix + id }
 
 // Live reports whether d is in force at now.
 func (d Decision) Live(now time.Time) bool { return now.Before(d.ExpiresAt) }
@@ -150,6 +176,11 @@ func (d Decision) Validate() error {
 	} else if err := CheckText(d.Reason); err != nil {
 		bad("reason", "%v", err)
 	}
+	switch d.Mode {
+	case "", ModeEnforce, ModeShadow:
+	default:
+		bad("mode", "%q must be shadow or enforce (absent means enforce)", d.Mode)
+	}
 	if len(d.AnomalyID) > maxAnomalyIDLen || !utf8.ValidString(d.AnomalyID) {
 		bad("anomaly_id", "must be valid UTF-8 of at most %d bytes", maxAnomalyIDLen)
 	} else if err := CheckText(d.AnomalyID); err != nil {
@@ -182,8 +213,8 @@ func CheckText(s string) error {
 	return nil
 }
 
-// validScope checks "all", "route:<r>" or "integration:<n>" where the name is
-// 1..256 bytes of printable UTF-8.
+// validScope checks "all", "route:<r>", "integration:<n>" or "user:<id>"
+// where the name is 1..256 bytes of printable UTF-8.
 func validScope(s string) error {
 	if s == ScopeAll {
 		return nil
@@ -194,8 +225,10 @@ func validScope(s string) error {
 		name = s[len(ScopeRoutePrefix):]
 	case strings.HasPrefix(s, ScopeIntegPrefix):
 		name = s[len(ScopeIntegPrefix):]
+	case strings.HasPrefix(s, ScopeUserPrefix):
+		name = s[len(ScopeUserPrefix):]
 	default:
-		return fmt.Errorf("%q must be all, route:<route> or integration:<name>", s)
+		return fmt.Errorf("%q must be all, route:<route>, integration:<name> or user:<id>", s)
 	}
 	if name == "" || len(name) > maxScopeNameLen || !utf8.ValidString(name) {
 		return fmt.Errorf("%q: the name must be 1..%d bytes of UTF-8", s, maxScopeNameLen)
@@ -213,6 +246,7 @@ func validScope(s string) error {
 //	all                 -> <tenant_id>
 //	route:<r>           -> <tenant_id>.route.<base64url(r), no padding>
 //	integration:<name>  -> <tenant_id>.integration.<base64url(name), no padding>
+//	user:<id>           -> <tenant_id>.user.<base64url(id), no padding>
 //
 // Routes hold spaces, slashes and colons that are not legal in KV keys, so
 // the name is always base64url-encoded (alphabet A-Z a-z 0-9 - _), which is
@@ -229,6 +263,8 @@ func Key(tenant, scope string) (string, error) {
 		return tenant, nil
 	case strings.HasPrefix(scope, ScopeRoutePrefix):
 		return tenant + keyRouteToken + base64.RawURLEncoding.EncodeToString([]byte(scope[len(ScopeRoutePrefix):])), nil
+	case strings.HasPrefix(scope, ScopeUserPrefix):
+		return tenant + keyUserToken + base64.RawURLEncoding.EncodeToString([]byte(scope[len(ScopeUserPrefix):])), nil
 	default:
 		return tenant + keyIntegToken + base64.RawURLEncoding.EncodeToString([]byte(scope[len(ScopeIntegPrefix):])), nil
 	}
@@ -253,6 +289,8 @@ func ParseKey(key string) (tenant, scope string, err error) {
 		prefix = ScopeRoutePrefix
 	case "integration":
 		prefix = ScopeIntegPrefix
+	case "user":
+		prefix = ScopeUserPrefix
 	default:
 		return "", "", fmt.Errorf("%w: %q: unknown scope kind %q", ErrInvalidKey, key, kind)
 	}

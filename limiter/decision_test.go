@@ -25,7 +25,7 @@ func TestDecisionValidate(t *testing.T) {
 		{"circuit", func(d *Decision) { d.Scope = "integration:stripe"; d.Action = ActionOpenCircuit }, ""},
 		{"bad tenant", func(d *Decision) { d.TenantID = "a.b" }, "tenant_id"},
 		{"bad scope", func(d *Decision) { d.Scope = "route:" }, "scope"},
-		{"unknown scope", func(d *Decision) { d.Scope = "user:1" }, "scope"},
+		{"unknown scope", func(d *Decision) { d.Scope = "group:1" }, "scope"},
 		{"circuit on route", func(d *Decision) { d.Scope = "route:x"; d.Action = ActionOpenCircuit }, "open_circuit"},
 		{"bad action", func(d *Decision) { d.Action = "ban" }, "action"},
 		{"negative rate", func(d *Decision) { d.RatePerSec = -1 }, "rate_per_sec"},
@@ -93,6 +93,8 @@ func TestKeyRoundTrip(t *testing.T) {
 		{"acme", "all", "acme"},
 		{"acme", "route:GET /v1/invoices", "acme.route.R0VUIC92MS9pbnZvaWNlcw"},
 		{"t-1", "integration:stripe", "t-1.integration.c3RyaXBl"},
+		{"acme", "user:u_42", "acme.user.dV80Mg"},
+		{"acme", "user:alice@example.com", "acme.user.YWxpY2VAZXhhbXBsZS5jb20"},
 		{"t_2", "route:/a.b/*", ""},
 	}
 	for _, c := range cases {
@@ -111,7 +113,7 @@ func TestKeyRoundTrip(t *testing.T) {
 			t.Errorf("ParseKey(%q) = %q, %q, %v; want %q, %q", key, tenant, scope, err, c.tenant, c.scope)
 		}
 	}
-	for _, bad := range []string{"", ".x", "acme.", "acme.route", "acme.user.eA", "acme.route.!!", "acme.route."} {
+	for _, bad := range []string{"", ".x", "acme.", "acme.route", "acme.users.eA", "acme.user.", "acme.route.!!", "acme.route."} {
 		if _, _, err := ParseKey(bad); err == nil {
 			t.Errorf("ParseKey(%q) accepted", bad)
 		}

@@ -102,14 +102,18 @@ type tenantState struct {
 	routes       map[string]*limitState // route -> limit
 	integrations map[string]*limitState // integration -> throttle/shed
 	circuits     map[string]int64       // integration ("" = all) -> forced open until, unix ns
+	shadowCircs  map[string]int64       // the same for shadow open_circuit decisions: counted, not forced
 	stats        *tenantStats
 }
 
-// limitState is one token bucket with its cluster-wide settings.
+// limitState is one token bucket with its cluster-wide settings. A shadow
+// state takes tokens as an enforced one would, but allows every request
+// and counts the ones it would have rejected.
 type limitState struct {
 	lim         *rate.Limiter
 	shed        bool
 	unlimited   bool
+	shadow      bool
 	expires     int64 // unix ns; math.MaxInt64 for defaults
 	globalRate  float64
 	globalBurst int
@@ -224,7 +228,10 @@ func (l *Limiter) AllowN(tenant string, now time.Time, n int) bool {
 
 func (l *Limiter) allowSlow(t *tenantState, tenant string, now time.Time, n int) bool {
 	if s := t.liveAll(now); s != nil {
-		return s.allow(now, n)
+		// A shadow decision only counts; the default limit still applies.
+		if ok := s.allow(now, n); !s.shadow {
+			return ok
+		}
 	}
 	if l.unlimited {
 		return true
@@ -239,10 +246,17 @@ func (t *tenantState) liveAll(now time.Time) *limitState {
 	return &t.all
 }
 
-// state returns the bucket that governs tenant at now, or nil if unlimited.
-func (l *Limiter) state(tenant string, now time.Time) *limitState {
+// state returns the bucket that governs tenant at now, or nil if
+// unlimited. A live shadow decision counts one request (shadowed) and does
+// not govern.
+func (l *Limiter) state(tenant string, now time.Time, shadowed bool) *limitState {
 	if s := l.snap.Load().tenants[tenant].liveAll(now); s != nil {
-		return s
+		if !s.shadow {
+			return s
+		}
+		if shadowed {
+			s.allow(now, 1)
+		}
 	}
 	if l.unlimited {
 		return nil
@@ -258,7 +272,7 @@ func (l *Limiter) state(tenant string, now time.Time) *limitState {
 // once for a shed tenant, and the rate.Limiter error when the wait would
 // outlast ctx's deadline.
 func (l *Limiter) Wait(ctx context.Context, tenant string) error {
-	s := l.state(tenant, time.Now())
+	s := l.state(tenant, time.Now(), true)
 	if s == nil {
 		return ctx.Err()
 	}
@@ -293,27 +307,44 @@ type Result struct {
 
 // Check is AllowN(tenant, now, 1) that also applies a route-scoped decision
 // (route may be empty) and reports the bucket state, for HTTP headers.
+//
+// A shadow decision never rejects and adds no headers: it takes its tokens
+// and counts what it would have rejected, and the limits that are enforced
+// decide.
 func (l *Limiter) Check(tenant, route string, now time.Time) Result {
 	t := l.snap.Load().tenants[tenant]
-	var res Result
-	if s := t.liveAll(now); s != nil {
+	res := Result{Allowed: true}
+	if s := t.liveAll(now); s != nil && !s.shadow {
 		res = s.check(now)
-	} else if !l.unlimited {
-		if s := l.defaultState(tenant); !s.unlimited {
-			res = s.check(now)
-		} else {
-			res.Allowed = true
-		}
 	} else {
-		res.Allowed = true
+		if s != nil {
+			s.allow(now, 1)
+		}
+		if !l.unlimited {
+			if s := l.defaultState(tenant); !s.unlimited {
+				res = s.check(now)
+			}
+		}
 	}
 	if res.Allowed && route != "" && t != nil {
 		if s := t.routes[route]; s != nil && now.UnixNano() < s.expires {
-			r := s.check(now)
-			if !r.Allowed || !res.Limited || r.Remaining < res.Remaining {
-				res = r
-			}
+			res = stricter(res, s, now)
 		}
+	}
+	return res
+}
+
+// stricter applies the scoped bucket s on top of res, an allowed result,
+// and returns the stricter of the two: s's when it rejects, or when it
+// leaves fewer tokens. A shadow s only counts.
+func stricter(res Result, s *limitState, now time.Time) Result {
+	if s.shadow {
+		s.allow(now, 1)
+		return res
+	}
+	r := s.check(now)
+	if !r.Allowed || !res.Limited || r.Remaining < res.Remaining {
+		return r
 	}
 	return res
 }
@@ -323,7 +354,13 @@ func (s *limitState) allow(now time.Time, n int) bool {
 		return true
 	}
 	if !s.shed && s.lim.AllowN(now, n) {
-		s.stats.allowed.Add(1)
+		if !s.shadow {
+			s.stats.allowed.Add(1)
+		}
+		return true
+	}
+	if s.shadow {
+		s.stats.shadowRejected.Add(1)
 		return true
 	}
 	s.stats.throttled.Add(1)
@@ -375,7 +412,7 @@ func (s *limitState) check(now time.Time) Result {
 // Limit returns the local rate and burst that govern tenant now, and false
 // when the tenant is unlimited.
 func (l *Limiter) Limit(tenant string) (rate.Limit, int, bool) {
-	s := l.state(tenant, time.Now())
+	s := l.state(tenant, time.Now(), false)
 	if s == nil {
 		return rate.Inf, 0, false
 	}

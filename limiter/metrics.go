@@ -13,8 +13,14 @@ const overflowLabel = "__overflow__"
 // so that two goroutines counting different tenants do not false-share.
 type tenantStats struct {
 	allowed, throttled, circuitRejected atomic.Uint64
+	shadowRejected                      atomic.Uint64 // requests a shadow decision would have rejected
 	label                               string
-	_                                   [24]byte
+	_                                   [16]byte
+}
+
+// statSums are a label's counters summed over its tenants.
+type statSums struct {
+	allowed, throttled, circuitRejected, shadowRejected uint64
 }
 
 // statsRegistry hands out one tenantStats per tenant; the first max
@@ -50,15 +56,16 @@ func (r *statsRegistry) get(tenant string) *tenantStats {
 }
 
 // sums adds up the counters by label.
-func (r *statsRegistry) sums() map[string][3]uint64 {
+func (r *statsRegistry) sums() map[string]statSums {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	out := make(map[string][3]uint64, r.labeled+1)
+	out := make(map[string]statSums, r.labeled+1)
 	for _, s := range r.m {
 		v := out[s.label]
-		v[0] += s.allowed.Load()
-		v[1] += s.throttled.Load()
-		v[2] += s.circuitRejected.Load()
+		v.allowed += s.allowed.Load()
+		v.throttled += s.throttled.Load()
+		v.circuitRejected += s.circuitRejected.Load()
+		v.shadowRejected += s.shadowRejected.Load()
 		out[s.label] = v
 	}
 	return out
@@ -71,7 +78,7 @@ type metrics struct {
 	allowed, throttled, circuitRejected      *prometheus.Desc
 	instances, decisions, lastRevision       *prometheus.Desc
 	watchRestarts, updates, breakerOpened    *prometheus.Desc
-	rejected                                 *prometheus.Desc
+	rejected, shadowRejected                 *prometheus.Desc
 	nWatchRestarts, nUpdates, nBreakerOpened atomic.Uint64
 }
 
@@ -101,6 +108,9 @@ func newMetrics(l *Limiter, reg prometheus.Registerer) (*metrics, error) {
 		rejected: prometheus.NewDesc("tenantguard_limiter_decisions_rejected_total",
 			"Decisions from the KV bucket ignored, by reason: malformed, invalid, unsigned (also a delete of a live decision), unknown_key, bad_signature, expiry_too_far, expired.",
 			[]string{"reason"}, nil),
+		shadowRejected: prometheus.NewDesc("tenantguard_limiter_shadow_rejected_total",
+			"Requests a shadow decision would have rejected (and that were allowed), by tenant (top tenants, others under __overflow__).",
+			[]string{"tenant"}, nil),
 	}
 	if err := reg.Register(m); err != nil {
 		return nil, err
@@ -113,16 +123,17 @@ func newMetrics(l *Limiter, reg prometheus.Registerer) (*metrics, error) {
 
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{m.allowed, m.throttled, m.circuitRejected, m.instances,
-		m.decisions, m.lastRevision, m.watchRestarts, m.updates, m.breakerOpened, m.rejected} {
+		m.decisions, m.lastRevision, m.watchRestarts, m.updates, m.breakerOpened, m.rejected, m.shadowRejected} {
 		ch <- d
 	}
 }
 
 func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	for label, v := range m.l.stats.sums() {
-		ch <- prometheus.MustNewConstMetric(m.allowed, prometheus.CounterValue, float64(v[0]), label)
-		ch <- prometheus.MustNewConstMetric(m.throttled, prometheus.CounterValue, float64(v[1]), label)
-		ch <- prometheus.MustNewConstMetric(m.circuitRejected, prometheus.CounterValue, float64(v[2]), label)
+		ch <- prometheus.MustNewConstMetric(m.allowed, prometheus.CounterValue, float64(v.allowed), label)
+		ch <- prometheus.MustNewConstMetric(m.throttled, prometheus.CounterValue, float64(v.throttled), label)
+		ch <- prometheus.MustNewConstMetric(m.circuitRejected, prometheus.CounterValue, float64(v.circuitRejected), label)
+		ch <- prometheus.MustNewConstMetric(m.shadowRejected, prometheus.CounterValue, float64(v.shadowRejected), label)
 	}
 	m.l.mu.Lock()
 	n, rev := len(m.l.decisions), m.l.lastRev

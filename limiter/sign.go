@@ -161,6 +161,7 @@ func KeyID(pub ed25519.PublicKey) string {
 //	source=<len>:<source>
 //	anomaly_id=<len>:<anomaly_id>
 //	key_id=<len>:<key_id>
+//	mode=<len>:<mode>        (only when mode is set)
 //
 // Each line is the field name, "=", the value's length in bytes in
 // decimal, ":", the value and "\n", so no value can pass for another.
@@ -191,5 +192,8 @@ func CanonicalBytes(key string, d Decision) []byte {
 	field("source", string(d.Source))
 	field("anomaly_id", d.AnomalyID)
 	field("key_id", d.KeyID)
+	if d.Mode != "" {
+		field("mode", string(d.Mode))
+	}
 	return b
 }

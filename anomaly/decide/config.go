@@ -6,6 +6,7 @@ import (
 	"math"
 	"time"
 
+	"github.com/tenantguard/tenantguard/collector/event"
 	"github.com/tenantguard/tenantguard/limiter"
 )
 
@@ -49,9 +50,17 @@ type Config struct {
 	// AuditTimeout bounds each insert into the audit trail; a failed insert
 	// is retried with backoff. Default 5s.
 	AuditTimeout time.Duration `mapstructure:"audit_timeout"`
+	// Mode is how limiters treat the engine's decisions: "enforce", or
+	// "shadow" to publish them with "mode":"shadow" so that limiters only
+	// count what they would have rejected. Plans and Tenants override it.
+	// Default enforce.
+	Mode limiter.Mode `mapstructure:"mode"`
 	// Plans override the policy per plan (the alert's "plan" label).
 	// Default empty.
 	Plans map[string]Policy `mapstructure:"plans"`
+	// Tenants override the policy per tenant, over its plan's. Default
+	// empty.
+	Tenants map[string]Policy `mapstructure:"tenants"`
 	// SigningKeyFile is the Ed25519 private key (PEM, PKCS #8) that the
 	// engine and the CLI (throttle, release) sign every decision with;
 	// `tenantguard keygen -o FILE` creates one and prints the public key to
@@ -80,6 +89,8 @@ type Policy struct {
 	DegradedRatePerSec float64 `mapstructure:"degraded_rate_per_sec"`
 	// Disabled turns off automatic decisions for the plan. Default false.
 	Disabled bool `mapstructure:"disabled"`
+	// Mode: see Config.Mode. Default "" (inherit).
+	Mode limiter.Mode `mapstructure:"mode"`
 }
 
 // DefaultConfig returns the documented defaults.
@@ -99,7 +110,29 @@ func DefaultConfig() Config {
 		AuditTimeout:       5 * time.Second,
 		MaxManualTTL:       limiter.DefaultMaxManualTTL,
 		MaxAutoTTL:         limiter.DefaultMaxAutomaticTTL,
+		Mode:               limiter.ModeEnforce,
 	}
+}
+
+// validMode reports whether m is a mode a config may name; empty inherits
+// when inherit is set.
+func validMode(m limiter.Mode, inherit bool) bool {
+	return m == limiter.ModeEnforce || m == limiter.ModeShadow || (inherit && m == "")
+}
+
+// ModeFor returns the mode of the engine's decisions for tenant on plan:
+// the tenant's override, else the plan's, else Mode.
+func (c Config) ModeFor(tenant, plan string) limiter.Mode {
+	if m := c.Tenants[tenant].Mode; m != "" {
+		return m
+	}
+	if m := c.Plans[plan].Mode; m != "" {
+		return m
+	}
+	if c.Mode == "" {
+		return limiter.ModeEnforce
+	}
+	return c.Mode
 }
 
 // Validate returns every bad field, prefixed decisions.<field>.
@@ -154,12 +187,27 @@ func (c Config) Validate() error {
 	if _, err := limiter.ParsePublicKeys("decisions.trusted_keys", c.TrustedKeys); err != nil {
 		errs = append(errs, err)
 	}
-	for name, p := range c.Plans {
-		if p.ThrottleFactor < 0 || math.IsNaN(p.ThrottleFactor) || math.IsInf(p.ThrottleFactor, 0) {
-			bad("plans."+name+".throttle_factor", "must be >= 0 (0 inherits)")
-		}
-		if p.DegradedRatePerSec < 0 || math.IsNaN(p.DegradedRatePerSec) || math.IsInf(p.DegradedRatePerSec, 0) {
-			bad("plans."+name+".degraded_rate_per_sec", "must be >= 0 (0 inherits)")
+	if !validMode(c.Mode, false) {
+		bad("mode", fmt.Sprintf("%q must be enforce or shadow", c.Mode))
+	}
+	for _, section := range []struct {
+		name     string
+		policies map[string]Policy
+	}{{"plans", c.Plans}, {"tenants", c.Tenants}} {
+		for name, p := range section.policies {
+			prefix := section.name + "." + name + "."
+			if section.name == "tenants" && !event.ValidTenantID(name) {
+				bad(section.name+"."+name, fmt.Sprintf("tenant id must match %s", event.TenantPattern))
+			}
+			if p.ThrottleFactor < 0 || math.IsNaN(p.ThrottleFactor) || math.IsInf(p.ThrottleFactor, 0) {
+				bad(prefix+"throttle_factor", "must be >= 0 (0 inherits)")
+			}
+			if p.DegradedRatePerSec < 0 || math.IsNaN(p.DegradedRatePerSec) || math.IsInf(p.DegradedRatePerSec, 0) {
+				bad(prefix+"degraded_rate_per_sec", "must be >= 0 (0 inherits)")
+			}
+			if !validMode(p.Mode, true) {
+				bad(prefix+"mode", fmt.Sprintf("%q must be enforce or shadow (empty inherits)", p.Mode))
+			}
 		}
 	}
 	return errors.Join(errs...)

@@ -340,7 +340,7 @@ func (e *Engine) publish(ctx context.Context, c *condition, renew bool) error {
 		}
 	}
 	same := c.current.TenantID != "" && c.current.Action == best.Action &&
-		c.current.RatePerSec == best.RatePerSec && c.current.Burst == best.Burst
+		c.current.RatePerSec == best.RatePerSec && c.current.Burst == best.Burst && c.current.Mode == best.Mode
 	skip := best.TenantID == "" || (same && !renew && !c.pending)
 	wasSuppressed := c.suppressed
 	e.mu.Unlock()
@@ -416,23 +416,28 @@ func (e *Engine) clear(ctx context.Context, current, want limiter.Decision, a an
 func (e *Engine) issued(d limiter.Decision) {
 	e.decisions.WithLabelValues(string(d.Action), string(d.Source)).Inc()
 	e.log.Info("decision", "tenant", d.TenantID, "scope", d.Scope, "action", d.Action,
-		"rate_per_sec", d.RatePerSec, "source", d.Source)
+		"rate_per_sec", d.RatePerSec, "source", d.Source, "mode", modeOf(d))
 }
 
 // policy maps an alert to the decision it calls for (times unset).
 func (e *Engine) policy(a anomaly.Alert) (limiter.Decision, bool) {
-	p := e.cfg.Plans[a.Labels["plan"]]
-	if p.Disabled {
+	p, tp := e.cfg.Plans[a.Labels["plan"]], e.cfg.Tenants[a.TenantID]
+	if p.Disabled || tp.Disabled {
 		return limiter.Decision{}, false
 	}
 	factor, degraded := e.cfg.ThrottleFactor, e.cfg.DegradedRatePerSec
-	if p.ThrottleFactor > 0 {
-		factor = p.ThrottleFactor
-	}
-	if p.DegradedRatePerSec > 0 {
-		degraded = p.DegradedRatePerSec
+	for _, o := range []Policy{p, tp} {
+		if o.ThrottleFactor > 0 {
+			factor = o.ThrottleFactor
+		}
+		if o.DegradedRatePerSec > 0 {
+			degraded = o.DegradedRatePerSec
+		}
 	}
 	d := limiter.Decision{TenantID: a.TenantID, AnomalyID: a.Fingerprint, Reason: cleanText(a.Summary, 900)}
+	if e.cfg.ModeFor(a.TenantID, a.Labels["plan"]) == limiter.ModeShadow {
+		d.Mode = limiter.ModeShadow // enforce stays absent, so older limiters read it
+	}
 	switch a.Metric {
 	case anomaly.MetricUsage:
 		// The throttle limits the tenant's whole rate, so it is based on the
@@ -468,6 +473,14 @@ func (e *Engine) policy(a anomaly.Alert) (limiter.Decision, bool) {
 		return d, false
 	}
 	return d, true
+}
+
+// modeOf is d's mode with the absent field read as enforce.
+func modeOf(d limiter.Decision) limiter.Mode {
+	if d.Mode == "" {
+		return limiter.ModeEnforce
+	}
+	return d.Mode
 }
 
 // fullSpendCap reports whether a spend_cap alert is at 100% of the cap: the

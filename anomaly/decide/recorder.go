@@ -84,7 +84,8 @@ func decisionRows(rs []Record, now time.Time) []store.DecisionRow {
 		rows[i] = store.DecisionRow{TenantID: tenant, Scope: scope, Action: string(d.Action), RatePerSec: d.RatePerSec,
 			Burst: d.Burst, IssuedAt: clampTime(issued), ExpiresAt: clampTime(expires), Reason: d.Reason,
 			Source: string(d.Source), AnomalyID: d.AnomalyID, RecordedAt: now, KVKey: rec.Key, KVRevision: rec.Revision,
-			KVOp: rec.Op, Verified: rec.Verified, KeyID: d.KeyID, RejectReason: rec.Reject, Raw: raw}
+			KVOp: rec.Op, Verified: rec.Verified, KeyID: d.KeyID, RejectReason: rec.Reject, Raw: raw,
+			Mode: recordMode(rec)}
 	}
 	return rows
 }
@@ -109,4 +110,13 @@ func clampTime(t time.Time) time.Time {
 		return limiter.MaxTimestamp
 	}
 	return t.UTC()
+}
+
+// recordMode is the mode column of a record: the put's mode, with the
+// absent field written as enforce; "" for a delete or purge.
+func recordMode(rec Record) string {
+	if rec.Op != OpPut {
+		return ""
+	}
+	return string(modeOf(rec.Decision))
 }

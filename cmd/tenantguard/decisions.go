@@ -21,8 +21,10 @@ import (
 // decision's fields, its KV key, and "ok" or why it does not verify.
 type listedDecision struct {
 	limiter.Decision
-	Key       string `json:"key"`
-	Signature string `json:"signature"`
+	// Mode is the decision's mode, "enforce" when the field is absent.
+	Mode      limiter.Mode `json:"mode"`
+	Key       string       `json:"key"`
+	Signature string       `json:"signature"`
 }
 
 func newDecisionsCmd(a *app) *cobra.Command {
@@ -62,7 +64,11 @@ func newDecisionsCmd(a *app) *cobra.Command {
 				if e.Reject != "" {
 					sig = e.Reject
 				}
-				ds = append(ds, listedDecision{Decision: e.Decision, Key: e.Key, Signature: sig})
+				mode := e.Decision.Mode
+				if mode == "" {
+					mode = limiter.ModeEnforce
+				}
+				ds = append(ds, listedDecision{Decision: e.Decision, Mode: mode, Key: e.Key, Signature: sig})
 			}
 			if format == "json" {
 				var buf bytes.Buffer
@@ -75,7 +81,7 @@ func newDecisionsCmd(a *app) *cobra.Command {
 				return err
 			}
 			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "TENANT\tSCOPE\tACTION\tRATE/S\tBURST\tSOURCE\tEXPIRES IN\tSIGNATURE\tREASON")
+			fmt.Fprintln(tw, "TENANT\tSCOPE\tACTION\tMODE\tRATE/S\tBURST\tSOURCE\tEXPIRES IN\tSIGNATURE\tREASON")
 			now := time.Now()
 			for _, d := range ds {
 				left := time.Until(d.ExpiresAt).Round(time.Second).String()
@@ -86,8 +92,8 @@ func newDecisionsCmd(a *app) *cobra.Command {
 				if t, _, err := limiter.ParseKey(d.Key); err == nil {
 					tenant = t
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%g\t%d\t%s\t%s\t%s\t%s\n", escapeText(tenant), escapeText(d.Scope),
-					escapeText(string(d.Action)), d.RatePerSec, d.EffectiveBurst(), escapeText(string(d.Source)),
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%g\t%d\t%s\t%s\t%s\t%s\n", escapeText(tenant), escapeText(d.Scope),
+					escapeText(string(d.Action)), escapeText(string(d.Mode)), d.RatePerSec, d.EffectiveBurst(), escapeText(string(d.Source)),
 					left, d.Signature, escapeText(d.Reason))
 			}
 			if err := tw.Flush(); err != nil {

@@ -68,10 +68,10 @@ func newThrottleCmd(a *app) *cobra.Command {
 		ratePerSec            float64
 		burst                 uint32
 		ttl                   time.Duration
-		noAudit               bool
+		noAudit, shadow       bool
 	)
 	cmd := &cobra.Command{
-		Use:   "throttle --tenant T --rate N [--burst B] [--for D] [--reason R]",
+		Use:   "throttle --tenant T --rate N [--burst B] [--for D] [--reason R] [--shadow]",
 		Short: "Throttle a tenant cluster-wide (a manual decision; outranks automatic ones until it expires)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -101,6 +101,9 @@ func newThrottleCmd(a *app) *cobra.Command {
 			if ratePerSec == 0 {
 				d.Action = limiter.ActionShed
 			}
+			if shadow {
+				d.Mode = limiter.ModeShadow
+			}
 			if err := d.Validate(); err != nil {
 				return usageErr(err)
 			}
@@ -117,8 +120,12 @@ func newThrottleCmd(a *app) *cobra.Command {
 				}
 				return err
 			}
-			fmt.Fprintf(a.stdout, "%s %s (%s): %g/s, burst %d, until %s\n", d.Action, tenant, scope,
-				ratePerSec, d.EffectiveBurst(), d.ExpiresAt.Format(time.RFC3339))
+			mode := ""
+			if shadow {
+				mode = " in shadow mode: limiters count what it would reject and reject nothing"
+			}
+			fmt.Fprintf(a.stdout, "%s %s (%s): %g/s, burst %d, until %s%s\n", d.Action, tenant, scope,
+				ratePerSec, d.EffectiveBurst(), d.ExpiresAt.Format(time.RFC3339), mode)
 			return nil
 		},
 	}
@@ -128,7 +135,8 @@ func newThrottleCmd(a *app) *cobra.Command {
 	f.Uint32Var(&burst, "burst", 0, "cluster-wide burst (default max(1, ceil(rate)))")
 	f.DurationVar(&ttl, "for", time.Hour, "how long the decision lasts")
 	f.StringVar(&reason, "reason", "manual throttle", "why, for the audit trail")
-	f.StringVar(&scope, "scope", limiter.ScopeAll, "all, route:<route> or integration:<name>")
+	f.StringVar(&scope, "scope", limiter.ScopeAll, "all, route:<route>, integration:<name> or user:<id>")
+	f.BoolVar(&shadow, "shadow", false, `publish it with "mode":"shadow": limiters allow every request and count what it would have rejected`)
 	f.BoolVar(&noAudit, "no-audit", false, "ignored: the daemon records every decision in the bucket")
 	_ = f.MarkDeprecated("no-audit", "the daemon records every decision it sees in the bucket")
 	_ = cmd.MarkFlagRequired("tenant")

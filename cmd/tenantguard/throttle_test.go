@@ -301,3 +301,61 @@ func TestRunNeedsSigningKey(t *testing.T) {
 		}
 	}
 }
+
+// TestThrottleShadow: throttle --shadow publishes a signed shadow decision
+// that a limiter follows without rejecting; decisions shows the mode.
+func TestThrottleShadow(t *testing.T) {
+	ns := testenv.NATS(t)
+	ctx := context.Background()
+	t.Chdir(t.TempDir())
+	pubKey := signingKey(t)
+	nc, err := nats.Connect(ns.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	lcfg := limiter.DefaultConfig()
+	lcfg.TrustedKeys = []string{pubKey}
+	lim, err := limiter.New(lcfg, limiter.Deps{Conn: nc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go lim.Run(lctx)
+
+	out, _, code := cli(t, ns.URL, "throttle", "--tenant", "acme", "--rate", "1", "--burst", "1", "--shadow")
+	if code != 0 || !strings.Contains(out, "shadow") {
+		t.Fatalf("throttle --shadow: %q, exit %d", out, code)
+	}
+	testenv.Eventually(t, 5*time.Second, "limiter holds the shadow decision", func() bool {
+		d, ok := lim.Decision("acme", limiter.ScopeAll)
+		return ok && d.Shadow()
+	})
+	for i := range 20 {
+		if !lim.Allow("acme") {
+			t.Fatalf("request %d rejected under a shadow throttle", i)
+		}
+	}
+	if out, _, code = cli(t, ns.URL, "throttle", "--tenant", "beta", "--rate", "5"); code != 0 {
+		t.Fatalf("throttle: %q, exit %d", out, code)
+	}
+	out, _, code = cli(t, ns.URL, "decisions", "--format", "json")
+	var ds []struct {
+		TenantID string `json:"tenant_id"`
+		Mode     string `json:"mode"`
+	}
+	if err := json.Unmarshal([]byte(out), &ds); err != nil || code != 0 || len(ds) != 2 {
+		t.Fatalf("decisions json: %q, %v, exit %d", out, err, code)
+	}
+	for _, d := range ds {
+		want := map[string]string{"acme": "shadow", "beta": "enforce"}[d.TenantID]
+		if d.Mode != want {
+			t.Errorf("%s: mode %q, want %q", d.TenantID, d.Mode, want)
+		}
+	}
+	out, _, _ = cli(t, ns.URL, "decisions")
+	if !strings.Contains(out, "MODE") || !strings.Contains(out, "shadow") || !strings.Contains(out, "enforce") {
+		t.Fatalf("decisions text lacks the mode:\n%s", out)
+	}
+}

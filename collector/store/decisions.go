@@ -29,17 +29,20 @@ type DecisionRow struct {
 	KeyID        string
 	RejectReason string
 	Raw          string
+	// Mode is the decision's mode: "enforce" or "shadow"; "" for a delete
+	// or purge.
+	Mode string
 }
 
 // DecisionColumns is the column list InsertDecisions names.
 const DecisionColumns = "tenant_id, scope, action, rate_per_sec, burst, issued_at, expires_at, reason, source, anomaly_id, recorded_at, " +
-	"kv_key, kv_revision, kv_op, verified, key_id, reject_reason, raw"
+	"kv_key, kv_revision, kv_op, verified, key_id, reject_reason, raw, mode"
 
 // InsertDecisions writes rows with one insert.
 func (s *Store) InsertDecisions(ctx context.Context, rows []DecisionRow) error {
 	return insertRows(ctx, s, "decisions", DecisionColumns, rows, func(r *DecisionRow) []any {
 		return []any{r.TenantID, r.Scope, r.Action, r.RatePerSec, r.Burst, r.IssuedAt, r.ExpiresAt, r.Reason, r.Source,
-			r.AnomalyID, r.RecordedAt, r.KVKey, r.KVRevision, r.KVOp, boolUInt8(r.Verified), r.KeyID, r.RejectReason, r.Raw}
+			r.AnomalyID, r.RecordedAt, r.KVKey, r.KVRevision, r.KVOp, boolUInt8(r.Verified), r.KeyID, r.RejectReason, r.Raw, r.Mode}
 	})
 }
 

@@ -139,6 +139,7 @@ func TestDecisionsRoundTrip(t *testing.T) {
 			KVKey: "acme", KVRevision: rev, KVOp: "put", Verified: rev != 5, KeyID: "k1", RejectReason: "", Raw: ""})
 	}
 	rows[2].RejectReason, rows[2].Raw = "signature", `{"x":1}`
+	rows[2].Mode = "shadow"
 	if err := st.InsertDecisions(ctx, rows); err != nil {
 		t.Fatal(err)
 	}
@@ -156,7 +157,7 @@ func TestDecisionsRoundTrip(t *testing.T) {
 	var verified uint8
 	if err := st.Conn().QueryRow(ctx, "SELECT "+DecisionColumns+" FROM "+st.Table("decisions")+" WHERE kv_revision = 5").Scan(
 		&g.TenantID, &g.Scope, &g.Action, &g.RatePerSec, &g.Burst, &g.IssuedAt, &g.ExpiresAt, &g.Reason, &g.Source,
-		&g.AnomalyID, &g.RecordedAt, &g.KVKey, &g.KVRevision, &g.KVOp, &verified, &g.KeyID, &g.RejectReason, &g.Raw); err != nil {
+		&g.AnomalyID, &g.RecordedAt, &g.KVKey, &g.KVRevision, &g.KVOp, &verified, &g.KeyID, &g.RejectReason, &g.Raw, &g.Mode); err != nil {
 		t.Fatal(err)
 	}
 	g.Verified = verified != 0

@@ -205,6 +205,11 @@ CREATE TABLE IF NOT EXISTS {db}.billing_exports (
 ) ENGINE = MergeTree
 PARTITION BY toYYYYMM(generated_at)
 ORDER BY (period_from, period_to, generated_at, export_id, tenant_id, kind, unit_price)`}},
+	// A decision's mode: "enforce" or "shadow" ("" for a delete or purge,
+	// and for rows written before the column).
+	{9, "decisions_mode", []string{
+		`ALTER TABLE {db}.decisions ADD COLUMN mode String`,
+	}},
 }
 
 // addColumnRE matches the statements Migrate skips when the column exists.
