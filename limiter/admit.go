@@ -29,7 +29,13 @@ const (
 // Breakers().Report with its outcome. Both Middleware and the metering
 // middleware of collector/meter answer through it.
 func (l *Limiter) AdmitHTTP(h http.Header, tenant, route, integration string, now time.Time) (int, string) {
-	res := l.Check(tenant, route, now)
+	return l.AdmitHTTPUser(h, tenant, route, "", integration, now)
+}
+
+// AdmitHTTPUser is AdmitHTTP that also applies a user-scoped decision of
+// user (may be empty) on top of the tenant's; see CheckUser.
+func (l *Limiter) AdmitHTTPUser(h http.Header, tenant, route, user, integration string, now time.Time) (int, string) {
+	res := l.CheckUser(tenant, route, user, now)
 	if res.Limited {
 		writeRateLimit(h, &res)
 	}

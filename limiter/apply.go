@@ -134,14 +134,15 @@ func (l *Limiter) buildTenant(tenant string, decs map[string]Decision, prev *ten
 			(*circuits)[integ] = exp
 			continue
 		}
-		if strings.HasPrefix(scope, ScopeUserPrefix) {
-			continue // user scopes are not applied yet
-		}
 		var reuse *limitState
 		switch {
 		case scope == ScopeAll:
 			if prev != nil && prev.hasAll {
 				reuse = &prev.all
+			}
+		case strings.HasPrefix(scope, ScopeUserPrefix):
+			if prev != nil {
+				reuse = prev.users[scope[len(ScopeUserPrefix):]]
 			}
 		case strings.HasPrefix(scope, ScopeRoutePrefix):
 			if prev != nil {
@@ -161,6 +162,11 @@ func (l *Limiter) buildTenant(tenant string, decs map[string]Decision, prev *ten
 				ts.routes = map[string]*limitState{}
 			}
 			ts.routes[scope[len(ScopeRoutePrefix):]] = s
+		case strings.HasPrefix(scope, ScopeUserPrefix):
+			if ts.users == nil {
+				ts.users = map[string]*limitState{}
+			}
+			ts.users[scope[len(ScopeUserPrefix):]] = s
 		default:
 			if ts.integrations == nil {
 				ts.integrations = map[string]*limitState{}

@@ -302,3 +302,77 @@ func BenchmarkPropagation50(b *testing.B) {
 	}
 	_ = fmt.Sprint
 }
+
+// BenchmarkAllowUserVsTenant times Allow of a tenant with a tenant-scoped
+// decision and AllowUser of a user with a user-scoped decision, in the
+// same run, alternating, and reports the ratio (the budget is 1.5).
+func BenchmarkAllowUserVsTenant(b *testing.B) {
+	l, names := benchLimiter(b, 1000)
+	changes := map[string]*Decision{}
+	for i := range 1000 {
+		d := throttle("u"+strconv.Itoa(i), 1e9, 1e9, SourceManual, time.Hour)
+		d.Scope = UserScope("user-42")
+		key, _ := d.Key()
+		changes[key] = &d
+	}
+	l.mu.Lock()
+	l.applyLocked(changes, time.Now())
+	l.mu.Unlock()
+	tenant, userTenant := names[500], "u500"
+	const chunk = 1 << 14
+	var tenantNs, userNs time.Duration
+	b.ReportAllocs()
+	b.ResetTimer()
+	for done := 0; done < b.N; done += chunk {
+		n := min(chunk, b.N-done)
+		t0 := time.Now()
+		for range n {
+			l.Allow(tenant)
+		}
+		t1 := time.Now()
+		for range n {
+			l.AllowUser(userTenant, "user-42")
+		}
+		tenantNs += t1.Sub(t0)
+		userNs += time.Since(t1)
+	}
+	b.ReportMetric(float64(tenantNs.Nanoseconds())/float64(b.N), "tenant-ns/op")
+	b.ReportMetric(float64(userNs.Nanoseconds())/float64(b.N), "user-ns/op")
+	b.ReportMetric(float64(userNs)/float64(tenantNs), "ratio")
+}
+
+// BenchmarkAllowShadowVsBare times bare rate.Limiter.Allow and Allow of a
+// tenant under a shadow decision at the same rate, in the same run, and
+// reports the ratio (the budget is 1.3). The rate is low, so most calls
+// are ones the shadow decision would reject, and counts.
+func BenchmarkAllowShadowVsBare(b *testing.B) {
+	l := newLocal(b, nil, Deps{})
+	d := throttle("shadowed", 1000, 1000, SourceManual, time.Hour)
+	d.Mode = ModeShadow
+	if err := l.Apply(d); err != nil {
+		b.Fatal(err)
+	}
+	bare := rate.NewLimiter(1000, 1000)
+	const chunk = 1 << 14
+	var bareNs, limNs time.Duration
+	b.ReportAllocs()
+	b.ResetTimer()
+	for done := 0; done < b.N; done += chunk {
+		n := min(chunk, b.N-done)
+		t0 := time.Now()
+		for range n {
+			bare.Allow()
+		}
+		t1 := time.Now()
+		for range n {
+			if !l.Allow("shadowed") {
+				b.Fatal("a shadow decision rejected")
+			}
+		}
+		bareNs += t1.Sub(t0)
+		limNs += time.Since(t1)
+	}
+	b.ReportMetric(float64(bareNs.Nanoseconds())/float64(b.N), "bare-ns/op")
+	b.ReportMetric(float64(limNs.Nanoseconds())/float64(b.N), "limiter-ns/op")
+	b.ReportMetric(float64(limNs)/float64(bareNs), "ratio")
+}

@@ -241,6 +241,10 @@ func validScope(s string) error {
 	return nil
 }
 
+// ValidUserID reports whether id can name a user scope: 1..256 bytes of
+// UTF-8 without control characters.
+func ValidUserID(id string) bool { return validScope(ScopeUserPrefix+id) == nil }
+
 // Key returns the KV key of a tenant's decision for a scope:
 //
 //	all                 -> <tenant_id>

@@ -100,6 +100,7 @@ type tenantState struct {
 	all          limitState // inline: one pointer chase less on the hot path
 	hasAll       bool
 	routes       map[string]*limitState // route -> limit
+	users        map[string]*limitState // user id -> limit, on top of the tenant's
 	integrations map[string]*limitState // integration -> throttle/shed
 	circuits     map[string]int64       // integration ("" = all) -> forced open until, unix ns
 	shadowCircs  map[string]int64       // the same for shadow open_circuit decisions: counted, not forced
@@ -226,6 +227,41 @@ func (l *Limiter) AllowN(tenant string, now time.Time, n int) bool {
 	return l.allowSlow(t, tenant, now, n)
 }
 
+// AllowUser reports whether one request of user (may be empty) of tenant
+// may proceed now: a user-scoped decision applies on top of the tenant's,
+// and the stricter wins. The user's bucket is asked first, so a user it
+// rejects takes no tokens from the tenant's other users.
+func (l *Limiter) AllowUser(tenant, user string) bool {
+	t := l.snap.Load().tenants[tenant]
+	if t == nil && l.unlimited {
+		return true
+	}
+	now := time.Now()
+	if s := t.liveUser(user, now); s != nil {
+		if ok := s.allow(now, 1); !ok {
+			return false
+		}
+	}
+	return l.allowSlow(t, tenant, now, 1)
+}
+
+func (t *tenantState) liveUser(user string, now time.Time) *limitState {
+	if t == nil || t.users == nil || user == "" {
+		return nil
+	}
+	if s := t.users[user]; s != nil && now.UnixNano() < s.expires {
+		return s
+	}
+	return nil
+}
+
+// HasUserDecisions reports whether tenant has a live user-scoped decision,
+// so a caller that must work to learn a request's user can skip it.
+func (l *Limiter) HasUserDecisions(tenant string) bool {
+	t := l.snap.Load().tenants[tenant]
+	return t != nil && len(t.users) > 0
+}
+
 func (l *Limiter) allowSlow(t *tenantState, tenant string, now time.Time, n int) bool {
 	if s := t.liveAll(now); s != nil {
 		// A shadow decision only counts; the default limit still applies.
@@ -312,7 +348,26 @@ type Result struct {
 // and counts what it would have rejected, and the limits that are enforced
 // decide.
 func (l *Limiter) Check(tenant, route string, now time.Time) Result {
+	return l.CheckUser(tenant, route, "", now)
+}
+
+// CheckUser is Check that also applies a user-scoped decision of user (may
+// be empty) on top of the tenant's; the stricter wins. The user's bucket
+// is asked first, so a user it rejects takes no tokens from the tenant.
+func (l *Limiter) CheckUser(tenant, route, user string, now time.Time) Result {
 	t := l.snap.Load().tenants[tenant]
+	var ures *Result
+	if s := t.liveUser(user, now); s != nil {
+		if s.shadow {
+			s.allow(now, 1)
+		} else {
+			r := s.check(now)
+			if !r.Allowed {
+				return r
+			}
+			ures = &r
+		}
+	}
 	res := Result{Allowed: true}
 	if s := t.liveAll(now); s != nil && !s.shadow {
 		res = s.check(now)
@@ -330,6 +385,9 @@ func (l *Limiter) Check(tenant, route string, now time.Time) Result {
 		if s := t.routes[route]; s != nil && now.UnixNano() < s.expires {
 			res = stricter(res, s, now)
 		}
+	}
+	if ures != nil && res.Allowed && (!res.Limited || ures.Remaining < res.Remaining) {
+		res = *ures
 	}
 	return res
 }
@@ -537,6 +595,9 @@ func (l *Limiter) resplitLocked() {
 			re(s)
 		}
 		for _, s := range t.integrations {
+			re(s)
+		}
+		for _, s := range t.users {
 			re(s)
 		}
 	}

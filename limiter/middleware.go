@@ -61,6 +61,41 @@ func JWTClaimTenant(secret []byte, claim string) TenantFunc {
 	}
 }
 
+// HeaderUser reads the end user's id from a header such as X-User-ID; a
+// value that is not a valid user id (1..256 bytes of UTF-8 without control
+// characters) counts as none. The header is trusted: use it behind a
+// gateway that sets it.
+func HeaderUser(name string) func(r *http.Request) string {
+	key := textproto.CanonicalMIMEHeaderKey(name)
+	return func(r *http.Request) string {
+		if v := r.Header[key]; len(v) > 0 && ValidUserID(v[0]) {
+			return v[0]
+		}
+		return ""
+	}
+}
+
+// JWTClaimUser reads the end user's id from claim (such as "sub") of an
+// "Authorization: Bearer" JWT that VerifyHS256 accepts under secret; a
+// token that does not verify, or a claim that is not a valid user id,
+// counts as none.
+func JWTClaimUser(secret []byte, claim string) func(r *http.Request) string {
+	return func(r *http.Request) string {
+		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || tok == "" {
+			return ""
+		}
+		claims, err := VerifyHS256(strings.TrimSpace(tok), secret, time.Now(), 30*time.Second)
+		if err != nil {
+			return ""
+		}
+		if u, _ := claims[claim].(string); ValidUserID(u) {
+			return u
+		}
+		return ""
+	}
+}
+
 // MiddlewareConfig configures Middleware.
 type MiddlewareConfig struct {
 	// Tenant extracts the tenant; required.
@@ -71,6 +106,10 @@ type MiddlewareConfig struct {
 	// Integration names the integration the request depends on; when its
 	// circuit is open for the tenant the request gets 503. Nil: no check.
 	Integration func(r *http.Request) string
+	// User names the end user of the request for user-scoped decisions
+	// (HeaderUser, JWTClaimUser, or a func of your own); "" means none. Nil:
+	// user-scoped decisions do not apply.
+	User func(r *http.Request) string
 	// AllowAnonymous passes requests without a tenant (ErrNoTenant)
 	// through unlimited instead of answering 401.
 	AllowAnonymous bool
@@ -105,7 +144,11 @@ func (l *Limiter) Middleware(cfg MiddlewareConfig) (func(http.Handler) http.Hand
 			if cfg.Integration != nil {
 				integ = cfg.Integration(r)
 			}
-			if status, _ := l.AdmitHTTP(w.Header(), tenant, route, integ, time.Now()); status != 0 {
+			user := ""
+			if cfg.User != nil && l.HasUserDecisions(tenant) {
+				user = cfg.User(r)
+			}
+			if status, _ := l.AdmitHTTPUser(w.Header(), tenant, route, user, integ, time.Now()); status != 0 {
 				DenyHTTP(w, status)
 				return
 			}

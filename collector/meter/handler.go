@@ -92,7 +92,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		integ = h.cfg.Integration(r)
 	}
 	if h.m.guard {
-		if status, reason := h.m.lim.AdmitHTTP(w.Header(), id.Tenant, route, integ, start); status != 0 {
+		if status, reason := h.m.lim.AdmitHTTPUser(w.Header(), id.Tenant, route, id.User, integ, start); status != 0 {
 			limiter.DenyHTTP(w, status)
 			if route == "" && h.mux != nil {
 				_, route = h.mux.Handler(r)
