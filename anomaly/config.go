@@ -67,6 +67,11 @@ type Config struct {
 	MaxKinds int `mapstructure:"max_kinds"`
 	// MaxIntegrations bounds the integrations tracked per tenant. Default 4.
 	MaxIntegrations int `mapstructure:"max_integrations"`
+	// TopUsers is how many of each tenant's heaviest users (the events'
+	// user_id) the detector tracks per window, so a usage alert can name
+	// the user behind a spike; 0 turns it off. Memory: about 640 bytes per
+	// tenant at 10, plus the ids. Default 10.
+	TopUsers int `mapstructure:"top_users"`
 	// IdleEvict drops a tenant's state after this long without events.
 	// Default 192h (8 days).
 	IdleEvict time.Duration `mapstructure:"idle_evict"`
@@ -189,6 +194,7 @@ func DefaultConfig() Config {
 		QuantityKinds:    []string{"ai_tokens", "compute_seconds", "storage_bytes"},
 		MaxKinds:         8,
 		MaxIntegrations:  4,
+		TopUsers:         10,
 		IdleEvict:        192 * time.Hour,
 		SpendThresholds:  []float64{0.7, 0.9, 1.0},
 		WarmStart:        WarmStartConfig{Enabled: true, History: 504 * time.Hour, Recent: 3 * time.Hour},
@@ -278,6 +284,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxIntegrations < 0 || c.MaxIntegrations > 64 {
 		bad("max_integrations", "must be between 0 and 64")
+	}
+	if c.TopUsers < 0 || c.TopUsers > 1000 {
+		bad("top_users", "must be between 0 and 1000")
 	}
 	if c.IdleEvict < time.Hour || c.IdleEvict > 8760*time.Hour {
 		bad("idle_evict", "must be between 1h and 8760h")

@@ -207,6 +207,7 @@ func (d *Detector) observe(e *event.Event, cost float64) bool {
 		t.latN[i]++
 	}
 	t.cost[i] += float32(cost)
+	t.observeUser(e.UserID, i, d.cfg.TopUsers)
 	if k := t.kind(e.Kind, d); k != nil {
 		k.cnt[i]++
 		k.qty[i] += float32(e.Quantity)
@@ -426,6 +427,7 @@ func (d *Detector) countAlert(t *tenant, metric, kind, integ string, s *series, 
 			LabelPlan:               t.pp.name,
 			LabelTenantEventsPerMin: strconv.FormatFloat(perMin, 'f', 3, 64),
 		}
+		t.userLabels(a.Labels)
 	}
 	return a
 }

@@ -51,6 +51,8 @@ type tenant struct {
 	errS    series
 	costS   series
 	sp      spendState
+	users   *[2]topUsers // heaviest users per window slot; nil until an event names a user
+	heavy   heavyUser    // the heaviest user of the window the usage alerts look at
 }
 
 func newTenant(id string, pp *planParams, m, closed int32) *tenant {
@@ -132,6 +134,8 @@ func (d *Detector) closeMinute(t *tenant, m int32, out *[]Alert) {
 		}
 		t.count[i], t.errs[i], t.latN[i], t.cost[i] = 0, 0, 0, 0
 	}
+	t.snapUser(i, cnt)
+	t.resetUsers(i)
 	if t.partial {
 		t.partial = false
 		t.discard(i)
@@ -251,6 +255,7 @@ func (d *Detector) checkOpen(t *tenant, now, minElapsed int64, out *[]Alert) {
 		}
 		f := math.Min(float64(elapsed), 60) / 60
 		pp := d.plan(t)
+		t.snapUser(i, t.count[i])
 		idx := t.prof.index(m, t.prof.mode)
 		if !(t.cntN >= pp.usage.warm && float64(t.cntLevel)*idx*60 >= pp.minVolume) {
 			continue
@@ -305,8 +310,9 @@ func (d *Detector) stepErrors(t *tenant, s *series, integ string, errs, cnt, cnt
 	}
 }
 
-// discard drops what the kinds and integrations hold in slot i.
+// discard drops what the kinds, integrations and users hold in slot i.
 func (t *tenant) discard(i int) {
+	t.resetUsers(i)
 	for k := range t.kinds {
 		t.kinds[k].cnt[i], t.kinds[k].qty[i] = 0, 0
 	}

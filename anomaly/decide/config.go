@@ -50,6 +50,12 @@ type Config struct {
 	// AuditTimeout bounds each insert into the audit trail; a failed insert
 	// is retried with backoff. Default 5s.
 	AuditTimeout time.Duration `mapstructure:"audit_timeout"`
+	// UserShare: a usage spike whose heaviest user (the alert's top_user
+	// label) made at least this share of the tenant's events in the window
+	// throttles that user (scope user:<id>) instead of the tenant, to the
+	// rate that brings the tenant back to throttle_factor x its baseline
+	// given its other users' rate. 0 turns it off. Default 0.5.
+	UserShare float64 `mapstructure:"user_share"`
 	// Mode is how limiters treat the engine's decisions: "enforce", or
 	// "shadow" to publish them with "mode":"shadow" so that limiters only
 	// count what they would have rejected. Plans and Tenants override it.
@@ -111,6 +117,7 @@ func DefaultConfig() Config {
 		MaxManualTTL:       limiter.DefaultMaxManualTTL,
 		MaxAutoTTL:         limiter.DefaultMaxAutomaticTTL,
 		Mode:               limiter.ModeEnforce,
+		UserShare:          0.5,
 	}
 }
 
@@ -186,6 +193,9 @@ func (c Config) Validate() error {
 	}
 	if _, err := limiter.ParsePublicKeys("decisions.trusted_keys", c.TrustedKeys); err != nil {
 		errs = append(errs, err)
+	}
+	if !(c.UserShare >= 0 && c.UserShare <= 1) {
+		bad("user_share", "must be between 0 and 1 (0 turns it off)")
 	}
 	if !validMode(c.Mode, false) {
 		bad("mode", fmt.Sprintf("%q must be enforce or shadow", c.Mode))

@@ -265,6 +265,17 @@ func (e *Engine) Handle(ctx context.Context, a anomaly.Alert) error {
 	e.mu.Lock()
 	c := e.active[key]
 	if a.Status == anomaly.StatusResolved {
+		// The resolution may name another heavy user than the alert that
+		// fired, or none: find the condition by the alert's fingerprint.
+		if c == nil || c.alerts[a.Fingerprint].Fingerprint == "" {
+			for k, held := range e.active {
+				if _, ok := held.alerts[a.Fingerprint]; ok {
+					key, c = k, held
+					want, _ = e.policy(held.alerts[a.Fingerprint])
+					break
+				}
+			}
+		}
 		if c == nil {
 			e.mu.Unlock()
 			return nil
@@ -451,6 +462,12 @@ func (e *Engine) policy(a anomaly.Alert) (limiter.Decision, bool) {
 		}
 		d.Scope, d.Action, d.Source = limiter.ScopeAll, limiter.ActionThrottle, limiter.SourceAnomaly
 		d.RatePerSec = max(e.cfg.MinRatePerSec, factor*base/e.cfg.BaselineWindow.Seconds())
+		if user, others, ok := e.heavyUser(a); ok {
+			// One user drives the spike: throttle that user to what brings
+			// the tenant back to factor x its baseline, given the others.
+			d.Scope = limiter.UserScope(user)
+			d.RatePerSec = max(e.cfg.MinRatePerSec, (factor*base-others)/e.cfg.BaselineWindow.Seconds())
+		}
 	case anomaly.MetricErrorRate:
 		if a.Integration == "" {
 			return d, false
@@ -473,6 +490,22 @@ func (e *Engine) policy(a anomaly.Alert) (limiter.Decision, bool) {
 		return d, false
 	}
 	return d, true
+}
+
+// heavyUser returns the user a usage alert names as its heaviest, and the
+// tenant's other users' events in the window, when that user made at least
+// cfg.UserShare of them and can name a scope.
+func (e *Engine) heavyUser(a anomaly.Alert) (string, float64, bool) {
+	user := a.Labels[anomaly.LabelTopUser]
+	if e.cfg.UserShare <= 0 || user == "" || !limiter.ValidUserID(user) {
+		return "", 0, false
+	}
+	n, err1 := strconv.ParseFloat(a.Labels[anomaly.LabelTopUserEvents], 64)
+	total, err2 := strconv.ParseFloat(a.Labels[anomaly.LabelWindowEvents], 64)
+	if err1 != nil || err2 != nil || !(total > 0) || math.IsInf(total, 0) || n > total || n/total < e.cfg.UserShare {
+		return "", 0, false
+	}
+	return user, total - n, true
 }
 
 // modeOf is d's mode with the absent field read as enforce.
