@@ -117,6 +117,7 @@ func (l *Limiter) buildTenant(tenant string, decs map[string]Decision, prev *ten
 		return nil
 	}
 	ts := &tenantState{stats: l.stats.get(tenant)}
+	bank := l.creditsFor(tenant)
 	for scope, d := range decs {
 		exp := d.ExpiresAt.UnixNano()
 		if d.Action == ActionOpenCircuit {
@@ -154,6 +155,9 @@ func (l *Limiter) buildTenant(tenant string, decs map[string]Decision, prev *ten
 			}
 		}
 		s := l.stateFor(d, exp, reuse, ts.stats)
+		if scope == ScopeAll && !s.shadow {
+			s.credits = bank
+		}
 		switch {
 		case scope == ScopeAll:
 			ts.all, ts.hasAll = *s, true

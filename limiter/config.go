@@ -81,6 +81,11 @@ type PlanLimit struct {
 	RatePerSec float64 `mapstructure:"rate_per_sec"`
 	// Burst goes with RatePerSec; 0 means max(1, ceil(rate)). Default 0.
 	Burst int `mapstructure:"burst"`
+	// BurstCredits bank unused capacity for bursts past the limit (for
+	// premium plans): a request the tenant's limit (its plan default or a
+	// throttle decision) rejects spends a credit instead. Needs
+	// Deps.PlanOf. Default none.
+	BurstCredits BurstCredits `mapstructure:"burst_credits"`
 }
 
 // BreakerConfig configures the per-tenant, per-integration circuit breakers.
@@ -157,6 +162,12 @@ func (c Config) Validate() error {
 		}
 		if p.Burst < 0 {
 			bad("plans."+name+".burst", "must be >= 0")
+		}
+		if !finiteNonNeg(p.BurstCredits.AccruePerSec) {
+			bad("plans."+name+".burst_credits.accrue_per_sec", "must be finite and >= 0")
+		}
+		if p.BurstCredits.Max < 0 {
+			bad("plans."+name+".burst_credits.max", "must be >= 0")
 		}
 	}
 	if c.MaxDefaultTenants <= 0 {

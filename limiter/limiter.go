@@ -65,17 +65,20 @@ type Limiter struct {
 	lastRev   uint64
 	expiryC   chan struct{}
 
-	defaults  [defaultShards]defaultShard
-	defaultN  atomic.Int64
-	overflow  *limitState // shared default bucket past MaxDefaultTenants
-	seed      maphash.Seed
-	breakers  *Breakers
-	stats     *statsRegistry
-	metrics   *metrics
-	closeOnce sync.Once
-	closed    chan struct{}
-	runDone   chan struct{}
-	running   atomic.Bool
+	defaults [defaultShards]defaultShard
+	defaultN atomic.Int64
+	overflow *limitState // shared default bucket past MaxDefaultTenants
+	seed     maphash.Seed
+	banks    creditBanks // burst credits by tenant
+	// hasCredits: some plan has burst credits.
+	hasCredits bool
+	breakers   *Breakers
+	stats      *statsRegistry
+	metrics    *metrics
+	closeOnce  sync.Once
+	closed     chan struct{}
+	runDone    chan struct{}
+	running    atomic.Bool
 
 	// onApply, when set by tests, is called after a snapshot is published.
 	onApply func(keys []string)
@@ -115,7 +118,8 @@ type limitState struct {
 	shed        bool
 	unlimited   bool
 	shadow      bool
-	expires     int64 // unix ns; math.MaxInt64 for defaults
+	credits     *credits // the tenant's burst credits, spent before a rejection; nil: none
+	expires     int64    // unix ns; math.MaxInt64 for defaults
 	globalRate  float64
 	globalBurst int
 	stats       *tenantStats
@@ -174,6 +178,12 @@ func New(cfg Config, deps Deps) (*Limiter, error) {
 	for _, p := range cfg.Plans {
 		if p.RatePerSec > 0 {
 			l.unlimited = false
+		}
+	}
+	l.banks.m = map[string]*credits{}
+	for _, p := range cfg.Plans {
+		if p.BurstCredits.enabled() {
+			l.hasCredits = true
 		}
 	}
 	l.instances.Store(1)
@@ -421,6 +431,11 @@ func (s *limitState) allow(now time.Time, n int) bool {
 		s.stats.shadowRejected.Add(1)
 		return true
 	}
+	if !s.shed && s.credits.spend(now, n) {
+		s.stats.creditsSpent.Add(uint64(n))
+		s.stats.allowed.Add(1)
+		return true
+	}
 	s.stats.throttled.Add(1)
 	return false
 }
@@ -444,6 +459,10 @@ func (s *limitState) check(now time.Time) Result {
 		return res
 	}
 	res.Allowed = s.lim.AllowN(now, 1)
+	if !res.Allowed && s.credits.spend(now, 1) {
+		s.stats.creditsSpent.Add(1)
+		res.Allowed = true
+	}
 	tokens := s.lim.TokensAt(now)
 	r, b := float64(s.lim.Limit()), s.lim.Burst()
 	res.Limit = b
@@ -553,6 +572,7 @@ func (l *Limiter) defaultState(tenant string) *limitState {
 		ns = &limitState{unlimited: true, expires: math.MaxInt64}
 	} else {
 		ns = l.newState(r, burstOf(r, b), math.MaxInt64, false, l.stats.get(tenant))
+		ns.credits = l.creditsFor(tenant)
 	}
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
@@ -610,6 +630,7 @@ func (l *Limiter) resplitLocked() {
 		sh.mu.RUnlock()
 	}
 	re(l.overflow)
+	l.resplitCredits(n)
 }
 
 // Close stops Run, deletes this instance's presence key and unregisters

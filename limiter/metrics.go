@@ -3,6 +3,7 @@ package limiter
 import (
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -14,13 +15,14 @@ const overflowLabel = "__overflow__"
 type tenantStats struct {
 	allowed, throttled, circuitRejected atomic.Uint64
 	shadowRejected                      atomic.Uint64 // requests a shadow decision would have rejected
+	creditsSpent                        atomic.Uint64 // burst credits spent on requests the limit rejected
 	label                               string
-	_                                   [16]byte
+	_                                   [8]byte
 }
 
 // statSums are a label's counters summed over its tenants.
 type statSums struct {
-	allowed, throttled, circuitRejected, shadowRejected uint64
+	allowed, throttled, circuitRejected, shadowRejected, creditsSpent uint64
 }
 
 // statsRegistry hands out one tenantStats per tenant; the first max
@@ -66,6 +68,7 @@ func (r *statsRegistry) sums() map[string]statSums {
 		v.throttled += s.throttled.Load()
 		v.circuitRejected += s.circuitRejected.Load()
 		v.shadowRejected += s.shadowRejected.Load()
+		v.creditsSpent += s.creditsSpent.Load()
 		out[s.label] = v
 	}
 	return out
@@ -79,6 +82,7 @@ type metrics struct {
 	instances, decisions, lastRevision       *prometheus.Desc
 	watchRestarts, updates, breakerOpened    *prometheus.Desc
 	rejected, shadowRejected                 *prometheus.Desc
+	creditsSpent, creditsRemaining           *prometheus.Desc
 	nWatchRestarts, nUpdates, nBreakerOpened atomic.Uint64
 }
 
@@ -111,6 +115,12 @@ func newMetrics(l *Limiter, reg prometheus.Registerer) (*metrics, error) {
 		shadowRejected: prometheus.NewDesc("tenantguard_limiter_shadow_rejected_total",
 			"Requests a shadow decision would have rejected (and that were allowed), by tenant (top tenants, others under __overflow__).",
 			[]string{"tenant"}, nil),
+		creditsSpent: prometheus.NewDesc("tenantguard_limiter_burst_credits_spent_total",
+			"Burst credits spent on requests the tenant's limit rejected (and that were allowed), by tenant (top tenants, others under __overflow__).",
+			[]string{"tenant"}, nil),
+		creditsRemaining: prometheus.NewDesc("tenantguard_limiter_burst_credits_remaining",
+			"Burst credits banked on this instance now, by tenant (top tenants, others under __overflow__).",
+			[]string{"tenant"}, nil),
 	}
 	if err := reg.Register(m); err != nil {
 		return nil, err
@@ -123,7 +133,7 @@ func newMetrics(l *Limiter, reg prometheus.Registerer) (*metrics, error) {
 
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{m.allowed, m.throttled, m.circuitRejected, m.instances,
-		m.decisions, m.lastRevision, m.watchRestarts, m.updates, m.breakerOpened, m.rejected, m.shadowRejected} {
+		m.decisions, m.lastRevision, m.watchRestarts, m.updates, m.breakerOpened, m.rejected, m.shadowRejected, m.creditsSpent, m.creditsRemaining} {
 		ch <- d
 	}
 }
@@ -134,6 +144,10 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(m.throttled, prometheus.CounterValue, float64(v.throttled), label)
 		ch <- prometheus.MustNewConstMetric(m.circuitRejected, prometheus.CounterValue, float64(v.circuitRejected), label)
 		ch <- prometheus.MustNewConstMetric(m.shadowRejected, prometheus.CounterValue, float64(v.shadowRejected), label)
+		ch <- prometheus.MustNewConstMetric(m.creditsSpent, prometheus.CounterValue, float64(v.creditsSpent), label)
+	}
+	for label, v := range m.l.creditSums(time.Now()) {
+		ch <- prometheus.MustNewConstMetric(m.creditsRemaining, prometheus.GaugeValue, v, label)
 	}
 	m.l.mu.Lock()
 	n, rev := len(m.l.decisions), m.l.lastRev
