@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/tenantguard/tenantguard/internal/testenv"
 )
@@ -44,7 +43,7 @@ func TestBurstCredits(t *testing.T) {
 	if p, b := burst("pro1", now), burst("bas1", now); p != 60 || b != 10 {
 		t.Fatalf("got premium %d, basic %d allowed; want 60 (burst 10 + 50 credits) and 10", p, b)
 	}
-	if got := testutil.ToFloat64(metricOf(t, reg, "tenantguard_limiter_burst_credits_spent_total", "pro1")); got != 50 {
+	if got := testenv.MetricValue(t, reg, "tenantguard_limiter_burst_credits_spent_total", "tenant", "pro1"); got != 50 {
 		t.Fatalf("credits spent %v, want 50", got)
 	}
 	// Credits accrue back at 5/s, beside the limit's own tokens (10/s, at
@@ -66,7 +65,7 @@ func TestBurstCredits(t *testing.T) {
 	if b := burst("bas2", now); b != 1 {
 		t.Fatalf("throttled basic got %d, want 1", b)
 	}
-	remaining := testutil.ToFloat64(gaugeOf(t, reg, "tenantguard_limiter_burst_credits_remaining", "pro2"))
+	remaining := testenv.MetricValue(t, reg, "tenantguard_limiter_burst_credits_remaining", "tenant", "pro2")
 	if remaining > 1 {
 		t.Fatalf("pro2 has %v credits left, want about 0", remaining)
 	}
@@ -83,30 +82,6 @@ func TestBurstCredits(t *testing.T) {
 	if ok != 51 {
 		t.Fatalf("Check allowed %d, want 51", ok)
 	}
-}
-
-// gaugeOf returns one labelled gauge of reg, for testutil.ToFloat64.
-func gaugeOf(t *testing.T, reg *prometheus.Registry, name, label string) prometheus.Collector {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, lp := range m.GetLabel() {
-				if lp.GetValue() == label {
-					return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "x", Help: "x"},
-						func() float64 { return m.GetGauge().GetValue() })
-				}
-			}
-		}
-	}
-	t.Fatalf("no series %s{...=%q}", name, label)
-	return nil
 }
 
 // TestBurstCreditsOverNATS: two instances of a group split the credits

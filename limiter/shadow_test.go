@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/tenantguard/tenantguard/internal/testenv"
 )
@@ -137,10 +136,10 @@ func TestShadowAllowsAndCounts(t *testing.T) {
 			t.Fatalf("request %d rejected under a shadow decision", i)
 		}
 	}
-	if got := testutil.ToFloat64(metricOf(t, reg, "tenantguard_limiter_shadow_rejected_total", "acme")); got != 95 {
+	if got := testenv.MetricValue(t, reg, "tenantguard_limiter_shadow_rejected_total", "tenant", "acme"); got != 95 {
 		t.Fatalf("shadow_rejected{acme} = %v, want 95 (100 requests, burst 5)", got)
 	}
-	if got := testutil.ToFloat64(metricOf(t, reg, "tenantguard_limiter_throttled_total", "acme")); got != 0 {
+	if got := testenv.MetricValue(t, reg, "tenantguard_limiter_throttled_total", "tenant", "acme"); got != 0 {
 		t.Fatalf("throttled{acme} = %v, want 0", got)
 	}
 	if err := l.Wait(context.Background(), "acme"); err != nil {
@@ -155,7 +154,7 @@ func TestShadowAllowsAndCounts(t *testing.T) {
 	}
 	l.AllowN("beta", now, 1)
 	l.AllowN("beta", now, 1)
-	if got := testutil.ToFloat64(metricOf(t, reg, "tenantguard_limiter_shadow_rejected_total", overflowLabel)); got != 1 {
+	if got := testenv.MetricValue(t, reg, "tenantguard_limiter_shadow_rejected_total", "tenant", overflowLabel); got != 1 {
 		t.Fatalf("shadow_rejected{__overflow__} = %v, want 1", got)
 	}
 	// A shadow shed rejects nothing either.
@@ -197,7 +196,7 @@ func TestShadowCircuit(t *testing.T) {
 	if err := l.Breakers().Allow("acme", "stripe"); err != nil {
 		t.Fatalf("shadow circuit: %v, want the call through", err)
 	}
-	if got := testutil.ToFloat64(metricOf(t, reg, "tenantguard_limiter_shadow_rejected_total", "acme")); got != 1 {
+	if got := testenv.MetricValue(t, reg, "tenantguard_limiter_shadow_rejected_total", "tenant", "acme"); got != 1 {
 		t.Fatalf("shadow_rejected{acme} = %v, want 1", got)
 	}
 }
@@ -268,7 +267,7 @@ func TestShadowOverNATS(t *testing.T) {
 			t.Fatalf("request %d rejected under a shadow decision", i)
 		}
 	}
-	if got := testutil.ToFloat64(metricOf(t, reg, "tenantguard_limiter_shadow_rejected_total", "acme")); got < 45 {
+	if got := testenv.MetricValue(t, reg, "tenantguard_limiter_shadow_rejected_total", "tenant", "acme"); got < 45 {
 		t.Fatalf("shadow_rejected{acme} = %v, want >= 45", got)
 	}
 	if _, err := pub.Put(ctx, throttle("acme", 1, 2, SourceManual, time.Minute)); err != nil {
