@@ -264,3 +264,38 @@ func median(xs []float64) float64 {
 	}
 	return (s[n/2-1] + s[n/2]) / 2
 }
+
+// TestGuardLoopShadow runs the guard loop with decisions.mode: shadow. The
+// noisy tenant's spike gets its throttle decision, marked shadow, and the
+// service's limiter rejects nothing: it only counts what it would have
+// rejected, for that tenant alone.
+func TestGuardLoopShadow(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the daemon for several minutes")
+	}
+	r := newRig(t, map[string]string{"TENANTGUARD_DECISIONS_MODE": "shadow"})
+	svc := r.service
+	first := svc.waitReport(t, 30*time.Second, "first service report", func(report) bool { return true })
+	time.Sleep(time.Until(time.UnixMilli(first.TimeMs).Add(30 * time.Second)))
+	spikeAt := svc.command(t, "spike", noisyID, strconv.FormatFloat(spikeFactor, 'f', -1, 64))
+	dec := r.kv.wait(t, svc, spikeAt, 6*time.Minute, "shadow throttle decision for "+noisyID, func(e kvEntry) bool {
+		return e.Tenant == noisyID && !e.Delete && e.Decision.Action == limiter.ActionThrottle
+	})
+	if dec.Decision.Mode != limiter.ModeShadow {
+		t.Fatalf("decision mode %q, want shadow", dec.Decision.Mode)
+	}
+	t.Logf("spike -> shadow decision %.1fs: throttle %.3g/s", dec.At.Sub(spikeAt).Seconds(), dec.Decision.RatePerSec)
+	rep := svc.waitReport(t, time.Minute, "shadow rejections of "+noisyID, func(rp report) bool { return rp.ShadowRejected[noisyID] > 20 })
+	later := svc.reportAt(t, time.UnixMilli(rep.TimeMs).Add(10*time.Second))
+	for tenant, n := range later.Rejected {
+		if n != 0 {
+			t.Errorf("%s: %d requests rejected under shadow mode, want 0", tenant, n)
+		}
+	}
+	for tenant, n := range later.ShadowRejected {
+		if tenant != noisyID && n != 0 {
+			t.Errorf("%s: %v shadow rejections, want only %s's", tenant, n, noisyID)
+		}
+	}
+	t.Logf("%s: %v requests would have been rejected, none were", noisyID, later.ShadowRejected[noisyID])
+}

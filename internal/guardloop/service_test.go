@@ -53,6 +53,9 @@ type report struct {
 	// Limited is the local rate the limiter enforces per tenant now
 	// (tenants without a limit are absent).
 	Limited   map[string]float64 `json:"limited,omitempty"`
+	// ShadowRejected is what the limiter would have rejected under shadow
+	// decisions (tenantguard_limiter_shadow_rejected_total), per tenant.
+	ShadowRejected map[string]float64 `json:"shadow_rejected,omitempty"`
 	Published uint64             `json:"published,omitempty"`
 	EmitError string             `json:"emit_error,omitempty"`
 	// Command ack.
@@ -74,7 +77,8 @@ func runService() int {
 	defer nc.Close()
 	lcfg := limiter.DefaultConfig()
 	lcfg.TrustedKeys = []string{os.Getenv(serviceKeyEnv)}
-	lim, err := limiter.New(lcfg, limiter.Deps{Conn: nc, Registerer: prometheus.NewRegistry(), Logger: log})
+	reg := prometheus.NewRegistry()
+	lim, err := limiter.New(lcfg, limiter.Deps{Conn: nc, Registerer: reg, Logger: log})
 	if err != nil {
 		return fail(err)
 	}
@@ -193,6 +197,7 @@ func runService() int {
 					r.Limited[t.ID] = float64(lr)
 				}
 			}
+			r.ShadowRejected = shadowRejected(reg)
 			st := em.Stats()
 			r.Published, r.EmitError = st.Published, st.LastError
 			if err := out.Encode(r); err != nil {
@@ -200,4 +205,23 @@ func runService() int {
 			}
 		}
 	}
+}
+
+// shadowRejected reads tenantguard_limiter_shadow_rejected_total per tenant.
+func shadowRejected(g prometheus.Gatherer) map[string]float64 {
+	out := map[string]float64{}
+	mfs, _ := g.Gather()
+	for _, mf := range mfs {
+		if mf.GetName() != "tenantguard_limiter_shadow_rejected_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "tenant" {
+					out[l.GetValue()] = m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return out
 }
