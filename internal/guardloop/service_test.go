@@ -52,12 +52,12 @@ type report struct {
 	FirstReject map[string]int64 `json:"first_reject_ms,omitempty"`
 	// Limited is the local rate the limiter enforces per tenant now
 	// (tenants without a limit are absent).
-	Limited   map[string]float64 `json:"limited,omitempty"`
+	Limited map[string]float64 `json:"limited,omitempty"`
 	// ShadowRejected is what the limiter would have rejected under shadow
 	// decisions (tenantguard_limiter_shadow_rejected_total), per tenant.
 	ShadowRejected map[string]float64 `json:"shadow_rejected,omitempty"`
-	Published uint64             `json:"published,omitempty"`
-	EmitError string             `json:"emit_error,omitempty"`
+	Published      uint64             `json:"published,omitempty"`
+	EmitError      string             `json:"emit_error,omitempty"`
 	// Command ack.
 	Ack    string  `json:"ack,omitempty"`
 	Tenant string  `json:"tenant,omitempty"`
