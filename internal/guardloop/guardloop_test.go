@@ -299,3 +299,33 @@ func TestGuardLoopShadow(t *testing.T) {
 	}
 	t.Logf("%s: %v requests would have been rejected, none were", noisyID, later.ShadowRejected[noisyID])
 }
+
+// TestGuardLoopUserSpike: one user of the noisy tenant sends the spike's
+// extra traffic alone. The daemon throttles that user (scope user:<id>),
+// not the tenant: the tenant's other users are never rejected.
+func TestGuardLoopUserSpike(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the daemon for several minutes")
+	}
+	const heavy = "u_heavy"
+	r := newRig(t, nil)
+	svc := r.service
+	first := svc.waitReport(t, 30*time.Second, "first service report", func(report) bool { return true })
+	time.Sleep(time.Until(time.UnixMilli(first.TimeMs).Add(30 * time.Second)))
+	spikeAt := svc.command(t, "spike-user", noisyID, heavy, strconv.FormatFloat(spikeFactor, 'f', -1, 64))
+	dec := r.kv.wait(t, svc, spikeAt, 6*time.Minute, "user throttle for "+heavy, func(e kvEntry) bool {
+		return e.Tenant == noisyID && !e.Delete && e.Decision.Action == limiter.ActionThrottle
+	})
+	if dec.Decision.Scope != limiter.ScopeUserPrefix+heavy {
+		t.Fatalf("decision scope %q, want %s%s (the user, not the tenant)", dec.Decision.Scope, limiter.ScopeUserPrefix, heavy)
+	}
+	t.Logf("spike -> user decision %.1fs: throttle %s at %.3g/s", dec.At.Sub(spikeAt).Seconds(), dec.Decision.Scope, dec.Decision.RatePerSec)
+	rep := svc.waitReport(t, time.Minute, "rejections of "+heavy, func(rp report) bool { return rp.UserRejected[noisyID+"/"+heavy] > 5 })
+	later := svc.reportAt(t, time.UnixMilli(rep.TimeMs).Add(15*time.Second))
+	for key, n := range later.UserRejected {
+		if key != noisyID+"/"+heavy && n != 0 {
+			t.Errorf("%s: %d requests rejected, want only %s's", key, n, heavy)
+		}
+	}
+	t.Logf("%s/%s: %d requests rejected; no other user of any tenant rejected", noisyID, heavy, later.UserRejected[noisyID+"/"+heavy])
+}

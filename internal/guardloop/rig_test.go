@@ -129,7 +129,7 @@ func seedHistory(t *testing.T, ch *testenv.ClickHouseServer, db string, now time
 				break
 			}
 			e := &evs[len(rows)]
-			request(e, rng, tl.ID, at)
+			request(e, rng, tl.ID, randomUser(rng), at)
 			k++
 			e.ID = fmt.Sprintf("seed-%s-%d", tl.ID, k)
 			rows = append(rows, store.Row{Event: e, Plan: "default", PriceVersion: "default"})

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"os/signal"
@@ -56,8 +57,10 @@ type report struct {
 	// ShadowRejected is what the limiter would have rejected under shadow
 	// decisions (tenantguard_limiter_shadow_rejected_total), per tenant.
 	ShadowRejected map[string]float64 `json:"shadow_rejected,omitempty"`
-	Published      uint64             `json:"published,omitempty"`
-	EmitError      string             `json:"emit_error,omitempty"`
+	// UserRejected counts rejections per "tenant/user".
+	UserRejected map[string]int64 `json:"user_rejected,omitempty"`
+	Published    uint64           `json:"published,omitempty"`
+	EmitError    string           `json:"emit_error,omitempty"`
 	// Command ack.
 	Ack    string  `json:"ack,omitempty"`
 	Tenant string  `json:"tenant,omitempty"`
@@ -122,6 +125,8 @@ func runService() int {
 	allowed := make([]int64, len(loads))
 	rejected := make([]int64, len(loads))
 	firstReject := make([]int64, len(loads))
+	heavyUser := make([]string, len(loads)) // a user sending the spike's extra traffic alone
+	userRejected := map[string]int64{}
 	out := json.NewEncoder(os.Stdout)
 
 	tick := time.NewTicker(10 * time.Millisecond)
@@ -157,9 +162,15 @@ func runService() int {
 				if err != nil || x < 1 {
 					return fail(fmt.Errorf("bad factor %q", f[2]))
 				}
-				factor[i], firstReject[i] = x, 0
+				factor[i], firstReject[i], heavyUser[i] = x, 0, ""
+			case f[0] == "spike-user" && len(f) == 4:
+				x, err := strconv.ParseFloat(f[3], 64)
+				if err != nil || x < 1 {
+					return fail(fmt.Errorf("bad factor %q", f[3]))
+				}
+				factor[i], firstReject[i], heavyUser[i] = x, 0, f[2]
 			case f[0] == "calm":
-				factor[i] = 1
+				factor[i], heavyUser[i] = 1, ""
 			default:
 				return fail(fmt.Errorf("bad command %q", f))
 			}
@@ -170,16 +181,23 @@ func runService() int {
 			dt := now.Sub(last).Seconds()
 			last = now
 			for i, t := range loads {
-				for n := poisson(rng, t.Rate*factor[i]*dt); n > 0; n-- {
-					if !lim.Allow(t.ID) {
+				normal := poisson(rng, t.Rate*dt)
+				extra := poisson(rng, t.Rate*(factor[i]-1)*dt)
+				for n := 0; n < normal+extra; n++ {
+					user := randomUser(rng)
+					if n >= normal && heavyUser[i] != "" {
+						user = heavyUser[i]
+					}
+					if !lim.AllowUser(t.ID, user) {
 						rejected[i]++
+						userRejected[t.ID+"/"+user]++
 						if firstReject[i] == 0 {
 							firstReject[i] = time.Now().UnixMilli()
 						}
 						continue
 					}
 					allowed[i]++
-					request(&ev, rng, t.ID, time.Now())
+					request(&ev, rng, t.ID, user, time.Now())
 					if err := em.Emit(ctx, ev); err != nil {
 						return fail(fmt.Errorf("emit: %w", err))
 					}
@@ -198,6 +216,7 @@ func runService() int {
 				}
 			}
 			r.ShadowRejected = shadowRejected(reg)
+			r.UserRejected = maps.Clone(userRejected)
 			st := em.Stats()
 			r.Published, r.EmitError = st.Published, st.LastError
 			if err := out.Encode(r); err != nil {

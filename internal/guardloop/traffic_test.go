@@ -58,8 +58,11 @@ func rateOf(id string) float64 {
 
 var routes = []string{"GET /v1/invoices", "POST /v1/invoices", "GET /v1/customers", "POST /v1/search"}
 
-// request fills e with one served API request of tenant at time at.
-func request(e *event.Event, rng *rand.Rand, tenant string, at time.Time) {
+// randomUser is one of a tenant's 200 ordinary users.
+func randomUser(rng *rand.Rand) string { return fmt.Sprintf("u_%d", rng.IntN(200)) }
+
+// request fills e with one served API request of tenant's user at time at.
+func request(e *event.Event, rng *rand.Rand, tenant, user string, at time.Time) {
 	*e = event.Event{
 		TenantID:   tenant,
 		Kind:       event.KindAPIRequest,
@@ -67,7 +70,7 @@ func request(e *event.Event, rng *rand.Rand, tenant string, at time.Time) {
 		Quantity:   1,
 		Service:    "guardloop-svc",
 		Route:      routes[rng.IntN(len(routes))],
-		UserID:     fmt.Sprintf("u_%d", rng.IntN(200)),
+		UserID:     user,
 		LatencyMs:  math.Round(math.Exp(3+0.5*rng.NormFloat64())*10) / 10, // lognormal, median ~20 ms
 		StatusCode: 200,
 	}
