@@ -27,12 +27,13 @@ const (
 
 // Metrics an alert can be about.
 const (
-	MetricUsage      = "usage"       // event rate or quantity at N x baseline
-	MetricLatencyP95 = "latency_p95" // P95 latency at N x baseline
-	MetricErrorRate  = "error_rate"  // error ratio spike, per tenant or integration
-	MetricCost       = "cost"        // spend per hour at N x baseline
-	MetricSpendCap   = "spend_cap"   // monthly spend reached 70/90/100% of the plan cap
-	MetricPGUnscoped = "pg_unscoped" // Postgres ran a statement on a tenant table with no tenant filter (Database set)
+	MetricUsage       = "usage"        // event rate or quantity at N x baseline
+	MetricLatencyP95  = "latency_p95"  // P95 latency at N x baseline
+	MetricErrorRate   = "error_rate"   // error ratio spike, per tenant or integration
+	MetricCost        = "cost"         // spend per hour at N x baseline
+	MetricSpendCap    = "spend_cap"    // monthly spend reached 70/90/100% of the plan cap
+	MetricPGUnscoped  = "pg_unscoped"  // Postgres ran a statement on a tenant table with no tenant filter (Database set)
+	MetricHeavyTenant = "heavy_tenant" // a tenant held over advisor.share of a pooled resource for a sustained period
 )
 
 // Labels an alert may carry.
@@ -40,6 +41,8 @@ const (
 	LabelPlan               = "plan"                  // the tenant's plan
 	LabelThreshold          = "threshold"             // spend cap: 70, 90 or 100
 	LabelTenantEventsPerMin = "tenant_events_per_min" // usage: the tenant's expected events per minute, all kinds
+	LabelResource           = "resource"              // heavy_tenant: events, cost, db_query_ms or compute_seconds
+	LabelRecommendation     = "recommendation"        // heavy_tenant: move_to_dedicated
 )
 
 // Alert is one anomaly episode for one tenant, or one finding of the

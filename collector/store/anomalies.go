@@ -59,3 +59,26 @@ func (s *Store) MaxAnomalyRatios(ctx context.Context, metric string, since time.
 	}
 	return out, rows.Err()
 }
+
+// FiringAnomalies returns the episodes of metric whose latest row is
+// firing, oldest first: what a stage that raises them resumes after a
+// restart.
+func (s *Store) FiringAnomalies(ctx context.Context, metric string) ([]AnomalyRow, error) {
+	rows, err := s.conn.Query(ctx, "SELECT "+AnomalyColumns+" FROM "+s.Table("anomalies")+
+		" FINAL WHERE metric = ? AND status = 'firing' ORDER BY starts_at, tenant_id, fingerprint", metric)
+	if err != nil {
+		return nil, fmt.Errorf("read firing anomalies: %w", err)
+	}
+	defer rows.Close()
+	var out []AnomalyRow
+	for rows.Next() {
+		var r AnomalyRow
+		if err := rows.Scan(&r.Fingerprint, &r.TenantID, &r.Metric, &r.Kind, &r.Integration, &r.Status, &r.Severity,
+			&r.Observed, &r.Baseline, &r.Ratio, &r.StartsAt, &r.EndsAt, &r.Summary, &r.UpdatedAt); err != nil {
+			return nil, fmt.Errorf("read firing anomalies: %w", err)
+		}
+		r.StartsAt, r.EndsAt, r.UpdatedAt = r.StartsAt.UTC(), r.EndsAt.UTC(), r.UpdatedAt.UTC()
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}

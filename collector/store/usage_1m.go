@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math"
 	"time"
+
+	"github.com/tenantguard/tenantguard/collector/event"
 )
 
 // UsageRow is one minute of a tenant's kind in usage_1m, its partial rows
@@ -99,4 +101,54 @@ func (s *Store) SpendSince(ctx context.Context, since time.Time) (map[string]flo
 		out[tenant] = spend
 	}
 	return out, rows.Err()
+}
+
+// TenantHour is one tenant's use of the pooled resources in one hour.
+type TenantHour struct {
+	TenantID       string
+	Hour           time.Time
+	Events         uint64  // events of every kind (usage_1m count)
+	Cost           float64 // usage_1m cost
+	DBQueryMs      float64 // sum of latency_ms of db_query events (from events)
+	ComputeSeconds float64 // quantity of compute_seconds events (usage_1m)
+}
+
+// TenantHours calls fn for each tenant's hourly use of the pooled
+// resources with time in [from, to), in order of hour and tenant; an hour
+// in which a tenant used nothing has no row. Events, cost and compute
+// seconds come from usage_1m. usage_1m keeps no latency sum, so db_query
+// time is summed from events (its primary key starts with the tenant, so
+// the kind filter prunes by daily partition and granule, not by key): it
+// counts stored db_query events as written (corrections are not netted)
+// and reads nothing from partitions retention has dropped.
+func (s *Store) TenantHours(ctx context.Context, from, to time.Time, fn func(TenantHour) error) error {
+	rows, err := s.conn.Query(ctx, `SELECT tenant_id, h, sum(events), sum(cost), sum(db_ms), sum(compute)
+FROM (
+    SELECT tenant_id, toStartOfHour(minute) AS h, sum(count) AS events, toFloat64(sum(cost)) AS cost,
+           toFloat64(0) AS db_ms, sumIf(quantity, kind = ?) AS compute
+    FROM `+s.Table("usage_1m")+` WHERE minute >= ? AND minute < ?
+    GROUP BY tenant_id, h
+    UNION ALL
+    SELECT tenant_id, toStartOfHour(time) AS h, toUInt64(0) AS events, toFloat64(0) AS cost,
+           sum(latency_ms) AS db_ms, toFloat64(0) AS compute
+    FROM `+s.Table("events")+` WHERE kind = ? AND time >= ? AND time < ?
+    GROUP BY tenant_id, h
+)
+GROUP BY tenant_id, h ORDER BY h, tenant_id`,
+		event.KindComputeSeconds, from.UTC(), to.UTC(), event.KindDBQuery, from.UTC(), to.UTC())
+	if err != nil {
+		return fmt.Errorf("query tenant hours: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var h TenantHour
+		if err := rows.Scan(&h.TenantID, &h.Hour, &h.Events, &h.Cost, &h.DBQueryMs, &h.ComputeSeconds); err != nil {
+			return fmt.Errorf("scan tenant hours: %w", err)
+		}
+		h.Hour = h.Hour.UTC()
+		if err := fn(h); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
 }
