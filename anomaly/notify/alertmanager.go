@@ -19,11 +19,12 @@ import (
 // Alertnames per metric: routes and silences in Alertmanager match on
 // them. Every alert also carries a metric label.
 var alertnames = map[string]string{
-	anomaly.MetricUsage:      "TenantguardUsageSpike",
-	anomaly.MetricLatencyP95: "TenantguardLatencyRegression",
-	anomaly.MetricErrorRate:  "TenantguardErrorRateSpike",
-	anomaly.MetricCost:       "TenantguardCostSpike",
-	anomaly.MetricSpendCap:   "TenantguardSpendCap",
+	anomaly.MetricUsage:       "TenantguardUsageSpike",
+	anomaly.MetricLatencyP95:  "TenantguardLatencyRegression",
+	anomaly.MetricErrorRate:   "TenantguardErrorRateSpike",
+	anomaly.MetricCost:        "TenantguardCostSpike",
+	anomaly.MetricSpendCap:    "TenantguardSpendCap",
+	anomaly.MetricHeavyTenant: "TenantguardHeavyTenant",
 }
 
 // AlertnameOther is the alertname of a metric without its own name.

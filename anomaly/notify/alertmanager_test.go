@@ -292,7 +292,7 @@ func TestAlertname(t *testing.T) {
 	for metric, want := range map[string]string{
 		anomaly.MetricUsage: "TenantguardUsageSpike", anomaly.MetricLatencyP95: "TenantguardLatencyRegression",
 		anomaly.MetricErrorRate: "TenantguardErrorRateSpike", anomaly.MetricCost: "TenantguardCostSpike",
-		anomaly.MetricSpendCap: "TenantguardSpendCap", "new_metric": AlertnameOther,
+		anomaly.MetricSpendCap: "TenantguardSpendCap", anomaly.MetricHeavyTenant: "TenantguardHeavyTenant", "new_metric": AlertnameOther,
 	} {
 		if got := Alertname(metric); got != want {
 			t.Errorf("Alertname(%q): got %q, want %q", metric, got, want)

@@ -74,7 +74,8 @@ func (a *authenticator) authenticate(r *http.Request) (principal, bool) {
 // tenant id, already validated, or "" for endpoints without one.
 type access func(p principal, tenant string) bool
 
-// adminOnly: anomalies, decisions and pg findings of every tenant.
+// adminOnly: anomalies, decisions, pg findings and heavy-tenant advice of
+// every tenant.
 func adminOnly(p principal, _ string) bool { return p.role.admin }
 
 // billingRead: the billing export and cost of every tenant.

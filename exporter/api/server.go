@@ -47,6 +47,8 @@ type Deps struct {
 	// Currency is the price book's currency, shown on cost responses.
 	// Default "USD".
 	Currency string
+	// Advisor serves GET /api/v1/advice; nil answers 503 there.
+	Advisor Advisor
 	// Ready are extra readiness checks for /readyz, besides pinging
 	// ClickHouse (for example "the collector's inserts succeed"). Each
 	// error is one line of the answer, so it starts with what it checks
@@ -59,6 +61,7 @@ type Server struct {
 	cfg       Config
 	db        DB
 	exp       Exporter
+	advisor   Advisor
 	log       *slog.Logger
 	ready     []func(context.Context) error
 	currency  string
@@ -85,7 +88,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, db: deps.DB, exp: deps.Exporter, log: deps.Logger, ready: deps.Ready, auth: auth,
+	s := &Server{cfg: cfg, db: deps.DB, exp: deps.Exporter, advisor: deps.Advisor, log: deps.Logger, ready: deps.Ready, auth: auth,
 		exports: newExportSlots(cfg.MaxConcurrentExports, cfg.MaxConcurrentExportsPerToken)}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -169,6 +172,7 @@ func (s *Server) routes() http.Handler {
 	mux.Handle("GET /api/v1/anomalies", s.guard(adminOnly, s.anomalies))
 	mux.Handle("GET /api/v1/decisions", s.guard(adminOnly, s.decisions))
 	mux.Handle("GET /api/v1/pg/findings", s.guard(adminOnly, s.pgFindings))
+	mux.Handle("GET /api/v1/advice", s.guard(adminOnly, s.advice))
 	mux.Handle("GET /api/v1/tenants/{tenant_id}/usage", s.guard(usageRead, s.usage))
 	mux.Handle("GET /api/v1/tenants/{tenant_id}/cost", s.guard(usageRead, s.tenantCost))
 	mux.Handle("GET /api/v1/tenants/{tenant_id}/anomalies", s.guard(tenantPrivate, s.anomalies))

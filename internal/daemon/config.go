@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/tenantguard/tenantguard/anomaly"
+	"github.com/tenantguard/tenantguard/anomaly/advisor"
 	"github.com/tenantguard/tenantguard/anomaly/decide"
 	"github.com/tenantguard/tenantguard/anomaly/notify"
 	"github.com/tenantguard/tenantguard/collector"
@@ -31,6 +32,7 @@ type Config struct {
 	Collector  CollectorConfig `mapstructure:"collector"`
 	Pricing    pricing.Config  `mapstructure:"pricing"`
 	Anomaly    anomaly.Config  `mapstructure:"anomaly"`
+	Advisor    AdvisorConfig   `mapstructure:"advisor"`
 	Alerts     notify.Config   `mapstructure:"alerts"`
 	Decisions  DecisionsConfig `mapstructure:"decisions"`
 	Exporter   ExporterConfig  `mapstructure:"exporter"`
@@ -89,6 +91,15 @@ type DecisionsConfig struct {
 	decide.Config `mapstructure:",squash"`
 }
 
+// AdvisorConfig switches the heavy-tenant advisor's periodic run (and its
+// heavy_tenant alerts); its keys sit beside it. `advise` and the API's
+// advice read the same keys whether or not it runs.
+type AdvisorConfig struct {
+	// Enabled runs the advisor in `tenantguard run`. Default true.
+	Enabled        bool `mapstructure:"enabled"`
+	advisor.Config `mapstructure:",squash"`
+}
+
 // LogConfig sets logging.
 type LogConfig struct {
 	// Level is debug, info, warn or error. Default info.
@@ -106,6 +117,7 @@ func DefaultConfig() Config {
 		Collector:  CollectorConfig{Enabled: true, Config: collector.DefaultConfig()},
 		Pricing:    pricing.DefaultConfig(),
 		Anomaly:    anomaly.DefaultConfig(),
+		Advisor:    AdvisorConfig{Enabled: true, Config: advisor.DefaultConfig()},
 		Alerts:     notify.DefaultConfig(),
 		Decisions:  DecisionsConfig{Enabled: true, Config: decide.DefaultConfig()},
 		Exporter:   ExporterConfig{Enabled: true, Config: metrics.DefaultConfig()},
@@ -129,7 +141,7 @@ func (c Config) Validate() error {
 	if err == nil {
 		errs = append(errs, c.Pricing.Validate(kinds.KnownKind))
 	}
-	errs = append(errs, c.Exporter.Config.Validate(), c.Anomaly.Validate(), c.Alerts.Validate(), c.Decisions.Config.Validate())
+	errs = append(errs, c.Exporter.Config.Validate(), c.Anomaly.Validate(), c.Advisor.Config.Validate(), c.Alerts.Validate(), c.Decisions.Config.Validate())
 	errs = append(errs, c.PGStat.Validate())
 	if c.PGStat.Enabled && len(c.PGStat.DSNs) == 0 {
 		errs = append(errs, errors.New("pgstat.dsns: must not be empty when pgstat.enabled is true"))

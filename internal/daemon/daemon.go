@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/tenantguard/tenantguard/anomaly/advisor"
 	"github.com/tenantguard/tenantguard/anomaly/decide"
 	"github.com/tenantguard/tenantguard/collector/event"
 	"github.com/tenantguard/tenantguard/collector/pricing"
@@ -146,7 +147,12 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	apiSrv, err := api.New(cfg.API, api.Deps{DB: apiStore, Exporter: exp, Logger: d.log, Currency: cfg.Pricing.Currency, Ready: ready.checks()})
+	adv, err := advisor.New(cfg.Advisor.Config, advisor.Deps{Source: apiStore, Logger: d.log}) // reports only
+	if err != nil {
+		return err
+	}
+	apiSrv, err := api.New(cfg.API, api.Deps{DB: apiStore, Exporter: exp, Advisor: adv, Logger: d.log,
+		Currency: cfg.Pricing.Currency, Ready: ready.checks()})
 	if err != nil {
 		return err
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/tenantguard/tenantguard/anomaly"
+	"github.com/tenantguard/tenantguard/anomaly/advisor"
 	"github.com/tenantguard/tenantguard/anomaly/decide"
 	"github.com/tenantguard/tenantguard/anomaly/notify"
 	"github.com/tenantguard/tenantguard/collector"
@@ -74,6 +75,11 @@ func (d *Daemon) startStages(ctx context.Context, ready *readiness) error {
 			return err
 		}
 		observers = append(observers, det)
+	}
+	if cfg.Advisor.Enabled {
+		if err := d.startAdvisor(); err != nil {
+			return err
+		}
 	}
 	if cfg.PGStat.Enabled {
 		if err := d.startPGStat(); err != nil {
@@ -169,6 +175,23 @@ func (d *Daemon) startAnomaly(ctx context.Context) (*anomaly.Detector, error) {
 	d.services = append(d.services, det.Run)
 	d.onClose(det.Close)
 	return det, nil
+}
+
+// startAdvisor runs the heavy-tenant advisor: it judges the last
+// advisor.window every advisor.interval and raises and resolves
+// heavy_tenant alerts on the sinks, resuming the episodes still firing.
+func (d *Daemon) startAdvisor() error {
+	fan, err := d.alertSink()
+	if err != nil {
+		return err
+	}
+	adv, err := advisor.New(d.cfg.Advisor.Config, advisor.Deps{Source: d.store, Sink: fan, Episodes: d.store, Logger: d.log})
+	if err != nil {
+		return err
+	}
+	d.services = append(d.services, adv.Run)
+	d.onClose(adv.Close)
+	return nil
 }
 
 // pgAlerter turns a new unscoped Postgres statement into an alert on every
