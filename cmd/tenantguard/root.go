@@ -67,6 +67,7 @@ func (a *app) root() *cobra.Command {
 		newKeygenCmd(a),
 		newCorrectCmd(a),
 		newImportCmd(a),
+		newAdviseCmd(a),
 	)
 	return root
 }
