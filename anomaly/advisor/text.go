@@ -12,7 +12,7 @@ import (
 // then a summary line.
 func WriteText(w io.Writer, r Report) error {
 	bw := &errWriter{w: w}
-	fmt.Fprintf(bw, "heavy-tenant advice for %s .. %s (%d hours): over %s of a pooled resource in %s of the hours: move to dedicated; in %s: watch\n\n",
+	fmt.Fprintf(bw, "heavy-tenant advice for %s .. %s (%d hours): over %s of a pooled resource in at least %s of the hours: move to dedicated; in at least %s: watch\n\n",
 		r.From.Format(time.RFC3339), r.To.Format(time.RFC3339), r.Hours, pct(r.Thresholds.Share), pct(r.Thresholds.Sustained), pct(r.Thresholds.Watch))
 	tw := tabwriter.NewWriter(bw, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "TENANT\tRECOMMENDATION\tRESOURCE\tSHARE\tRECENT\tTREND\tHOURS OVER\tMAX HOUR")
