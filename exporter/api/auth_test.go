@@ -42,6 +42,8 @@ var matrix = []endpoint{
 	{"/api/v1/decisions?" + rng, []string{"admin"}, ""},
 	{"/api/v1/decisions?" + rng + "&tenant=globex", []string{"admin"}, "globex"},
 	{"/api/v1/pg/findings?" + rng, []string{"admin"}, ""},
+	{"/api/v1/advice?" + rng, []string{"admin"}, ""},
+	{"/api/v1/advice", []string{"admin"}, ""},
 }
 
 var roles = []string{"admin", "billing", "acme", "globex"}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/shopspring/decimal"
 
+	"github.com/tenantguard/tenantguard/anomaly/advisor"
 	"github.com/tenantguard/tenantguard/collector/event"
 	"github.com/tenantguard/tenantguard/collector/store"
 	"github.com/tenantguard/tenantguard/exporter/billing"
@@ -65,7 +66,11 @@ func start(t testing.TB, st *store.Store, cfg Config) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := New(cfg, Deps{DB: st, Exporter: exp, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	adv, err := advisor.New(advisor.DefaultConfig(), advisor.Deps{Source: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := New(cfg, Deps{DB: st, Exporter: exp, Advisor: adv, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
