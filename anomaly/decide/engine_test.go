@@ -31,21 +31,29 @@ type env struct {
 	reg *prometheus.Registry
 }
 
-func setup(t *testing.T, mod func(*Config)) *env {
+// servers starts real NATS and ClickHouse and returns the server, a
+// connection, a signing publisher of the decisions bucket and a migrated
+// store.
+func servers(t *testing.T) (*testenv.NATSServer, *nats.Conn, *limiter.Publisher, *store.Store) {
 	t.Helper()
-	ctx := context.Background()
 	ns := testenv.NATS(t)
 	nc, err := nats.Connect(ns.URL)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	pub, err := limiter.NewPublisher(ctx, nc, 0, limiter.WithSigner(testSigner(t)))
+	pub, err := limiter.NewPublisher(context.Background(), nc, 0, limiter.WithSigner(testSigner(t)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv, db := testenv.ClickHouse(t)
-	st := teststore.On(t, srv, db)
+	return ns, nc, pub, teststore.On(t, srv, db)
+}
+
+func setup(t *testing.T, mod func(*Config)) *env {
+	t.Helper()
+	ctx := context.Background()
+	ns, nc, pub, st := servers(t)
 	rec := NewClickHouseRecorder(st)
 	cfg := DefaultConfig()
 	if mod != nil {

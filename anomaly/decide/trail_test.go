@@ -59,18 +59,7 @@ func readAudit(t *testing.T, st *store.Store) []auditRow {
 // across a restart of the trail.
 func TestTrailRecordsEveryRevisionOnce(t *testing.T) {
 	ctx := context.Background()
-	ns := testenv.NATS(t)
-	nc, err := nats.Connect(ns.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	pub, err := limiter.NewPublisher(ctx, nc, 0, limiter.WithSigner(testSigner(t)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, db := testenv.ClickHouse(t)
-	st := teststore.On(t, srv, db)
+	ns, nc, pub, st := servers(t)
 	rec := NewClickHouseRecorder(st)
 	// A service's limiter, trusting the writers' key.
 	lcfg := limiter.DefaultConfig()
