@@ -59,26 +59,15 @@ func BenchmarkAllowThrottledVsBare(b *testing.B) {
 	l, names := benchLimiter(b, 1000)
 	bare := rate.NewLimiter(1e9, 1e9)
 	tenant := names[500]
-	const chunk = 1 << 14
-	var bareNs, limNs time.Duration
-	b.ReportAllocs()
-	b.ResetTimer()
-	for done := 0; done < b.N; done += chunk {
-		n := min(chunk, b.N-done)
-		t0 := time.Now()
+	interleaved(b, "bare", "limiter", func(_, n int) {
 		for range n {
 			bare.Allow()
 		}
-		t1 := time.Now()
+	}, func(_, n int) {
 		for range n {
 			l.Allow(tenant)
 		}
-		bareNs += t1.Sub(t0)
-		limNs += time.Since(t1)
-	}
-	b.ReportMetric(float64(bareNs.Nanoseconds())/float64(b.N), "bare-ns/op")
-	b.ReportMetric(float64(limNs.Nanoseconds())/float64(b.N), "limiter-ns/op")
-	b.ReportMetric(float64(limNs)/float64(bareNs), "ratio")
+	})
 }
 
 // BenchmarkAllow100kRandom: 100k throttled tenants accessed at random,
@@ -94,30 +83,20 @@ func BenchmarkAllow100kRandom(b *testing.B) {
 	for i := range idx {
 		idx[i] = names[rand.IntN(len(names))]
 	}
-	const chunk = 1 << 14
-	var baseNs, limNs time.Duration
-	b.ReportAllocs()
-	b.ResetTimer()
-	for done := 0; done < b.N; done += chunk {
-		n := min(chunk, b.N-done)
+	interleaved(b, "map+rwmutex", "limiter", func(done, n int) {
 		off := done & (len(idx) - 1)
-		t0 := time.Now()
 		for i := range n {
 			mu.RLock()
 			lim := base[idx[(off+i)&(len(idx)-1)]]
 			mu.RUnlock()
 			lim.Allow()
 		}
-		t1 := time.Now()
+	}, func(done, n int) {
+		off := done & (len(idx) - 1)
 		for i := range n {
 			l.Allow(idx[(off+i)&(len(idx)-1)])
 		}
-		baseNs += t1.Sub(t0)
-		limNs += time.Since(t1)
-	}
-	b.ReportMetric(float64(baseNs.Nanoseconds())/float64(b.N), "map+rwmutex-ns/op")
-	b.ReportMetric(float64(limNs.Nanoseconds())/float64(b.N), "limiter-ns/op")
-	b.ReportMetric(float64(limNs)/float64(baseNs), "ratio")
+	})
 }
 
 // BenchmarkAllowScaling measures the throughput of 2 goroutines against
@@ -319,26 +298,15 @@ func BenchmarkAllowUserVsTenant(b *testing.B) {
 	l.applyLocked(changes, time.Now())
 	l.mu.Unlock()
 	tenant, userTenant := names[500], "u500"
-	const chunk = 1 << 14
-	var tenantNs, userNs time.Duration
-	b.ReportAllocs()
-	b.ResetTimer()
-	for done := 0; done < b.N; done += chunk {
-		n := min(chunk, b.N-done)
-		t0 := time.Now()
+	interleaved(b, "tenant", "user", func(_, n int) {
 		for range n {
 			l.Allow(tenant)
 		}
-		t1 := time.Now()
+	}, func(_, n int) {
 		for range n {
 			l.AllowUser(userTenant, "user-42")
 		}
-		tenantNs += t1.Sub(t0)
-		userNs += time.Since(t1)
-	}
-	b.ReportMetric(float64(tenantNs.Nanoseconds())/float64(b.N), "tenant-ns/op")
-	b.ReportMetric(float64(userNs.Nanoseconds())/float64(b.N), "user-ns/op")
-	b.ReportMetric(float64(userNs)/float64(tenantNs), "ratio")
+	})
 }
 
 // BenchmarkAllowShadowVsBare times bare rate.Limiter.Allow and Allow of a
@@ -353,26 +321,38 @@ func BenchmarkAllowShadowVsBare(b *testing.B) {
 		b.Fatal(err)
 	}
 	bare := rate.NewLimiter(1000, 1000)
-	const chunk = 1 << 14
-	var bareNs, limNs time.Duration
-	b.ReportAllocs()
-	b.ResetTimer()
-	for done := 0; done < b.N; done += chunk {
-		n := min(chunk, b.N-done)
-		t0 := time.Now()
+	interleaved(b, "bare", "limiter", func(_, n int) {
 		for range n {
 			bare.Allow()
 		}
-		t1 := time.Now()
+	}, func(_, n int) {
 		for range n {
 			if !l.Allow("shadowed") {
 				b.Fatal("a shadow decision rejected")
 			}
 		}
-		bareNs += t1.Sub(t0)
-		limNs += time.Since(t1)
+	})
+}
+
+// interleaved times base and subject over b.N operations each, alternating
+// in chunks so both see the same machine, and reports each one's ns/op
+// (as baseName-ns/op and subjectName-ns/op) and subject/base as "ratio".
+// Each func runs n operations starting at operation done.
+func interleaved(b *testing.B, baseName, subjectName string, base, subject func(done, n int)) {
+	const chunk = 1 << 14
+	var baseNs, subjectNs time.Duration
+	b.ReportAllocs()
+	b.ResetTimer()
+	for done := 0; done < b.N; done += chunk {
+		n := min(chunk, b.N-done)
+		t0 := time.Now()
+		base(done, n)
+		t1 := time.Now()
+		subject(done, n)
+		baseNs += t1.Sub(t0)
+		subjectNs += time.Since(t1)
 	}
-	b.ReportMetric(float64(bareNs.Nanoseconds())/float64(b.N), "bare-ns/op")
-	b.ReportMetric(float64(limNs.Nanoseconds())/float64(b.N), "limiter-ns/op")
-	b.ReportMetric(float64(limNs)/float64(bareNs), "ratio")
+	b.ReportMetric(float64(baseNs.Nanoseconds())/float64(b.N), baseName+"-ns/op")
+	b.ReportMetric(float64(subjectNs.Nanoseconds())/float64(b.N), subjectName+"-ns/op")
+	b.ReportMetric(float64(subjectNs)/float64(baseNs), "ratio")
 }
