@@ -43,6 +43,7 @@ const (
 	LabelTenantEventsPerMin = "tenant_events_per_min" // usage: the tenant's expected events per minute, all kinds
 	LabelResource           = "resource"              // heavy_tenant: events, cost, db_query_ms or compute_seconds
 	LabelRecommendation     = "recommendation"        // heavy_tenant: move_to_dedicated
+	LabelScale              = "scale"                 // detectors: the window length the episode fired and resolves on ("1m", "5m", "15m", "60m")
 )
 
 // Alert is one anomaly episode for one tenant, or one finding of the

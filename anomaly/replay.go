@@ -29,7 +29,13 @@ type Episode struct {
 	Ratio       float64    `json:"ratio"`
 	Severity    Severity   `json:"severity"`
 	Threshold   string     `json:"threshold,omitempty"` // spend_cap only
-	Fingerprint string     `json:"fingerprint"`
+	// Scale is the window length the episode fired on and is resolved on
+	// ("1m", "5m", "15m", "60m"); empty for spend_cap.
+	Scale       string `json:"scale,omitempty"`
+	Fingerprint string `json:"fingerprint"`
+	// ResolvedAt is when the resolve was sent (the replay clock), null
+	// while firing; EndsAt is when the rate was back.
+	ResolvedAt *time.Time `json:"resolved_at,omitempty"`
 }
 
 // episodeSink pairs firing and resolved alerts into episodes.
@@ -41,8 +47,8 @@ type episodeSink struct {
 
 func (s *episodeSink) Send(_ context.Context, a Alert) {
 	if i, ok := s.open[a.Fingerprint]; ok && a.Status == StatusResolved {
-		end := a.EndsAt
-		s.eps[i].EndsAt = &end
+		end, at := a.EndsAt, s.now
+		s.eps[i].EndsAt, s.eps[i].ResolvedAt = &end, &at
 		delete(s.open, a.Fingerprint)
 		return
 	}
@@ -53,7 +59,7 @@ func (s *episodeSink) Send(_ context.Context, a Alert) {
 	s.eps = append(s.eps, Episode{
 		TenantID: a.TenantID, Metric: a.Metric, Kind: a.Kind, Integration: a.Integration,
 		StartsAt: a.StartsAt, DetectedAt: s.now, Observed: a.Observed, Baseline: a.Baseline,
-		Ratio: a.Ratio, Severity: a.Severity, Threshold: a.Labels["threshold"], Fingerprint: a.Fingerprint,
+		Ratio: a.Ratio, Severity: a.Severity, Threshold: a.Labels[LabelThreshold], Scale: a.Labels[LabelScale], Fingerprint: a.Fingerprint,
 	})
 }
 

@@ -1,12 +1,13 @@
 // Package sim generates seeded synthetic per-minute tenant traffic with
 // known injected anomalies, and scores the anomaly detector on it.
 //
-// The traffic has tenants of very different volumes, daily and weekly
-// seasonality (weekend dips), slow growth, over-dispersed (negative
-// binomial) noise, injected 3x usage spikes of 15 min to 6 h, P95 latency
-// doublings, error-rate bursts, and +30% level shifts that must not alert.
-// Generate writes rollups in minute order (CSV through WriteCSV); Evaluate
-// replays them through anomaly.Replayer, the daemon's detector code.
+// The traffic has tenants from 0.5 to 500 events per minute (log-uniform),
+// daily and weekly seasonality (weekend dips), slow growth, over-dispersed
+// (negative binomial) noise, injected 3x usage spikes of 30 min to 4 h,
+// P95 latency doublings, error-rate bursts, and +30% level shifts that
+// must not alert. Generate writes rollups in minute order (CSV through
+// WriteCSV); Evaluate replays them through anomaly.Replayer, the daemon's
+// detector code, and scores per volume band.
 package sim
 
 import (
@@ -28,15 +29,24 @@ type Config struct {
 	Days       int       // default 21
 	WarmupDays int       // not scored: the detector learns; default 7
 	Start      time.Time // default Monday 2026-01-05 00:00 UTC
-	MinRate    float64   // events per hour, log-uniform; default 30
-	MaxRate    float64   // default 200000
+	MinRate    float64   // events per minute, log-uniform; default 0.5
+	MaxRate    float64   // events per minute; default 500
+	// SpikeEvery is the mean number of scored days between two 3x spikes
+	// of one tenant; default 4.
+	SpikeEvery float64
 }
 
 // DefaultConfig returns the defaults documented on Config.
 func DefaultConfig() Config {
 	return Config{Seed: 1, Tenants: 300, Days: 21, WarmupDays: 7,
-		Start: time.Date(2026, 1, 5, 0, 0, 0, 0, time.UTC), MinRate: 30, MaxRate: 200000}
+		Start: time.Date(2026, 1, 5, 0, 0, 0, 0, time.UTC), MinRate: 0.5, MaxRate: 500, SpikeEvery: 4}
 }
+
+// Spike durations: 3x usage spikes last 30 minutes to 4 hours.
+const (
+	SpikeMin = 30 * time.Minute
+	SpikeMax = 4 * time.Hour
+)
 
 // Injection types.
 const (
@@ -58,7 +68,7 @@ type Injection struct {
 // Tenant is one synthetic tenant.
 type Tenant struct {
 	ID      string
-	Rate    float64 // mean events per hour before seasonality
+	Rate    float64 // mean events per minute before seasonality
 	dayAmp  float64
 	phase   float64
 	weekend float64
@@ -92,6 +102,9 @@ func (c *Config) fill() {
 	}
 	if c.MaxRate == 0 {
 		c.MaxRate = d.MaxRate
+	}
+	if c.SpikeEvery == 0 {
+		c.SpikeEvery = d.SpikeEvery
 	}
 }
 
@@ -141,9 +154,9 @@ func plan(cfg Config) *Truth {
 			}
 		}
 		days := span.Hours() / 24
-		add(InjSpike, poisson(r, days/5), 15*time.Minute, 6*time.Hour, 3)
-		add(InjLatency, poisson(r, days/7), 15*time.Minute, 2*time.Hour, 2)
-		add(InjErrors, poisson(r, days/10), 20*time.Minute, 90*time.Minute, 0.10)
+		add(InjSpike, Poisson(r, days/cfg.SpikeEvery), SpikeMin, SpikeMax, 3)
+		add(InjLatency, Poisson(r, days/7), 15*time.Minute, 2*time.Hour, 2)
+		add(InjErrors, Poisson(r, days/10), 20*time.Minute, 90*time.Minute, 0.10)
 		if r.Float64() < 0.3 {
 			s := scoredFrom.Add(time.Duration(r.Int64N(int64(span - 24*time.Hour)))).Truncate(time.Minute)
 			if free(s, s.Add(24*time.Hour)) {
@@ -170,7 +183,7 @@ func Generate(cfg Config, emit func(*anomaly.Rollup)) *Truth {
 		hour := float64(m%1440) / 60
 		dow := (m / 1440) % 7 // Start is a Monday
 		for _, t := range tr.Tenants {
-			mu := t.Rate / 60 * (1 + t.dayAmp*math.Sin(2*math.Pi*(hour-t.phase)/24))
+			mu := t.Rate * (1 + t.dayAmp*math.Sin(2*math.Pi*(hour-t.phase)/24))
 			if dow >= 5 {
 				mu *= t.weekend
 			}
@@ -190,10 +203,10 @@ func Generate(cfg Config, emit func(*anomaly.Rollup)) *Truth {
 				}
 			}
 			// Negative binomial: Poisson with a gamma-distributed mean.
-			n := poisson(r, mu*gamma(r, t.shape)/t.shape)
+			n := Poisson(r, mu*Gamma(r, t.shape)/t.shape)
 			ro = anomaly.Rollup{Minute: at, TenantID: t.ID, Kind: "api_request", Count: uint64(n), Quantity: float64(n)}
 			if n > 0 {
-				ro.Errors = uint64(poisson(r, float64(n)*errRate))
+				ro.Errors = uint64(Poisson(r, float64(n)*errRate))
 				ro.Cost = float64(n) * 0.002
 				// Sampling spread of a P95 from n samples of a lognormal
 				// with sigma 0.6, plus 3% window-to-window drift.
@@ -237,7 +250,8 @@ func WriteCSV(w io.Writer, cfg Config) (*Truth, error) {
 	return tr, bw.Flush()
 }
 
-func poisson(r *rand.Rand, lambda float64) int {
+// Poisson draws a Poisson variate (Knuth below 30, normal above).
+func Poisson(r *rand.Rand, lambda float64) int {
 	switch {
 	case !(lambda > 0):
 		return 0
@@ -255,8 +269,8 @@ func poisson(r *rand.Rand, lambda float64) int {
 	}
 }
 
-// gamma draws Gamma(shape, 1) (Marsaglia and Tsang; shape >= 1).
-func gamma(r *rand.Rand, shape float64) float64 {
+// Gamma draws Gamma(shape, 1) (Marsaglia and Tsang; shape >= 1).
+func Gamma(r *rand.Rand, shape float64) float64 {
 	d := shape - 1.0/3
 	c := 1 / math.Sqrt(9*d)
 	for {
