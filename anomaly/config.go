@@ -53,6 +53,9 @@ type Config struct {
 	// FastPath fires usage and cost spikes from a single window, including
 	// the open one, when the evidence is overwhelming.
 	FastPath FastPathConfig `mapstructure:"fast_path"`
+	// Scales tests usage and cost over the last 5, 15 and 60 minutes as
+	// well as per minute, so that small tenants alert too.
+	Scales ScalesConfig `mapstructure:"scales"`
 
 	Usage     MetricConfig  `mapstructure:"usage"`      // factor 3
 	Cost      MetricConfig  `mapstructure:"cost"`       // factor 3
@@ -157,6 +160,21 @@ type FastPathConfig struct {
 	Significance float64 `mapstructure:"significance"`
 }
 
+// ScalesConfig controls the long windows of usage and cost: each series
+// is also tested over the last 5, 15 and 60 minutes (built from its
+// 1-minute values), with the same dispersion-aware test as the 1-minute
+// scale, each window on its own. A window is tested only when it holds
+// enough events to show a spike at the design factor; an episode carries
+// the scale it fired on (label "scale") and resolves on windows of that
+// scale.
+type ScalesConfig struct {
+	// Enabled turns the long windows on. Default true.
+	Enabled bool `mapstructure:"enabled"`
+	// Significance is the threshold of one long window, in the units of
+	// significance. Default 13.5.
+	Significance float64 `mapstructure:"significance"`
+}
+
 // WarmStartConfig controls the warm start from ClickHouse.
 type WarmStartConfig struct {
 	// Enabled loads baselines at start when a ClickHouse store is wired.
@@ -187,6 +205,7 @@ func DefaultConfig() Config {
 		WarmupWindows:    60,
 		BaselineHalfLife: time.Hour,
 		FastPath:         FastPathConfig{Enabled: true, MinElapsed: 20 * time.Second, Significance: 32},
+		Scales:           ScalesConfig{Enabled: true, Significance: 13.5},
 		Usage:            MetricConfig{Factor: 3},
 		Cost:             MetricConfig{Factor: 3},
 		ErrorRate:        ErrorConfig{Factor: 3, MinRate: 0.05, BaseFloor: 0.005},
@@ -250,6 +269,7 @@ func (c Config) Validate() error {
 	if !(c.FastPath.Significance >= c.Significance) || math.IsInf(c.FastPath.Significance, 0) {
 		bad("fast_path.significance", "must be >= significance")
 	}
+	pos("scales.significance", c.Scales.Significance)
 	factorOK := func(field string, f float64) {
 		if !(f > 1) || math.IsInf(f, 0) {
 			bad(field, "must be > 1")

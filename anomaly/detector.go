@@ -136,7 +136,9 @@ func (d *Detector) buildPlan(name string) *planParams {
 		minVolume: or(o.MinVolume, c.MinVolume),
 		spendCap:  c.SpendCaps[name],
 	}
-	pp.errs.fastH = 0 // the fast path is for usage and cost
+	pp.errs.fastH = 0          // the fast path is for usage and cost,
+	pp.errs.long = longParams{} // and so are the long windows
+	pp.errs.nb = false
 	pp.errFloor = max(c.ErrorRate.BaseFloor, c.ErrorRate.MinRate/pp.errs.minRatio)
 	return pp
 }
@@ -421,12 +423,13 @@ func (d *Detector) countAlert(t *tenant, metric, kind, integ string, s *series, 
 	if metric == MetricUsage {
 		// A usage alert may be about one kind, or a quantity such as tokens;
 		// a throttle limits the tenant's whole request rate, so carry the
-		// tenant's expected events per minute for the decision engine.
-		perMin := float64(t.cntLevel) * t.prof.index(m, t.prof.mode)
-		a.Labels = map[string]string{
-			LabelPlan:               t.pp.name,
-			LabelTenantEventsPerMin: strconv.FormatFloat(perMin, 'f', 3, 64),
-		}
+		// tenant's expected events per minute for the decision engine. It
+		// is taken at the episode's start (the level is frozen while a kind
+		// fires), so the firing and the resolved alert carry the same
+		// labels: Alertmanager identifies an alert by them.
+		perMin := float64(t.cntLevel) * t.prof.index(s.start, t.prof.mode)
+		a.Labels[LabelPlan] = t.pp.name
+		a.Labels[LabelTenantEventsPerMin] = strconv.FormatFloat(perMin, 'f', 3, 64)
 		t.userLabels(a.Labels)
 	}
 	return a
@@ -453,6 +456,7 @@ func (d *Detector) newAlert(t *tenant, metric, kind, integ string, s *series, tr
 		Baseline:    base,
 		Ratio:       ratio,
 		StartsAt:    minuteTime(s.start),
+		Labels:      map[string]string{LabelScale: scaleLabel(s.scale)},
 	}
 	a.Fingerprint = Fingerprint(t.id, metric, kind, integ, a.StartsAt)
 	what := metric
@@ -464,7 +468,7 @@ func (d *Detector) newAlert(t *tenant, metric, kind, integ string, s *series, tr
 	}
 	if tr == resolved {
 		a.Status = StatusResolved
-		a.EndsAt = minuteTime(m - int32(s.quiet) + 1)
+		a.EndsAt = minuteTime(s.endsAt(m))
 		a.Summary = fmt.Sprintf("tenant %s: %s back to normal (was %.3g, %.1fx baseline %.3g)", t.id, what, obs, ratio, base)
 	} else {
 		a.Summary = fmt.Sprintf("tenant %s: %s at %.1fx baseline (%.3g vs %.3g)", t.id, what, ratio, obs, base)

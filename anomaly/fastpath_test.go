@@ -238,8 +238,8 @@ func TestFastPathQuietOnNoiseAndShifts(t *testing.T) {
 		for i, a := range sink.alerts {
 			if a.Status == StatusFiring && (a.Metric == MetricUsage || a.Metric == MetricCost) {
 				total++
-				t.Logf("seed %d: k-window path: %s %s fired at %s (observed %.1f, baseline %.1f, ratio %.2f)",
-					seed, a.TenantID, a.Metric, sink.at[i].Format("15:04:05"), a.Observed, a.Baseline, a.Ratio)
+				t.Logf("seed %d: k-window path: %s %s fired at %s (observed %.1f, baseline %.1f, ratio %.2f, scale %s)",
+					seed, a.TenantID, a.Metric, sink.at[i].Format("15:04:05"), a.Observed, a.Baseline, a.Ratio, a.Labels[LabelScale])
 			}
 		}
 	}

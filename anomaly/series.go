@@ -2,24 +2,31 @@ package anomaly
 
 import "math"
 
-// series is the state of one detector on one tenant (44 bytes). Every
-// detector shares this state machine: an evidence test per window, k
-// anomalous windows in a row to fire, a quiet period of windows in a row
-// each below the resolve ratio to resolve, then a cool-down.
+// series is the state of one detector on one tenant (56 bytes). Every
+// detector shares one state machine, the lifecycle methods below: an
+// evidence test per window, k anomalous windows in a row to fire (alarm,
+// fire), a quiet run of quiet_period to resolve (whileFiring, end), then
+// a cool-down (cooling).
 type series struct {
 	level    float32 // baseline: deseasonalized mean per window (counts) or mean ln value (latency)
-	disp     float32 // dispersion var/mean (counts) or variance of ln (latency)
+	disp     float32 // usage, cost: EWMA of (x-mu)^2 - unit*mu (see phi); errors: var/mean; latency: variance of ln
+	dispW    float32 // usage, cost: EWMA of mu^2, the weight of disp
+	dispQ    float32 // usage, cost: var/mean, learned as one number
 	cusum    float32 // quasi-Poisson CUSUM statistic (counts)
 	segObs   float32 // observed since the CUSUM segment started; smoothed observed while firing
 	segExp   float32 // expected since the CUSUM segment started; smoothed expected while firing
 	obs      float32 // observed reported in the alert
 	base     float32 // baseline reported in the alert
+	qObs     float32 // observed over the quiet run, while firing on 1-minute windows
+	qExp     float32 // expected over the quiet run
 	segStart int32   // minute the CUSUM segment started
 	start    int32   // minute the episode started
 	n        uint16  // windows learned
 	cool     uint8   // windows left in the cool-down
 	run      uint8   // anomalous windows in a row
-	quiet    uint8   // quiet windows in a row, while firing
+	quiet    uint8   // quiet windows (minutes) in a row, while firing
+	scale    uint8   // scale the episode fired on and resolves on (index, see scaleLen)
+	hold     bool    // a long window looks anomalous: the series does not learn
 	firing   bool
 }
 
@@ -31,46 +38,148 @@ const (
 	fired
 	resolved
 	firedFast // fired by the fast path (one window)
+	expired   // max_episode reached: the caller adopts the new normal, then ends the episode
 )
 
-// countParams parameterizes the count detector for one metric and plan.
-type countParams struct {
-	factor     float64 // design factor, for severity
-	minRatio   float64 // ratio test
-	lnRho      float64 // CUSUM alternative: ln(minRatio)
-	rhoM1      float64 // minRatio - 1
-	h          float64 // CUSUM threshold
-	fastH      float64 // single-window threshold of the fast path; 0: off
-	winRatio   float64 // a window of a run must be at least this x baseline
-	resolve    float64 // window ratio below which a firing window is quiet
+// lifecycle holds the parameters of the state machine every detector
+// shares, in windows of one minute.
+type lifecycle struct {
 	k          uint8
 	quiet      uint8
 	cooldown   uint8
 	maxEpisode int32
-	warm       uint16
-	alpha      float64 // level EWMA weight
-	alphaD     float64 // dispersion EWMA weight
+}
+
+func newLifecycle(c *Config, k int) lifecycle {
+	return lifecycle{
+		k:          uint8(k),
+		quiet:      uint8(min(255, int(c.QuietPeriod/60e9))),
+		cooldown:   uint8(min(255, int(c.Cooldown/60e9))),
+		maxEpisode: int32(c.MaxEpisode / 60e9),
+	}
+}
+
+// cooling ticks the cool-down of a series that is not firing and reports
+// whether it still blocks a new episode.
+func (s *series) cooling() bool {
+	if s.cool == 0 {
+		return false
+	}
+	s.cool--
+	return true
+}
+
+// alarm counts one window into the run of anomalous windows and reports
+// whether the run reached k windows and the series may fire.
+func (s *series) alarm(anomalous, cooling bool, p *lifecycle) bool {
+	if !anomalous {
+		s.run = 0
+		return false
+	}
+	if s.run < 255 {
+		s.run++
+	}
+	return s.run >= p.k && !cooling
+}
+
+// fire starts an episode at minute start on the given scale, reporting
+// obs and base (per window).
+func (s *series) fire(start int32, obs, base float64, scale uint8) {
+	s.firing, s.quiet, s.run, s.hold = true, 0, 0, false
+	s.start, s.scale = start, scale
+	s.obs, s.base = float32(obs), float32(base)
+	s.cusum, s.segObs, s.segExp, s.qObs, s.qExp = 0, 0, 0, 0, 0
+}
+
+// nextQuiet is the quiet run after a window that is quiet or not.
+func (s *series) nextQuiet(quiet bool) uint8 {
+	if !quiet {
+		return 0
+	}
+	return min(254, s.quiet) + 1
+}
+
+// whileFiring records the quiet run after one window of a firing series:
+// resolved once it lasts quiet_period, expired at max_episode.
+func (s *series) whileFiring(quiet uint8, m int32, p *lifecycle) transition {
+	s.quiet = quiet
+	if quiet >= p.quiet {
+		return resolved
+	}
+	if m-s.start >= p.maxEpisode {
+		s.quiet = 0 // ends now
+		return expired
+	}
+	return none
+}
+
+// end closes the episode and starts the cool-down.
+func (s *series) end(p *lifecycle) {
+	s.firing, s.hold = false, false
+	s.cusum, s.segObs, s.segExp, s.run = 0, 0, 0, 0
+	s.cool = p.cooldown
+}
+
+// endsAt is the minute the rate was back, for the resolve at minute m:
+// the start of the quiet run, or for a long scale the middle of the first
+// quiet window (the spike has left at least half of a window that is
+// below the resolve ratio, for any spike of at least the ratio test).
+func (s *series) endsAt(m int32) int32 {
+	e := m - int32(s.quiet) + 1
+	if s.quiet > 0 {
+		e -= scaleLen(s.scale) / 2
+	}
+	return e
+}
+
+// calm reports whether the series may learn from the current window: not
+// firing, not in a run of anomalous windows and no long window on hold.
+// (Freezing on a rising CUSUM instead deadlocks on slow legitimate
+// change: the baseline stops following while the ratio climbs to the
+// test.)
+func (s *series) calm() bool {
+	return !s.firing && s.run == 0 && !s.hold
+}
+
+// countParams parameterizes the count detector for one metric and plan.
+type countParams struct {
+	lifecycle
+	factor   float64 // design factor, for severity
+	minRatio float64 // ratio test
+	lnRho    float64 // CUSUM alternative: ln(minRatio)
+	rhoM1    float64 // minRatio - 1
+	h        float64 // CUSUM threshold
+	fastH    float64 // single-window threshold of the fast path; 0: off
+	winRatio float64 // a window of a run must be at least this x baseline
+	resolve  float64 // window ratio below which a firing window is quiet
+	warm     uint16
+	alpha    float64 // level EWMA weight
+	alphaS   float64 // level EWMA weight of a series on the long windows
+	alphaD   float64 // dispersion EWMA weight
+	nb       bool    // negative-binomial dispersion (usage, cost), see phi
+	long     longParams
 }
 
 func newCountParams(c *Config, factor float64) countParams {
 	r := factor * c.RatioFraction
-	return countParams{
-		factor:     factor,
-		minRatio:   r,
-		lnRho:      math.Log(r),
-		rhoM1:      r - 1,
-		h:          c.Significance,
-		fastH:      fastH(c),
-		winRatio:   1 + (r-1)*runWindowFraction,
-		resolve:    1 + (r-1)*c.ResolveRatio,
-		k:          uint8(c.KWindows),
-		quiet:      uint8(min(255, int(c.QuietPeriod/60e9))),
-		cooldown:   uint8(min(255, int(c.Cooldown/60e9))),
-		maxEpisode: int32(c.MaxEpisode / 60e9),
-		warm:       uint16(c.WarmupWindows),
-		alpha:      1 - math.Exp2(-60/c.BaselineHalfLife.Seconds()),
-		alphaD:     1 - math.Exp2(-60/(4*c.BaselineHalfLife.Seconds())),
+	p := countParams{
+		lifecycle: newLifecycle(c, c.KWindows),
+		factor:    factor,
+		minRatio:  r,
+		lnRho:     math.Log(r),
+		rhoM1:     r - 1,
+		h:         c.Significance,
+		fastH:     fastH(c),
+		winRatio:  1 + (r-1)*runWindowFraction,
+		resolve:   1 + (r-1)*c.ResolveRatio,
+		warm:      uint16(c.WarmupWindows),
+		alpha:     1 - math.Exp2(-60/c.BaselineHalfLife.Seconds()),
+		alphaS:    1 - math.Exp2(-60/(4*c.BaselineHalfLife.Seconds())),
+		alphaD:    1 - math.Exp2(-60/(4*c.BaselineHalfLife.Seconds())),
+		nb:        true,
 	}
+	p.long = newLongParams(c, factor, &p)
+	return p
 }
 
 // runWindowFraction sets how far toward the ratio test each window of a
@@ -85,36 +194,61 @@ func fastH(c *Config) float64 {
 	return c.FastPath.Significance
 }
 
+// phi is the dispersion (variance over mean) of a count series' window
+// with mu expected, at least unit (1 for counts, the mean quantity or
+// cost per event). Usage and cost (p.nb) follow a negative binomial:
+// var = unit*mu + b*mu^2, with b the extra-Poisson part estimated as the
+// ratio of two EWMAs (excess squared residuals over mu^2, so that busy
+// minutes weigh most). Traffic whose noise grows with its rate, as a busy
+// tenant's does, keeps the same b through its daily cycle and its
+// weekend, where one var/mean learned over hours was too low on Monday
+// morning and at the daily peak. Error counts, taken given the window's
+// events, are close to binomial: their var/mean is one learned number.
+func (s *series) phi(mu, unit float64, p *countParams) float64 {
+	if !p.nb {
+		return math.Max(float64(s.disp), unit)
+	}
+	q := math.Max(float64(s.dispQ), unit)
+	if s.dispW <= 0 || s.disp <= 0 {
+		return q
+	}
+	return math.Max(unit+float64(s.disp)/float64(s.dispW)*mu, q)
+}
+
+// llr is the quasi-log-likelihood ratio of x observed against mu expected
+// with dispersion phi, for the alternative minRatio x mu.
+func (p *countParams) llr(x, mu, phi float64) float64 {
+	return (x*p.lnRho - mu*p.rhoM1) / phi
+}
+
 // fastLLR is the quasi-log-likelihood ratio of one window, or of the
 // elapsed fraction f of an open one: x observed against mu*f expected,
-// for the alternative minRatio x baseline. The dispersion is the one of a
-// whole window, which overstates the noise of a partial window: the test
-// stays conservative.
+// for the alternative minRatio x baseline; 0 below the ratio test. The
+// dispersion is the one of a whole window, which overstates the noise of
+// a partial window: the test stays conservative.
 func (s *series) fastLLR(x, mu, f, unit float64, p *countParams) float64 {
 	e := mu * f
 	if e < 1e-9 || x < p.minRatio*e {
 		return 0
 	}
-	phi := math.Max(float64(s.disp), unit)
-	return (x*p.lnRho - e*p.rhoM1) / phi
+	return p.llr(x, e, s.phi(mu, unit, p))
 }
 
 // fireFast starts an episode at minute m from a single window (the fast
 // path): obs is the window's observed rate extrapolated to a whole window,
 // mu its expected value. A CUSUM run already open dates the start back.
 func (s *series) fireFast(obs, mu float64, m int32) {
-	s.firing, s.quiet = true, 0
-	s.start = m
+	start := m
 	if s.cusum > 0 && s.segStart < m {
-		s.start = s.segStart
+		start = s.segStart
 	}
-	s.obs, s.base = float32(obs), float32(mu)
-	s.cusum, s.segObs, s.segExp, s.run = 0, 0, 0, 0
+	s.fire(start, obs, mu, 0)
 }
 
 // stepOpen runs the fast path on the open window of minute m, of which the
 // fraction f has elapsed, with x observed so far. It never learns and
-// never touches the CUSUM unless it fires.
+// never touches the CUSUM unless it fires. eligible includes the
+// 1-minute scale's own volume condition.
 func (s *series) stepOpen(x, mu, f, unit float64, eligible bool, m int32, p *countParams) transition {
 	if p.fastH <= 0 || s.firing || s.cool > 0 || !eligible {
 		return none
@@ -126,10 +260,13 @@ func (s *series) stepOpen(x, mu, f, unit float64, eligible bool, m int32, p *cou
 	return firedFast
 }
 
-// stepCount evaluates one closed window of a count-like series: x observed,
-// mu expected, unit the smallest dispersion (mean quantity per event: 1 for
-// counts). eligible is false below the minimum volume or during warm-up.
-func (s *series) stepCount(x, mu, unit float64, eligible bool, m int32, p *countParams) transition {
+// stepCount evaluates minute m of a count-like series on every scale: w
+// holds the minute itself (scale 0: x observed, mu expected) and the long
+// windows. eligible is false below the minimum volume or during warm-up.
+// A transition fired with s.scale > 0 leaves the episode's start and
+// reported values to the caller (see longStart).
+func (s *series) stepCount(w *windows, eligible bool, m int32, p *countParams) transition {
+	x, mu := w.x[0], w.mu[0]
 	if mu < 1e-9 {
 		mu = 1e-9
 	}
@@ -142,47 +279,68 @@ func (s *series) stepCount(x, mu, unit float64, eligible bool, m int32, p *count
 			s.segObs += 0.3 * (float32(x) - s.segObs)
 			s.segExp += 0.3 * (float32(mu) - s.segExp)
 		}
-		// Quiet is judged on the window's own ratio, not a smoothed one:
-		// once the rate is back, the quiet run starts with the first window
-		// after the spike, and the episode resolves quiet_period later
-		// (a smoothing would add its decay time, 3-10 windows after a 3-20x
-		// spike). Hysteresis: the whole run must stay below p.resolve, so a
-		// spike that dips for one window does not resolve.
-		if x < p.resolve*mu {
-			if s.quiet < 255 {
-				s.quiet++
-			}
-		} else {
-			s.quiet = 0
-		}
-		if s.quiet >= p.quiet {
-			s.firing = false
-			s.cusum, s.segObs, s.segExp, s.run = 0, 0, 0, 0
-			s.cool = p.cooldown
-			return resolved
-		}
-		if m-s.start >= p.maxEpisode {
+		tr := s.whileFiring(s.quietCount(w, mu, p), m, &p.lifecycle)
+		if tr == expired {
 			// A "spike" this long is the new normal: adopt it and resolve.
 			if s.segExp > 0 {
 				s.level *= s.segObs / s.segExp
 			}
-			s.firing = false
-			s.cusum, s.segObs, s.segExp, s.run, s.quiet = 0, 0, 0, 0, 0
-			s.cool = p.cooldown
-			return resolved
+			tr = resolved
 		}
-		return none
+		if tr == resolved {
+			s.end(&p.lifecycle)
+		}
+		return tr
 	}
-	cooling := s.cool > 0
-	if cooling {
-		s.cool--
-	}
+	cooling := s.cooling()
+	s.hold = false
 	if !eligible {
 		s.cusum, s.segObs, s.segExp, s.run = 0, 0, 0, 0
 		return none
 	}
-	phi := math.Max(float64(s.disp), unit)
-	llr := (x*p.lnRho - mu*p.rhoM1) / phi
+	if tr := s.stepMinute(x, mu, w.phi[0], w.minute, cooling, m, p); tr != none {
+		return tr
+	}
+	return s.stepLong(w, cooling, m, p)
+}
+
+// quietCount judges one minute of a firing series on its episode's scale
+// and returns the quiet run after it. On the 1-minute scale the run is
+// quiet while its windows together stay below the resolve ratio (one
+// noisy window among normal ones does not restart it; a window of the
+// spike does); on a long scale every minute's window over the last 5, 15
+// or 60 minutes must be below it.
+func (s *series) quietCount(w *windows, mu float64, p *countParams) uint8 {
+	if i := s.scale; i > 0 {
+		return s.nextQuiet(w.x[i] < p.resolve*w.mu[i])
+	}
+	x := w.x[0]
+	if s.quiet > 0 {
+		o, e := float64(s.qObs)+x, float64(s.qExp)+mu
+		if o < p.resolve*e {
+			s.qObs, s.qExp = float32(o), float32(e)
+			return s.nextQuiet(true)
+		}
+	}
+	// No run, or the run is broken: a new one starts with this window if
+	// it is quiet on its own.
+	s.qObs, s.qExp = float32(x), float32(mu)
+	if x < p.resolve*mu {
+		return 1
+	}
+	return 0
+}
+
+// stepMinute is the 1-minute path: a quasi-Poisson CUSUM with a ratio
+// test on its segment, k anomalous windows in a row, and the fast path on
+// one overwhelming window. on is false where the 1-minute scale holds too
+// little evidence for this series (see longParams.minInfo).
+func (s *series) stepMinute(x, mu, phi float64, on, cooling bool, m int32, p *countParams) transition {
+	if !on {
+		s.cusum, s.segObs, s.segExp, s.run = 0, 0, 0, 0
+		return none
+	}
+	llr := p.llr(x, mu, phi)
 	c := float64(s.cusum) + llr
 	if c <= 0 {
 		s.cusum, s.segObs, s.segExp = 0, 0, 0
@@ -197,7 +355,7 @@ func (s *series) stepCount(x, mu, unit float64, eligible bool, m int32, p *count
 	}
 	// Fast path: one window of overwhelming evidence fires at once.
 	// (llr > 0 here, so the CUSUM segment is open and dates the start.)
-	if p.fastH > 0 && !cooling && s.fastLLR(x, mu, 1, unit, p) >= p.fastH {
+	if p.fastH > 0 && !cooling && x >= p.minRatio*mu && llr >= p.fastH {
 		s.fireFast(x, mu, m)
 		return firedFast
 	}
@@ -205,35 +363,23 @@ func (s *series) stepCount(x, mu, unit float64, eligible bool, m int32, p *count
 	// (rho-1)/ln rho, 1.48 for rho = 2.1) and is at least winRatio x mu,
 	// the CUSUM is over the threshold and the segment's ratio passes the
 	// ratio test; k in a row fire.
-	if llr <= 0 || x < p.winRatio*mu || c < p.h || float64(s.segObs) < p.minRatio*float64(s.segExp) {
-		s.run = 0
+	anomalous := llr > 0 && x >= p.winRatio*mu && c >= p.h && float64(s.segObs) >= p.minRatio*float64(s.segExp)
+	if !s.alarm(anomalous, cooling, &p.lifecycle) {
 		return none
 	}
-	if s.run < 255 {
-		s.run++
-	}
-	if s.run < p.k || cooling {
-		return none
-	}
-	n := float32(m - s.segStart + 1)
-	s.firing, s.quiet = true, 0
-	s.start = s.segStart
-	s.obs, s.base = s.segObs/n, s.segExp/n
-	s.segObs, s.segExp = 0, 0
+	n := float64(m - s.segStart + 1)
+	s.fire(s.segStart, float64(s.segObs)/n, float64(s.segExp)/n, 0)
 	return fired
 }
 
-// calm reports whether the series may learn from the current window: not
-// firing and not in a run of anomalous windows. (Freezing on a rising
-// CUSUM instead deadlocks on slow legitimate change: the baseline stops
-// following while the ratio climbs to the test.)
-func (s *series) calm() bool {
-	return !s.firing && s.run == 0
-}
-
 // learnCount folds a calm window into the level (y deseasonalized by idx)
-// and the dispersion (x against mu).
-func (s *series) learnCount(x, mu, idx, unit float64, p *countParams) {
+// and the dispersion (x against mu). slow is set for a series whose
+// single minute is too small to show a spike (it is on the long
+// windows): its level follows with four times baseline_half_life, so a
+// slow-building spike is not learned before a 15 or 60-minute window can
+// see it (with the 1-hour half-life a small tenant's level had caught up
+// with a 3x spike within 2 hours).
+func (s *series) learnCount(x, mu, idx, unit float64, slow bool, p *countParams) {
 	if idx < 1e-6 {
 		idx = 1e-6
 	}
@@ -241,38 +387,48 @@ func (s *series) learnCount(x, mu, idx, unit float64, p *countParams) {
 	if s.n < p.warm {
 		s.n++
 		s.level += (float32(y) - s.level) / float32(s.n)
-		if s.n > 1 && mu > 0 {
-			r2 := (x - mu) * (x - mu) / mu
-			s.disp += (float32(r2) - s.disp) / float32(s.n-1)
-		} else {
-			s.disp = float32(unit)
+		switch k := float32(s.n - 1); {
+		case k == 0 || mu <= 0:
+		case p.nb:
+			s.disp += (float32((x-mu)*(x-mu)-unit*mu) - s.disp) / k
+			s.dispW += (float32(mu*mu) - s.dispW) / k
+			s.dispQ += (float32((x-mu)*(x-mu)/mu) - s.dispQ) / k
+		default:
+			s.disp += (float32((x-mu)*(x-mu)/mu) - s.disp) / k
 		}
 		return
 	}
 	l := float64(s.level)
-	phi := math.Max(float64(s.disp), unit)
+	phi := s.phi(mu, unit, p)
 	sd := math.Sqrt(phi*math.Max(l, 1e-9)/idx) + 1e-9
 	y = math.Min(math.Max(y, l-4*sd), l+4*sd)
-	s.level = float32(l + p.alpha*(y-l))
-	if mu > 0 {
-		r2 := math.Min((x-mu)*(x-mu)/mu, 16*phi)
-		s.disp = float32(float64(s.disp) + p.alphaD*(r2-float64(s.disp)))
+	a := p.alpha
+	if slow {
+		a = p.alphaS
 	}
+	s.level = float32(l + a*(y-l))
+	if mu <= 0 {
+		return
+	}
+	d2 := math.Min((x-mu)*(x-mu), 16*phi*mu) // at most 4 sd
+	if p.nb {
+		s.disp = float32(float64(s.disp) + p.alphaD*(d2-unit*mu-float64(s.disp)))
+		s.dispW = float32(float64(s.dispW) + p.alphaD*(mu*mu-float64(s.dispW)))
+		s.dispQ = float32(float64(s.dispQ) + p.alphaD*(d2/mu-float64(s.dispQ)))
+		return
+	}
+	s.disp = float32(float64(s.disp) + p.alphaD*(d2/mu-float64(s.disp)))
 }
 
 // latParams parameterizes the latency detector.
 type latParams struct {
+	lifecycle
 	factor     float64
 	lnThr      float64 // ln(factor*ratio_fraction)
 	lnResolve  float64
 	z          float64
 	minSamples uint32
-	maxEpisode int32
-	k          uint8
-	quiet      uint8
-	cooldown   uint8
 	warm       uint16
-	alpha      float64
 }
 
 func newLatParams(c *Config, factor float64) latParams {
@@ -282,17 +438,13 @@ func newLatParams(c *Config, factor float64) latParams {
 		k = c.KWindows
 	}
 	return latParams{
+		lifecycle:  newLifecycle(c, k),
 		factor:     factor,
 		lnThr:      math.Log(thr),
 		lnResolve:  math.Log(1 + (thr-1)*c.ResolveRatio),
 		z:          c.Latency.Z,
 		minSamples: uint32(c.Latency.MinSamples),
-		maxEpisode: int32(c.MaxEpisode / 60e9),
-		k:          uint8(k),
-		quiet:      uint8(min(255, int(c.QuietPeriod/60e9))),
-		cooldown:   uint8(min(255, int(c.Cooldown/60e9))),
 		warm:       uint16(min(c.WarmupWindows, 30)),
-		alpha:      1 - math.Exp2(-60/c.BaselineHalfLife.Seconds()),
 	}
 }
 
@@ -304,44 +456,33 @@ func (s *series) stepLatency(p95 float64, samples uint32, m int32, p *latParams)
 		d = math.Log(p95) - float64(s.level)
 	}
 	if s.firing {
-		if !enough || d < p.lnResolve {
-			s.quiet++
-		} else {
-			s.quiet = 0
-		}
-		if s.quiet >= p.quiet || m-s.start >= p.maxEpisode {
-			if s.quiet < p.quiet && enough {
+		tr := s.whileFiring(s.nextQuiet(!enough || d < p.lnResolve), m, &p.lifecycle)
+		if tr == expired {
+			if enough {
 				s.level += float32(d) // the new normal
 			}
-			s.firing, s.run = false, 0
-			s.cool = p.cooldown
-			return resolved
+			tr = resolved
 		}
-		return none
+		if tr == resolved {
+			s.end(&p.lifecycle)
+		}
+		return tr
 	}
-	cooling := s.cool > 0
-	if cooling {
-		s.cool--
-	}
+	cooling := s.cooling()
 	if !enough {
 		return none // windows without enough samples neither count nor break a run
 	}
 	sd := math.Sqrt(math.Max(float64(s.disp), 0.0025))
-	alarm := s.n >= p.warm && d >= p.lnThr && d >= p.z*sd
-	if !alarm {
+	anomalous := s.n >= p.warm && d >= p.lnThr && d >= p.z*sd
+	if !anomalous {
 		s.run = 0
 		s.learnLatency(d)
 		return none
 	}
-	if s.run < 255 {
-		s.run++
-	}
-	if s.run < p.k || cooling {
+	if !s.alarm(true, cooling, &p.lifecycle) {
 		return none
 	}
-	s.firing, s.quiet = true, 0
-	s.start = m - int32(s.run) + 1
-	s.obs, s.base = float32(p95), float32(math.Exp(float64(s.level)))
+	s.fire(m-int32(s.run)+1, p95, math.Exp(float64(s.level)), 0)
 	return fired
 }
 

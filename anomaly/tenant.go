@@ -10,6 +10,7 @@ type kindState struct {
 	perEvent float32 // EWMA of quantity per event, for quantity kinds
 	quantity bool    // usage is measured by quantity, not count
 	s        series
+	lw       longState
 }
 
 // integState is the error-rate series of one integration of one tenant.
@@ -47,9 +48,11 @@ type tenant struct {
 	kinds   []kindState
 	integ   *[]integState // nil until the tenant has an integration
 	prof    profile
+	idxW    ring // the seasonal index of recent minutes, for the long windows' expected counts
 	latS    series
 	errS    series
 	costS   series
+	costW   longState
 	sp      spendState
 	users   *[2]topUsers // heaviest users per window slot; nil until an event names a user
 	heavy   heavyUser    // the heaviest user of the window the usage alerts look at
@@ -164,9 +167,19 @@ func (d *Detector) closeMinute(t *tenant, m int32, out *[]Alert) {
 	pr.acc += float32(cnt)
 
 	pp := d.plan(t)
-	countBase := float64(t.cntLevel) * idx
-	volOK := t.cntN >= pp.usage.warm && countBase*60 >= pp.minVolume
+	// The index summed over the long windows: a series' expected count
+	// over a window is its level times this.
+	var iw [numScales]float64
+	if d.cfg.Scales.Enabled {
+		t.idxW.push(m, float32(idx))
+		t.idxW.sums(m, &iw)
+	}
+	// min_volume applies to the tenant's typical (deseasonalized) rate: a
+	// tenant's quiet hours are left to the scales, which wait for the
+	// events they need.
+	volOK := t.cntN >= pp.usage.warm && float64(t.cntLevel)*60 >= pp.minVolume
 	allCalm := true
+	var w windows
 
 	for k := range t.kinds {
 		ks := &t.kinds[k]
@@ -186,16 +199,26 @@ func (d *Detector) closeMinute(t *tenant, m int32, out *[]Alert) {
 		}
 		ks.cnt[i], ks.qty[i] = 0, 0
 		s := &ks.s
-		mu := float64(s.level) * idx
-		eligible := volOK && s.n >= pp.usage.warm && mu/unit*60 >= pp.minVolume
-		if tr := s.stepCount(x, mu, unit, eligible, m, &pp.usage); tr != none {
+		level := float64(s.level)
+		mu := level * idx
+		eligible := volOK && s.n >= pp.usage.warm && level/unit*60 >= pp.minVolume
+		ks.lw.fill(&w, x, mu, level, s.phi(mu, unit, &pp.usage), &iw, pr.mode != modeFlat, m, &pp.usage)
+		if tr := s.stepCount(&w, eligible, m, &pp.usage); tr != none {
+			switch {
+			case tr == fired && s.scale > 0:
+				s.longStart(&ks.lw.obs, &t.idxW, level, m, &pp.usage)
+			case tr == resolved:
+				ks.lw.ended = m
+			}
 			*out = append(*out, d.countAlert(t, MetricUsage, ks.name, "", s, tr, m, &pp.usage, 1))
 		}
-		if s.calm() {
-			s.learnCount(x, mu, idx, unit, &pp.usage)
+		calm := s.calm()
+		if calm {
+			s.learnCount(x, mu, idx, unit, w.long, &pp.usage)
 		} else {
 			allCalm = false
 		}
+		ks.lw.learn(&w, calm && s.n >= pp.usage.warm, m, &pp.usage)
 	}
 	if !allCalm {
 		pr.unusual = true
@@ -219,18 +242,28 @@ func (d *Detector) closeMinute(t *tenant, m int32, out *[]Alert) {
 	// Cost: spend per window against the seasonal baseline, reported per hour.
 	{
 		s := &t.costS
-		mu := float64(s.level) * idx
+		level := float64(s.level)
+		mu := level * idx
 		unit := 1e-12
 		if t.cntLevel > 0 && s.level > 0 {
-			unit = float64(s.level) / float64(t.cntLevel) // cost per event
+			unit = level / float64(t.cntLevel) // cost per event
 		}
-		eligible := volOK && s.n >= pp.cost.warm && mu > 0
-		if tr := s.stepCount(cost, mu, unit, eligible, m, &pp.cost); tr != none {
+		eligible := volOK && s.n >= pp.cost.warm && level > 0
+		t.costW.fill(&w, cost, mu, level, s.phi(mu, unit, &pp.cost), &iw, pr.mode != modeFlat, m, &pp.cost)
+		if tr := s.stepCount(&w, eligible, m, &pp.cost); tr != none {
+			switch {
+			case tr == fired && s.scale > 0:
+				s.longStart(&t.costW.obs, &t.idxW, level, m, &pp.cost)
+			case tr == resolved:
+				t.costW.ended = m
+			}
 			*out = append(*out, d.countAlert(t, MetricCost, "", "", s, tr, m, &pp.cost, 60))
 		}
-		if s.calm() {
-			s.learnCount(cost, mu, idx, unit, &pp.cost)
+		calm := s.calm()
+		if calm {
+			s.learnCount(cost, mu, idx, unit, w.long, &pp.cost)
 		}
+		t.costW.learn(&w, calm && s.n >= pp.cost.warm, m, &pp.cost)
 	}
 
 	// Latency P95.
@@ -257,7 +290,7 @@ func (d *Detector) checkOpen(t *tenant, now, minElapsed int64, out *[]Alert) {
 		pp := d.plan(t)
 		t.snapUser(i, t.count[i])
 		idx := t.prof.index(m, t.prof.mode)
-		if !(t.cntN >= pp.usage.warm && float64(t.cntLevel)*idx*60 >= pp.minVolume) {
+		if !(t.cntN >= pp.usage.warm && float64(t.cntLevel)*60 >= pp.minVolume) {
 			continue
 		}
 		for k := range t.kinds {
@@ -267,8 +300,9 @@ func (d *Detector) checkOpen(t *tenant, now, minElapsed int64, out *[]Alert) {
 				x, unit = float64(ks.qty[i]), math.Max(float64(ks.perEvent), 1e-9)
 			}
 			s := &ks.s
-			mu := float64(s.level) * idx
-			eligible := s.n >= pp.usage.warm && mu/unit*60 >= pp.minVolume
+			level := float64(s.level)
+			mu := level * idx
+			eligible := s.n >= pp.usage.warm && level/unit*60 >= pp.minVolume && pp.usage.minuteOn(mu, s.phi(mu, unit, &pp.usage))
 			if tr := s.stepOpen(x, mu, f, unit, eligible, m, &pp.usage); tr != none {
 				*out = append(*out, d.countAlert(t, MetricUsage, ks.name, "", s, tr, m, &pp.usage, 1))
 			}
@@ -279,7 +313,8 @@ func (d *Detector) checkOpen(t *tenant, now, minElapsed int64, out *[]Alert) {
 		if t.cntLevel > 0 && s.level > 0 {
 			unit = float64(s.level) / float64(t.cntLevel)
 		}
-		if tr := s.stepOpen(float64(t.cost[i]), mu, f, unit, s.n >= pp.cost.warm && mu > 0, m, &pp.cost); tr != none {
+		eligible := s.n >= pp.cost.warm && mu > 0 && pp.cost.minuteOn(mu, s.phi(mu, unit, &pp.cost))
+		if tr := s.stepOpen(float64(t.cost[i]), mu, f, unit, eligible, m, &pp.cost); tr != none {
 			*out = append(*out, d.countAlert(t, MetricCost, "", "", s, tr, m, &pp.cost, 60))
 		}
 	}
@@ -295,7 +330,12 @@ func (d *Detector) stepErrors(t *tenant, s *series, integ string, errs, cnt, cnt
 	}
 	pEff := math.Max(p0, pp.errFloor)
 	eligible := volOK && cnt > 0 && s.n >= pp.errs.warm
-	if tr := s.stepCount(errs, cnt*pEff, 1, eligible, m, &pp.errs); tr != none {
+	// Error rates are judged on 1-minute windows only.
+	w := windows{minute: true}
+	// The dispersion is the one learned at the baseline ratio (the floor
+	// only moves the alternative).
+	w.x[0], w.mu[0], w.phi[0] = errs, cnt*pEff, s.phi(cnt*p0, 1, &pp.errs)
+	if tr := s.stepCount(&w, eligible, m, &pp.errs); tr != none {
 		a := d.countAlert(t, MetricErrorRate, "", integ, s, tr, m, &pp.errs, 1)
 		if tr == fired && cnt > 0 {
 			// Report ratios, not counts: observed error ratio over the baseline ratio.
@@ -306,7 +346,7 @@ func (d *Detector) stepErrors(t *tenant, s *series, integ string, errs, cnt, cnt
 		*out = append(*out, a)
 	}
 	if s.calm() {
-		s.learnCount(errs, math.Max(cnt*p0, 1e-9), idx, 1, &pp.errs)
+		s.learnCount(errs, math.Max(cnt*p0, 1e-9), idx, 1, false, &pp.errs)
 	}
 }
 
@@ -349,4 +389,6 @@ func (t *tenant) rescale(r float64) {
 	}
 	t.errS.level *= f
 	t.costS.level *= f
+	// Expected counts over the long windows are level x index: keep them.
+	t.idxW.scale(1 / f)
 }
