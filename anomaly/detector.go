@@ -136,7 +136,7 @@ func (d *Detector) buildPlan(name string) *planParams {
 		minVolume: or(o.MinVolume, c.MinVolume),
 		spendCap:  c.SpendCaps[name],
 	}
-	pp.errs.fastH = 0          // the fast path is for usage and cost,
+	pp.errs.fastH = 0           // the fast path is for usage and cost,
 	pp.errs.long = longParams{} // and so are the long windows
 	pp.errs.nb = false
 	pp.errFloor = max(c.ErrorRate.BaseFloor, c.ErrorRate.MinRate/pp.errs.minRatio)

@@ -156,8 +156,8 @@ func (s *clockSink) firedBefore(at time.Time) *clockSink {
 type episode struct {
 	metric, kind, scale string
 	fired, resolved     time.Time // evaluation times; resolved zero while firing
-	startsAt, endsAt   time.Time
-	observed, baseline float64
+	startsAt, endsAt    time.Time
+	observed, baseline  float64
 }
 
 func episodesOf(sink *clockSink, tenant string) []episode {
