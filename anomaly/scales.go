@@ -177,6 +177,7 @@ type windows struct {
 	x, mu, phi [numScales]float64
 	minute     bool  // the 1-minute scale holds enough evidence for this series
 	long       bool  // one minute alone is too small to show a spike: test the long windows
+	seasonal   bool  // the tenant has its seasonal profile, so the long windows are on
 	clear      int32 // minutes since the series' last episode ended
 }
 
@@ -198,11 +199,12 @@ type longState struct {
 func (ls *longState) fill(w *windows, x, mu, level, phi1 float64, idx *[numScales]float64, seasonal bool, m int32, p *countParams) {
 	w.x[0], w.mu[0], w.phi[0] = x, mu, phi1
 	lp := &p.long
+	w.seasonal = seasonal && lp.h > 0
 	if lp.h <= 0 {
-		w.minute = true
+		w.minute, w.long = true, false
 		return
 	}
-	w.minute = p.minuteOn(mu, phi1)
+	w.minute = p.minuteOn(mu, phi1, seasonal)
 	w.long = seasonal && mu < lp.minInfo*phi1
 	w.clear = m - ls.ended
 	ls.obs.push(m, float32(x))
@@ -213,12 +215,15 @@ func (ls *longState) fill(w *windows, x, mu, level, phi1 float64, idx *[numScale
 	}
 }
 
-// minuteOn reports whether the 1-minute scale holds enough evidence for a
-// series with mu expected per minute and dispersion phi: its quiet run
-// (quiet_period windows) must reach minInfo, or a firing episode could
-// not tell a normal minute from a noisy one.
-func (p *countParams) minuteOn(mu, phi float64) bool {
-	return p.long.h <= 0 || float64(p.quiet)*mu >= p.long.minInfo*phi
+// minuteOn reports whether the 1-minute scale is used for a series with
+// mu expected per minute and dispersion phi. Where the long windows can
+// take over (seasonal), its quiet run (quiet_period windows) must hold
+// twice minInfo: with fewer events a spike's minutes sum low by chance
+// often enough to resolve an episode in mid-spike, and the 5 or
+// 15-minute window does better. On a tenant's first day, before the long
+// windows, the 1-minute scale is all there is.
+func (p *countParams) minuteOn(mu, phi float64, seasonal bool) bool {
+	return p.long.h <= 0 || !seasonal || float64(p.quiet)*mu >= 2*p.long.minInfo*phi
 }
 
 // stepLong tests the long windows of a series that is not firing, the

@@ -26,7 +26,7 @@ type series struct {
 	run      uint8   // anomalous windows in a row
 	quiet    uint8   // quiet windows (minutes) in a row, while firing
 	scale    uint8   // scale the episode fired on and resolves on (index, see scaleLen)
-	hold     bool    // a long window looks anomalous: the series does not learn
+	hold     bool    // evidence is building (a run over the threshold, or a long window): the series does not learn
 	firing   bool
 }
 
@@ -100,10 +100,11 @@ func (s *series) nextQuiet(quiet bool) uint8 {
 }
 
 // whileFiring records the quiet run after one window of a firing series:
-// resolved once it lasts quiet_period, expired at max_episode.
-func (s *series) whileFiring(quiet uint8, m int32, p *lifecycle) transition {
+// resolved once it lasts quiet_period and settled (its evidence tells it
+// from the spike), expired at max_episode.
+func (s *series) whileFiring(quiet uint8, settled bool, m int32, p *lifecycle) transition {
 	s.quiet = quiet
-	if quiet >= p.quiet {
+	if quiet >= p.quiet && settled {
 		return resolved
 	}
 	if m-s.start >= p.maxEpisode {
@@ -133,12 +134,14 @@ func (s *series) endsAt(m int32) int32 {
 }
 
 // calm reports whether the series may learn from the current window: not
-// firing, not in a run of anomalous windows and no long window on hold.
-// (Freezing on a rising CUSUM instead deadlocks on slow legitimate
-// change: the baseline stops following while the ratio climbs to the
-// test.)
+// firing and not holding (a run of anomalous windows with the CUSUM over
+// the threshold, or a long window that looks anomalous). A lone window at
+// 1.66x with little evidence is learned: leaving every such window out
+// biases the level low. (Freezing on a rising CUSUM instead deadlocks on
+// slow legitimate change: the baseline stops following while the ratio
+// climbs to the test.)
 func (s *series) calm() bool {
-	return !s.firing && s.run == 0 && !s.hold
+	return !s.firing && !s.hold
 }
 
 // countParams parameterizes the count detector for one metric and plan.
@@ -149,6 +152,7 @@ type countParams struct {
 	lnRho    float64 // CUSUM alternative: ln(minRatio)
 	rhoM1    float64 // minRatio - 1
 	h        float64 // CUSUM threshold
+	capLLR   float64 // the most one window adds to the CUSUM: 1.2 h / k
 	fastH    float64 // single-window threshold of the fast path; 0: off
 	winRatio float64 // a window of a run must be at least this x baseline
 	resolve  float64 // window ratio below which a firing window is quiet
@@ -169,6 +173,7 @@ func newCountParams(c *Config, factor float64) countParams {
 		lnRho:     math.Log(r),
 		rhoM1:     r - 1,
 		h:         c.Significance,
+		capLLR:    1.2 * c.Significance / float64(c.KWindows),
 		fastH:     fastH(c),
 		winRatio:  1 + (r-1)*runWindowFraction,
 		resolve:   1 + (r-1)*c.ResolveRatio,
@@ -279,7 +284,8 @@ func (s *series) stepCount(w *windows, eligible bool, m int32, p *countParams) t
 			s.segObs += 0.3 * (float32(x) - s.segObs)
 			s.segExp += 0.3 * (float32(mu) - s.segExp)
 		}
-		tr := s.whileFiring(s.quietCount(w, mu, p), m, &p.lifecycle)
+		q := s.quietCount(w, mu, p)
+		tr := s.whileFiring(q, s.settled(w, p), m, &p.lifecycle)
 		if tr == expired {
 			// A "spike" this long is the new normal: adopt it and resolve.
 			if s.segExp > 0 {
@@ -331,6 +337,31 @@ func (s *series) quietCount(w *windows, mu float64, p *countParams) uint8 {
 	return 0
 }
 
+// settled reports whether the quiet run of an episode tells the rate
+// back to normal from the spike: the quasi-log-likelihood ratio of its
+// windows (on 1-minute windows the run as a whole, on a long scale the
+// current window) for the baseline against the ratio test reaches
+// quietEvidence. A busy tenant's run settles at once. A small tenant's
+// five 1-minute windows, or a 15-minute window at the edge of its scale,
+// may hold a dozen events, which a spike also gives by chance: without
+// this, such episodes resolved in mid-spike. Before the long windows (a
+// tenant's first day) the 1-minute scale is all there is, and the quiet
+// run alone resolves, as it did before them.
+func (s *series) settled(w *windows, p *countParams) bool {
+	if !w.seasonal {
+		return true
+	}
+	x, mu, phi := float64(s.qObs), float64(s.qExp), w.phi[0]
+	if i := s.scale; i > 0 {
+		x, mu, phi = w.x[i], w.mu[i], w.phi[i]
+	}
+	return (mu*p.rhoM1-x*p.lnRho)/phi >= quietEvidence
+}
+
+// quietEvidence is the evidence a quiet run on 1-minute windows needs to
+// resolve (a likelihood ratio of 20).
+const quietEvidence = 3
+
 // stepMinute is the 1-minute path: a quasi-Poisson CUSUM with a ratio
 // test on its segment, k anomalous windows in a row, and the fast path on
 // one overwhelming window. on is false where the 1-minute scale holds too
@@ -341,7 +372,11 @@ func (s *series) stepMinute(x, mu, phi float64, on, cooling bool, m int32, p *co
 		return none
 	}
 	llr := p.llr(x, mu, phi)
-	c := float64(s.cusum) + llr
+	// One window adds at most capLLR: an outlier minute with two merely
+	// positive neighbours cannot carry the CUSUM over the threshold, k
+	// windows of a spike can (an overwhelming single window is the fast
+	// path's).
+	c := float64(s.cusum) + math.Min(llr, p.capLLR)
 	if c <= 0 {
 		s.cusum, s.segObs, s.segExp = 0, 0, 0
 	} else {
@@ -360,11 +395,16 @@ func (s *series) stepMinute(x, mu, phi float64, on, cooling bool, m int32, p *co
 		return firedFast
 	}
 	// A window is anomalous when it adds evidence itself (x/mu above
-	// (rho-1)/ln rho, 1.48 for rho = 2.1) and is at least winRatio x mu,
-	// the CUSUM is over the threshold and the segment's ratio passes the
-	// ratio test; k in a row fire.
-	anomalous := llr > 0 && x >= p.winRatio*mu && c >= p.h && float64(s.segObs) >= p.minRatio*float64(s.segExp)
-	if !s.alarm(anomalous, cooling, &p.lifecycle) {
+	// (rho-1)/ln rho, 1.48 for rho = 2.1) and is at least winRatio x mu;
+	// k in a row fire once the CUSUM is over the threshold and the
+	// segment's ratio passes the ratio test.
+	anomalous := llr > 0 && x >= p.winRatio*mu
+	k := s.alarm(anomalous, cooling, &p.lifecycle)
+	if !anomalous || c < p.h {
+		return none
+	}
+	s.hold = true
+	if !k || float64(s.segObs) < p.minRatio*float64(s.segExp) {
 		return none
 	}
 	n := float64(m - s.segStart + 1)
@@ -456,7 +496,7 @@ func (s *series) stepLatency(p95 float64, samples uint32, m int32, p *latParams)
 		d = math.Log(p95) - float64(s.level)
 	}
 	if s.firing {
-		tr := s.whileFiring(s.nextQuiet(!enough || d < p.lnResolve), m, &p.lifecycle)
+		tr := s.whileFiring(s.nextQuiet(!enough || d < p.lnResolve), true, m, &p.lifecycle)
 		if tr == expired {
 			if enough {
 				s.level += float32(d) // the new normal

@@ -302,7 +302,7 @@ func (d *Detector) checkOpen(t *tenant, now, minElapsed int64, out *[]Alert) {
 			s := &ks.s
 			level := float64(s.level)
 			mu := level * idx
-			eligible := s.n >= pp.usage.warm && level/unit*60 >= pp.minVolume && pp.usage.minuteOn(mu, s.phi(mu, unit, &pp.usage))
+			eligible := s.n >= pp.usage.warm && level/unit*60 >= pp.minVolume && pp.usage.minuteOn(mu, s.phi(mu, unit, &pp.usage), t.prof.mode != modeFlat)
 			if tr := s.stepOpen(x, mu, f, unit, eligible, m, &pp.usage); tr != none {
 				*out = append(*out, d.countAlert(t, MetricUsage, ks.name, "", s, tr, m, &pp.usage, 1))
 			}
@@ -313,7 +313,7 @@ func (d *Detector) checkOpen(t *tenant, now, minElapsed int64, out *[]Alert) {
 		if t.cntLevel > 0 && s.level > 0 {
 			unit = float64(s.level) / float64(t.cntLevel)
 		}
-		eligible := s.n >= pp.cost.warm && mu > 0 && pp.cost.minuteOn(mu, s.phi(mu, unit, &pp.cost))
+		eligible := s.n >= pp.cost.warm && mu > 0 && pp.cost.minuteOn(mu, s.phi(mu, unit, &pp.cost), t.prof.mode != modeFlat)
 		if tr := s.stepOpen(float64(t.cost[i]), mu, f, unit, eligible, m, &pp.cost); tr != none {
 			*out = append(*out, d.countAlert(t, MetricCost, "", "", s, tr, m, &pp.cost, 60))
 		}
