@@ -17,8 +17,10 @@ type Config struct {
 	// Lateness is how long a 1-minute window stays open for late events
 	// after it ends; at most 50s. Default 10s.
 	Lateness time.Duration `mapstructure:"lateness"`
-	// MinVolume is the minimum baseline, in events per hour, below which a
-	// tenant is never alerted on (usage, cost, error_rate). Default 120.
+	// MinVolume is the tenant's typical (deseasonalized) rate, in events
+	// per hour, below which it is never alerted on (usage, cost,
+	// error_rate). A tenant above it alerts in its quiet hours too, on the
+	// window long enough for the test. Default 30 (0.5 events/min).
 	MinVolume float64 `mapstructure:"min_volume"`
 	// KWindows is how many evaluation windows in a row must be anomalous
 	// before an alert fires. Default 2.
@@ -194,7 +196,7 @@ func DefaultConfig() Config {
 		Enabled:          true,
 		EvalInterval:     10 * time.Second,
 		Lateness:         10 * time.Second,
-		MinVolume:        120,
+		MinVolume:        30,
 		KWindows:         2,
 		QuietPeriod:      5 * time.Minute,
 		Cooldown:         10 * time.Minute,

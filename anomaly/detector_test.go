@@ -121,7 +121,7 @@ func TestNoAlertOnLevelShiftOrLowVolume(t *testing.T) {
 		if m >= 300 {
 			shift *= 1.3 // +30% must not alert
 		}
-		tiny := 0.5 // 30 events/h: below min_volume, even when it jumps 5x
+		tiny := 0.4 // 24 events/h: below min_volume, even when it jumps 5x
 		if m >= 400 && m < 460 {
 			tiny *= 5
 		}

@@ -216,14 +216,22 @@ func (ls *longState) fill(w *windows, x, mu, level, phi1 float64, idx *[numScale
 }
 
 // minuteOn reports whether the 1-minute scale is used for a series with
-// mu expected per minute and dispersion phi. Where the long windows can
-// take over (seasonal), its quiet run (quiet_period windows) must hold
-// twice minInfo: with fewer events a spike's minutes sum low by chance
-// often enough to resolve an episode in mid-spike, and the 5 or
-// 15-minute window does better. On a tenant's first day, before the long
-// windows, the 1-minute scale is all there is.
+// mu expected per minute and dispersion phi: its quiet run (quiet_period
+// windows) must hold minInfo, or an episode could not tell a normal
+// minute from a noisy one (about 2.4 events/min at the defaults, where
+// min_volume was 2 before the long windows). Where the long windows can
+// take over (seasonal), twice that: with fewer events a spike's minutes
+// sum low by chance often enough to resolve an episode in mid-spike, and
+// the 5 or 15-minute window does better.
 func (p *countParams) minuteOn(mu, phi float64, seasonal bool) bool {
-	return p.long.h <= 0 || !seasonal || float64(p.quiet)*mu >= 2*p.long.minInfo*phi
+	if p.long.h <= 0 {
+		return true
+	}
+	need := p.long.minInfo
+	if seasonal {
+		need *= 2
+	}
+	return float64(p.quiet)*mu >= need*phi
 }
 
 // stepLong tests the long windows of a series that is not firing, the

@@ -516,7 +516,12 @@ func (s *series) stepLatency(p95 float64, samples uint32, m int32, p *latParams)
 	anomalous := s.n >= p.warm && d >= p.lnThr && d >= p.z*sd
 	if !anomalous {
 		s.run = 0
-		s.learnLatency(d)
+		// A window at the ratio test that is not significant (yet) is not
+		// learned either: learning the first windows of a regression
+		// raised the level and the spread until it never fired.
+		if d < p.lnThr || s.n < p.warm {
+			s.learnLatency(d)
+		}
 		return none
 	}
 	if !s.alarm(true, cooling, &p.lifecycle) {
