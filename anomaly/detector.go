@@ -419,19 +419,25 @@ func (d *Detector) countAlert(t *tenant, metric, kind, integ string, s *series, 
 	if tr == firedFast {
 		d.fast.Add(1)
 	}
-	a := d.newAlert(t, metric, kind, integ, s, tr, m, float64(s.obs)*scale, float64(s.base)*scale, p.factor)
-	if metric == MetricUsage {
-		// A usage alert may be about one kind, or a quantity such as tokens;
-		// a throttle limits the tenant's whole request rate, so carry the
-		// tenant's expected events per minute for the decision engine. It
-		// is taken at the episode's start (the level is frozen while a kind
-		// fires), so the firing and the resolved alert carry the same
-		// labels: Alertmanager identifies an alert by them.
-		perMin := float64(t.cntLevel) * t.prof.index(s.start, t.prof.mode)
-		a.Labels[LabelPlan] = t.pp.name
-		a.Labels[LabelTenantEventsPerMin] = strconv.FormatFloat(perMin, 'f', 3, 64)
-		t.userLabels(a.Labels)
+	return d.newAlert(t, metric, kind, integ, s, tr, m, float64(s.obs)*scale, float64(s.base)*scale, p.factor)
+}
+
+// usageAlert builds the alert of a usage transition of kind ks at minute
+// m (seasonal index idx). A usage alert may be about one kind, or a
+// quantity such as tokens; a throttle limits the tenant's whole request
+// rate, so it carries the tenant's expected events per minute for the
+// decision engine, and the tenant's heaviest user of the window, both
+// taken when the episode fires: the firing and the resolved alert carry
+// the same labels (Alertmanager identifies an alert by them).
+func (d *Detector) usageAlert(t *tenant, ks *kindState, tr transition, m int32, idx float64) Alert {
+	if tr != resolved {
+		ks.perMin = t.cntLevel * float32(idx)
+		ks.heavy = t.heavy
 	}
+	a := d.countAlert(t, MetricUsage, ks.name, "", &ks.s, tr, m, &t.pp.usage, 1)
+	a.Labels[LabelPlan] = t.pp.name
+	a.Labels[LabelTenantEventsPerMin] = strconv.FormatFloat(float64(ks.perMin), 'f', 3, 64)
+	ks.heavy.addLabels(a.Labels)
 	return a
 }
 

@@ -93,6 +93,20 @@ func (r *ring) sums(m int32, out *[numScales]float64) {
 	out[3] = float64(p15 + r.b15[mod(c-1, 4)] + r.b15[mod(c-2, 4)] + r.b15[mod(c-3, 4)])
 }
 
+// windowLen is the length in minutes of the window of scale i at minute
+// m: 5; 11 to 15; 46 to 60.
+func windowLen(i uint8, m int32) int32 {
+	switch i {
+	case 1:
+		return 5
+	case 2:
+		return 11 + mod(m, 5)
+	case 3:
+		return 46 + mod(m, 15)
+	}
+	return 1
+}
+
 // parts writes the parts of the window of scale i at minute m, oldest
 // first (their sums and lengths in minutes), and returns how many there
 // are.

@@ -128,7 +128,7 @@ func (s *series) end(p *lifecycle) {
 func (s *series) endsAt(m int32) int32 {
 	e := m - int32(s.quiet) + 1
 	if s.quiet > 0 {
-		e -= scaleLen(s.scale) / 2
+		e -= windowLen(s.scale, e) / 2
 	}
 	return e
 }
@@ -207,8 +207,12 @@ func fastH(c *Config) float64 {
 // minutes weigh most). Traffic whose noise grows with its rate, as a busy
 // tenant's does, keeps the same b through its daily cycle and its
 // weekend, where one var/mean learned over hours was too low on Monday
-// morning and at the daily peak. Error counts, taken given the window's
-// events, are close to binomial: their var/mean is one learned number.
+// morning and at the daily peak. It never goes below that one var/mean
+// (dispQ, learned too): on a tenant's first day, with a flat baseline,
+// the daily cycle is misfit that the rate-proportional form puts into the
+// busy hours and takes out of the quiet ones, where 2x misfits then fired.
+// Error counts, taken given the window's events, are close to binomial:
+// their var/mean is one learned number.
 func (s *series) phi(mu, unit float64, p *countParams) float64 {
 	if !p.nb {
 		return math.Max(float64(s.disp), unit)

@@ -8,7 +8,12 @@ type kindState struct {
 	cnt      [2]uint32
 	qty      [2]float32
 	perEvent float32 // EWMA of quantity per event, for quantity kinds
-	quantity bool    // usage is measured by quantity, not count
+	// perMin is the tenant's expected events per minute (all kinds) and
+	// heavy its heaviest user when the kind's usage episode fired: the
+	// alerts of the episode carry them.
+	perMin   float32
+	heavy    heavyUser
+	quantity bool // usage is measured by quantity, not count
 	s        series
 	lw       longState
 }
@@ -210,7 +215,7 @@ func (d *Detector) closeMinute(t *tenant, m int32, out *[]Alert) {
 			case tr == resolved:
 				ks.lw.ended = m
 			}
-			*out = append(*out, d.countAlert(t, MetricUsage, ks.name, "", s, tr, m, &pp.usage, 1))
+			*out = append(*out, d.usageAlert(t, ks, tr, m, idx))
 		}
 		calm := s.calm()
 		if calm {
@@ -304,7 +309,7 @@ func (d *Detector) checkOpen(t *tenant, now, minElapsed int64, out *[]Alert) {
 			mu := level * idx
 			eligible := s.n >= pp.usage.warm && level/unit*60 >= pp.minVolume && pp.usage.minuteOn(mu, s.phi(mu, unit, &pp.usage), t.prof.mode != modeFlat)
 			if tr := s.stepOpen(x, mu, f, unit, eligible, m, &pp.usage); tr != none {
-				*out = append(*out, d.countAlert(t, MetricUsage, ks.name, "", s, tr, m, &pp.usage, 1))
+				*out = append(*out, d.usageAlert(t, ks, tr, m, idx))
 			}
 		}
 		s := &t.costS

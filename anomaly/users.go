@@ -108,12 +108,12 @@ func (t *tenant) resetUsers(i int) {
 	}
 }
 
-// userLabels adds the heavy-user labels to a usage alert's labels.
-func (t *tenant) userLabels(labels map[string]string) {
-	if t.heavy.id == "" {
+// addLabels adds the heavy-user labels to a usage alert's labels.
+func (h heavyUser) addLabels(labels map[string]string) {
+	if h.id == "" {
 		return
 	}
-	labels[LabelTopUser] = t.heavy.id
-	labels[LabelTopUserEvents] = strconv.FormatUint(uint64(t.heavy.events), 10)
-	labels[LabelWindowEvents] = strconv.FormatUint(uint64(t.heavy.total), 10)
+	labels[LabelTopUser] = h.id
+	labels[LabelTopUserEvents] = strconv.FormatUint(uint64(h.events), 10)
+	labels[LabelWindowEvents] = strconv.FormatUint(uint64(h.total), 10)
 }
