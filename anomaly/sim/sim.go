@@ -143,7 +143,7 @@ func plan(cfg Config) *Truth {
 		add := func(typ string, n int, minD, maxD time.Duration, factor float64) {
 			for k := 0; k < n; k++ {
 				d := time.Duration(float64(minD) * math.Pow(float64(maxD)/float64(minD), r.Float64())).Truncate(time.Minute)
-				for try := 0; try < 20; try++ {
+				for try := 0; try < 20 && span > d+time.Hour; try++ {
 					s := scoredFrom.Add(time.Duration(r.Int64N(int64(span - d - time.Hour)))).Truncate(time.Minute)
 					if free(s, s.Add(d)) {
 						busy = append(busy, [2]time.Time{s, s.Add(d)})
@@ -157,7 +157,7 @@ func plan(cfg Config) *Truth {
 		add(InjSpike, Poisson(r, days/cfg.SpikeEvery), SpikeMin, SpikeMax, 3)
 		add(InjLatency, Poisson(r, days/7), 15*time.Minute, 2*time.Hour, 2)
 		add(InjErrors, Poisson(r, days/10), 20*time.Minute, 90*time.Minute, 0.10)
-		if r.Float64() < 0.3 {
+		if r.Float64() < 0.3 && span > 24*time.Hour {
 			s := scoredFrom.Add(time.Duration(r.Int64N(int64(span - 24*time.Hour)))).Truncate(time.Minute)
 			if free(s, s.Add(24*time.Hour)) {
 				busy = append(busy, [2]time.Time{s, s.Add(24 * time.Hour)})

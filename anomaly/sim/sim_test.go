@@ -3,6 +3,7 @@ package sim
 import (
 	"os"
 	"testing"
+	"time"
 
 	"github.com/tenantguard/tenantguard/anomaly"
 )
@@ -25,5 +26,24 @@ func TestQuality(t *testing.T) {
 	}
 	if m := rep.Missed(); len(m) > 0 {
 		t.Errorf("goals missed: %v", m)
+	}
+}
+
+// TestShortRuns: a scored period of a day or less (or none) generates
+// traffic without injections that do not fit, instead of failing.
+func TestShortRuns(t *testing.T) {
+	for _, days := range []int{1, 7, 8} {
+		gen := DefaultConfig()
+		gen.Tenants, gen.Days = 5, days
+		rows := 0
+		tr := Generate(gen, func(*anomaly.Rollup) { rows++ })
+		if want := 5 * days * 1440; rows != want {
+			t.Errorf("%d days: %d rows, want %d", days, rows, want)
+		}
+		for _, in := range tr.Injections {
+			if in.End.After(gen.Start.Add(time.Duration(days) * 24 * time.Hour)) {
+				t.Errorf("%d days: injection %+v ends after the traffic", days, in)
+			}
+		}
 	}
 }
