@@ -2,7 +2,7 @@ package anomaly
 
 import "math"
 
-// series is the state of one detector on one tenant (56 bytes). Every
+// series is the state of one detector on one tenant (60 bytes). Every
 // detector shares one state machine, the lifecycle methods below: an
 // evidence test per window, k anomalous windows in a row to fire (alarm,
 // fire), a quiet run of quiet_period to resolve (whileFiring, end), then
