@@ -61,10 +61,21 @@ func BenchmarkObserveRaw(b *testing.B) {
 // usage, cost, error rate, latency, one integration's error rate and the
 // spend cap (6 tenant-metric evaluations per tenant): it closes one minute
 // and runs the fast path on the open one, 30 s into it, with its events.
-func BenchmarkCycle(b *testing.B) {
+func BenchmarkCycle(b *testing.B) { benchCycle(b, false) }
+
+// BenchmarkCycleScales is BenchmarkCycle with tenants that have a day of
+// seasonal profile (as from the warm start) and are past their warm-up:
+// at 1 event per minute every tenant's usage and cost are tested on the
+// 5, 15 and 60-minute windows too.
+func BenchmarkCycleScales(b *testing.B) { benchCycle(b, true) }
+
+func benchCycle(b *testing.B, seasonal bool) {
 	const tenants = 100_000
 	cfg := DefaultConfig()
 	cfg.SpendCaps = map[string]float64{DefaultPlan: 1e9}
+	if seasonal {
+		cfg.WarmupWindows = 1
+	}
 	d, err := New(cfg, &Recorder{})
 	if err != nil {
 		b.Fatal(err)
@@ -73,6 +84,14 @@ func BenchmarkCycle(b *testing.B) {
 	ids := make([]string, tenants)
 	for i := range ids {
 		ids[i] = fmt.Sprintf("tenant-%06d", i)
+	}
+	if seasonal {
+		h0 := int32(t0.Unix()/3600) - 25
+		for i := range ids {
+			for h := h0; h < h0+25; h++ {
+				d.seedHour(ids[i], h, 60, int32(t0.Unix()/60)-1)
+			}
+		}
 	}
 	ctx := context.Background()
 	minute := 0
