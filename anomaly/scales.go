@@ -189,7 +189,8 @@ func newLongParams(c *Config, factor float64, p *countParams) longParams {
 // and 60 minutes; phi is the dispersion on each scale.
 type windows struct {
 	x, mu, phi [numScales]float64
-	minute     bool  // the 1-minute scale holds enough evidence for this series
+	unit       float64 // the size of one event: 1 for counts, the mean quantity or cost per event
+	minute     bool    // the 1-minute scale holds enough evidence for this series
 	long       bool  // one minute alone is too small to show a spike: test the long windows
 	seasonal   bool  // the tenant has its seasonal profile, so the long windows are on
 	clear      int32 // minutes since the series' last episode ended
@@ -210,8 +211,8 @@ type longState struct {
 // false while the tenant has no seasonal profile yet (its first day):
 // over 5 to 60 minutes a flat baseline cannot tell the daily cycle from a
 // spike, so the long windows wait for it.
-func (ls *longState) fill(w *windows, x, mu, level, phi1 float64, idx *[numScales]float64, seasonal bool, m int32, p *countParams) {
-	w.x[0], w.mu[0], w.phi[0] = x, mu, phi1
+func (ls *longState) fill(w *windows, x, mu, level, phi1, unit float64, idx *[numScales]float64, seasonal bool, m int32, p *countParams) {
+	w.x[0], w.mu[0], w.phi[0], w.unit = x, mu, phi1, unit
 	lp := &p.long
 	w.seasonal = seasonal && lp.h > 0
 	if lp.h <= 0 {
@@ -269,7 +270,7 @@ func (s *series) stepLong(w *windows, cooling bool, m int32, p *countParams) tra
 		if x < p.winRatio*mu || mu < lp.minInfo*phi || w.clear < scaleLen(i) {
 			continue
 		}
-		llr := p.llr(x, mu, phi)
+		llr := p.llr(x, mu, phi, w.unit)
 		if llr >= lp.hold {
 			s.hold = true
 		}
@@ -282,10 +283,11 @@ func (s *series) stepLong(w *windows, cooling bool, m int32, p *countParams) tra
 }
 
 // longStart dates an episode that fired on the long window of scale
-// s.scale at minute m: it starts with the suffix of whole parts of the
-// window that holds the most evidence, and reports that suffix's observed
-// and expected per minute. obs is the series' ring, idx the tenant's.
-func (s *series) longStart(obs, idx *ring, level float64, m int32, p *countParams) {
+// s.scale at minute m (w its windows): it starts with the suffix of whole
+// parts of the window that holds the most evidence, and reports that
+// suffix's observed and expected per minute. obs is the series' ring, idx
+// the tenant's.
+func (s *series) longStart(obs, idx *ring, level float64, w *windows, m int32, p *countParams) {
 	var xs, is [5]float64
 	var ns [5]int32
 	k := obs.parts(s.scale, m, &xs, &ns)
@@ -299,7 +301,7 @@ func (s *series) longStart(obs, idx *ring, level float64, m int32, p *countParam
 		sx += xs[j]
 		sm += level * is[j]
 		sn += ns[j]
-		if l := p.llr(sx, sm, 1); l > best && sx >= p.minRatio*sm {
+		if l := p.llr(sx, sm, w.phi[s.scale], w.unit); l > best && sx >= p.minRatio*sm {
 			best, bx, bm, bn = l, sx, sm, sn
 		}
 	}

@@ -207,11 +207,11 @@ func (d *Detector) closeMinute(t *tenant, m int32, out *[]Alert) {
 		level := float64(s.level)
 		mu := level * idx
 		eligible := volOK && s.n >= pp.usage.warm && level/unit*60 >= pp.minVolume
-		ks.lw.fill(&w, x, mu, level, s.phi(mu, unit, &pp.usage), &iw, pr.mode != modeFlat, m, &pp.usage)
+		ks.lw.fill(&w, x, mu, level, s.phi(mu, unit, &pp.usage), unit, &iw, pr.mode != modeFlat, m, &pp.usage)
 		if tr := s.stepCount(&w, eligible, m, &pp.usage); tr != none {
 			switch {
 			case tr == fired && s.scale > 0:
-				s.longStart(&ks.lw.obs, &t.idxW, level, m, &pp.usage)
+				s.longStart(&ks.lw.obs, &t.idxW, level, &w, m, &pp.usage)
 			case tr == resolved:
 				ks.lw.ended = m
 			}
@@ -219,7 +219,7 @@ func (d *Detector) closeMinute(t *tenant, m int32, out *[]Alert) {
 		}
 		calm := s.calm()
 		if calm {
-			s.learnCount(x, mu, idx, unit, w.long, &pp.usage)
+			s.learnCount(x, mu, idx, unit, w.long && !w.minute, &pp.usage)
 		} else {
 			allCalm = false
 		}
@@ -254,11 +254,11 @@ func (d *Detector) closeMinute(t *tenant, m int32, out *[]Alert) {
 			unit = level / float64(t.cntLevel) // cost per event
 		}
 		eligible := volOK && s.n >= pp.cost.warm && level > 0
-		t.costW.fill(&w, cost, mu, level, s.phi(mu, unit, &pp.cost), &iw, pr.mode != modeFlat, m, &pp.cost)
+		t.costW.fill(&w, cost, mu, level, s.phi(mu, unit, &pp.cost), unit, &iw, pr.mode != modeFlat, m, &pp.cost)
 		if tr := s.stepCount(&w, eligible, m, &pp.cost); tr != none {
 			switch {
 			case tr == fired && s.scale > 0:
-				s.longStart(&t.costW.obs, &t.idxW, level, m, &pp.cost)
+				s.longStart(&t.costW.obs, &t.idxW, level, &w, m, &pp.cost)
 			case tr == resolved:
 				t.costW.ended = m
 			}
@@ -266,7 +266,7 @@ func (d *Detector) closeMinute(t *tenant, m int32, out *[]Alert) {
 		}
 		calm := s.calm()
 		if calm {
-			s.learnCount(cost, mu, idx, unit, w.long, &pp.cost)
+			s.learnCount(cost, mu, idx, unit, w.long && !w.minute, &pp.cost)
 		}
 		t.costW.learn(&w, calm && s.n >= pp.cost.warm, m, &pp.cost)
 	}
@@ -336,7 +336,7 @@ func (d *Detector) stepErrors(t *tenant, s *series, integ string, errs, cnt, cnt
 	pEff := math.Max(p0, pp.errFloor)
 	eligible := volOK && cnt > 0 && s.n >= pp.errs.warm
 	// Error rates are judged on 1-minute windows only.
-	w := windows{minute: true}
+	w := windows{minute: true, unit: 1}
 	// The dispersion is the one learned at the baseline ratio (the floor
 	// only moves the alternative).
 	w.x[0], w.mu[0], w.phi[0] = errs, cnt*pEff, s.phi(cnt*p0, 1, &pp.errs)
