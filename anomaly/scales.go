@@ -191,9 +191,9 @@ type windows struct {
 	x, mu, phi [numScales]float64
 	unit       float64 // the size of one event: 1 for counts, the mean quantity or cost per event
 	minute     bool    // the 1-minute scale holds enough evidence for this series
-	long       bool  // one minute alone is too small to show a spike: test the long windows
-	seasonal   bool  // the tenant has its seasonal profile, so the long windows are on
-	clear      int32 // minutes since the series' last episode ended
+	long       bool    // one minute alone is too small to show a spike: test the long windows
+	seasonal   bool    // the tenant has its seasonal profile, so the long windows are on
+	clear      int32   // minutes since the series' last episode ended
 }
 
 // longState is the long-window state of one count series (68 bytes).
