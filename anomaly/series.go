@@ -432,12 +432,13 @@ func (s *series) stepMinute(x, mu, phi, unit float64, on, cooling bool, m int32,
 }
 
 // learnCount folds a calm window into the level (y deseasonalized by idx)
-// and the dispersion (x against mu). slow is set for a series whose
-// single minute is too small to show a spike (it is on the long
-// windows): its level follows with four times baseline_half_life, so a
-// slow-building spike is not learned before a 15 or 60-minute window can
-// see it (with the 1-hour half-life a small tenant's level had caught up
-// with a 3x spike within 2 hours).
+// and the dispersion (x against mu). slow is set for a series that is
+// on the long windows only (its 1-minute scale is off): its level
+// follows with four times baseline_half_life, so a slow-building spike is
+// not learned before a 15 or 60-minute window can see it (with the
+// 1-hour half-life a small tenant's level had caught up with a 3x spike
+// within 2 hours). A series on the 1-minute scale follows at the usual
+// pace, and its runs over the threshold hold learning.
 func (s *series) learnCount(x, mu, idx, unit float64, slow bool, p *countParams) {
 	if idx < 1e-6 {
 		idx = 1e-6
