@@ -66,15 +66,22 @@ func BenchmarkCycle(b *testing.B) { benchCycle(b, false) }
 // BenchmarkCycleScales is BenchmarkCycle with tenants that have a day of
 // seasonal profile (as from the warm start) and are past their warm-up:
 // at 1 event per minute every tenant's usage and cost are tested on the
-// 5, 15 and 60-minute windows too.
-func BenchmarkCycleScales(b *testing.B) { benchCycle(b, true) }
+// 5, 15 and 60-minute windows too ("on"), the worst case; "off" is the
+// same with scales.enabled false, the cost of the profile alone.
+func BenchmarkCycleScales(b *testing.B) {
+	b.Run("off", func(b *testing.B) { benchCycle(b, true, false) })
+	b.Run("on", func(b *testing.B) { benchCycle(b, true, true) })
+}
 
-func benchCycle(b *testing.B, seasonal bool) {
+func benchCycle(b *testing.B, seasonal bool, scales ...bool) {
 	const tenants = 100_000
 	cfg := DefaultConfig()
 	cfg.SpendCaps = map[string]float64{DefaultPlan: 1e9}
 	if seasonal {
 		cfg.WarmupWindows = 1
+	}
+	if len(scales) > 0 {
+		cfg.Scales.Enabled = scales[0]
 	}
 	d, err := New(cfg, &Recorder{})
 	if err != nil {

@@ -38,105 +38,87 @@ func scaleLabel(i uint8) string {
 }
 
 // ring holds the recent per-minute values of one series for the long
-// windows (48 bytes): the last 5 minutes, the last three 5-minute block
-// sums and the last four 15-minute block sums. Blocks are aligned to the
-// clock, so a window over the last S minutes is a few whole blocks and the
-// block being filled, and closing a minute adds at most two block sums.
+// windows (60 bytes): the last 5 minutes, the last three 5-minute block
+// sums, the last four 15-minute block sums, and running sums of the last
+// 5 minutes and of the blocks being filled. Blocks are aligned to the
+// clock, so a window over the last S minutes is a few whole blocks and
+// the block being filled: closing a minute updates three sums, and
+// reading the windows adds at most four numbers each.
 type ring struct {
 	min [5]float32 // minute m at m mod 5
 	b5  [3]float32 // 5-minute block b (minutes 5b to 5b+4) at b mod 3
 	b15 [4]float32 // 15-minute block c at c mod 4
+	s5  float32    // the last 5 minutes
+	p5  float32    // the 5-minute block being filled
+	p15 float32    // the 15-minute block being filled
 }
 
-func mod(a, n int32) int32 {
-	r := a % n
-	if r < 0 {
-		r += n
+// ringPos is where a minute falls in the blocks of the rings; a tenant
+// computes it once per minute for all of its rings.
+type ringPos struct {
+	i, i15 uint32 // minute mod 5 and mod 15
+	b, c   uint32 // its 5-minute block mod 3, its 15-minute block mod 4
+}
+
+// posOf returns the position of minute m (minutes since 1970, so >= 0).
+func posOf(m int32) ringPos {
+	u := uint32(m)
+	return ringPos{i: u % 5, i15: u % 15, b: u / 5 % 3, c: u / 15 % 4}
+}
+
+// push records the value of the minute at p, the minute just closed, and
+// closes the blocks that end with it.
+func (r *ring) push(p ringPos, v float32) {
+	r.s5 += v - r.min[p.i]
+	r.min[p.i] = v
+	if p.i == 0 {
+		r.p5 = 0
 	}
-	return r
-}
-
-// push records the value of minute m, the minute just closed, and closes
-// the blocks that end with it.
-func (r *ring) push(m int32, v float32) {
-	i := mod(m, 5)
-	r.min[i] = v
-	if i != 4 {
+	if p.i15 == 0 {
+		r.p15 = 0
+	}
+	r.p5 += v
+	r.p15 += v
+	if p.i != 4 {
 		return
 	}
-	b := floorDiv(m, 5)
-	r.b5[mod(b, 3)] = r.min[0] + r.min[1] + r.min[2] + r.min[3] + r.min[4]
-	if mod(b, 3) != 2 {
-		return
+	r.b5[p.b] = r.p5
+	r.s5 = r.p5 // the last 5 minutes are the block: no drift
+	if p.i15 == 14 {
+		r.b15[p.c] = r.p15
 	}
-	r.b15[mod(floorDiv(m, 15), 4)] = r.b5[0] + r.b5[1] + r.b5[2]
 }
 
-// sums writes into out[1:] the sums of the windows at minute m: the last
-// 5 minutes; the 5-minute block being filled and the two before it (11 to
-// 15 minutes); the 15-minute block being filled and the three before it
-// (46 to 60 minutes). At the end of a block the windows are whole.
-func (r *ring) sums(m int32, out *[numScales]float64) {
-	i := mod(m, 5)
-	var p5 float32
-	for j := int32(0); j <= i; j++ {
-		p5 += r.min[j]
-	}
-	out[1] = float64(r.min[0] + r.min[1] + r.min[2] + r.min[3] + r.min[4])
-	b := floorDiv(m, 5)
-	out[2] = float64(p5 + r.b5[mod(b-1, 3)] + r.b5[mod(b-2, 3)])
-	c := floorDiv(m, 15)
-	p15 := p5
-	for j := 3 * c; j < b; j++ {
-		p15 += r.b5[mod(j, 3)]
-	}
-	out[3] = float64(p15 + r.b15[mod(c-1, 4)] + r.b15[mod(c-2, 4)] + r.b15[mod(c-3, 4)])
+// sums writes into out[1:] the sums of the windows at the minute at p: the
+// last 5 minutes; the 5-minute block being filled and the two before it
+// (11 to 15 minutes); the 15-minute block being filled and the three
+// before it (46 to 60 minutes). At the end of a block the windows are
+// whole.
+func (r *ring) sums(p ringPos, out *[numScales]float64) {
+	out[1] = float64(r.s5)
+	out[2] = float64(r.p5 + r.b5[(p.b+2)%3] + r.b5[(p.b+1)%3])
+	out[3] = float64(r.p15 + r.b15[(p.c+3)%4] + r.b15[(p.c+2)%4] + r.b15[(p.c+1)%4])
 }
 
-// windowLen is the length in minutes of the window of scale i at minute
-// m: 5; 11 to 15; 46 to 60.
-func windowLen(i uint8, m int32) int32 {
+// parts writes the parts of the window of scale i at the minute at p,
+// oldest first (their sums and lengths in minutes), and returns how many
+// there are.
+func (r *ring) parts(i uint8, p ringPos, sum *[5]float64, n *[5]int32) int {
 	switch i {
 	case 1:
-		return 5
-	case 2:
-		return 11 + mod(m, 5)
-	case 3:
-		return 46 + mod(m, 15)
-	}
-	return 1
-}
-
-// parts writes the parts of the window of scale i at minute m, oldest
-// first (their sums and lengths in minutes), and returns how many there
-// are.
-func (r *ring) parts(i uint8, m int32, sum *[5]float64, n *[5]int32) int {
-	p := mod(m, 5) + 1
-	var p5 float32
-	for j := int32(0); j < p; j++ {
-		p5 += r.min[j]
-	}
-	b := floorDiv(m, 5)
-	switch i {
-	case 1:
-		for k := int32(0); k < 5; k++ {
-			sum[k], n[k] = float64(r.min[mod(m-4+k, 5)]), 1
+		for k := uint32(0); k < 5; k++ {
+			sum[k], n[k] = float64(r.min[(p.i+1+k)%5]), 1
 		}
 		return 5
 	case 2:
-		sum[0], sum[1], sum[2] = float64(r.b5[mod(b-2, 3)]), float64(r.b5[mod(b-1, 3)]), float64(p5)
-		n[0], n[1], n[2] = 5, 5, p
+		sum[0], sum[1], sum[2] = float64(r.b5[(p.b+1)%3]), float64(r.b5[(p.b+2)%3]), float64(r.p5)
+		n[0], n[1], n[2] = 5, 5, int32(p.i)+1
 		return 3
 	}
-	c := floorDiv(m, 15)
-	p15 := p5
-	for j := 3 * c; j < b; j++ {
-		p15 += r.b5[mod(j, 3)]
+	for k := uint32(0); k < 3; k++ {
+		sum[k], n[k] = float64(r.b15[(p.c+1+k)%4]), 15
 	}
-	for k := int32(0); k < 3; k++ {
-		sum[k], n[k] = float64(r.b15[mod(c-3+k, 4)]), 15
-	}
-	sum[3], n[3] = float64(p15), mod(m, 15)+1
+	sum[3], n[3] = float64(r.p15), int32(p.i15)+1
 	return 4
 }
 
@@ -151,6 +133,23 @@ func (r *ring) scale(f float32) {
 	for i := range r.b15 {
 		r.b15[i] *= f
 	}
+	r.s5 *= f
+	r.p5 *= f
+	r.p15 *= f
+}
+
+// windowLen is the length in minutes of the window of scale i at minute
+// m: 5; 11 to 15; 46 to 60.
+func windowLen(i uint8, m int32) int32 {
+	switch i {
+	case 1:
+		return 5
+	case 2:
+		return 11 + int32(posOf(m).i)
+	case 3:
+		return 46 + int32(posOf(m).i15)
+	}
+	return 1
 }
 
 // longParams parameterizes the long windows of one count metric.
@@ -196,7 +195,7 @@ type windows struct {
 	clear      int32   // minutes since the series' last episode ended
 }
 
-// longState is the long-window state of one count series (68 bytes).
+// longState is the long-window state of one count series (80 bytes).
 type longState struct {
 	obs   ring
 	disp  [numScales - 1]float32 // dispersion of the 5, 15 and 60-minute windows
@@ -204,26 +203,41 @@ type longState struct {
 	ended int32                  // last minute of the series' last episode
 }
 
+// Stages of a tenant's long windows.
+const (
+	// scalesOff: no seasonal profile yet (a tenant's first day) or scales
+	// disabled. Over 5 to 60 minutes a flat baseline cannot tell the
+	// daily cycle from a spike, so the long windows wait for the profile.
+	scalesOff uint8 = iota
+	// scalesFilling: the rings are filling; the windows are not whole yet.
+	scalesFilling
+	// scalesReady: the rings hold the last hour; the long windows are on.
+	scalesReady
+)
+
+// ringFill is how many minutes the rings take to hold whole windows.
+const ringFill = 60
+
 // fill records minute m of a series (x observed, mu expected, level its
 // deseasonalized level, phi1 its 1-minute dispersion) and computes its
 // windows; idx holds the tenant's seasonal index summed over the same
-// windows, so the expected count of a window is level x idx. seasonal is
-// false while the tenant has no seasonal profile yet (its first day):
-// over 5 to 60 minutes a flat baseline cannot tell the daily cycle from a
-// spike, so the long windows wait for it.
-func (ls *longState) fill(w *windows, x, mu, level, phi1, unit float64, idx *[numScales]float64, seasonal bool, m int32, p *countParams) {
+// windows, so the expected count of a window is level x idx. stage is the
+// tenant's (scalesOff: the ring is left alone).
+func (ls *longState) fill(w *windows, x, mu, level, phi1, unit float64, idx *[numScales]float64, stage uint8, m int32, pos ringPos, p *countParams) {
 	w.x[0], w.mu[0], w.phi[0], w.unit = x, mu, phi1, unit
 	lp := &p.long
-	w.seasonal = seasonal && lp.h > 0
-	if lp.h <= 0 {
-		w.minute, w.long = true, false
+	w.seasonal = stage == scalesReady && lp.h > 0
+	w.minute = p.minuteOn(mu, phi1, w.seasonal)
+	w.long = w.seasonal && mu < lp.minInfo*phi1
+	if stage == scalesOff || lp.h <= 0 {
 		return
 	}
-	w.minute = p.minuteOn(mu, phi1, seasonal)
-	w.long = seasonal && mu < lp.minInfo*phi1
 	w.clear = m - ls.ended
-	ls.obs.push(m, float32(x))
-	ls.obs.sums(m, &w.x)
+	ls.obs.push(pos, float32(x))
+	if !w.seasonal {
+		return
+	}
+	ls.obs.sums(pos, &w.x)
 	for i := 1; i < numScales; i++ {
 		w.mu[i] = level * idx[i]
 		w.phi[i] = math.Max(float64(ls.disp[i-1]), phi1)
@@ -290,8 +304,9 @@ func (s *series) stepLong(w *windows, cooling bool, m int32, p *countParams) tra
 func (s *series) longStart(obs, idx *ring, level float64, w *windows, m int32, p *countParams) {
 	var xs, is [5]float64
 	var ns [5]int32
-	k := obs.parts(s.scale, m, &xs, &ns)
-	idx.parts(s.scale, m, &is, &ns)
+	pos := posOf(m)
+	k := obs.parts(s.scale, pos, &xs, &ns)
+	idx.parts(s.scale, pos, &is, &ns)
 	best := math.Inf(-1)
 	var bx, bm float64
 	var bn int32
@@ -312,19 +327,19 @@ func (s *series) longStart(obs, idx *ring, level float64, w *windows, m int32, p
 	s.obs, s.base = float32(bx/float64(bn)), float32(bm/float64(bn))
 }
 
-// learn folds the blocks that closed at minute m into the long windows'
-// dispersion, when the series was calm (and warm) through the whole
-// window; w are the series' windows at m.
-func (ls *longState) learn(w *windows, calm bool, m int32, p *countParams) {
+// learn folds the blocks that closed at minute m (at pos) into the long
+// windows' dispersion, when the series was calm (and warm) through the
+// whole window; w are the series' windows at m.
+func (ls *longState) learn(w *windows, calm bool, m int32, pos ringPos, p *countParams) {
 	if !calm {
 		ls.busy = m
 		return
 	}
-	if p.long.h <= 0 || mod(m, 5) != 4 {
+	if !w.seasonal || pos.i != 4 {
 		return
 	}
 	for i := uint8(1); i < numScales; i++ {
-		if i > 1 && mod(m, 15) != 14 {
+		if i > 1 && pos.i15 != 14 {
 			break
 		}
 		mu := w.mu[i]

@@ -29,9 +29,9 @@ func TestRingWindows(t *testing.T) {
 	for m := int32(first); m < first+400; m++ {
 		v := float64(r.IntN(50))
 		vals[m] = v
-		rg.push(m, float32(v))
+		rg.push(posOf(m), float32(v))
 		var got [numScales]float64
-		rg.sums(m, &got)
+		rg.sums(posOf(m), &got)
 		b, c := floorDiv(m, 5), floorDiv(m, 15)
 		want := [numScales]float64{0, sum(m-4, m), sum(5*(b-2), m), sum(15*(c-3), m)}
 		lens := [numScales]int32{1, 5, m - 5*(b-2) + 1, m - 15*(c-3) + 1}
@@ -47,7 +47,7 @@ func TestRingWindows(t *testing.T) {
 			}
 			var parts [5]float64
 			var ns [5]int32
-			k := rg.parts(i, m, &parts, &ns)
+			k := rg.parts(i, posOf(m), &parts, &ns)
 			var ps float64
 			var pn int32
 			for j := 0; j < k; j++ {

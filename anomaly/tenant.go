@@ -53,14 +53,17 @@ type tenant struct {
 	kinds   []kindState
 	integ   *[]integState // nil until the tenant has an integration
 	prof    profile
-	idxW    ring // the seasonal index of recent minutes, for the long windows' expected counts
 	latS    series
 	errS    series
 	costS   series
-	costW   longState
 	sp      spendState
 	users   *[2]topUsers // heaviest users per window slot; nil until an event names a user
 	heavy   heavyUser    // the heaviest user of the window the usage alerts look at
+	// The long windows, at the end: a busy tenant, or one on its first
+	// day, does not touch them.
+	ringN uint8 // minutes pushed into the rings in a row, up to ringFill
+	idxW  ring  // the seasonal index of recent minutes, for the long windows' expected counts
+	costW longState
 }
 
 func newTenant(id string, pp *planParams, m, closed int32) *tenant {
@@ -175,9 +178,20 @@ func (d *Detector) closeMinute(t *tenant, m int32, out *[]Alert) {
 	// The index summed over the long windows: a series' expected count
 	// over a window is its level times this.
 	var iw [numScales]float64
-	if d.cfg.Scales.Enabled {
-		t.idxW.push(m, float32(idx))
-		t.idxW.sums(m, &iw)
+	pos := posOf(m)
+	stage := scalesOff
+	if d.cfg.Scales.Enabled && pr.mode != modeFlat {
+		t.idxW.push(pos, float32(idx))
+		stage = scalesFilling
+		if t.ringN < ringFill {
+			t.ringN++
+		}
+		if t.ringN >= ringFill {
+			stage = scalesReady
+			t.idxW.sums(pos, &iw)
+		}
+	} else {
+		t.ringN = 0
 	}
 	// min_volume applies to the tenant's typical (deseasonalized) rate: a
 	// tenant's quiet hours are left to the scales, which wait for the
@@ -207,7 +221,7 @@ func (d *Detector) closeMinute(t *tenant, m int32, out *[]Alert) {
 		level := float64(s.level)
 		mu := level * idx
 		eligible := volOK && s.n >= pp.usage.warm && level/unit*60 >= pp.minVolume
-		ks.lw.fill(&w, x, mu, level, s.phi(mu, unit, &pp.usage), unit, &iw, pr.mode != modeFlat, m, &pp.usage)
+		ks.lw.fill(&w, x, mu, level, s.phi(mu, unit, &pp.usage), unit, &iw, stage, m, pos, &pp.usage)
 		if tr := s.stepCount(&w, eligible, m, &pp.usage); tr != none {
 			switch {
 			case tr == fired && s.scale > 0:
@@ -223,7 +237,7 @@ func (d *Detector) closeMinute(t *tenant, m int32, out *[]Alert) {
 		} else {
 			allCalm = false
 		}
-		ks.lw.learn(&w, calm && s.n >= pp.usage.warm, m, &pp.usage)
+		ks.lw.learn(&w, calm && s.n >= pp.usage.warm, m, pos, &pp.usage)
 	}
 	if !allCalm {
 		pr.unusual = true
@@ -254,7 +268,7 @@ func (d *Detector) closeMinute(t *tenant, m int32, out *[]Alert) {
 			unit = level / float64(t.cntLevel) // cost per event
 		}
 		eligible := volOK && s.n >= pp.cost.warm && level > 0
-		t.costW.fill(&w, cost, mu, level, s.phi(mu, unit, &pp.cost), unit, &iw, pr.mode != modeFlat, m, &pp.cost)
+		t.costW.fill(&w, cost, mu, level, s.phi(mu, unit, &pp.cost), unit, &iw, stage, m, pos, &pp.cost)
 		if tr := s.stepCount(&w, eligible, m, &pp.cost); tr != none {
 			switch {
 			case tr == fired && s.scale > 0:
@@ -268,7 +282,7 @@ func (d *Detector) closeMinute(t *tenant, m int32, out *[]Alert) {
 		if calm {
 			s.learnCount(cost, mu, idx, unit, w.long && !w.minute, &pp.cost)
 		}
-		t.costW.learn(&w, calm && s.n >= pp.cost.warm, m, &pp.cost)
+		t.costW.learn(&w, calm && s.n >= pp.cost.warm, m, pos, &pp.cost)
 	}
 
 	// Latency P95.
@@ -293,11 +307,16 @@ func (d *Detector) checkOpen(t *tenant, now, minElapsed int64, out *[]Alert) {
 		}
 		f := math.Min(float64(elapsed), 60) / 60
 		pp := d.plan(t)
-		t.snapUser(i, t.count[i])
-		idx := t.prof.index(m, t.prof.mode)
 		if !(t.cntN >= pp.usage.warm && float64(t.cntLevel)*60 >= pp.minVolume) {
 			continue
 		}
+		idx := t.prof.index(m, t.prof.mode)
+		// No series of a tenant this small uses the 1-minute scale
+		// (minuteOn, with a dispersion of at least one): nothing to test.
+		if ready := t.ringN >= ringFill; !pp.usage.minuteOn(float64(t.cntLevel)*idx, 1, ready) && !pp.cost.minuteOn(float64(t.cntLevel)*idx, 1, ready) {
+			continue
+		}
+		t.snapUser(i, t.count[i])
 		for k := range t.kinds {
 			ks := &t.kinds[k]
 			x, unit := float64(ks.cnt[i]), 1.0
@@ -307,7 +326,7 @@ func (d *Detector) checkOpen(t *tenant, now, minElapsed int64, out *[]Alert) {
 			s := &ks.s
 			level := float64(s.level)
 			mu := level * idx
-			eligible := s.n >= pp.usage.warm && level/unit*60 >= pp.minVolume && pp.usage.minuteOn(mu, s.phi(mu, unit, &pp.usage), t.prof.mode != modeFlat)
+			eligible := s.n >= pp.usage.warm && level/unit*60 >= pp.minVolume && pp.usage.minuteOn(mu, s.phi(mu, unit, &pp.usage), t.ringN >= ringFill)
 			if tr := s.stepOpen(x, mu, f, unit, eligible, m, &pp.usage); tr != none {
 				*out = append(*out, d.usageAlert(t, ks, tr, m, idx))
 			}
@@ -318,7 +337,7 @@ func (d *Detector) checkOpen(t *tenant, now, minElapsed int64, out *[]Alert) {
 		if t.cntLevel > 0 && s.level > 0 {
 			unit = float64(s.level) / float64(t.cntLevel)
 		}
-		eligible := s.n >= pp.cost.warm && mu > 0 && pp.cost.minuteOn(mu, s.phi(mu, unit, &pp.cost), t.prof.mode != modeFlat)
+		eligible := s.n >= pp.cost.warm && mu > 0 && pp.cost.minuteOn(mu, s.phi(mu, unit, &pp.cost), t.ringN >= ringFill)
 		if tr := s.stepOpen(float64(t.cost[i]), mu, f, unit, eligible, m, &pp.cost); tr != none {
 			*out = append(*out, d.countAlert(t, MetricCost, "", "", s, tr, m, &pp.cost, 60))
 		}
