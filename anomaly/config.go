@@ -22,19 +22,23 @@ type Config struct {
 	// error_rate). A tenant above it alerts in its quiet hours too, on the
 	// window long enough for the test. Default 30 (0.5 events/min).
 	MinVolume float64 `mapstructure:"min_volume"`
-	// KWindows is how many evaluation windows in a row must be anomalous
-	// before an alert fires. Default 2.
+	// KWindows is how many 1-minute windows in a row must be anomalous
+	// (each at least 1.66x with evidence of its own) before an alert fires,
+	// once the CUSUM is over significance. Default 2.
 	KWindows int `mapstructure:"k_windows"`
-	// QuietPeriod is how long the condition must stay clear (every window
-	// in a row below the resolve ratio) before an alert resolves: an
-	// episode resolves about quiet_period + 1 window after the rate is back.
-	// Default 5m.
+	// QuietPeriod is how long the condition must stay clear before an
+	// alert resolves, judged on windows of the episode's scale: on 1-minute
+	// windows a run of windows below the resolve ratio as a whole, on 5,
+	// 15 or 60 minutes every minute's window below it. An episode resolves
+	// about quiet_period + 1 minute after the rate is back, or + 0.5-0.9 of
+	// a window on a long scale. Default 5m.
 	QuietPeriod time.Duration `mapstructure:"quiet_period"`
 	// Cooldown is how long after a resolve no new episode may start on the
 	// same series. Default 10m.
 	Cooldown time.Duration `mapstructure:"cooldown"`
-	// Significance is the CUSUM threshold h in quasi-log-likelihood units:
-	// higher means fewer false alerts and later detection. Default 13.5.
+	// Significance is the CUSUM threshold h of the 1-minute windows, a
+	// log-likelihood ratio: higher means fewer false alerts and later
+	// detection. Default 13.5.
 	Significance float64 `mapstructure:"significance"`
 	// RatioFraction sets the ratio test: a window is anomalous only when
 	// observed/baseline >= factor*ratio_fraction (2.1 for the default 3x).
