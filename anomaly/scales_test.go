@@ -241,3 +241,19 @@ func TestDispersionGrowsWithRate(t *testing.T) {
 		t.Errorf("dispersion at 60 events/min: got %.1f, want >= about 7", trough)
 	}
 }
+
+// TestNoEvidenceBound: a window at noEvidence x its expected count has a
+// ratio <= 0 whatever its dispersion, for ratio tests from 1.2 to 7 (the
+// 1-minute path skips computing it there).
+func TestNoEvidenceBound(t *testing.T) {
+	for _, r := range []float64{1.2, 1.5, 2.1, 3, 7} {
+		p := countParams{minRatio: r, lnRho: math.Log(r), rhoM1: r - 1, noEvidence: 0.99 * r * math.Log(r) / (r - 1)}
+		for ex := 1e-5; ex < 1e6; ex *= 1.3 {
+			for _, unit := range []float64{1, 0.002, 500} {
+				if l := p.llr(p.noEvidence*100*unit, 100*unit, (1+ex)*unit, unit); l > 0 {
+					t.Errorf("ratio test %.1f, extra dispersion %.3g, unit %g: ratio %.4g at the bound, want <= 0", r, ex, unit, l)
+				}
+			}
+		}
+	}
+}

@@ -153,35 +153,40 @@ type countParams struct {
 	rhoM1    float64 // minRatio - 1
 	h        float64 // CUSUM threshold
 	capLLR   float64 // the most one window adds to the CUSUM: 1.2 h / k
-	fastH    float64 // single-window threshold of the fast path; 0: off
-	winRatio float64 // a window of a run must be at least this x baseline
-	resolve  float64 // window ratio below which a firing window is quiet
-	warm     uint16
-	alpha    float64 // level EWMA weight
-	alphaS   float64 // level EWMA weight of a series on the long windows
-	alphaD   float64 // dispersion EWMA weight
-	nb       bool    // negative-binomial dispersion (usage, cost), see phi
-	long     longParams
+	// noEvidence: a window at most this x its expected count has a
+	// negative ratio whatever its dispersion (rho ln rho / (rho-1), the
+	// lower limit of g/a in llr, 1.42 for rho = 2.1; 1% below it).
+	noEvidence float64
+	fastH      float64 // single-window threshold of the fast path; 0: off
+	winRatio   float64 // a window of a run must be at least this x baseline
+	resolve    float64 // window ratio below which a firing window is quiet
+	warm       uint16
+	alpha      float64 // level EWMA weight
+	alphaS     float64 // level EWMA weight of a series on the long windows
+	alphaD     float64 // dispersion EWMA weight
+	nb         bool    // negative-binomial dispersion (usage, cost), see phi
+	long       longParams
 }
 
 func newCountParams(c *Config, factor float64) countParams {
 	r := factor * c.RatioFraction
 	p := countParams{
-		lifecycle: newLifecycle(c, c.KWindows),
-		factor:    factor,
-		minRatio:  r,
-		lnRho:     math.Log(r),
-		rhoM1:     r - 1,
-		h:         c.Significance,
-		capLLR:    1.2 * c.Significance / float64(c.KWindows),
-		fastH:     fastH(c),
-		winRatio:  1 + (r-1)*runWindowFraction,
-		resolve:   1 + (r-1)*c.ResolveRatio,
-		warm:      uint16(c.WarmupWindows),
-		alpha:     1 - math.Exp2(-60/c.BaselineHalfLife.Seconds()),
-		alphaS:    1 - math.Exp2(-60/(4*c.BaselineHalfLife.Seconds())),
-		alphaD:    1 - math.Exp2(-60/(4*c.BaselineHalfLife.Seconds())),
-		nb:        true,
+		lifecycle:  newLifecycle(c, c.KWindows),
+		factor:     factor,
+		minRatio:   r,
+		lnRho:      math.Log(r),
+		rhoM1:      r - 1,
+		h:          c.Significance,
+		capLLR:     1.2 * c.Significance / float64(c.KWindows),
+		noEvidence: 0.99 * r * math.Log(r) / (r - 1),
+		fastH:      fastH(c),
+		winRatio:   1 + (r-1)*runWindowFraction,
+		resolve:    1 + (r-1)*c.ResolveRatio,
+		warm:       uint16(c.WarmupWindows),
+		alpha:      1 - math.Exp2(-60/c.BaselineHalfLife.Seconds()),
+		alphaS:     1 - math.Exp2(-60/(4*c.BaselineHalfLife.Seconds())),
+		alphaD:     1 - math.Exp2(-60/(4*c.BaselineHalfLife.Seconds())),
+		nb:         true,
 	}
 	p.long = newLongParams(c, factor, &p)
 	return p
@@ -388,6 +393,10 @@ const quietEvidence = 3
 func (s *series) stepMinute(x, mu, phi, unit float64, on, cooling bool, m int32, p *countParams) transition {
 	if !on {
 		s.cusum, s.segObs, s.segExp, s.run = 0, 0, 0, 0
+		return none
+	}
+	if s.cusum == 0 && x <= p.noEvidence*mu {
+		s.run = 0 // no segment open and no evidence to start one: most minutes
 		return none
 	}
 	llr := p.llr(x, mu, phi, unit)
