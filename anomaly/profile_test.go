@@ -43,3 +43,14 @@ func TestProfileQuantization(t *testing.T) {
 		t.Errorf("flat profile index %g, want 1", idx)
 	}
 }
+
+// TestExp2Code: the table decode of slot codes is 2^(k/32) within one ulp,
+// over every code a profile can hold.
+func TestExp2Code(t *testing.T) {
+	for k := 0; k <= 1<<14+256; k++ {
+		got, want := exp2Code(k), math.Exp2(float64(k)/qPerOctave)
+		if math.Abs(got-want) > want*2.3e-16 {
+			t.Fatalf("code %d: got %v, want %v", k, got, want)
+		}
+	}
+}

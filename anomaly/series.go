@@ -8,26 +8,28 @@ import "math"
 // fire), a quiet run of quiet_period to resolve (whileFiring, end), then
 // a cool-down (cooling).
 type series struct {
-	level    float32 // baseline: deseasonalized mean per window (counts) or mean ln value (latency)
-	disp     float32 // usage, cost: EWMA of (x-mu)^2 - unit*mu (see phi); errors: var/mean; latency: variance of ln
-	dispW    float32 // usage, cost: EWMA of mu^2, the weight of disp
-	dispQ    float32 // usage, cost: var/mean, learned as one number
-	cusum    float32 // quasi-Poisson CUSUM statistic (counts)
-	segObs   float32 // observed since the CUSUM segment started; smoothed observed while firing
-	segExp   float32 // expected since the CUSUM segment started; smoothed expected while firing
+	// Read every minute: the flags, the level, the dispersion, the CUSUM.
+	firing bool
+	hold   bool    // evidence is building (a run over the threshold, or a long window): the series does not learn
+	run    uint8   // anomalous windows in a row
+	cool   uint8   // windows left in the cool-down
+	quiet  uint8   // quiet windows (minutes) in a row, while firing
+	scale  uint8   // scale the episode fired on and resolves on (index, see scaleLen)
+	n      uint16  // windows learned
+	level  float32 // baseline: deseasonalized mean per window (counts) or mean ln value (latency)
+	disp   float32 // usage, cost: EWMA of (x-mu)^2 - unit*mu (see phi); errors: var/mean; latency: variance of ln
+	dispW  float32 // usage, cost: EWMA of mu^2, the weight of disp
+	dispQ  float32 // usage, cost: var/mean, learned as one number
+	cusum  float32 // CUSUM statistic (counts)
+	segObs float32 // observed since the CUSUM segment started; smoothed observed while firing
+	segExp float32 // expected since the CUSUM segment started; smoothed expected while firing
+	// Read when a segment starts or while an episode fires.
+	segStart int32   // minute the CUSUM segment started
+	start    int32   // minute the episode started
 	obs      float32 // observed reported in the alert
 	base     float32 // baseline reported in the alert
 	qObs     float32 // observed over the quiet run, while firing on 1-minute windows
 	qExp     float32 // expected over the quiet run
-	segStart int32   // minute the CUSUM segment started
-	start    int32   // minute the episode started
-	n        uint16  // windows learned
-	cool     uint8   // windows left in the cool-down
-	run      uint8   // anomalous windows in a row
-	quiet    uint8   // quiet windows (minutes) in a row, while firing
-	scale    uint8   // scale the episode fired on and resolves on (index, see scaleLen)
-	hold     bool    // evidence is building (a run over the threshold, or a long window): the series does not learn
-	firing   bool
 }
 
 // transition of a series after one window.

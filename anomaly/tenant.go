@@ -59,12 +59,20 @@ type tenant struct {
 	sp      spendState
 	users   *[2]topUsers // heaviest users per window slot; nil until an event names a user
 	heavy   heavyUser    // the heaviest user of the window the usage alerts look at
-	// The long windows, at the end: a busy tenant, or one on its first
-	// day, does not touch them.
-	ringN uint8 // minutes pushed into the rings in a row, up to ringFill
-	idxW  ring  // the seasonal index of recent minutes, for the long windows' expected counts
-	costW longState
+	long    *tenantLong  // nil until the tenant has a seasonal profile
 }
+
+// tenantLong is a tenant's long-window state (144 bytes), allocated once it
+// has a seasonal profile: a tenant on its first day does not carry it,
+// and the tenant itself stays in a smaller size class.
+type tenantLong struct {
+	n    uint8     // minutes pushed into the rings in a row, up to ringFill
+	idx  ring      // the seasonal index of recent minutes, for the windows' expected counts
+	cost longState // the cost series' windows
+}
+
+// longReady reports whether t's long windows hold whole windows.
+func (t *tenant) longReady() bool { return t.long != nil && t.long.n >= ringFill }
 
 func newTenant(id string, pp *planParams, m, closed int32) *tenant {
 	t := &tenant{id: id, pp: pp, lastClosed: closed, lastSeen: m}
@@ -180,18 +188,23 @@ func (d *Detector) closeMinute(t *tenant, m int32, out *[]Alert) {
 	var iw [numScales]float64
 	pos := posOf(m)
 	stage := scalesOff
+	var noLong longState // the cost's windows while there are none
+	costLS := &noLong
 	if d.cfg.Scales.Enabled && pr.mode != modeFlat {
-		t.idxW.push(pos, float32(idx))
+		if t.long == nil {
+			t.long = &tenantLong{}
+		}
+		tl := t.long
+		costLS = &tl.cost
+		tl.idx.push(pos, float32(idx))
 		stage = scalesFilling
-		if t.ringN < ringFill {
-			t.ringN++
+		if tl.n < ringFill {
+			tl.n++
 		}
-		if t.ringN >= ringFill {
+		if tl.n >= ringFill {
 			stage = scalesReady
-			t.idxW.sums(pos, &iw)
+			tl.idx.sums(pos, &iw)
 		}
-	} else {
-		t.ringN = 0
 	}
 	// min_volume applies to the tenant's typical (deseasonalized) rate: a
 	// tenant's quiet hours are left to the scales, which wait for the
@@ -225,7 +238,7 @@ func (d *Detector) closeMinute(t *tenant, m int32, out *[]Alert) {
 		if tr := s.stepCount(&w, eligible, m, &pp.usage); tr != none {
 			switch {
 			case tr == fired && s.scale > 0:
-				s.longStart(&ks.lw.obs, &t.idxW, level, &w, m, &pp.usage)
+				s.longStart(&ks.lw.obs, &t.long.idx, level, &w, m, &pp.usage)
 			case tr == resolved:
 				ks.lw.ended = m
 			}
@@ -268,13 +281,13 @@ func (d *Detector) closeMinute(t *tenant, m int32, out *[]Alert) {
 			unit = level / float64(t.cntLevel) // cost per event
 		}
 		eligible := volOK && s.n >= pp.cost.warm && level > 0
-		t.costW.fill(&w, cost, mu, level, s.phi(mu, unit, &pp.cost), unit, &iw, stage, m, pos, &pp.cost)
+		costLS.fill(&w, cost, mu, level, s.phi(mu, unit, &pp.cost), unit, &iw, stage, m, pos, &pp.cost)
 		if tr := s.stepCount(&w, eligible, m, &pp.cost); tr != none {
 			switch {
 			case tr == fired && s.scale > 0:
-				s.longStart(&t.costW.obs, &t.idxW, level, &w, m, &pp.cost)
+				s.longStart(&costLS.obs, &t.long.idx, level, &w, m, &pp.cost)
 			case tr == resolved:
-				t.costW.ended = m
+				costLS.ended = m
 			}
 			*out = append(*out, d.countAlert(t, MetricCost, "", "", s, tr, m, &pp.cost, 60))
 		}
@@ -282,7 +295,7 @@ func (d *Detector) closeMinute(t *tenant, m int32, out *[]Alert) {
 		if calm {
 			s.learnCount(cost, mu, idx, unit, w.long && !w.minute, &pp.cost)
 		}
-		t.costW.learn(&w, calm && s.n >= pp.cost.warm, m, pos, &pp.cost)
+		costLS.learn(&w, calm && s.n >= pp.cost.warm, m, pos, &pp.cost)
 	}
 
 	// Latency P95.
@@ -313,7 +326,7 @@ func (d *Detector) checkOpen(t *tenant, now, minElapsed int64, out *[]Alert) {
 		idx := t.prof.index(m, t.prof.mode)
 		// No series of a tenant this small uses the 1-minute scale
 		// (minuteOn, with a dispersion of at least one): nothing to test.
-		if ready := t.ringN >= ringFill; !pp.usage.minuteOn(float64(t.cntLevel)*idx, 1, ready) && !pp.cost.minuteOn(float64(t.cntLevel)*idx, 1, ready) {
+		if ready := t.longReady(); !pp.usage.minuteOn(float64(t.cntLevel)*idx, 1, ready) && !pp.cost.minuteOn(float64(t.cntLevel)*idx, 1, ready) {
 			continue
 		}
 		t.snapUser(i, t.count[i])
@@ -326,7 +339,7 @@ func (d *Detector) checkOpen(t *tenant, now, minElapsed int64, out *[]Alert) {
 			s := &ks.s
 			level := float64(s.level)
 			mu := level * idx
-			eligible := s.n >= pp.usage.warm && level/unit*60 >= pp.minVolume && pp.usage.minuteOn(mu, s.phi(mu, unit, &pp.usage), t.ringN >= ringFill)
+			eligible := s.n >= pp.usage.warm && level/unit*60 >= pp.minVolume && pp.usage.minuteOn(mu, s.phi(mu, unit, &pp.usage), t.longReady())
 			if tr := s.stepOpen(x, mu, f, unit, eligible, m, &pp.usage); tr != none {
 				*out = append(*out, d.usageAlert(t, ks, tr, m, idx))
 			}
@@ -337,7 +350,7 @@ func (d *Detector) checkOpen(t *tenant, now, minElapsed int64, out *[]Alert) {
 		if t.cntLevel > 0 && s.level > 0 {
 			unit = float64(s.level) / float64(t.cntLevel)
 		}
-		eligible := s.n >= pp.cost.warm && mu > 0 && pp.cost.minuteOn(mu, s.phi(mu, unit, &pp.cost), t.ringN >= ringFill)
+		eligible := s.n >= pp.cost.warm && mu > 0 && pp.cost.minuteOn(mu, s.phi(mu, unit, &pp.cost), t.longReady())
 		if tr := s.stepOpen(float64(t.cost[i]), mu, f, unit, eligible, m, &pp.cost); tr != none {
 			*out = append(*out, d.countAlert(t, MetricCost, "", "", s, tr, m, &pp.cost, 60))
 		}
@@ -414,5 +427,7 @@ func (t *tenant) rescale(r float64) {
 	t.errS.level *= f
 	t.costS.level *= f
 	// Expected counts over the long windows are level x index: keep them.
-	t.idxW.scale(1 / f)
+	if t.long != nil {
+		t.long.idx.scale(1 / f)
+	}
 }
