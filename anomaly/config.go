@@ -95,9 +95,6 @@ type Config struct {
 	// (1.0) also marks the tenant for graceful degradation. Default
 	// 0.7, 0.9, 1.0.
 	SpendThresholds []float64 `mapstructure:"spend_thresholds"`
-	// TenantPlan maps a tenant to its plan; nil means every tenant is on
-	// plan "default". Wired from pricing.tenants by cmd.
-	TenantPlan func(tenant string) string `mapstructure:"-" json:"-"`
 
 	// WarmStart controls loading baselines from ClickHouse usage_1m.
 	WarmStart WarmStartConfig `mapstructure:"warm_start"`

@@ -52,6 +52,7 @@ type Detector struct {
 	cfg    Config
 	sink   Sink
 	log    *slog.Logger
+	planOf func(tenant string) string // nil: every tenant is on plan "default"
 	seed   maphash.Seed
 	shards [numShards]shard
 	plans  map[string]*planParams
@@ -74,6 +75,13 @@ type Option func(*Detector)
 
 // WithLogger sets the logger; the default discards.
 func WithLogger(l *slog.Logger) Option { return func(d *Detector) { d.log = l } }
+
+// WithTenantPlan tells the detector each tenant's plan (the price book's
+// pricing.tenants), for per-plan settings and spend caps. Without it every
+// tenant is on plan "default".
+func WithTenantPlan(planOf func(tenant string) string) Option {
+	return func(d *Detector) { d.planOf = planOf }
+}
 
 // New validates cfg and returns a detector that sends alerts to sink.
 func New(cfg Config, sink Sink, opts ...Option) (*Detector, error) {
@@ -146,10 +154,10 @@ func (d *Detector) buildPlan(name string) *planParams {
 func (d *Detector) plan(t *tenant) *planParams { return t.pp }
 
 func (d *Detector) lookupPlan(tenant string) *planParams {
-	if d.cfg.TenantPlan == nil {
+	if d.planOf == nil {
 		return d.def
 	}
-	if p := d.plans[d.cfg.TenantPlan(tenant)]; p != nil {
+	if p := d.plans[d.planOf(tenant)]; p != nil {
 		return p
 	}
 	return d.def

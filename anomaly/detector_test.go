@@ -33,14 +33,14 @@ func feed(t *testing.T, d *Detector, from, to int, gen func(m int) []Rollup) {
 	}
 }
 
-func newTestDetector(t *testing.T, mod func(*Config)) (*Detector, *Recorder) {
+func newTestDetector(t *testing.T, mod func(*Config), opts ...Option) (*Detector, *Recorder) {
 	t.Helper()
 	cfg := DefaultConfig()
 	if mod != nil {
 		mod(&cfg)
 	}
 	rec := &Recorder{}
-	d, err := New(cfg, rec)
+	d, err := New(cfg, rec, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -246,8 +246,7 @@ func TestErrorRatePerTenantAndIntegration(t *testing.T) {
 func TestSpendCapOnceAndSupersede(t *testing.T) {
 	d, rec := newTestDetector(t, func(c *Config) {
 		c.SpendCaps = map[string]float64{"pro": 100}
-		c.TenantPlan = func(string) string { return "pro" }
-	})
+	}, WithTenantPlan(func(string) string { return "pro" }))
 	ctx := context.Background()
 	e := event.Event{TenantID: "acme", Kind: "api_request", Quantity: 1}
 	spend := func(at time.Time, cost float64) {

@@ -76,10 +76,10 @@ type Replayer struct {
 	Late     int // items that arrived after their window closed
 }
 
-// NewReplayer returns a replayer with a fresh detector.
-func NewReplayer(cfg Config) (*Replayer, error) {
+// NewReplayer returns a replayer with a fresh detector built with opts.
+func NewReplayer(cfg Config, opts ...Option) (*Replayer, error) {
 	s := &episodeSink{open: map[string]int{}}
-	d, err := New(cfg, s)
+	d, err := New(cfg, s, opts...)
 	if err != nil {
 		return nil, err
 	}
@@ -176,6 +176,9 @@ type ReplayOptions struct {
 	// Flush is how long after the last input quiet periods keep being
 	// evaluated, so that ended spikes resolve. Default 15m.
 	Flush time.Duration
+	// Detector are options of the replay's detector, such as
+	// WithTenantPlan.
+	Detector []Option
 }
 
 // maxLine bounds one input line.
@@ -184,7 +187,7 @@ const maxLine = 1 << 20
 // ReplayReader replays NDJSON events or CSV rollups from in (the format is
 // detected from the first non-blank line) and returns the episodes.
 func ReplayReader(ctx context.Context, cfg Config, in io.Reader, opt ReplayOptions) ([]Episode, error) {
-	r, err := NewReplayer(cfg)
+	r, err := NewReplayer(cfg, opt.Detector...)
 	if err != nil {
 		return nil, err
 	}

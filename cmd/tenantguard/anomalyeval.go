@@ -42,7 +42,7 @@ func newAnomalyEvalCmd(a *app) *cobra.Command {
 				fmt.Fprintf(a.stderr, "wrote %s: %d tenants, %d injections\n", csvOut, len(tr.Tenants), len(tr.Injections))
 				return nil
 			}
-			cfg, err := daemon.AnomalyConfig(a.cfg)
+			cfg, _, err := daemon.AnomalyConfig(a.cfg)
 			if err != nil {
 				return usageErr(err)
 			}

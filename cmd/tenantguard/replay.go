@@ -37,7 +37,7 @@ func newReplayCmd(a *app) *cobra.Command {
 			if format != "json" {
 				return usageErr(fmt.Errorf("--format: %q is not supported (json)", format))
 			}
-			cfg, err := daemon.AnomalyConfig(a.cfg)
+			cfg, planOf, err := daemon.AnomalyConfig(a.cfg)
 			if err != nil {
 				return usageErr(err)
 			}
@@ -60,7 +60,7 @@ func newReplayCmd(a *app) *cobra.Command {
 				if !t.After(f) {
 					return usageErr(errors.New("--to must be after --from"))
 				}
-				eps, err = replayClickHouse(ctx, a.cfg.ClickHouse, cfg, f, t, flush)
+				eps, err = replayClickHouse(ctx, a.cfg.ClickHouse, cfg, planOf, f, t, flush)
 				if err != nil {
 					return err
 				}
@@ -75,8 +75,9 @@ func newReplayCmd(a *app) *cobra.Command {
 					in = fh
 				}
 				eps, err = anomaly.ReplayReader(ctx, cfg, in, anomaly.ReplayOptions{
-					Strict: strict,
-					Flush:  flush,
+					Detector: []anomaly.Option{planOf},
+					Strict:   strict,
+					Flush:    flush,
 					OnError: func(le *anomaly.LineError) {
 						bad++
 						if bad <= 100 {
@@ -120,13 +121,13 @@ func newReplayCmd(a *app) *cobra.Command {
 	return cmd
 }
 
-func replayClickHouse(ctx context.Context, sc store.Config, cfg anomaly.Config, from, to time.Time, flush time.Duration) ([]anomaly.Episode, error) {
+func replayClickHouse(ctx context.Context, sc store.Config, cfg anomaly.Config, planOf anomaly.Option, from, to time.Time, flush time.Duration) ([]anomaly.Episode, error) {
 	st, err := store.Open(ctx, sc)
 	if err != nil {
 		return nil, err
 	}
 	defer st.Close()
-	r, err := anomaly.NewReplayer(cfg)
+	r, err := anomaly.NewReplayer(cfg, planOf)
 	if err != nil {
 		return nil, err
 	}

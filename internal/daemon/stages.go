@@ -123,27 +123,27 @@ func (d *Daemon) alertSink() (*notify.Fanout, error) {
 	return fan, nil
 }
 
-// AnomalyConfig is cfg.Anomaly completed from the price book: the plans'
-// spend caps (unless anomaly.spend_caps sets its own) and each tenant's
-// plan. `run` and `replay` judge with it alike.
-func AnomalyConfig(cfg Config) (anomaly.Config, error) {
+// AnomalyConfig is cfg.Anomaly completed from the price book (the plans'
+// spend caps, unless anomaly.spend_caps sets its own), and the detector
+// option that gives it each tenant's plan. `run` and `replay` judge with
+// them alike.
+func AnomalyConfig(cfg Config) (anomaly.Config, anomaly.Option, error) {
 	ac := cfg.Anomaly
 	book, err := pricing.New(cfg.Pricing, nil)
 	if err != nil {
-		return ac, err
+		return ac, nil, err
 	}
 	if len(ac.SpendCaps) == 0 {
 		ac.SpendCaps = book.Caps()
 	}
-	ac.TenantPlan = book.Plan
-	return ac, ac.Validate()
+	return ac, anomaly.WithTenantPlan(book.Plan), ac.Validate()
 }
 
 // startAnomaly builds the detector, warm-starts its baselines from
 // ClickHouse, and runs it as a service. Its alerts go to the sinks, the
 // live view and, when decisions are on, the decision engine.
 func (d *Daemon) startAnomaly(ctx context.Context) (*anomaly.Detector, error) {
-	acfg, err := AnomalyConfig(d.cfg)
+	acfg, planOf, err := AnomalyConfig(d.cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -155,7 +155,7 @@ func (d *Daemon) startAnomaly(ctx context.Context) (*anomaly.Detector, error) {
 	if d.engine != nil {
 		all = append(all, d.engine)
 	}
-	det, err := anomaly.New(acfg, all, anomaly.WithLogger(d.log))
+	det, err := anomaly.New(acfg, all, anomaly.WithLogger(d.log), planOf)
 	if err != nil {
 		return nil, err
 	}
