@@ -10,8 +10,6 @@ import (
 
 // Config is the `anomaly` section of the tenantguard config.
 type Config struct {
-	// Enabled switches the stage on in `tenantguard run`. Default true.
-	Enabled bool `mapstructure:"enabled"`
 	// EvalInterval is how often closed windows are evaluated. Default 10s.
 	EvalInterval time.Duration `mapstructure:"eval_interval"`
 	// Lateness is how long a 1-minute window stays open for late events
@@ -194,7 +192,6 @@ type WarmStartConfig struct {
 // DefaultConfig returns the defaults documented on each field.
 func DefaultConfig() Config {
 	return Config{
-		Enabled:          true,
 		EvalInterval:     10 * time.Second,
 		Lateness:         10 * time.Second,
 		MinVolume:        30,

@@ -24,20 +24,20 @@ import (
 
 // Config is the whole configuration; each section belongs to one stage.
 type Config struct {
-	NATS       NATSConfig      `mapstructure:"nats"`
-	ClickHouse store.Config    `mapstructure:"clickhouse"`
-	Metrics    MetricsConfig   `mapstructure:"metrics"`
-	API        api.Config      `mapstructure:"api"`
-	Billing    billing.Config  `mapstructure:"billing"`
-	Collector  CollectorConfig `mapstructure:"collector"`
-	Pricing    pricing.Config  `mapstructure:"pricing"`
-	Anomaly    anomaly.Config  `mapstructure:"anomaly"`
-	Advisor    AdvisorConfig   `mapstructure:"advisor"`
-	Alerts     notify.Config   `mapstructure:"alerts"`
-	Decisions  DecisionsConfig `mapstructure:"decisions"`
-	Exporter   ExporterConfig  `mapstructure:"exporter"`
-	PGStat     PGStatConfig    `mapstructure:"pgstat"`
-	Log        LogConfig       `mapstructure:"log"`
+	NATS       NATSConfig           `mapstructure:"nats"`
+	ClickHouse store.Config         `mapstructure:"clickhouse"`
+	Metrics    MetricsConfig        `mapstructure:"metrics"`
+	API        api.Config           `mapstructure:"api"`
+	Billing    billing.Config       `mapstructure:"billing"`
+	Collector  CollectorConfig      `mapstructure:"collector"`
+	Pricing    pricing.Config       `mapstructure:"pricing"`
+	Anomaly    AnomalyConfigSection `mapstructure:"anomaly"`
+	Advisor    AdvisorConfig        `mapstructure:"advisor"`
+	Alerts     notify.Config        `mapstructure:"alerts"`
+	Decisions  DecisionsConfig      `mapstructure:"decisions"`
+	Exporter   ExporterConfig       `mapstructure:"exporter"`
+	PGStat     PGStatConfig         `mapstructure:"pgstat"`
+	Log        LogConfig            `mapstructure:"log"`
 }
 
 // NATSConfig says how to reach NATS.
@@ -60,6 +60,13 @@ type NATSConfig struct {
 type MetricsConfig struct {
 	// Listen serves /metrics. Default ":9464".
 	Listen string `mapstructure:"listen"`
+}
+
+// AnomalyConfigSection switches the anomaly detector; its keys sit beside it.
+type AnomalyConfigSection struct {
+	// Enabled runs the stage in `tenantguard run`. Default true.
+	Enabled        bool `mapstructure:"enabled"`
+	anomaly.Config `mapstructure:",squash"`
 }
 
 // CollectorConfig switches the collector; its keys sit beside it.
@@ -116,7 +123,7 @@ func DefaultConfig() Config {
 		Billing:    billing.DefaultConfig(),
 		Collector:  CollectorConfig{Enabled: true, Config: collector.DefaultConfig()},
 		Pricing:    pricing.DefaultConfig(),
-		Anomaly:    anomaly.DefaultConfig(),
+		Anomaly:    AnomalyConfigSection{Enabled: true, Config: anomaly.DefaultConfig()},
 		Advisor:    AdvisorConfig{Enabled: true, Config: advisor.DefaultConfig()},
 		Alerts:     notify.DefaultConfig(),
 		Decisions:  DecisionsConfig{Enabled: true, Config: decide.DefaultConfig()},

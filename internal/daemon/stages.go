@@ -128,7 +128,7 @@ func (d *Daemon) alertSink() (*notify.Fanout, error) {
 // option that gives it each tenant's plan. `run` and `replay` judge with
 // them alike.
 func AnomalyConfig(cfg Config) (anomaly.Config, anomaly.Option, error) {
-	ac := cfg.Anomaly
+	ac := cfg.Anomaly.Config
 	book, err := pricing.New(cfg.Pricing, nil)
 	if err != nil {
 		return ac, nil, err
