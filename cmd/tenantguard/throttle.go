@@ -100,6 +100,10 @@ func newThrottleCmd(a *app) *cobra.Command {
 				Reason: reason, Source: limiter.SourceManual}
 			if ratePerSec == 0 {
 				d.Action = limiter.ActionShed
+			} else if d.Burst == 0 {
+				// Publish the burst limiters would derive, so the bucket
+				// and its audit trail carry the burst printed below.
+				d.Burst = uint32(d.EffectiveBurst())
 			}
 			if shadow {
 				d.Mode = limiter.ModeShadow
@@ -124,8 +128,12 @@ func newThrottleCmd(a *app) *cobra.Command {
 			if shadow {
 				mode = " in shadow mode: limiters count what it would reject and reject nothing"
 			}
-			fmt.Fprintf(a.stdout, "%s %s (%s): %g/s, burst %d, until %s%s\n", d.Action, tenant, scope,
-				ratePerSec, d.EffectiveBurst(), d.ExpiresAt.Format(time.RFC3339), mode)
+			until := d.ExpiresAt.Format(time.RFC3339)
+			if d.Action == limiter.ActionShed {
+				fmt.Fprintf(a.stdout, "shed %s (%s): every request refused until %s%s\n", tenant, scope, until, mode)
+				return nil
+			}
+			fmt.Fprintf(a.stdout, "throttle %s (%s): %g/s, burst %d, until %s%s\n", tenant, scope, ratePerSec, d.Burst, until, mode)
 			return nil
 		},
 	}

@@ -359,3 +359,47 @@ func TestThrottleShadow(t *testing.T) {
 		t.Fatalf("decisions text lacks the mode:\n%s", out)
 	}
 }
+
+// TestThrottlePublishesTheBurstItPrints: without --burst the CLI resolves
+// the default burst before it signs, so the value in the bucket (which the
+// audit trail records) carries the burst the CLI printed, not 0.
+func TestThrottlePublishesTheBurstItPrints(t *testing.T) {
+	ns := testenv.NATS(t)
+	t.Chdir(t.TempDir())
+	signingKey(t)
+	for _, c := range []struct {
+		args      []string
+		wantBurst uint32
+		wantOut   string
+	}{
+		{[]string{"--tenant", "acme", "--rate", "2.5"}, 3, "burst 3"},
+		{[]string{"--tenant", "beta", "--rate", "2", "--burst", "2"}, 2, "burst 2"},
+		{[]string{"--tenant", "gamma", "--rate", "0"}, 0, "every request refused"},
+	} {
+		out, errOut, code := cli(t, ns.URL, append([]string{"throttle"}, c.args...)...)
+		if code != 0 || !strings.Contains(out, c.wantOut) {
+			t.Fatalf("throttle %v: exit %d, %q %q; want %q", c.args, code, out, errOut, c.wantOut)
+		}
+		nc, err := nats.Connect(ns.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		js, _ := jetstream.New(nc)
+		kv, err := js.KeyValue(context.Background(), limiter.DecisionsBucketConfig().Bucket)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e, err := kv.Get(context.Background(), c.args[1])
+		nc.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var d limiter.Decision
+		if err := json.Unmarshal(e.Value(), &d); err != nil {
+			t.Fatal(err)
+		}
+		if d.Burst != c.wantBurst {
+			t.Errorf("throttle %v: got burst %d in the bucket, want %d (printed %q)", c.args, d.Burst, c.wantBurst, strings.TrimSpace(out))
+		}
+	}
+}
