@@ -88,15 +88,26 @@ func ceilSecond(t time.Time) int64 {
 	return s
 }
 
-// storedFloat is finite(v), with a warning when storage held a non-finite
-// sum (rows stored before events were bounded), so the value answers null
-// and the operator learns where it came from.
+// storedFloat is finite(v) rounded to 9 decimals, with a warning when
+// storage held a non-finite sum (rows stored before events were bounded),
+// so the value answers null and the operator learns where it came from.
 func (s *Server) storedFloat(tenant, kind, field string, v float64) *float64 {
 	f := finite(v)
 	if f == nil {
 		s.log.Warn("stored value is not finite; answered null", "tenant", tenant, "kind", kind, "field", field, "value", v)
+		return nil
 	}
-	return f
+	r := roundDecimals(*f)
+	return &r
+}
+
+// roundDecimals is the float nearest to f rounded to 9 decimals, the
+// precision of billing. The rollups sum quantities as floats, and such a
+// sum carries noise (287.2599999999999 for 287.26); rounded, it prints as
+// the decimal it stands for.
+func roundDecimals(f float64) float64 {
+	r, _ := decimal.NewFromFloat(f).Round(9).Float64()
+	return r
 }
 
 // finite maps NaN and infinities, which JSON cannot carry, to null.

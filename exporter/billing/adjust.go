@@ -3,7 +3,6 @@ package billing
 import (
 	"context"
 	"fmt"
-	"math"
 	"sort"
 	"time"
 
@@ -142,6 +141,9 @@ func (x *Exporter) loadPrevious(ctx context.Context, req Request, p *previousExp
 		if err := rows.Scan(&id, &tenant, &lineType, &u.kind, &u.unit, &u.versions, &u.events, &u.qty, &u.amount, &u.rounded); err != nil {
 			return fmt.Errorf("read billing_exports lines: %w", err)
 		}
+		if finite(u.qty) {
+			u.exact = decimal.NewFromFloat(u.qty) // the shortest decimal of the stored float: the exact sum it came from
+		}
 		if h := p.head(tenant); h == nil || h.id != id {
 			continue // an older export of this tenant
 		}
@@ -256,8 +258,8 @@ func (r *billingRun) adjust(t *tenantLines) error {
 		price := ref.unit.StringFixed(9)
 		l.LineType, l.Kind, l.UnitPrice, l.PriceVersion = LineAdjustment, ref.kind, &price, ref.versions
 		l.Events = c.events - o.events
-		if d := c.qty - o.qty; !math.IsNaN(d) && !math.IsInf(d, 0) {
-			l.Quantity = &d
+		if finite(c.qty) && finite(o.qty) {
+			l.setQuantity(c.exact.Sub(o.exact))
 		}
 		l.Amount = c.amount.Sub(o.amount).StringFixed(9)
 		l.AmountRounded = c.rounded.Sub(o.rounded).StringFixed(cfg.MinorUnits)

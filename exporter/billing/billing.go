@@ -83,6 +83,17 @@ type Line struct {
 	// adjustment line is the difference against; empty on other lines.
 	AdjustsExportID    string `json:"adjusts_export_id"`
 	AdjustsGeneratedAt string `json:"adjusts_generated_at"`
+
+	// quantity is Quantity as the exact decimal the CSV prints; JSON has
+	// the nearest float64, which encoding/json prints as the same decimal
+	// up to 15 significant digits.
+	quantity string
+}
+
+// setQuantity sets Quantity (JSON) and the CSV's text from the exact q.
+func (l *Line) setQuantity(q decimal.Decimal) {
+	f := q.InexactFloat64()
+	l.Quantity, l.quantity = &f, q.String()
 }
 
 // Request selects what to export.
@@ -184,18 +195,29 @@ func (r Request) Validate() error {
 // unit price, and nets out the corrections of those events (stored at the
 // original's time and unit price). A line whose events were all voided
 // disappears.
+//
+// Quantities are Float64 columns, and a float sum of decimals carries noise
+// (0.01 + 0.29 + ... gives 287.2599999999999) that also varies with the
+// order ClickHouse adds in. So each quantity is also summed exactly: its
+// integer part (qi) and its fraction rounded to 9 decimals (qn, in nanos),
+// each as a Decimal128. A float's fraction x - floor(x) is exact, and both
+// parts are whole numbers a Decimal128 holds exactly (the collector keeps
+// every quantity below 2^53). A non-finite value counts as 0 there; the
+// float sum q tells such a total (NaN, ±Inf).
 const billingQuery = `SELECT tenant_id, kind, unit_price,
     arrayStringConcat(arraySort(groupUniqArrayArray(versions)), '|') AS price_versions,
-    sum(n) AS events, sum(q) AS quantity, sum(a) AS amount
+    sum(n) AS events, sum(q) AS quantity, sum(qi) AS quantity_units, sum(qn) AS quantity_nanos, sum(a) AS amount
 FROM (
     SELECT tenant_id, kind, unit_price, groupUniqArray(price_version) AS versions,
-        toInt64(count()) AS n, sum(quantity) AS q, sum(cost) AS a
+        toInt64(count()) AS n, sum(quantity) AS q, sum(toDecimal128(floor(if(isFinite(quantity), quantity, 0)), 0)) AS qi,
+        sum(toDecimal128(round((if(isFinite(quantity), quantity, 0) - floor(if(isFinite(quantity), quantity, 0))) * 1000000000), 0)) AS qn, sum(cost) AS a
     FROM %[1]s
     WHERE %[3]s%[4]s
     GROUP BY tenant_id, kind, unit_price
     UNION ALL
     SELECT tenant_id, kind, unit_price, emptyArrayString() AS versions,
-        sum(delta_count) AS n, sum(delta_quantity) AS q, sum(delta_cost) AS a
+        sum(delta_count) AS n, sum(delta_quantity) AS q, sum(toDecimal128(floor(if(isFinite(delta_quantity), delta_quantity, 0)), 0)) AS qi,
+        sum(toDecimal128(round((if(isFinite(delta_quantity), delta_quantity, 0) - floor(if(isFinite(delta_quantity), delta_quantity, 0))) * 1000000000), 0)) AS qn, sum(delta_cost) AS a
     FROM %[2]s
     WHERE %[3]s%[4]s
     GROUP BY tenant_id, kind, unit_price
@@ -203,6 +225,11 @@ FROM (
 GROUP BY tenant_id, kind, unit_price
 HAVING events != 0
 ORDER BY tenant_id, kind, unit_price`
+
+// exactQuantity is units + nanos/1e9, the exact decimal the query summed.
+func exactQuantity(units, nanos decimal.Decimal) decimal.Decimal {
+	return units.Add(nanos.Shift(-9))
+}
 
 // Billing writes the billing export for req to w. ClickHouse aggregates; the
 // rows come back ordered by tenant, so one tenant's lines are buffered at a
@@ -251,10 +278,11 @@ func (x *Exporter) Billing(ctx context.Context, w io.Writer, req Request) (Summa
 		var (
 			tenant, kind, versions string
 			unit, amount           decimal.Decimal
+			units, nanos           decimal.Decimal
 			n                      int64
 			qty                    float64
 		)
-		if err := rows.Scan(&tenant, &kind, &unit, &versions, &n, &qty, &amount); err != nil {
+		if err := rows.Scan(&tenant, &kind, &unit, &versions, &n, &qty, &units, &nanos, &amount); err != nil {
 			return sum, fmt.Errorf("billing scan: %w", err)
 		}
 		if tenant != cur.tenant {
@@ -263,7 +291,12 @@ func (x *Exporter) Billing(ctx context.Context, w io.Writer, req Request) (Summa
 			}
 			cur.reset(tenant)
 		}
-		cur.add(usageLine{kind: kind, unit: unit, versions: versions, events: n, qty: qty, amount: amount})
+		u := usageLine{kind: kind, unit: unit, versions: versions, events: n, qty: qty, amount: amount}
+		if finite(qty) {
+			u.exact = exactQuantity(units, nanos)
+			u.qty = u.exact.InexactFloat64() // what billing_exports keeps: the same float every time
+		}
+		cur.add(u)
 	}
 	if err := rows.Err(); err != nil {
 		return sum, fmt.Errorf("billing rows: %w", err)
@@ -295,10 +328,13 @@ type usageLine struct {
 	unit     decimal.Decimal
 	versions string
 	events   int64
-	qty      float64
+	qty      float64         // the quantity, NaN or ±Inf when a stored sum is not finite
+	exact    decimal.Decimal // the exact quantity when qty is finite
 	amount   decimal.Decimal
 	rounded  decimal.Decimal
 }
+
+func finite(f float64) bool { return !math.IsNaN(f) && !math.IsInf(f, 0) }
 
 // tenantLines are the usage lines of the tenant being exported.
 type tenantLines struct {
@@ -356,11 +392,10 @@ func (r *billingRun) flushTenant(t *tenantLines) error {
 			PriceVersion: u.versions, Events: u.events, Amount: u.amount.StringFixed(9),
 			AmountRounded: u.rounded.StringFixed(cfg.MinorUnits), Currency: cfg.Currency, PeriodFrom: r.from, PeriodTo: r.to,
 		}
-		if math.IsNaN(u.qty) || math.IsInf(u.qty, 0) {
-			r.sum.NonFinite++
+		if finite(u.qty) {
+			l.setQuantity(u.exact)
 		} else {
-			q := u.qty
-			l.Quantity = &q
+			r.sum.NonFinite++
 		}
 		if err := r.out.line(&l); err != nil {
 			return err
@@ -468,7 +503,10 @@ func (lw *lineWriter) line(l *Line) error {
 	if l.UnitPrice != nil {
 		r[3] = *l.UnitPrice
 	}
-	if l.Quantity != nil {
+	switch {
+	case l.quantity != "":
+		r[6] = l.quantity
+	case l.Quantity != nil:
 		r[6] = strconv.FormatFloat(*l.Quantity, 'f', -1, 64)
 	}
 	r[4], r[5] = l.PriceVersion, strconv.FormatInt(l.Events, 10)
