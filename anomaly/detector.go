@@ -483,9 +483,9 @@ func (d *Detector) newAlert(t *tenant, metric, kind, integ string, s *series, tr
 	if tr == resolved {
 		a.Status = StatusResolved
 		a.EndsAt = minuteTime(s.endsAt(m))
-		a.Summary = fmt.Sprintf("tenant %s: %s back to normal (was %.3g, %.1fx baseline %.3g)", t.id, what, obs, ratio, base)
+		a.Summary = fmt.Sprintf("tenant %s: %s back to normal (was %s, %.1fx baseline %s)", t.id, what, FormatValue(obs), ratio, FormatValue(base))
 	} else {
-		a.Summary = fmt.Sprintf("tenant %s: %s at %.1fx baseline (%.3g vs %.3g)", t.id, what, ratio, obs, base)
+		a.Summary = fmt.Sprintf("tenant %s: %s at %.1fx baseline (%s vs %s)", t.id, what, ratio, FormatValue(obs), FormatValue(base))
 	}
 	return a
 }

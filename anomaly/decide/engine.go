@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -340,18 +341,25 @@ func (e *Engine) Renew(ctx context.Context) {
 func (e *Engine) publish(ctx context.Context, c *condition, renew bool) error {
 	e.mu.Lock()
 	var best limiter.Decision
+	bestRatio := 0.0
 	for _, a := range c.alerts {
 		d, ok := e.policy(a)
 		if !ok {
 			continue
 		}
+		// The lowest rate wins; among equal rates, the alert furthest
+		// above its baseline names the decision.
 		if best.TenantID == "" || d.RatePerSec < best.RatePerSec ||
-			(d.RatePerSec == best.RatePerSec && d.AnomalyID < best.AnomalyID) {
-			best = d
+			(d.RatePerSec == best.RatePerSec && (a.Ratio > bestRatio || (a.Ratio == bestRatio && d.AnomalyID < best.AnomalyID))) {
+			best, bestRatio = d, a.Ratio
 		}
 	}
+	if best.TenantID != "" && best.Action == limiter.ActionThrottle && best.Source == limiter.SourceAnomaly {
+		best.Reason = usageReason(best, c.alerts)
+	}
 	same := c.current.TenantID != "" && c.current.Action == best.Action &&
-		c.current.RatePerSec == best.RatePerSec && c.current.Burst == best.Burst && c.current.Mode == best.Mode
+		c.current.RatePerSec == best.RatePerSec && c.current.Burst == best.Burst && c.current.Mode == best.Mode &&
+		c.current.Reason == best.Reason
 	skip := best.TenantID == "" || (same && !renew && !c.pending)
 	wasSuppressed := c.suppressed
 	e.mu.Unlock()
@@ -483,8 +491,11 @@ func (e *Engine) policy(a anomaly.Alert) (limiter.Decision, bool) {
 		return d, false
 	}
 	if d.Action == limiter.ActionThrottle {
-		d.RatePerSec = math.Round(d.RatePerSec*1000) / 1000
+		d.RatePerSec = roundSignificant(d.RatePerSec, 3)
 		d.Burst = uint32(min(math.MaxUint32, max(1, math.Ceil(d.RatePerSec*e.cfg.BurstSeconds))))
+		if d.Source == limiter.SourceSpendCap {
+			d.Reason = cleanText(fmt.Sprintf("throttled to %s/s: %s", anomaly.FormatValue(d.RatePerSec), a.Summary), 900)
+		}
 	}
 	if _, err := limiter.Key(d.TenantID, d.Scope); err != nil {
 		return d, false
@@ -514,6 +525,53 @@ func modeOf(d limiter.Decision) limiter.Mode {
 		return limiter.ModeEnforce
 	}
 	return d.Mode
+}
+
+// roundSignificant rounds v to n significant digits (11.913 -> 11.9), so a
+// rate derived from a baseline reads as what it is, an estimate.
+func roundSignificant(v float64, n int) float64 {
+	if v == 0 || math.IsNaN(v) || math.IsInf(v, 0) {
+		return v
+	}
+	p := math.Pow(10, float64(n-1-int(math.Floor(math.Log10(math.Abs(v))))))
+	return math.Round(v*p) / p
+}
+
+// usageReason is the reason of a throttle called for by usage alerts: the
+// rate it throttles the tenant's (or the heavy user's) requests to, then
+// every kind that spiked,
+// furthest above its baseline first, with rounded figures per minute, e.g.
+// "throttled to 11.9/s: api_request at 5.1x baseline (1520 vs 298 per min),
+// db_query at 3.9x baseline (402 vs 103 per min)".
+func usageReason(d limiter.Decision, alerts map[string]anomaly.Alert) string {
+	var spikes []anomaly.Alert
+	for _, a := range alerts {
+		if a.Metric == anomaly.MetricUsage && a.Status == anomaly.StatusFiring {
+			spikes = append(spikes, a)
+		}
+	}
+	sort.Slice(spikes, func(i, j int) bool {
+		if spikes[i].Ratio != spikes[j].Ratio {
+			return spikes[i].Ratio > spikes[j].Ratio
+		}
+		return spikes[i].Fingerprint < spikes[j].Fingerprint
+	})
+	var b strings.Builder
+	if user, ok := strings.CutPrefix(d.Scope, limiter.ScopeUserPrefix); ok {
+		fmt.Fprintf(&b, "user %s ", user)
+	}
+	fmt.Fprintf(&b, "throttled to %s/s:", anomaly.FormatValue(d.RatePerSec))
+	for i, a := range spikes {
+		kind := a.Kind
+		if kind == "" {
+			kind = "events"
+		}
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, " %s at %.1fx baseline (%s vs %s per min)", kind, a.Ratio, anomaly.FormatValue(a.Observed), anomaly.FormatValue(a.Baseline))
+	}
+	return cleanText(b.String(), 900)
 }
 
 // fullSpendCap reports whether a spend_cap alert is at 100% of the cap: the

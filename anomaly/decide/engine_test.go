@@ -396,3 +396,44 @@ func TestUsageThrottleUsesTenantEventRate(t *testing.T) {
 		t.Fatalf("throttle rate %v/s, want 2 x 5 events/s = 10/s", d.RatePerSec)
 	}
 }
+
+// TestThrottleReasonNamesTheSpikes: a tenant spiking in two kinds is
+// throttled once; the reason names the rate it is throttled to and every
+// kind that spiked, the furthest above its baseline first, with rounded
+// figures, whichever alert fired first.
+func TestThrottleReasonNamesTheSpikes(t *testing.T) {
+	e := setup(t, nil)
+	ctx := context.Background()
+	db := alert("noisy", anomaly.MetricUsage, anomaly.StatusFiring, 103.25)
+	db.Kind, db.Observed, db.Ratio = "db_query", 402.6812, 3.9
+	db.Fingerprint = anomaly.Fingerprint("noisy", anomaly.MetricUsage, "db_query", "", db.StartsAt)
+	db.Labels[anomaly.LabelTenantEventsPerMin] = "357.39" // 2 x 5.9565/s = 11.913/s
+	api := alert("noisy", anomaly.MetricUsage, anomaly.StatusFiring, 298.27)
+	api.Kind, api.Observed, api.Ratio = "api_request", 1521.177, 5.1
+	api.Fingerprint = anomaly.Fingerprint("noisy", anomaly.MetricUsage, "api_request", "", api.StartsAt)
+	api.Labels[anomaly.LabelTenantEventsPerMin] = "357.39"
+	for _, a := range []anomaly.Alert{db, api} {
+		if err := e.eng.Handle(ctx, a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d, err := e.pub.Get(ctx, "noisy", limiter.ScopeAll)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "throttled to 11.9/s: api_request at 5.1x baseline (1521 vs 298 per min), db_query at 3.9x baseline (403 vs 103 per min)"
+	if d.RatePerSec != 11.9 || d.Reason != want || d.AnomalyID != api.Fingerprint {
+		t.Fatalf("got rate %v, reason %q, anomaly_id %s;\nwant 11.9, %q, %s", d.RatePerSec, d.Reason, d.AnomalyID, want, api.Fingerprint)
+	}
+	// The spend cap's throttle says what it throttles to as well.
+	capAlert := alert("capped", anomaly.MetricSpendCap, anomaly.StatusFiring, 0)
+	capAlert.Labels["threshold"] = "100"
+	capAlert.Summary = "tenant capped reached 100% of its monthly spend cap (5000.00 of 5000.00): degrade gracefully"
+	if err := e.eng.Handle(ctx, capAlert); err != nil {
+		t.Fatal(err)
+	}
+	d, err = e.pub.Get(ctx, "capped", limiter.ScopeAll)
+	if err != nil || !strings.HasPrefix(d.Reason, "throttled to 5/s: tenant capped reached 100%") {
+		t.Fatalf("spend cap reason: got %q (%v), want it to start with the rate", d.Reason, err)
+	}
+}
