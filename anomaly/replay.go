@@ -74,6 +74,36 @@ type Replayer struct {
 	curMin   int64 // rollup minute being filled
 	started  bool
 	Late     int // items that arrived after their window closed
+
+	firstSec, lastSec int64 // the span of the input's times
+}
+
+// Span is the time range the input covered, by one-minute window: the
+// start of the first and of the last window, and how many windows lie
+// from one to the other. Replay can only judge the windows after a
+// series' warmup (anomaly.warmup_windows).
+type Span struct {
+	First, Last time.Time
+	Windows     int
+}
+
+// Span returns the span of what was fed so far; zero before any input.
+func (r *Replayer) Span() Span {
+	if !r.started {
+		return Span{}
+	}
+	f, l := floorDiv64(r.firstSec, 60), floorDiv64(r.lastSec, 60)
+	return Span{First: time.Unix(f*60, 0).UTC(), Last: time.Unix(l*60, 0).UTC(), Windows: int(l-f) + 1}
+}
+
+// seen widens the span to sec.
+func (r *Replayer) seen(sec int64) {
+	if !r.started || sec < r.firstSec {
+		r.firstSec = sec
+	}
+	if !r.started || sec > r.lastSec {
+		r.lastSec = sec
+	}
 }
 
 // NewReplayer returns a replayer with a fresh detector built with opts.
@@ -99,6 +129,7 @@ func (r *Replayer) advance(sec int64, detectedAt time.Time) {
 // the open window) and whenever a window closes.
 func (r *Replayer) Event(e *event.Event, cost float64) {
 	sec := e.Time.Unix()
+	r.seen(sec)
 	if !r.started || sec > r.clock {
 		if r.started && (floorDiv64(sec-r.lateness, 60) != floorDiv64(r.clock-r.lateness, 60) ||
 			floorDiv64(sec, r.every) != floorDiv64(r.clock, r.every)) {
@@ -116,6 +147,7 @@ func (r *Replayer) Event(e *event.Event, cost float64) {
 // and its alerts count as detected at the end of that minute.
 func (r *Replayer) Rollup(ro *Rollup) {
 	m := floorDiv64(ro.Minute.Unix(), 60)
+	r.seen(ro.Minute.Unix())
 	if !r.started {
 		r.curMin, r.started = m, true
 	}
@@ -179,6 +211,8 @@ type ReplayOptions struct {
 	// Detector are options of the replay's detector, such as
 	// WithTenantPlan.
 	Detector []Option
+	// Span, when set, receives the span of the input (see Replayer.Span).
+	Span *Span
 }
 
 // maxLine bounds one input line.
@@ -252,6 +286,9 @@ func ReplayReader(ctx context.Context, cfg Config, in io.Reader, opt ReplayOptio
 		if err == io.EOF {
 			break
 		}
+	}
+	if opt.Span != nil {
+		*opt.Span = r.Span()
 	}
 	return r.Finish(opt.Flush), nil
 }

@@ -43,6 +43,7 @@ func newReplayCmd(a *app) *cobra.Command {
 			}
 			ctx := cmd.Context()
 			var eps []anomaly.Episode
+			var span anomaly.Span
 			bad := 0
 			switch {
 			case fromCH:
@@ -60,7 +61,7 @@ func newReplayCmd(a *app) *cobra.Command {
 				if !t.After(f) {
 					return usageErr(errors.New("--to must be after --from"))
 				}
-				eps, err = replayClickHouse(ctx, a.cfg.ClickHouse, cfg, planOf, f, t, flush)
+				eps, span, err = replayClickHouse(ctx, a.cfg.ClickHouse, cfg, planOf, f, t, flush)
 				if err != nil {
 					return err
 				}
@@ -78,6 +79,7 @@ func newReplayCmd(a *app) *cobra.Command {
 					Detector: []anomaly.Option{planOf},
 					Strict:   strict,
 					Flush:    flush,
+					Span:     &span,
 					OnError: func(le *anomaly.LineError) {
 						bad++
 						if bad <= 100 {
@@ -108,6 +110,7 @@ func newReplayCmd(a *app) *cobra.Command {
 			if bad > 0 {
 				fmt.Fprintf(a.stderr, "%d malformed lines skipped\n", bad)
 			}
+			fmt.Fprintln(a.stderr, replaySummary(span, cfg.WarmupWindows, len(eps)))
 			return nil
 		},
 	}
@@ -121,25 +124,43 @@ func newReplayCmd(a *app) *cobra.Command {
 	return cmd
 }
 
-func replayClickHouse(ctx context.Context, sc store.Config, cfg anomaly.Config, planOf anomaly.Option, from, to time.Time, flush time.Duration) ([]anomaly.Episode, error) {
+// replaySummary is the line replay ends with on stderr: how much history
+// it judged, and plainly when the history is too short for the warmup, so
+// that no output never reads as "no anomalies".
+func replaySummary(span anomaly.Span, warmup, episodes int) string {
+	switch {
+	case span.Windows == 0:
+		return "replay: the input holds no usage: nothing to judge"
+	case span.Windows <= warmup:
+		return fmt.Sprintf("replay: history too short to judge: %d one-minute windows (%s to %s), and a series learns its "+
+			"baseline for anomaly.warmup_windows = %d windows before it may alert. Replay a longer range, or set a shorter "+
+			"warmup (TENANTGUARD_ANOMALY_WARMUP_WINDOWS=3); `tenantguard dev --demo` uses 3",
+			span.Windows, span.First.Format(time.RFC3339), span.Last.Add(time.Minute).Format(time.RFC3339), warmup)
+	}
+	return fmt.Sprintf("replay: %d one-minute windows (%s to %s), the first %d of each series learning: %d alert episodes",
+		span.Windows, span.First.Format(time.RFC3339), span.Last.Add(time.Minute).Format(time.RFC3339), warmup, episodes)
+}
+
+func replayClickHouse(ctx context.Context, sc store.Config, cfg anomaly.Config, planOf anomaly.Option, from, to time.Time, flush time.Duration) ([]anomaly.Episode, anomaly.Span, error) {
 	st, err := store.Open(ctx, sc)
 	if err != nil {
-		return nil, err
+		return nil, anomaly.Span{}, err
 	}
 	defer st.Close()
 	r, err := anomaly.NewReplayer(cfg, planOf)
 	if err != nil {
-		return nil, err
+		return nil, anomaly.Span{}, err
 	}
 	skipped, firstBad, err := anomaly.QueryRollups(ctx, st, from, to, func(ro *anomaly.Rollup) error {
 		r.Rollup(ro)
 		return nil
 	})
 	if err != nil {
-		return nil, err
+		return nil, anomaly.Span{}, err
 	}
 	if skipped > 0 {
 		fmt.Fprintf(os.Stderr, "replay: skipped %d usage_1m rows with unusable numbers; first: %v\n", skipped, firstBad)
 	}
-	return r.Finish(flush), nil
+	span := r.Span()
+	return r.Finish(flush), span, nil
 }

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -92,5 +94,52 @@ func TestAnomalyEvalReportsBands(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("report lacks %q:\n%s", want, out)
 		}
+	}
+}
+
+// rollupCSV writes minutes of api_request rollups of one tenant at 300
+// events a minute, 5x that from spikeAt on, and returns the file.
+func rollupCSV(t *testing.T, minutes, spikeAt int) string {
+	t.Helper()
+	var b strings.Builder
+	b.WriteString("minute,tenant_id,kind,count,quantity,errors,latency_p95_ms\n")
+	start := time.Date(2026, 11, 2, 10, 0, 0, 0, time.UTC)
+	for m := range minutes {
+		n := 300 + m%7
+		if m >= spikeAt {
+			n *= 5
+		}
+		fmt.Fprintf(&b, "%s,acme,api_request,%d,%d,0,20\n", start.Add(time.Duration(m)*time.Minute).Format(time.RFC3339), n, n)
+	}
+	path := filepath.Join(t.TempDir(), "rollups.csv")
+	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// TestReplaySaysWhenHistoryIsTooShort: five minutes of history under the
+// default warmup of 60 windows cannot be judged, and replay says so on
+// stderr instead of printing nothing; with a warmup the history covers,
+// the spike is found and the summary counts it.
+func TestReplaySaysWhenHistoryIsTooShort(t *testing.T) {
+	t.Chdir(t.TempDir())
+	out, errOut, err := runCLI(t, "replay", "--input", rollupCSV(t, 5, 3))
+	if err != nil || out != "" {
+		t.Fatalf("short history: %v, stdout %q; want exit 0 and no episodes", err, out)
+	}
+	for _, want := range []string{"history too short to judge: 5 one-minute windows", "anomaly.warmup_windows = 60", "TENANTGUARD_ANOMALY_WARMUP_WINDOWS"} {
+		if !strings.Contains(errOut, want) {
+			t.Errorf("short history: stderr %q does not say %q", errOut, want)
+		}
+	}
+
+	t.Setenv("TENANTGUARD_ANOMALY_WARMUP_WINDOWS", "10")
+	out, errOut, err = runCLI(t, "replay", "--input", rollupCSV(t, 40, 25))
+	if err != nil || !strings.Contains(out, `"tenant_id":"acme"`) || !strings.Contains(out, `"metric":"usage"`) {
+		t.Fatalf("long enough history: %v, stdout %q, stderr %q; want acme's usage episode", err, out, errOut)
+	}
+	if !strings.Contains(errOut, "replay: 40 one-minute windows") || strings.Contains(errOut, "too short") {
+		t.Errorf("long enough history: stderr %q, want the summary of 40 windows", errOut)
 	}
 }
