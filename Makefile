@@ -10,7 +10,7 @@ TESTFLAGS ?= -count=1 -timeout 45m
 all: build
 
 build:
-	$(GO) build -o $(BIN) ./cmd/tenantguard
+	$(GO) build -buildvcs=auto -o $(BIN) ./cmd/tenantguard   # stamps the commit for --version
 
 deps:
 	./scripts/install-deps.sh

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"os"
 	"reflect"
 	"strings"
@@ -34,14 +35,14 @@ func (a *app) load(cmd *cobra.Command) error {
 	case os.Getenv(envConfigFile) != "":
 		v.SetConfigFile(os.Getenv(envConfigFile))
 	default:
-		for _, p := range []string{"tenantguard.yaml", "/etc/tenantguard/tenantguard.yaml"} {
+		for _, p := range configSearchPath(cmd) {
 			if _, err := os.Stat(p); err == nil {
 				v.SetConfigFile(p)
 				break
 			}
 		}
 	}
-	source := orDefault(v.ConfigFileUsed(), "defaults and environment")
+	source := a.configSource()
 	if v.ConfigFileUsed() != "" {
 		raw, err := os.ReadFile(v.ConfigFileUsed())
 		if err != nil {
@@ -73,6 +74,45 @@ func (a *app) load(cmd *cobra.Command) error {
 		a.log.Warn("unknown environment variable, ignored", "component", "config", "var", u.Name, "closest", u.Closest)
 	}
 	return nil
+}
+
+// devConfigFile is where `tenantguard dev` writes the live addresses of
+// the dev stack, relative to the folder it runs in; devConfigMarker is its
+// first line. The loader reads it only when it starts with the marker.
+const (
+	devConfigFile   = ".tenantguard/tenantguard.yaml"
+	devConfigMarker = "# Written by `tenantguard dev`"
+)
+
+// configSearchPath is where the config file is looked for when neither
+// --config nor $TENANTGUARD_CONFIG names one, first match wins:
+// ./tenantguard.yaml, then the dev stack's file (only one `tenantguard dev`
+// wrote, and never for `run` or `dev`, so a daemon started in a folder
+// where dev once ran never picks up dev's addresses), then
+// /etc/tenantguard/tenantguard.yaml.
+func configSearchPath(cmd *cobra.Command) []string {
+	paths := []string{"tenantguard.yaml"}
+	if name := cmd.Name(); name != "run" && name != "dev" && writtenByDev(devConfigFile) {
+		paths = append(paths, devConfigFile)
+	}
+	return append(paths, "/etc/tenantguard/tenantguard.yaml")
+}
+
+// writtenByDev reports whether path exists and starts with devConfigMarker.
+func writtenByDev(path string) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	head := make([]byte, len(devConfigMarker))
+	n, _ := io.ReadFull(f, head)
+	return string(head[:n]) == devConfigMarker
+}
+
+// configSource names the config file in use, for messages.
+func (a *app) configSource() string {
+	return orDefault(a.v.ConfigFileUsed(), "defaults and environment")
 }
 
 // userSet reports whether the config file or the environment set key (a
@@ -134,7 +174,7 @@ func newConfigCmd(a *app) *cobra.Command {
 		Short:       "Load the config (file, environment, flags) and report every bad field; exit 1 if any",
 		Annotations: map[string]string{strictConfig: "true"},
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			fmt.Fprintf(a.stdout, "config OK (%s)\n", orDefault(a.v.ConfigFileUsed(), "defaults and environment"))
+			fmt.Fprintf(a.stdout, "config OK (%s)\n", a.configSource())
 			return nil
 		},
 	})

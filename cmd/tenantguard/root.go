@@ -20,6 +20,7 @@ type app struct {
 	log     *slog.Logger
 	stdout  io.Writer
 	stderr  io.Writer
+	cfgErr  error // why the config did not load, for --version
 }
 
 func newApp(stdout, stderr io.Writer) *app {
@@ -27,14 +28,27 @@ func newApp(stdout, stderr io.Writer) *app {
 }
 
 func (a *app) root() *cobra.Command {
+	var showVersion bool
 	root := &cobra.Command{
 		Use:           "tenantguard",
 		Short:         "Per-tenant metering, observability and noisy-neighbour guard",
 		Long:          "tenantguard meters usage per tenant from NATS JetStream into ClickHouse, shows it as\nPrometheus metrics, bills it, guards shared services from noisy tenants, and audits Postgres\nfor queries that cross tenants.",
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Args:          cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if showVersion {
+				a.printVersion(cmd.Context(), a.cfgErr)
+				return nil
+			}
+			return cmd.Help()
+		},
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
 			if err := a.load(cmd); err != nil {
+				if cmd == cmd.Root() && showVersion {
+					a.cfgErr = err // --version still answers, without ClickHouse's
+					return nil
+				}
 				var invalid *configError
 				if errors.As(err, &invalid) && cmd.Annotations[strictConfig] != "" {
 					return findings(err) // the check failed
@@ -44,7 +58,8 @@ func (a *app) root() *cobra.Command {
 			return nil
 		},
 	}
-	root.PersistentFlags().StringVar(&a.cfgFile, "config", "", "config file (default $TENANTGUARD_CONFIG, then ./tenantguard.yaml, then /etc/tenantguard/tenantguard.yaml)")
+	root.Flags().BoolVar(&showVersion, "version", false, "print the version, the commit, the Go version and the version of the ClickHouse server the config points at")
+	root.PersistentFlags().StringVar(&a.cfgFile, "config", "", "config file (default $TENANTGUARD_CONFIG, then ./tenantguard.yaml, then the dev stack's .tenantguard/tenantguard.yaml except for run and dev, then /etc/tenantguard/tenantguard.yaml)")
 	root.PersistentFlags().String("log-level", "info", "log level: debug, info, warn or error")
 	root.PersistentFlags().String("nats-url", "", "NATS server(s), comma-separated (config nats.url)")
 	root.PersistentFlags().String("clickhouse-addr", "", "ClickHouse native address(es), comma-separated (config clickhouse.addr)")
