@@ -62,6 +62,7 @@ type annotation struct {
 
 type dashboard struct {
 	file       string
+	raw        any // the whole document, for the import checks
 	UID        string  `json:"uid"`
 	Title      string  `json:"title"`
 	Panels     []panel `json:"panels"`
@@ -98,6 +99,9 @@ func loadDashboards(t *testing.T) []*dashboard {
 		if err := json.Unmarshal(b, d); err != nil {
 			t.Fatalf("%s: %v", f, err)
 		}
+		if err := json.Unmarshal(b, &d.raw); err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
 		out = append(out, d)
 	}
 	return out
@@ -117,6 +121,29 @@ func (d *dashboard) allPanels() []panel {
 	return out
 }
 
+// dsVarRef matches a datasource reference through a variable: ${name}.
+var dsVarRef = regexp.MustCompile(`^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$`)
+
+// uid is the datasource uid ref points at: a ${variable} reference is
+// resolved to the datasource variable's current value, as Grafana does;
+// "" when it names no datasource variable.
+func (d *dashboard) uid(ref *dsRef) string {
+	if ref == nil {
+		return ""
+	}
+	m := dsVarRef.FindStringSubmatch(ref.UID)
+	if m == nil {
+		return ref.UID
+	}
+	for _, v := range d.Templating.List {
+		if v.Name == m[1] && v.Type == "datasource" {
+			s, _ := v.Current.Value.(string)
+			return s
+		}
+	}
+	return ""
+}
+
 // queries lists every query of d with its effective datasource uid.
 func (d *dashboard) queries(t *testing.T) []query {
 	t.Helper()
@@ -125,9 +152,9 @@ func (d *dashboard) queries(t *testing.T) []query {
 		for _, tg := range p.Targets {
 			ds := ""
 			if tg.Datasource != nil {
-				ds = tg.Datasource.UID
+				ds = d.uid(tg.Datasource)
 			} else if p.Datasource != nil {
-				ds = p.Datasource.UID
+				ds = d.uid(p.Datasource)
 			}
 			text := tg.Expr
 			if ds == chUID {
@@ -144,11 +171,12 @@ func (d *dashboard) queries(t *testing.T) []query {
 			t.Errorf("%s: annotation %q has no target or datasource", d.Title, a.Name)
 			continue
 		}
+		ds := d.uid(a.Datasource)
 		text := a.Target.Expr
-		if a.Datasource.UID == chUID {
+		if ds == chUID {
 			text = a.Target.RawSQL
 		}
-		out = append(out, query{where: d.Title + " / annotation " + a.Name, ds: a.Datasource.UID, text: text})
+		out = append(out, query{where: d.Title + " / annotation " + a.Name, ds: ds, text: text})
 	}
 	for _, v := range d.Templating.List {
 		if v.Type != "query" {
@@ -160,7 +188,7 @@ func (d *dashboard) queries(t *testing.T) []query {
 		if err := json.Unmarshal(v.Query, &q); err != nil {
 			_ = json.Unmarshal(v.Query, &q.Query) // older string form
 		}
-		out = append(out, query{where: d.Title + " / variable " + v.Name, ds: v.Datasource.UID, text: q.Query})
+		out = append(out, query{where: d.Title + " / variable " + v.Name, ds: d.uid(v.Datasource), text: q.Query})
 	}
 	return out
 }
@@ -230,7 +258,7 @@ func TestDashboardsResolve(t *testing.T) {
 			}
 			vars[v.Name] = true
 			if v.Type == "query" {
-				if v.Datasource == nil || ds[v.Datasource.UID] == "" {
+				if v.Datasource == nil || ds[d.uid(v.Datasource)] == "" {
 					t.Errorf("%s: variable %q datasource does not resolve", d.file, v.Name)
 				}
 			}
@@ -255,7 +283,8 @@ func TestDashboardsResolve(t *testing.T) {
 				continue
 			}
 			mixed := p.Datasource.UID == mixedUID
-			if !mixed && ds[p.Datasource.UID] == "" {
+			panelUID := d.uid(p.Datasource)
+			if !mixed && ds[panelUID] == "" {
 				t.Errorf("%s: panel %q datasource uid %q not provisioned", d.file, p.Title, p.Datasource.UID)
 			}
 			for _, tg := range p.Targets {
@@ -265,11 +294,11 @@ func TestDashboardsResolve(t *testing.T) {
 					}
 					continue
 				}
-				typ, ok := ds[tg.Datasource.UID]
+				typ, ok := ds[d.uid(tg.Datasource)]
 				if !ok || typ != tg.Datasource.Type {
 					t.Errorf("%s: panel %q target %s datasource %+v not provisioned", d.file, p.Title, tg.RefID, *tg.Datasource)
 				}
-				if !mixed && tg.Datasource.UID != p.Datasource.UID {
+				if !mixed && d.uid(tg.Datasource) != panelUID {
 					t.Errorf("%s: panel %q target %s uses %s in a %s panel (make the panel mixed)", d.file, p.Title, tg.RefID, tg.Datasource.UID, p.Datasource.UID)
 				}
 			}
