@@ -62,7 +62,7 @@ type annotation struct {
 
 type dashboard struct {
 	file       string
-	raw        any // the whole document, for the import checks
+	raw        any     // the whole document, for the import checks
 	UID        string  `json:"uid"`
 	Title      string  `json:"title"`
 	Panels     []panel `json:"panels"`
