@@ -1,6 +1,7 @@
 // Package chserver runs clickhouse-server as a child process from a minimal
 // generated config: the root element <yandex>, loopback only, its data in
-// one directory, and a passwordless default user limited to 127.0.0.1.
+// one directory, a passwordless default user limited to 127.0.0.1, merged-away
+// parts deleted after 30 s and no system log tables, so its directory stays small.
 // `tenantguard dev` and the tests' testenv both use it. The child gets
 // SIGKILL if this process dies, so it never outlives its parent.
 package chserver
@@ -187,6 +188,12 @@ func (s *Server) logTail() string {
 	return string(b)
 }
 
+// writeConfig writes config.xml and users.xml. Beside what the server
+// needs, it bounds the data directory: a part that a merge replaced is
+// deleted after 30 s instead of the default 8 minutes (a collector that
+// inserts twice a second otherwise keeps about a thousand such parts, each
+// a few dozen small files), and it names no system log table (query_log,
+// part_log, trace_log...), so the server keeps none.
 func writeConfig(dir string, tcpPort, httpPort int) error {
 	for _, sub := range []string{"data", "tmp", "user_files", "format_schemas"} {
 		if err := os.MkdirAll(filepath.Join(dir, sub), 0o755); err != nil {
@@ -207,6 +214,7 @@ func writeConfig(dir string, tcpPort, httpPort int) error {
   <users_config>{dir}/users.xml</users_config>
   <default_profile>default</default_profile>
   <default_database>default</default_database>
+  <merge_tree><old_parts_lifetime>30</old_parts_lifetime></merge_tree>
 </yandex>
 `)
 	const users = `<yandex>

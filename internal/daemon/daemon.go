@@ -234,6 +234,12 @@ func (d *Daemon) Book() *pricing.Book { return d.book }
 // "THROTTLED 12/s  ALERT usage".
 func (d *Daemon) Status(tenant string) string { return d.guard.status(tenant) }
 
+// Guard is a tenant's decision and alert state for the live view.
+func (d *Daemon) Guard(tenant string) Guard { return d.guard.guard(tenant) }
+
+// Guarded returns every tenant with a live decision or a firing alert.
+func (d *Daemon) Guarded() map[string]Guard { return d.guard.guarded() }
+
 // Store returns the daemon's ClickHouse store, nil before Run opened it.
 func (d *Daemon) Store() *store.Store { return d.store }
 

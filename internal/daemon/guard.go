@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"context"
-	"fmt"
 	"sort"
 	"strings"
 	"sync"
@@ -103,6 +102,45 @@ func (g *guardView) setDecision(key string, d limiter.Decision, live bool) {
 	}
 }
 
+// Guard is what the guard knows of one tenant, for the live view.
+type Guard struct {
+	Throttled bool   // a live throttle or shed
+	Alerting  bool   // at least one firing alert
+	Status    string // e.g. "THROTTLED 12/s  ALERT usage,cost"; empty when neither
+}
+
+// guarded returns every tenant with a live decision or a firing alert.
+func (g *guardView) guarded() map[string]Guard {
+	g.mu.Lock()
+	tenants := map[string]bool{}
+	for _, d := range g.decisions {
+		tenants[d.TenantID] = true
+	}
+	for t := range g.firing {
+		tenants[t] = true
+	}
+	g.mu.Unlock()
+	out := make(map[string]Guard, len(tenants))
+	for t := range tenants {
+		out[t] = g.guard(t)
+	}
+	return out
+}
+
+// guard is one tenant's Guard.
+func (g *guardView) guard(tenant string) Guard {
+	s := g.status(tenant)
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	gd := Guard{Status: s, Alerting: len(g.firing[tenant]) > 0}
+	for _, d := range g.decisions {
+		if d.TenantID == tenant && (d.Action == limiter.ActionThrottle || d.Action == limiter.ActionShed) {
+			gd.Throttled = true
+		}
+	}
+	return gd
+}
+
 // status is a tenant's decision and alert status for the live view, e.g.
 // "THROTTLED 12/s  ALERT usage,cost".
 func (g *guardView) status(tenant string) string {
@@ -115,7 +153,7 @@ func (g *guardView) status(tenant string) string {
 		}
 		switch d.Action {
 		case limiter.ActionThrottle, limiter.ActionShed:
-			dec = fmt.Sprintf("THROTTLED %.0f/s", d.RatePerSec)
+			dec = "THROTTLED " + anomaly.FormatValue(d.RatePerSec) + "/s"
 		case limiter.ActionOpenCircuit:
 			if dec == "" {
 				dec = "CIRCUIT OPEN " + d.Scope

@@ -29,6 +29,9 @@ type Deps struct {
 	Generator  *loadgen.Generator // the traffic, one tenant noisy
 	Noisy      string             // the noisy tenant, marked in the view
 	TrustedKey string             // the public key the daemon signs decisions with
+	Currency   string             // the price book's currency, shown with the costs
+	Tenants    int                // how many tenants the generator sends for
+	Header     []string           // lines under the view's title: the stack's addresses
 	Out        io.Writer          // where the live view is printed
 	Logger     *slog.Logger
 }
@@ -48,6 +51,7 @@ func Run(ctx context.Context, deps Deps) error {
 	svc := &guardedService{lim: lim, em: deps.Emitter, rejected: map[string]*atomic.Uint64{}}
 	view := newLiveView(deps.Out, deps.Daemon, deps.Noisy)
 	view.rejected = svc.rejectedCount
+	view.currency, view.tenants, view.header = deps.Currency, deps.Tenants, deps.Header
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup

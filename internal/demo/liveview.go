@@ -16,18 +16,26 @@ import (
 	"github.com/tenantguard/tenantguard/internal/daemon"
 )
 
-// liveView prints the demo's terminal table: the busiest tenants, their
-// rate, P95 latency, cost so far, and the pipeline's totals.
+// liveView prints the demo's terminal table: the tenants to watch (the
+// throttled, the alerting, the noisy one, then the busiest), their rate,
+// P95 latency, cost so far, and the pipeline's totals.
 type liveView struct {
 	out      io.Writer
 	d        *daemon.Daemon
 	noisy    string
+	currency string   // shown with COST
+	tenants  int      // tenants the generator sends for, 0 if unknown
+	header   []string // lines under the title
 	tty      bool
 	started  time.Time
 	rejected func(tenant string) uint64 // requests the limiter refused so far
 	lastRej  map[string]uint64
 	lastAt   time.Time
 }
+
+// maxRows is how many tenants the view shows at least; every throttled or
+// alerting tenant is shown even beyond it.
+const maxRows = 12
 
 func newLiveView(out io.Writer, d *daemon.Daemon, noisy string) *liveView {
 	tty := false
@@ -44,6 +52,39 @@ type tenantRow struct {
 	rej    float64
 	p95    float64
 	cost   decimal.Decimal
+	guard  daemon.Guard
+}
+
+// pickRows orders rows for the view (throttled first, then alerting, then
+// the noisy tenant, then by rate, busiest first) and keeps the first
+// maxRows, or more when more tenants are throttled or alerting.
+func pickRows(rows []tenantRow, noisy string) []tenantRow {
+	watch := func(r tenantRow) int {
+		switch {
+		case r.guard.Throttled:
+			return 0
+		case r.guard.Alerting:
+			return 1
+		case r.tenant == noisy:
+			return 2
+		}
+		return 3
+	}
+	sort.SliceStable(rows, func(i, j int) bool {
+		wi, wj := watch(rows[i]), watch(rows[j])
+		if wi != wj {
+			return wi < wj
+		}
+		if rows[i].rate != rows[j].rate {
+			return rows[i].rate > rows[j].rate
+		}
+		return rows[i].tenant < rows[j].tenant
+	})
+	n := min(len(rows), maxRows)
+	for n < len(rows) && watch(rows[n]) < 2 {
+		n++
+	}
+	return rows[:n]
 }
 
 func (v *liveView) run(ctx context.Context) {
@@ -72,25 +113,37 @@ func (v *liveView) render(ctx context.Context) (string, error) {
 	const window = 30
 	conn, events, usage := v.d.Store().Conn(), v.d.Store().Table("events"), v.d.Store().Table("usage_1m")
 	rows, err := conn.Query(ctx, "SELECT tenant_id, count() / ? AS rate, quantileIf(0.95)(latency_ms, kind = 'api_request') AS p95 FROM "+events+
-		" WHERE time >= now() - ? GROUP BY tenant_id ORDER BY tenant_id = ? DESC, rate DESC LIMIT 12", float64(window), window, v.noisy)
+		" WHERE time >= now() - ? GROUP BY tenant_id", float64(window), window)
 	if err != nil {
 		return "", err
 	}
+	guarded := v.d.Guarded()
 	var list []tenantRow
-	var tenants []any
+	seen := map[string]bool{}
 	for rows.Next() {
 		var r tenantRow
 		if err := rows.Scan(&r.tenant, &r.rate, &r.p95); err != nil {
 			rows.Close()
 			return "", err
 		}
+		r.guard, seen[r.tenant] = guarded[r.tenant], true
 		list = append(list, r)
-		tenants = append(tenants, r.tenant)
 	}
 	rows.Close()
-	if v.noisy != "" && !containsTenant(list, v.noisy) {
+	active := len(list)
+	// Tenants to watch that sent nothing in the window are shown too.
+	for t, g := range guarded {
+		if !seen[t] {
+			list, seen[t] = append(list, tenantRow{tenant: t, guard: g}), true
+		}
+	}
+	if v.noisy != "" && !seen[v.noisy] {
 		list = append(list, tenantRow{tenant: v.noisy})
-		tenants = append(tenants, v.noisy)
+	}
+	list = pickRows(list, v.noisy)
+	tenants := make([]any, len(list))
+	for i, r := range list {
+		tenants[i] = r.tenant
 	}
 	costs := map[string]decimal.Decimal{}
 	if len(tenants) > 0 {
@@ -118,21 +171,28 @@ func (v *liveView) render(ctx context.Context) (string, error) {
 		}
 	}
 	v.rejectionRates(list)
-	sort.SliceStable(list, func(i, j int) bool { return list[i].rate > list[j].rate })
 	var b strings.Builder
-	fmt.Fprintf(&b, "tenantguard dev --demo   up %s   events stored %d   DLQ %d   (Ctrl-C to stop)\n\n",
+	fmt.Fprintf(&b, "tenantguard dev --demo   up %s   events stored %d   DLQ %d   (Ctrl-C or q to stop)\n",
 		time.Since(v.started).Truncate(time.Second), total, dlq)
-	fmt.Fprintf(&b, "%-16s %10s %11s %11s %14s  %s\n", "TENANT", "STORED/s", "REJECTED/s", "P95 API ms", "COST", "STATUS")
+	for _, h := range v.header {
+		fmt.Fprintln(&b, h)
+	}
+	of := fmt.Sprintf("%d active in the last %ds", active, window)
+	if v.tenants > 0 {
+		of = fmt.Sprintf("%d tenants (%s)", v.tenants, of)
+	}
+	fmt.Fprintf(&b, "\nshowing %d of %s: throttled first, then alerting, then the busiest\n", len(list), of)
+	costHead := "COST"
+	if v.currency != "" {
+		costHead = "COST " + v.currency
+	}
+	fmt.Fprintf(&b, "%-16s %10s %11s %11s %14s  %s\n", "TENANT", "STORED/s", "REJECTED/s", "P95 API ms", costHead, "STATUS")
 	for _, r := range list {
-		status := ""
-		if s := v.d.Status(r.tenant); s != "" {
-			status = s
-		}
 		mark := " "
 		if r.tenant == v.noisy {
 			mark = "*"
 		}
-		fmt.Fprintf(&b, "%-15s%s %10.1f %11.1f %11.1f %14s  %s\n", r.tenant, mark, r.rate, r.rej, r.p95, costs[r.tenant].StringFixed(4), status)
+		fmt.Fprintf(&b, "%-15s%s %10.1f %11.1f %11.1f %14s  %s\n", r.tenant, mark, r.rate, r.rej, r.p95, costs[r.tenant].StringFixed(4), r.guard.Status)
 	}
 	fmt.Fprintf(&b, "\n* the noisy tenant. STORED/s: events stored in the last %ds; REJECTED/s: requests the limiter SDK refused\n"+
 		"since the last refresh; COST: since the data dir was created; STATUS: live decision and firing alerts\n", window)
@@ -158,13 +218,4 @@ func (v *liveView) rejectionRates(list []tenantRow) {
 		v.lastRej[list[i].tenant] = n
 	}
 	v.lastAt = now
-}
-
-func containsTenant(list []tenantRow, t string) bool {
-	for _, r := range list {
-		if r.tenant == t {
-			return true
-		}
-	}
-	return false
 }

@@ -110,3 +110,26 @@ func TestPrometheusAndAlertmanager(t *testing.T) {
 		}
 	}
 }
+
+// TestClickHouseKeepsItsDirectorySmall: the generated config deletes
+// merged-away parts after 30 s (not 8 minutes) and keeps no system log
+// tables, which is what bounds `tenantguard dev`'s data directory.
+func TestClickHouseKeepsItsDirectorySmall(t *testing.T) {
+	srv, db := ClickHouse(t)
+	conn := srv.Conn(t, db)
+	ctx := context.Background()
+	var lifetime string
+	if err := conn.QueryRow(ctx, "SELECT value FROM system.merge_tree_settings WHERE name = 'old_parts_lifetime'").Scan(&lifetime); err != nil {
+		t.Fatal(err)
+	}
+	if lifetime != "30" {
+		t.Errorf("got old_parts_lifetime %s, want 30", lifetime)
+	}
+	var logs uint64
+	if err := conn.QueryRow(ctx, "SELECT count() FROM system.tables WHERE database = 'system' AND name LIKE '%\\_log'").Scan(&logs); err != nil {
+		t.Fatal(err)
+	}
+	if logs != 0 {
+		t.Errorf("got %d system log tables, want none", logs)
+	}
+}
