@@ -93,8 +93,8 @@ func TestExampleAgainstDev(t *testing.T) {
 		"TENANTGUARD_METRICS_LISTEN=127.0.0.1:"+strconv.Itoa(testenv.FreePort(t)),
 		"TENANTGUARD_API_LISTEN=127.0.0.1:"+strconv.Itoa(testenv.FreePort(t)))
 	var natsURL, chAddr, keyFile, trusted string
-	lineRE := regexp.MustCompile(`dev: NATS (\S+)\s+ClickHouse (\S+)`)
-	keyRE := regexp.MustCompile(`dev: decisions signed with (\S+); limiters trust (\S+)`)
+	lineRE := regexp.MustCompile(`dev: NATS +(\S+)\s+dev: ClickHouse +(\S+)`)
+	keyRE := regexp.MustCompile(`dev: decisions +signed with (\S+); limiters trust (\S+)`)
 	deadline := time.Now().Add(60 * time.Second)
 	for natsURL == "" {
 		m, k := lineRE.FindStringSubmatch(dev.Tail()), keyRE.FindStringSubmatch(dev.Tail())
