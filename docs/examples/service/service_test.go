@@ -35,43 +35,57 @@ func goCmd(t *testing.T, dir string, args ...string) {
 	}
 }
 
-// TestReadmeSnippetCompiles: the README's "three lines" snippet is a
-// complete, gofmt-formatted program that builds.
+// TestReadmeSnippetCompiles: every Go snippet of the README that starts
+// with "package main" is a complete, gofmt-formatted program that builds
+// and passes go vet; the instrumentation one shows the three wrappers and
+// the limiter group, and every Go snippet is such a program (no fragments
+// with undefined names).
 func TestReadmeSnippetCompiles(t *testing.T) {
 	readme, err := os.ReadFile(filepath.Join(root, "README.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var snippet []byte
+	var programs [][]byte
 	for _, m := range regexp.MustCompile("(?s)```go\n(.*?)```").FindAllSubmatch(readme, -1) {
-		if bytes.Contains(m[1], []byte("meter.New(")) {
-			snippet = m[1]
-			break
+		if !bytes.HasPrefix(m[1], []byte("package main\n")) {
+			t.Errorf("a README Go snippet is not a complete program:\n%.200s", m[1])
+			continue
+		}
+		programs = append(programs, m[1])
+	}
+	instrumented := false
+	for _, p := range programs {
+		if !bytes.Contains(p, []byte("meter.New(")) {
+			continue
+		}
+		instrumented = true
+		for _, want := range []string{"m.Handler(", "m.Transport(", "pgmeter.New(", "lcfg.Group ="} {
+			if !bytes.Contains(p, []byte(want)) {
+				t.Errorf("the instrumentation snippet does not show %s", want)
+			}
 		}
 	}
-	if snippet == nil {
+	if !instrumented {
 		t.Fatal("README has no Go snippet using meter.New")
 	}
-	for _, want := range []string{"m.Handler(", "m.Transport(", "pgmeter.New(", "lcfg.Group ="} {
-		if !bytes.Contains(snippet, []byte(want)) {
-			t.Errorf("the snippet does not show %s", want)
+	for i, p := range programs {
+		if formatted, err := format.Source(p); err != nil || !bytes.Equal(formatted, p) {
+			t.Errorf("snippet %d is not gofmt-formatted (%v)", i+1, err)
 		}
+		dir := t.TempDir()
+		src := filepath.Join(dir, "main.go")
+		if err := os.WriteFile(src, p, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		abs, _ := filepath.Abs(filepath.Join(root, "docs", "examples", "readme", "main.go"))
+		overlay, _ := json.Marshal(map[string]map[string]string{"Replace": {abs: src}})
+		ov := filepath.Join(dir, "overlay.json")
+		if err := os.WriteFile(ov, overlay, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		goCmd(t, root, "build", "-overlay", ov, "-o", os.DevNull, "./docs/examples/readme")
+		goCmd(t, root, "vet", "-overlay", ov, "./docs/examples/readme")
 	}
-	if formatted, err := format.Source(snippet); err != nil || !bytes.Equal(formatted, snippet) {
-		t.Errorf("the snippet is not gofmt-formatted (%v)", err)
-	}
-	dir := t.TempDir()
-	src := filepath.Join(dir, "main.go")
-	if err := os.WriteFile(src, snippet, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	abs, _ := filepath.Abs(filepath.Join(root, "docs", "examples", "readme", "main.go"))
-	overlay, _ := json.Marshal(map[string]map[string]string{"Replace": {abs: src}})
-	ov := filepath.Join(dir, "overlay.json")
-	if err := os.WriteFile(ov, overlay, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	goCmd(t, root, "build", "-overlay", ov, "-o", os.DevNull, "./docs/examples/readme")
 }
 
 // TestExampleAgainstDev builds and vets the example, starts `tenantguard
