@@ -104,7 +104,7 @@ func runDev(ctx context.Context, a *app, dataDir string, withDemo bool, lc loadg
 	if withDemo && !a.userSet("anomaly.warmup_windows") {
 		// Fresh tenants have no history: learn for 3 minutes instead of an hour,
 		// so the demo's spike (after 5 minutes) is judged against a baseline.
-		a.cfg.Anomaly.WarmupWindows = 3
+		a.cfg.Anomaly.WarmupWindows = demoWarmup
 		a.cfg.Anomaly.QuietPeriod = 2 * time.Minute
 		a.cfg.Anomaly.Cooldown = 2 * time.Minute
 		a.cfg.Anomaly.BaselineHalfLife = 10 * time.Minute
@@ -177,6 +177,9 @@ func runDev(ctx context.Context, a *app, dataDir string, withDemo bool, lc loadg
 	}
 	return err
 }
+
+// demoWarmup is the detector's warmup under `dev --demo`, in windows.
+const demoWarmup = 3
 
 // devNATSMaxStore bounds the dev NATS server's JetStream files.
 const devNATSMaxStore = 1 << 30

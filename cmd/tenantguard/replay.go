@@ -132,10 +132,13 @@ func replaySummary(span anomaly.Span, warmup, episodes int) string {
 	case span.Windows == 0:
 		return "replay: the input holds no usage: nothing to judge"
 	case span.Windows <= warmup:
+		hint := "Replay a longer range"
+		if warmup > demoWarmup {
+			hint += fmt.Sprintf(", or set a shorter warmup (TENANTGUARD_ANOMALY_WARMUP_WINDOWS=%d, as `tenantguard dev --demo` does)", demoWarmup)
+		}
 		return fmt.Sprintf("replay: history too short to judge: %d one-minute windows (%s to %s), and a series learns its "+
-			"baseline for anomaly.warmup_windows = %d windows before it may alert. Replay a longer range, or set a shorter "+
-			"warmup (TENANTGUARD_ANOMALY_WARMUP_WINDOWS=3); `tenantguard dev --demo` uses 3",
-			span.Windows, span.First.Format(time.RFC3339), span.Last.Add(time.Minute).Format(time.RFC3339), warmup)
+			"baseline for anomaly.warmup_windows = %d windows before it may alert. %s",
+			span.Windows, span.First.Format(time.RFC3339), span.Last.Add(time.Minute).Format(time.RFC3339), warmup, hint)
 	}
 	return fmt.Sprintf("replay: %d one-minute windows (%s to %s), the first %d of each series learning: %d alert episodes",
 		span.Windows, span.First.Format(time.RFC3339), span.Last.Add(time.Minute).Format(time.RFC3339), warmup, episodes)

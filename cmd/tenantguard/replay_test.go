@@ -134,6 +134,13 @@ func TestReplaySaysWhenHistoryIsTooShort(t *testing.T) {
 		}
 	}
 
+	// At the demo's warmup there is no shorter one to suggest.
+	t.Setenv("TENANTGUARD_ANOMALY_WARMUP_WINDOWS", "3")
+	if _, errOut, _ := runCLI(t, "replay", "--input", rollupCSV(t, 2, 9)); !strings.Contains(errOut, "too short") ||
+		strings.Contains(errOut, "shorter warmup") {
+		t.Errorf("short history at warmup 3: stderr %q, want too short and no shorter warmup suggested", errOut)
+	}
+
 	t.Setenv("TENANTGUARD_ANOMALY_WARMUP_WINDOWS", "10")
 	out, errOut, err = runCLI(t, "replay", "--input", rollupCSV(t, 40, 25))
 	if err != nil || !strings.Contains(out, `"tenant_id":"acme"`) || !strings.Contains(out, `"metric":"usage"`) {
