@@ -4,11 +4,12 @@
 // metered, and every Postgres query is metered per tenant, under row-level
 // security.
 //
-// Run it against `tenantguard dev`, which prints its NATS URL and the public
-// key its decisions are signed with ("limiters trust ed25519:…"):
+// Run it against `tenantguard dev`, which prints its NATS URL (4222 when that
+// port is free) and the public key its decisions are signed with ("limiters
+// trust ed25519:…"):
 //
 //	tenantguard dev &
-//	go run ./docs/examples/service -nats nats://127.0.0.1:<port> -trusted-key ed25519:<key> \
+//	go run ./docs/examples/service -nats nats://127.0.0.1:4222 -trusted-key ed25519:<key> \
 //		-pg postgres://app@127.0.0.1:5432/app
 //	curl -H 'X-Tenant-ID: acme' -H 'X-User-ID: u_42' -d '{"amount":"12.50"}' localhost:8081/v1/invoices
 //	curl -H 'X-Tenant-ID: acme' localhost:8081/v1/invoices
