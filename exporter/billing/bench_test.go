@@ -57,13 +57,13 @@ func BenchmarkBillingExport1M(b *testing.B) {
 				b.Fatal(err)
 			}
 			var (
-				tenant, kind, versions string
-				unit, amount           decimal.Decimal
-				n                      int64
-				qty                    float64
+				tenant, kind, versions     string
+				unit, amount, units, nanos decimal.Decimal
+				n                          int64
+				qty                        float64
 			)
 			for rows.Next() {
-				if err := rows.Scan(&tenant, &kind, &unit, &versions, &n, &qty, &amount); err != nil {
+				if err := rows.Scan(&tenant, &kind, &unit, &versions, &n, &qty, &units, &nanos, &amount); err != nil {
 					b.Fatal(err)
 				}
 			}
