@@ -117,13 +117,13 @@ func TestTrailRecordsEveryRevisionOnce(t *testing.T) {
 		revs = append(revs, rev)
 	}
 	mustRev(pub.Put(ctx, manual))
-	testenv.Eventually(t, 5*time.Second, "the limiter applies the signed throttle", func() bool { r, _, ok := lim.Limit("acme"); return ok && r == 5 })
+	testenv.Eventually(t, 20*time.Second, "the limiter applies the signed throttle", func() bool { r, _, ok := lim.Limit("acme"); return ok && r == 5 })
 	const forged = `{"action":"shed","source":"manual","expires_at":"2105-01-01T00:00:00Z"}`
 	mustRev(kv.Put(ctx, "victim", []byte(forged)))
 	full := `{"tenant_id":"acme","scope":"all","action":"shed","rate_per_sec":0,"burst":0,"issued_at":"` +
 		now.Format(time.RFC3339) + `","expires_at":"2105-01-01T00:00:00Z","reason":"x","source":"manual","anomaly_id":""}`
 	mustRev(kv.Put(ctx, "acme", []byte(full)))
-	testenv.Eventually(t, 5*time.Second, "the limiter rejects both", func() bool { return lim.Rejected(limiter.RejectUnsigned) == 2 })
+	testenv.Eventually(t, 20*time.Second, "the limiter rejects both", func() bool { return lim.Rejected(limiter.RejectUnsigned) == 2 })
 	if _, _, ok := lim.Limit("victim"); ok {
 		t.Fatal("the limiter applied the forged shed of victim")
 	}
@@ -146,13 +146,13 @@ func TestTrailRecordsEveryRevisionOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	revs = append(revs, e.Revision())
-	testenv.Eventually(t, 5*time.Second, "5 revisions recorded", func() bool { return len(readAudit(t, st)) == 5 })
+	testenv.Eventually(t, 20*time.Second, "5 revisions recorded", func() bool { return len(readAudit(t, st)) == 5 })
 	stop()
 
 	// A restart resumes after the last recorded revision.
 	stop = startTrail(nil)
 	mustRev(pub.Put(ctx, manual))
-	testenv.Eventually(t, 5*time.Second, "the revision after the restart recorded", func() bool { return len(readAudit(t, st)) == 6 })
+	testenv.Eventually(t, 20*time.Second, "the revision after the restart recorded", func() bool { return len(readAudit(t, st)) == 6 })
 	time.Sleep(500 * time.Millisecond)
 	stop()
 
