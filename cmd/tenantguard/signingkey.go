@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
 
 	"github.com/tenantguard/tenantguard/limiter"
 )
@@ -13,12 +16,14 @@ import (
 // signing key when decisions.signing_key_file is not set: one key per user
 // and machine, made on first use, so `run` and `throttle` work out of the
 // box and sign with the same key.
+// Without a user config directory ($XDG_CONFIG_HOME and $HOME unset, as
+// in some service managers) it falls back to a directory of the user's
+// own under the temporary directory.
 func defaultSigningKeyFile() (string, error) {
-	dir, err := os.UserConfigDir()
-	if err != nil {
-		return "", fmt.Errorf("decisions.signing_key_file is not set and there is no user config directory for a default key: %w", err)
+	if dir, err := os.UserConfigDir(); err == nil {
+		return filepath.Join(dir, "tenantguard", "decisions.key"), nil
 	}
-	return filepath.Join(dir, "tenantguard", "decisions.key"), nil
+	return filepath.Join(os.TempDir(), "tenantguard-"+strconv.Itoa(os.Getuid()), "decisions.key"), nil
 }
 
 // signingKeyFile returns the configured key file or the default one. With
@@ -60,6 +65,12 @@ func ensureSigningKey(path string) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return fmt.Errorf("decisions signing key: %w", err)
 	}
+	if strings.HasPrefix(path, os.TempDir()) {
+		// A shared directory: refuse one that someone else made or can read.
+		if fi, err := os.Stat(filepath.Dir(path)); err != nil || fi.Mode().Perm()&0o077 != 0 || !ownedByMe(fi) {
+			return fmt.Errorf("decisions signing key: %s must be a directory of this user's with mode 0700; set decisions.signing_key_file", filepath.Dir(path))
+		}
+	}
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if errors.Is(err, os.ErrExist) {
 		return nil // made meanwhile by another process
@@ -72,4 +83,9 @@ func ensureSigningKey(path string) error {
 		return fmt.Errorf("decisions signing key: %w", err)
 	}
 	return f.Close()
+}
+
+func ownedByMe(fi os.FileInfo) bool {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	return ok && int(st.Uid) == os.Getuid()
 }
