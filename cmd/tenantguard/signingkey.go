@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"syscall"
 
 	"github.com/tenantguard/tenantguard/limiter"
@@ -23,7 +22,13 @@ func defaultSigningKeyFile() (string, error) {
 	if dir, err := os.UserConfigDir(); err == nil {
 		return filepath.Join(dir, "tenantguard", "decisions.key"), nil
 	}
-	return filepath.Join(os.TempDir(), "tenantguard-"+strconv.Itoa(os.Getuid()), "decisions.key"), nil
+	return filepath.Join(tempKeyDir(), "decisions.key"), nil
+}
+
+// tempKeyDir is the default key's directory when there is no user config
+// directory.
+func tempKeyDir() string {
+	return filepath.Join(os.TempDir(), "tenantguard-"+strconv.Itoa(os.Getuid()))
 }
 
 // signingKeyFile returns the configured key file or the default one. With
@@ -65,8 +70,8 @@ func ensureSigningKey(path string) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return fmt.Errorf("decisions signing key: %w", err)
 	}
-	if strings.HasPrefix(path, os.TempDir()) {
-		// A shared directory: refuse one that someone else made or can read.
+	if filepath.Dir(path) == tempKeyDir() {
+		// In a shared directory: refuse one that someone else made or can read.
 		if fi, err := os.Stat(filepath.Dir(path)); err != nil || fi.Mode().Perm()&0o077 != 0 || !ownedByMe(fi) {
 			return fmt.Errorf("decisions signing key: %s must be a directory of this user's with mode 0700; set decisions.signing_key_file", filepath.Dir(path))
 		}
