@@ -46,20 +46,7 @@ func TestThrottleReleaseDecisions(t *testing.T) {
 		return out.String(), err
 	}
 	// A limiter in "a service" follows the CLI's decisions.
-	nc, err := nats.Connect(ns.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	lcfg := limiter.DefaultConfig()
-	lcfg.TrustedKeys = []string{pubKey}
-	lim, err := limiter.New(lcfg, limiter.Deps{Conn: nc})
-	if err != nil {
-		t.Fatal(err)
-	}
-	lctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	go lim.Run(lctx)
+	lim := serviceLimiter(t, ns.URL, pubKey)
 
 	out, err := run("throttle", "--tenant", "acme", "--rate", "7", "--burst", "14", "--for", "10m", "--reason", "incident 42", "--no-audit")
 	if err != nil || !strings.Contains(out, "throttle acme") {
@@ -306,23 +293,9 @@ func TestRunNeedsSigningKey(t *testing.T) {
 // that a limiter follows without rejecting; decisions shows the mode.
 func TestThrottleShadow(t *testing.T) {
 	ns := testenv.NATS(t)
-	ctx := context.Background()
 	t.Chdir(t.TempDir())
 	pubKey := signingKey(t)
-	nc, err := nats.Connect(ns.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	lcfg := limiter.DefaultConfig()
-	lcfg.TrustedKeys = []string{pubKey}
-	lim, err := limiter.New(lcfg, limiter.Deps{Conn: nc})
-	if err != nil {
-		t.Fatal(err)
-	}
-	lctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	go lim.Run(lctx)
+	lim := serviceLimiter(t, ns.URL, pubKey)
 
 	out, _, code := cli(t, ns.URL, "throttle", "--tenant", "acme", "--rate", "1", "--burst", "1", "--shadow")
 	if code != 0 || !strings.Contains(out, "shadow") {
@@ -428,4 +401,26 @@ func TestDefaultSigningKeyWithoutHome(t *testing.T) {
 	if err := ensureSigningKey(path + ".2"); err == nil {
 		t.Error("a key directory others can read was accepted")
 	}
+}
+
+// serviceLimiter runs a limiter as a service would, trusting pubKey,
+// until the test ends.
+func serviceLimiter(t *testing.T, url, pubKey string) *limiter.Limiter {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lcfg := limiter.DefaultConfig()
+	lcfg.TrustedKeys = []string{pubKey}
+	lim, err := limiter.New(lcfg, limiter.Deps{Conn: nc})
+	if err != nil {
+		nc.Close()
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = lim.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done; nc.Close() })
+	return lim
 }
