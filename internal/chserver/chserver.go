@@ -4,6 +4,10 @@
 // parts deleted after 30 s and no system log tables, so its directory stays small.
 // `tenantguard dev` and the tests' testenv both use it. The child gets
 // SIGKILL if this process dies, so it never outlives its parent.
+//
+// StartInCluster adds a remote_servers section naming a cluster of
+// shards (one replica each, no ZooKeeper), so several servers started
+// with the same Cluster serve Distributed tables over each other.
 package chserver
 
 import (
@@ -13,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -46,9 +51,52 @@ type Server struct {
 	done chan struct{}
 }
 
+// Cluster is a cluster in the servers' remote_servers section: one shard
+// per native address, each shard one replica.
+type Cluster struct {
+	Name   string   // a ClickHouse identifier
+	Shards []string // host:port of each shard's native protocol
+}
+
+// remoteServers renders c as a remote_servers section, or "" when c is
+// the zero Cluster.
+func (c Cluster) remoteServers() (string, error) {
+	if c.Name == "" {
+		return "", nil
+	}
+	if !clusterNameRE.MatchString(c.Name) || len(c.Shards) == 0 {
+		return "", fmt.Errorf("cluster %q: want a name matching %s and at least one shard", c.Name, clusterNameRE)
+	}
+	var b strings.Builder
+	b.WriteString("  <remote_servers><" + c.Name + ">\n")
+	for _, a := range c.Shards {
+		host, port, err := net.SplitHostPort(a)
+		if err != nil {
+			return "", fmt.Errorf("cluster %s: shard %q: %w", c.Name, a, err)
+		}
+		if _, err := strconv.ParseUint(port, 10, 16); err != nil || !hostRE.MatchString(host) {
+			return "", fmt.Errorf("cluster %s: shard %q: want host:port", c.Name, a)
+		}
+		b.WriteString("    <shard><replica><host>" + host + "</host><port>" + port + "</port></replica></shard>\n")
+	}
+	b.WriteString("  </" + c.Name + "></remote_servers>\n")
+	return b.String(), nil
+}
+
+var (
+	clusterNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,63}$`)
+	hostRE        = regexp.MustCompile(`^[A-Za-z0-9.-]{1,253}$`)
+)
+
 // Start writes a config under dir (keeping existing data) and starts the
 // server on the given ports, waiting until it answers a ping.
 func Start(dir string, tcpPort, httpPort int) (*Server, error) {
+	return StartInCluster(dir, tcpPort, httpPort, Cluster{})
+}
+
+// StartInCluster is Start with cluster in the server's remote_servers;
+// the zero Cluster adds none.
+func StartInCluster(dir string, tcpPort, httpPort int, cluster Cluster) (*Server, error) {
 	if Binary() == "" {
 		return nil, fmt.Errorf("clickhouse-server not found; install it: %s", InstallHint)
 	}
@@ -57,7 +105,11 @@ func Start(dir string, tcpPort, httpPort int) (*Server, error) {
 		HTTP: "127.0.0.1:" + strconv.Itoa(httpPort),
 		Dir:  dir,
 	}
-	if err := writeConfig(dir, tcpPort, httpPort); err != nil {
+	remote, err := cluster.remoteServers()
+	if err != nil {
+		return nil, err
+	}
+	if err := writeConfig(dir, tcpPort, httpPort, remote); err != nil {
 		return nil, err
 	}
 	return s, s.Restart()
@@ -193,14 +245,15 @@ func (s *Server) logTail() string {
 // deleted after 30 s instead of the default 8 minutes (a collector that
 // inserts twice a second otherwise keeps about a thousand such parts, each
 // a few dozen small files), and it names no system log table (query_log,
-// part_log, trace_log...), so the server keeps none.
-func writeConfig(dir string, tcpPort, httpPort int) error {
+// part_log, trace_log...), so the server keeps none. remoteServers is a
+// rendered remote_servers section, or "".
+func writeConfig(dir string, tcpPort, httpPort int, remoteServers string) error {
 	for _, sub := range []string{"data", "tmp", "user_files", "format_schemas"} {
 		if err := os.MkdirAll(filepath.Join(dir, sub), 0o755); err != nil {
 			return err
 		}
 	}
-	config := strings.NewReplacer("{dir}", dir, "{tcp}", strconv.Itoa(tcpPort), "{http}", strconv.Itoa(httpPort)).Replace(`<yandex>
+	config := strings.NewReplacer("{dir}", dir, "{tcp}", strconv.Itoa(tcpPort), "{http}", strconv.Itoa(httpPort), "{remote}\n", remoteServers).Replace(`<yandex>
   <logger><level>warning</level><console>1</console></logger>
   <tcp_port>{tcp}</tcp_port>
   <http_port>{http}</http_port>
@@ -215,6 +268,7 @@ func writeConfig(dir string, tcpPort, httpPort int) error {
   <default_profile>default</default_profile>
   <default_database>default</default_database>
   <merge_tree><old_parts_lifetime>30</old_parts_lifetime></merge_tree>
+{remote}
 </yandex>
 `)
 	const users = `<yandex>

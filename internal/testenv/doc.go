@@ -1,6 +1,6 @@
 // Package testenv starts the real servers that tenantguard's tests run
-// against: embedded NATS with JetStream, a clickhouse-server child process,
-// a Postgres cluster with pg_stat_statements, Prometheus and Alertmanager.
+// against: embedded NATS with JetStream, a clickhouse-server child process
+// (or a cluster of them, one per shard, serving Distributed tables), a Postgres cluster with pg_stat_statements, Prometheus and Alertmanager.
 //
 // Each server starts with one call, on free loopback ports, under a temporary
 // directory, and stops when the test (or, for shared servers, the test

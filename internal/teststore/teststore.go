@@ -1,6 +1,6 @@
 // Package teststore opens a migrated ClickHouse store for a test, on a
-// database of its own in testenv's shared server: the one way tests get a
-// store. (It is not part of testenv because collector/store's own tests
+// database of its own in testenv's shared server (or, with Sharded, in
+// its shared two-shard cluster): the one way tests get a store. (It is not part of testenv because collector/store's own tests
 // use testenv.)
 package teststore
 
@@ -37,4 +37,39 @@ func On(t testing.TB, srv *testenv.ClickHouseServer, db string) *store.Store {
 		t.Fatalf("migrate: %v", err)
 	}
 	return st
+}
+
+// Sharded opens a migrated store on a database of its own in the shared
+// two-shard cluster, closed at the end of t: every contract table is a
+// Distributed table over both shards.
+func Sharded(t testing.TB) (*store.Store, *testenv.ClickHouseCluster) {
+	t.Helper()
+	c, db := testenv.ClickHouseShards(t)
+	return OnCluster(t, c, db), c
+}
+
+// OnCluster opens a migrated store on database db of cluster c, its pool
+// on the first shard, closed at the end of t.
+func OnCluster(t testing.TB, c *testenv.ClickHouseCluster, db string) *store.Store {
+	t.Helper()
+	cfg := ClusterConfig(c, db)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	st, err := store.Open(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	if _, err := st.Migrate(ctx); err != nil {
+		t.Fatalf("migrate: %v", err)
+	}
+	return st
+}
+
+// ClusterConfig is the store config for database db of cluster c.
+func ClusterConfig(c *testenv.ClickHouseCluster, db string) store.Config {
+	cfg := store.DefaultConfig()
+	cfg.Addr, cfg.Database, cfg.ReadTimeout = c.Addrs()[:1], db, 30*time.Second
+	cfg.Cluster, cfg.Shards = c.Name, c.Addrs()
+	return cfg
 }
