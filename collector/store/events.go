@@ -3,7 +3,9 @@ package store
 import (
 	"context"
 	"fmt"
+	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
@@ -224,65 +226,92 @@ func maxTime(a, b time.Time) time.Time {
 func hasKey(m map[string]struct{}, k string) bool { _, ok := m[k]; return ok }
 
 // DropPartitionsBefore drops whole daily event partitions older than cutoff
-// and returns their ids. It is retention that works on every version.
+// and returns their ids. It is retention that works on every version. In
+// a cluster it drops them from every shard's events_local (a Distributed
+// table has no partitions), and returns each id once.
 func (s *Store) DropPartitionsBefore(ctx context.Context, cutoff time.Time) ([]string, error) {
 	limit := cutoff.UTC().Format("20060102")
-	rows, err := s.conn.Query(ctx,
-		"SELECT DISTINCT partition FROM system.parts WHERE database = ? AND table = 'events' AND active AND partition < ?",
-		s.cfg.Database, limit)
-	if err != nil {
-		return nil, fmt.Errorf("list partitions: %w", err)
+	dropped := map[string]bool{}
+	for _, node := range s.nodes() {
+		parts, err := s.eventPartitionsBefore(ctx, node, limit)
+		if err != nil {
+			return nil, err
+		}
+		for _, p := range parts {
+			if _, err := strconv.ParseUint(p, 10, 32); err != nil {
+				return nil, fmt.Errorf("unexpected partition id %q", p)
+			}
+			if err := node.conn.Exec(ctx, "ALTER TABLE "+s.local("events")+" DROP PARTITION "+p); err != nil {
+				return nil, fmt.Errorf("drop partition %s on %s: %w", p, node.addr, err)
+			}
+			dropped[p] = true
+		}
 	}
+	parts := make([]string, 0, len(dropped))
+	for p := range dropped {
+		parts = append(parts, p)
+	}
+	sort.Strings(parts)
+	return parts, nil
+}
+
+// eventPartitionsBefore lists the active partitions of node's events
+// table (events_local on a shard) whose id sorts before limit.
+func (s *Store) eventPartitionsBefore(ctx context.Context, node shard, limit string) ([]string, error) {
+	table := strings.TrimPrefix(s.local("events"), s.cfg.Database+".")
+	rows, err := node.conn.Query(ctx,
+		"SELECT DISTINCT partition FROM system.parts WHERE database = ? AND table = ? AND active AND partition < ?",
+		s.cfg.Database, table, limit)
+	if err != nil {
+		return nil, fmt.Errorf("list partitions on %s: %w", node.addr, err)
+	}
+	defer rows.Close()
 	var parts []string
 	for rows.Next() {
 		var p string
 		if err := rows.Scan(&p); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("list partitions: %w", err)
+			return nil, fmt.Errorf("list partitions on %s: %w", node.addr, err)
 		}
 		parts = append(parts, p)
 	}
-	rows.Close()
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("list partitions: %w", err)
-	}
-	for _, p := range parts {
-		if _, err := strconv.ParseUint(p, 10, 32); err != nil {
-			return nil, fmt.Errorf("unexpected partition id %q", p)
-		}
-		if err := s.conn.Exec(ctx, "ALTER TABLE "+s.Table("events")+" DROP PARTITION "+p); err != nil {
-			return nil, fmt.Errorf("drop partition %s: %w", p, err)
-		}
+		return nil, fmt.Errorf("list partitions on %s: %w", node.addr, err)
 	}
 	return parts, nil
 }
 
 // DeleteTenant removes every row of tenant from events, corrections,
 // usage_1m, anomalies and decisions. It is an asynchronous ClickHouse
-// mutation per table: rows disappear when it completes (see
-// system.mutations, and WaitMutations). The billing_exports records of
-// what was invoiced stay.
+// mutation per table (per shard's local table in a cluster): rows
+// disappear when it completes (see system.mutations, and WaitMutations).
+// The billing_exports records of what was invoiced stay.
 func (s *Store) DeleteTenant(ctx context.Context, tenant string) error {
 	if !event.ValidTenantID(tenant) {
 		return fmt.Errorf("delete tenant: invalid tenant id %q", tenant)
 	}
-	for _, t := range []string{"events", "corrections", "usage_1m", "anomalies", "decisions"} {
-		if err := s.conn.Exec(ctx, "ALTER TABLE "+s.Table(t)+" DELETE WHERE tenant_id = ?", tenant); err != nil {
-			return fmt.Errorf("delete tenant from %s: %w", t, err)
+	for _, node := range s.nodes() {
+		for _, t := range []string{"events", "corrections", "usage_1m", "anomalies", "decisions"} {
+			if err := node.conn.Exec(ctx, "ALTER TABLE "+s.local(t)+" DELETE WHERE tenant_id = ?", tenant); err != nil {
+				return fmt.Errorf("delete tenant from %s on %s: %w", t, node.addr, err)
+			}
 		}
 	}
 	return nil
 }
 
-// WaitMutations waits until no mutation of the store's tables is pending,
-// polling every interval: DeleteTenant's rows are gone, and inserts made
-// after it are safe from it, once it returns nil.
+// WaitMutations waits until no mutation of the store's tables is pending
+// (on any shard), polling every interval: DeleteTenant's rows are gone,
+// and inserts made after it are safe from it, once it returns nil.
 func (s *Store) WaitMutations(ctx context.Context, interval time.Duration) error {
 	for {
 		var pending uint64
-		err := s.conn.QueryRow(ctx, "SELECT count() FROM system.mutations WHERE database = ? AND is_done = 0", s.cfg.Database).Scan(&pending)
-		if err != nil {
-			return fmt.Errorf("read system.mutations: %w", err)
+		for _, node := range s.nodes() {
+			var n uint64
+			err := node.conn.QueryRow(ctx, "SELECT count() FROM system.mutations WHERE database = ? AND is_done = 0", s.cfg.Database).Scan(&n)
+			if err != nil {
+				return fmt.Errorf("read system.mutations on %s: %w", node.addr, err)
+			}
+			pending += n
 		}
 		if pending == 0 {
 			return nil

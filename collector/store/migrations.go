@@ -4,8 +4,9 @@ import (
 	"context"
 	"fmt"
 	"regexp"
-	"strings"
 	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 )
 
 // Migration is one versioned step of the schema. Statements use {db} for
@@ -224,8 +225,41 @@ type MigrationStatus struct {
 
 // Migrate creates the database and applies every pending migration in order.
 // It is idempotent and refuses servers older than 18.16's major version.
+// In a cluster it migrates each shard in turn, each with a ledger of its
+// own, and returns the steps with the latest time each was applied.
 func (s *Store) Migrate(ctx context.Context) ([]MigrationStatus, error) {
-	major, minor, err := s.ServerVersion(ctx)
+	if s.cfg.Cluster == "" {
+		return s.migrateNode(ctx, s.nodes()[0])
+	}
+	if err := s.checkCluster(ctx); err != nil {
+		return nil, err
+	}
+	var out []MigrationStatus
+	for _, sh := range s.shards {
+		got, err := s.migrateNode(ctx, sh)
+		if err != nil {
+			return nil, fmt.Errorf("shard %s: %w", sh.addr, err)
+		}
+		if err := s.checkLayers(ctx, sh); err != nil {
+			return nil, fmt.Errorf("shard %s: %w", sh.addr, err)
+		}
+		if out == nil {
+			out = got
+			continue
+		}
+		for i := range out {
+			if got[i].AppliedAt.After(out[i].AppliedAt) {
+				out[i].AppliedAt = got[i].AppliedAt
+			}
+		}
+	}
+	return out, nil
+}
+
+// migrateNode applies the pending migrations of one server's ledger.
+func (s *Store) migrateNode(ctx context.Context, node shard) ([]MigrationStatus, error) {
+	conn := node.conn
+	major, minor, err := serverVersion(ctx, conn)
 	if err != nil {
 		return nil, err
 	}
@@ -233,7 +267,7 @@ func (s *Store) Migrate(ctx context.Context) ([]MigrationStatus, error) {
 		return nil, fmt.Errorf("clickhouse %d.%d is older than the supported 18.16", major, minor)
 	}
 	db := s.cfg.Database
-	if err := s.conn.Exec(ctx, "CREATE DATABASE IF NOT EXISTS "+db); err != nil {
+	if err := conn.Exec(ctx, "CREATE DATABASE IF NOT EXISTS "+db); err != nil {
 		return nil, fmt.Errorf("create database %s: %w", db, err)
 	}
 	ledger := `CREATE TABLE IF NOT EXISTS ` + db + `.schema_migrations (
@@ -241,10 +275,10 @@ func (s *Store) Migrate(ctx context.Context) ([]MigrationStatus, error) {
     name       String,
     applied_at DateTime
 ) ENGINE = MergeTree ORDER BY version`
-	if err := s.conn.Exec(ctx, ledger); err != nil {
+	if err := conn.Exec(ctx, ledger); err != nil {
 		return nil, fmt.Errorf("create schema_migrations: %w", err)
 	}
-	applied, err := s.applied(ctx)
+	applied, err := s.applied(ctx, conn)
 	if err != nil {
 		return nil, err
 	}
@@ -254,9 +288,13 @@ func (s *Store) Migrate(ctx context.Context) ([]MigrationStatus, error) {
 			out = append(out, MigrationStatus{m.Version, m.Name, at})
 			continue
 		}
-		for _, stmt := range m.Statements {
-			if sm := addColumnRE.FindStringSubmatch(stmt); sm != nil {
-				has, err := s.hasColumn(ctx, sm[1], sm[2])
+		steps, err := s.steps(m)
+		if err != nil {
+			return out, fmt.Errorf("migration %d %s: %w", m.Version, m.Name, err)
+		}
+		for _, st := range steps {
+			if st.column != "" {
+				has, err := s.hasColumn(ctx, conn, st.table, st.column)
 				if err != nil {
 					return out, fmt.Errorf("migration %d %s: %w", m.Version, m.Name, err)
 				}
@@ -264,12 +302,12 @@ func (s *Store) Migrate(ctx context.Context) ([]MigrationStatus, error) {
 					continue
 				}
 			}
-			if err := s.conn.Exec(ctx, strings.ReplaceAll(stmt, "{db}", db)); err != nil {
+			if err := conn.Exec(ctx, st.sql); err != nil {
 				return out, fmt.Errorf("migration %d %s: %w", m.Version, m.Name, err)
 			}
 		}
 		now := time.Now().UTC().Truncate(time.Second)
-		if err := s.recordMigration(ctx, m, now); err != nil {
+		if err := s.recordMigration(ctx, conn, m, now); err != nil {
 			return out, err
 		}
 		out = append(out, MigrationStatus{m.Version, m.Name, now})
@@ -278,9 +316,9 @@ func (s *Store) Migrate(ctx context.Context) ([]MigrationStatus, error) {
 }
 
 // hasColumn reports whether table in the store's database has column.
-func (s *Store) hasColumn(ctx context.Context, table, column string) (bool, error) {
+func (s *Store) hasColumn(ctx context.Context, conn driver.Conn, table, column string) (bool, error) {
 	var n uint64
-	err := s.conn.QueryRow(ctx, "SELECT count() FROM system.columns WHERE database = ? AND table = ? AND name = ?",
+	err := conn.QueryRow(ctx, "SELECT count() FROM system.columns WHERE database = ? AND table = ? AND name = ?",
 		s.cfg.Database, table, column).Scan(&n)
 	if err != nil {
 		return false, fmt.Errorf("read system.columns: %w", err)
@@ -288,8 +326,8 @@ func (s *Store) hasColumn(ctx context.Context, table, column string) (bool, erro
 	return n > 0, nil
 }
 
-func (s *Store) applied(ctx context.Context) (map[uint32]time.Time, error) {
-	rows, err := s.conn.Query(ctx, "SELECT version, max(applied_at) FROM "+s.Table("schema_migrations")+" GROUP BY version")
+func (s *Store) applied(ctx context.Context, conn driver.Conn) (map[uint32]time.Time, error) {
+	rows, err := conn.Query(ctx, "SELECT version, max(applied_at) FROM "+s.Table("schema_migrations")+" GROUP BY version")
 	if err != nil {
 		return nil, fmt.Errorf("read schema_migrations: %w", err)
 	}
@@ -309,8 +347,8 @@ func (s *Store) applied(ctx context.Context) (map[uint32]time.Time, error) {
 // MigrationColumns is the column list of the schema_migrations ledger.
 const MigrationColumns = "version, name, applied_at"
 
-func (s *Store) recordMigration(ctx context.Context, m Migration, at time.Time) error {
-	err := insertRows(ctx, s, "schema_migrations", MigrationColumns, []Migration{m}, func(m *Migration) []any {
+func (s *Store) recordMigration(ctx context.Context, conn driver.Conn, m Migration, at time.Time) error {
+	err := insertInto(ctx, conn, s.Table("schema_migrations"), "schema_migrations", MigrationColumns, []Migration{m}, func(m *Migration) []any {
 		return []any{m.Version, m.Name, at}
 	})
 	if err != nil {

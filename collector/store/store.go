@@ -34,6 +34,16 @@ type Config struct {
 	// RetentionDays drops event partitions older than this; 0 keeps all.
 	// At most 3650 (10 years). Default 0.
 	RetentionDays int `mapstructure:"retention_days"`
+	// Cluster names a cluster of the servers' remote_servers section. Set,
+	// each table is a Distributed table over <table>_local on every shard,
+	// sharded by tenant, and inserts wait for every shard
+	// (insert_distributed_sync). "" is a single node. Default "".
+	Cluster string `mapstructure:"cluster"`
+	// Shards lists the native address of each shard of Cluster, one per
+	// shard: migrations, retention and tenant deletion reach every shard's
+	// local tables there. Required with Cluster, empty without. Default
+	// empty.
+	Shards []string `mapstructure:"shards"`
 }
 
 // MaxRetentionDays bounds retention_days; 0 keeps everything for longer.
@@ -64,11 +74,11 @@ func (c Config) Validate() error {
 		errs = append(errs, errors.New("clickhouse.addr: must not be empty"))
 	}
 	for _, a := range c.Addr {
-		host, port, err := net.SplitHostPort(a)
-		if n, perr := strconv.ParseUint(port, 10, 16); err != nil || host == "" || perr != nil || n == 0 {
+		if !validAddr(a) {
 			errs = append(errs, fmt.Errorf("clickhouse.addr: %q must be host:port with a port from 1 to 65535", a))
 		}
 	}
+	errs = append(errs, c.validateCluster()...)
 	if !ValidIdent(c.Database) {
 		errs = append(errs, fmt.Errorf("clickhouse.database: %q must match %s", c.Database, identRE))
 	}
@@ -87,10 +97,18 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
+func validAddr(a string) bool {
+	host, port, err := net.SplitHostPort(a)
+	n, perr := strconv.ParseUint(port, 10, 16)
+	return err == nil && host != "" && perr == nil && n > 0
+}
+
 // Store is a ClickHouse connection pool bound to one database.
 type Store struct {
-	cfg       Config
-	conn      driver.Conn
+	cfg  Config
+	conn driver.Conn
+	// shards holds a small pool per shard when cfg.Cluster is set.
+	shards    []shard
 	closeOnce sync.Once
 }
 
@@ -99,19 +117,34 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	conn, err := clickhouse.Open(&clickhouse.Options{
-		Addr:         cfg.Addr,
-		Protocol:     clickhouse.Native,
-		Auth:         clickhouse.Auth{Database: "default", Username: cfg.Username, Password: cfg.Password},
-		DialTimeout:  cfg.DialTimeout,
-		ReadTimeout:  cfg.ReadTimeout,
-		MaxOpenConns: cfg.MaxOpenConns,
-		MaxIdleConns: cfg.MaxOpenConns,
-	})
+	opts := cfg.options(cfg.Addr, cfg.MaxOpenConns)
+	if cfg.Cluster != "" {
+		// An insert into a Distributed table returns once every shard has
+		// its rows, or fails: never queued on disk for later.
+		opts.Settings = clickhouse.Settings{"insert_distributed_sync": 1}
+	}
+	conn, err := clickhouse.Open(opts)
 	if err != nil {
 		return nil, fmt.Errorf("open clickhouse %v: %w", cfg.Addr, err)
 	}
-	return &Store{cfg: cfg, conn: conn}, nil
+	s := &Store{cfg: cfg, conn: conn}
+	if err := s.openShards(); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (c Config) options(addr []string, conns int) *clickhouse.Options {
+	return &clickhouse.Options{
+		Addr:         addr,
+		Protocol:     clickhouse.Native,
+		Auth:         clickhouse.Auth{Database: "default", Username: c.Username, Password: c.Password},
+		DialTimeout:  c.DialTimeout,
+		ReadTimeout:  c.ReadTimeout,
+		MaxOpenConns: conns,
+		MaxIdleConns: conns,
+	}
 }
 
 // Conn returns the pooled connection. Table names must be qualified with
@@ -130,7 +163,13 @@ func (s *Store) Ping(ctx context.Context) error { return s.conn.Ping(ctx) }
 // Close closes the pool; it is safe to call twice.
 func (s *Store) Close() error {
 	var err error
-	s.closeOnce.Do(func() { err = s.conn.Close() })
+	s.closeOnce.Do(func() {
+		errs := []error{s.conn.Close()}
+		for _, sh := range s.shards {
+			errs = append(errs, sh.conn.Close())
+		}
+		err = errors.Join(errs...)
+	})
 	return err
 }
 
@@ -139,10 +178,15 @@ func (s *Store) Close() error {
 // order. The batch is always sent or aborted, so a failure never holds a
 // pooled connection.
 func insertRows[R any](ctx context.Context, s *Store, table, columns string, rows []R, values func(*R) []any) error {
+	return insertInto(ctx, s.conn, s.Table(table), table, columns, rows, values)
+}
+
+// insertInto is insertRows on conn, into qualified (named table in errors).
+func insertInto[R any](ctx context.Context, conn driver.Conn, qualified, table, columns string, rows []R, values func(*R) []any) error {
 	if len(rows) == 0 {
 		return nil
 	}
-	batch, err := s.conn.PrepareBatch(ctx, "INSERT INTO "+s.Table(table)+" ("+columns+")")
+	batch, err := conn.PrepareBatch(ctx, "INSERT INTO "+qualified+" ("+columns+")")
 	if err != nil {
 		return fmt.Errorf("prepare %s batch: %w", table, err)
 	}
@@ -160,8 +204,12 @@ func insertRows[R any](ctx context.Context, s *Store, table, columns string, row
 
 // ServerVersion returns the server's version as major, minor.
 func (s *Store) ServerVersion(ctx context.Context) (major, minor int, err error) {
+	return serverVersion(ctx, s.conn)
+}
+
+func serverVersion(ctx context.Context, conn driver.Conn) (major, minor int, err error) {
 	var v string
-	if err := s.conn.QueryRow(ctx, "SELECT version()").Scan(&v); err != nil {
+	if err := conn.QueryRow(ctx, "SELECT version()").Scan(&v); err != nil {
 		return 0, 0, fmt.Errorf("server version: %w", err)
 	}
 	if _, err := fmt.Sscanf(v, "%d.%d", &major, &minor); err != nil {

@@ -197,7 +197,7 @@ func TestMigrateResumesHalfAppliedColumns(t *testing.T) {
 		t.Fatalf("migrate over a half-applied step: %v", err)
 	}
 	for _, col := range []string{"kv_key", "kv_revision", "kv_op", "verified", "key_id", "reject_reason", "raw", "tenant_id", "expires_at"} {
-		has, err := st.hasColumn(ctx, "decisions", col)
+		has, err := st.hasColumn(ctx, st.Conn(), "decisions", col)
 		if err != nil || !has {
 			t.Errorf("decisions.%s: has %v, %v; want the column", col, has, err)
 		}
