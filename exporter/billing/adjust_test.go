@@ -26,7 +26,12 @@ func adjustments(lines []map[string]string) map[string][]map[string]string {
 }
 
 func TestReissuedPeriodShowsAdjustments(t *testing.T) {
-	st := teststore.New(t)
+	for _, l := range layouts {
+		t.Run(l.name, func(t *testing.T) { testReissuedPeriod(t, l.open(t)) })
+	}
+}
+
+func testReissuedPeriod(t *testing.T, st *store.Store) {
 	x := newExporter(t, st)
 	from, to := recent()
 	at := from.Add(2 * time.Hour)

@@ -77,7 +77,12 @@ func rawCost(t *testing.T, st *store.Store, from, to time.Time) map[string]decim
 }
 
 func TestBillingReconcilesToTheCent(t *testing.T) {
-	st := teststore.New(t)
+	for _, l := range layouts {
+		t.Run(l.name, func(t *testing.T) { testBillingReconciles(t, l.open(t)) })
+	}
+}
+
+func testBillingReconciles(t *testing.T, st *store.Store) {
 	x := newExporter(t, st)
 	rows := genRows(200000, 60, t0.Add(-24*time.Hour), t1.Add(24*time.Hour), 1)
 	insert(t, st, rows)

@@ -12,9 +12,49 @@ import (
 	"github.com/tenantguard/tenantguard/collector/event"
 	"github.com/tenantguard/tenantguard/collector/store"
 	"github.com/tenantguard/tenantguard/internal/testenv"
+	"github.com/tenantguard/tenantguard/internal/teststore"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
+
+// layouts are the ClickHouse layouts the tests that reconcile exports run
+// on: one node, and two shards behind Distributed tables.
+var layouts = []struct {
+	name string
+	open func(testing.TB) *store.Store
+}{
+	{"single node", teststore.New},
+	{"two shards", func(t testing.TB) *store.Store {
+		st, c := teststore.Sharded(t)
+		t.Cleanup(func() { checkSpread(t, st, c) })
+		return st
+	}},
+}
+
+// checkSpread checks, at the end of a test on a cluster, that every shard
+// holds some of the events and that the shards' rows add up to what the
+// Distributed table reads.
+func checkSpread(t testing.TB, st *store.Store, c *testenv.ClickHouseCluster) {
+	t.Helper()
+	ctx := context.Background()
+	var total, sum uint64
+	if err := st.Conn().QueryRow(ctx, "SELECT count() FROM "+st.Table("events")).Scan(&total); err != nil {
+		t.Fatal(err)
+	}
+	for i, s := range c.Shards {
+		var n uint64
+		if err := s.Conn(t, "default").QueryRow(ctx, "SELECT count() FROM "+st.Table("events_local")).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			t.Errorf("shard %d holds no events; want the test's tenants spread over both", i+1)
+		}
+		sum += n
+	}
+	if sum != total {
+		t.Errorf("shards hold %d events, the Distributed table reads %d", sum, total)
+	}
+}
 
 func newExporter(t testing.TB, st *store.Store) *Exporter {
 	t.Helper()
