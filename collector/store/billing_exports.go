@@ -34,7 +34,8 @@ const BillingExportColumns = "export_id, period_from, period_to, scope, generate
 
 // InsertBillingExport writes the rows of one export with one insert. They
 // share a generated_at, so they land in one partition and the insert
-// stores all of them or none.
+// stores all of them or none; in a cluster they share an export_id, the
+// sharding key, so they land on one shard too.
 func (s *Store) InsertBillingExport(ctx context.Context, rows []BillingExportRow) error {
 	return insertRows(ctx, s, "billing_exports", BillingExportColumns, rows, func(r *BillingExportRow) []any {
 		return []any{r.ExportID, r.PeriodFrom, r.PeriodTo, r.Scope, r.GeneratedAt, r.LineType, r.TenantID, r.Kind,

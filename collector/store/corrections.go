@@ -145,7 +145,8 @@ const CorrectionColumns = "tenant_id, kind, time, time_ms, event_id, correction_
 
 // InsertCorrections stores rows with one insert into the corrections table
 // (a single partition, so the insert is atomic); its view adds their deltas
-// to usage_1m.
+// to usage_1m. In a cluster the rows of one tenant go to its one shard, so
+// an insert of one tenant's corrections stays atomic.
 func (s *Store) InsertCorrections(ctx context.Context, rows []CorrectionRow) error {
 	return insertRows(ctx, s, "corrections", CorrectionColumns, rows, func(r *CorrectionRow) []any {
 		return []any{r.TenantID, r.Kind, r.Time.UTC().Truncate(time.Second), event.Milli(r.Time), r.EventID,

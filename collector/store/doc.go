@@ -11,7 +11,12 @@
 //
 // It takes a Config (addresses, database, credentials), opens one pooled
 // native-protocol connection (HTTP mode does not work on 18.16), and is
-// closed with Close. Stages depend on the handles through interfaces of
+// closed with Close. With clickhouse.cluster set it also opens a small pool
+// per shard: each table is then a Distributed table over <table>_local on
+// every shard, sharded by tenant (ShardingKeys), that every read and insert
+// uses by its contract name, while migrations, retention and tenant
+// deletion work on each shard's local tables (cluster.go,
+// docs/clickhouse.md). Stages depend on the handles through interfaces of
 // their own that *Store satisfies. All SQL keeps to what ClickHouse 18.16
 // and current releases both accept, and every INSERT lists its columns.
 package store

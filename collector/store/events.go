@@ -30,6 +30,10 @@ const EventColumns = "tenant_id, kind, time, time_ms, id, quantity, service, rou
 
 // InsertEvents writes rows as one native batch, column by column. The batch
 // is always sent or aborted, so a failure never holds a pooled connection.
+// In a cluster the Distributed table splits the batch by tenant and the
+// insert returns once every shard stored its part (insert_distributed_sync),
+// or fails; after a failure some shards may hold their part, which is why
+// the collector checks what is stored before it inserts again.
 func (s *Store) InsertEvents(ctx context.Context, rows []Row, ingestedAt time.Time) error {
 	if len(rows) == 0 {
 		return nil
