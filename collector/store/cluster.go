@@ -20,20 +20,23 @@ import (
 // connect to each shard (Config.Shards) and work on its local tables, as
 // there is no ZooKeeper for ON CLUSTER.
 
-// ShardingKeys gives the sharding key of each table's Distributed layer.
+// ShardingKeys returns the sharding key of each table's Distributed layer,
+// by table.
 // A tenant's rows share a shard: its events and corrections feed the
 // usage_1m rows beside them through the views, and a ReplacingMergeTree
 // key (anomalies, pg_findings) never spans shards, so FINAL on the
 // Distributed table is exact. billing_exports shards by export, so one
 // export is one insert into one shard and is recorded whole.
-var ShardingKeys = map[string]string{
-	"events":          "cityHash64(tenant_id)",
-	"usage_1m":        "cityHash64(tenant_id)",
-	"anomalies":       "cityHash64(tenant_id)",
-	"decisions":       "cityHash64(tenant_id)",
-	"corrections":     "cityHash64(tenant_id)",
-	"pg_findings":     "cityHash64(database, queryid, userid)",
-	"billing_exports": "cityHash64(export_id)",
+func ShardingKeys() map[string]string {
+	return map[string]string{
+		"events":          "cityHash64(tenant_id)",
+		"usage_1m":        "cityHash64(tenant_id)",
+		"anomalies":       "cityHash64(tenant_id)",
+		"decisions":       "cityHash64(tenant_id)",
+		"corrections":     "cityHash64(tenant_id)",
+		"pg_findings":     "cityHash64(database, queryid, userid)",
+		"billing_exports": "cityHash64(export_id)",
+	}
 }
 
 // LocalSuffix names a sharded table's local layer: events_local.
@@ -133,7 +136,7 @@ var (
 // On a shard, each statement works on the local tables, and each table m
 // creates or alters gets its Distributed layer created or altered too.
 func (s *Store) steps(m Migration) ([]step, error) {
-	db := s.cfg.Database
+	db, keys := s.cfg.Database, ShardingKeys()
 	fill := func(stmt string) string { return strings.ReplaceAll(stmt, "{db}", db) }
 	var out []step
 	for _, stmt := range m.Statements {
@@ -147,7 +150,7 @@ func (s *Store) steps(m Migration) ([]step, error) {
 			continue
 		}
 		localSQL := fill(tableRefRE.ReplaceAllStringFunc(stmt, func(ref string) string {
-			if _, sharded := ShardingKeys[strings.TrimPrefix(ref, "{db}.")]; sharded {
+			if _, sharded := keys[strings.TrimPrefix(ref, "{db}.")]; sharded {
 				return ref + LocalSuffix
 			}
 			return ref
@@ -155,14 +158,14 @@ func (s *Store) steps(m Migration) ([]step, error) {
 		switch {
 		case add != nil:
 			table := add[1]
-			if _, ok := ShardingKeys[table]; !ok {
+			if _, ok := keys[table]; !ok {
 				return nil, fmt.Errorf("table %s has no sharding key", table)
 			}
 			out = append(out, step{sql: localSQL, table: table + LocalSuffix, column: add[2]},
 				step{sql: fill(stmt), table: table, column: add[2]})
 		case createTableRE.MatchString(stmt):
 			table := createTableRE.FindStringSubmatch(stmt)[1]
-			key, ok := ShardingKeys[table]
+			key, ok := keys[table]
 			if !ok {
 				return nil, fmt.Errorf("table %s has no sharding key", table)
 			}
@@ -236,7 +239,7 @@ func (s *Store) checkLayers(ctx context.Context, sh shard) error {
 		return fmt.Errorf("read system.tables: %w", err)
 	}
 	var bad []string
-	for table := range ShardingKeys {
+	for table := range ShardingKeys() {
 		if e, ok := engines[table]; ok && e != "Distributed" {
 			bad = append(bad, fmt.Sprintf("%s is %s, not Distributed", table, e))
 		} else if _, ok := engines[table+LocalSuffix]; ok != (engines[table] == "Distributed") {

@@ -118,8 +118,8 @@ func TestClusterMigrateCreatesBothLayers(t *testing.T) {
 			if got := engines[table]; got != "Distributed" {
 				t.Errorf("shard %d: %s engine: got %q, want Distributed", i+1, table, got)
 			}
-			if !strings.Contains(full[table], ShardingKeys[table]) || !strings.Contains(full[table], table+LocalSuffix) {
-				t.Errorf("shard %d: %s: got %q, want Distributed over %s_local by %s", i+1, table, full[table], table, ShardingKeys[table])
+			if !strings.Contains(full[table], ShardingKeys()[table]) || !strings.Contains(full[table], table+LocalSuffix) {
+				t.Errorf("shard %d: %s: got %q, want Distributed over %s_local by %s", i+1, table, full[table], table, ShardingKeys()[table])
 			}
 			if local, dist := columnsOf(t, conn, st.Database(), table+LocalSuffix), columnsOf(t, conn, st.Database(), table); local != dist {
 				t.Errorf("shard %d: %s columns: got %s, want those of %s_local: %s", i+1, table, dist, table, local)
