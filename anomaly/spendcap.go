@@ -68,6 +68,14 @@ func (d *Detector) ObserveCorrection(e *event.CorrectionEffect) {
 	}
 }
 
+// SpendFingerprint is the fingerprint of the spend_cap alert of tenant's
+// threshold (its label, "90" for 0.9) in the billing period starting at
+// period: the same on every replica and after any restart, so the
+// anomalies table tells which thresholds were alerted in a period.
+func SpendFingerprint(tenant, threshold string, period time.Time) string {
+	return Fingerprint(tenant, MetricSpendCap, "", threshold, period)
+}
+
 // thresholdLabel formats 0.9 as "90".
 func thresholdLabel(f float64) string { return strconv.FormatFloat(f*100, 'f', -1, 64) }
 
@@ -86,7 +94,7 @@ func (d *Detector) checkSpend(t *tenant, now int64, out *[]Alert) {
 		if s.activeFrom != s.from {
 			end = int64(s.from)
 		}
-		*out = append(*out, d.spendAlert(t, int(s.active-1), int64(s.activeAt), end, s.spend))
+		*out = append(*out, d.spendAlert(t, int(s.active-1), int64(s.activeFrom), int64(s.activeAt), end, s.spend))
 		s.active = 0
 	}
 	if now >= int64(s.to) || now < int64(s.from) {
@@ -102,16 +110,16 @@ func (d *Detector) checkSpend(t *tenant, now int64, out *[]Alert) {
 		return
 	}
 	if s.active != 0 {
-		*out = append(*out, d.spendAlert(t, int(s.active-1), int64(s.activeAt), now, s.spend))
+		*out = append(*out, d.spendAlert(t, int(s.active-1), int64(s.activeFrom), int64(s.activeAt), now, s.spend))
 	}
 	s.fired |= 1<<(hi+1) - 1
 	s.active, s.activeFrom, s.activeAt = int8(hi+1), s.from, uint32(now)
-	*out = append(*out, d.spendAlert(t, hi, now, 0, s.spend))
+	*out = append(*out, d.spendAlert(t, hi, int64(s.from), now, 0, s.spend))
 }
 
-// spendAlert builds a spend_cap alert for threshold index i; endsAt 0 means
-// firing.
-func (d *Detector) spendAlert(t *tenant, i int, startsAt, endsAt int64, spend float64) Alert {
+// spendAlert builds a spend_cap alert for threshold index i of the period
+// starting at period; endsAt 0 means firing.
+func (d *Detector) spendAlert(t *tenant, i int, period, startsAt, endsAt int64, spend float64) Alert {
 	th := d.cfg.SpendThresholds
 	capv := t.pp.spendCap
 	label := thresholdLabel(th[i])
@@ -133,7 +141,7 @@ func (d *Detector) spendAlert(t *tenant, i int, startsAt, endsAt int64, spend fl
 		StartsAt: time.Unix(startsAt, 0).UTC(),
 		Labels:   map[string]string{"threshold": label, "plan": t.pp.name},
 	}
-	a.Fingerprint = Fingerprint(t.id, MetricSpendCap, "", label, a.StartsAt)
+	a.Fingerprint = SpendFingerprint(t.id, label, time.Unix(period, 0))
 	if i == len(th)-1 {
 		a.Labels["action"] = "degrade"
 		a.Summary = fmt.Sprintf("tenant %s reached %s%% of its monthly spend cap (%.2f of %.2f): degrade gracefully", t.id, label, spend, capv)

@@ -14,16 +14,17 @@ type RollupReader interface {
 	Rollups(ctx context.Context, from, to time.Time, fn func(store.UsageRow) error) error
 }
 
-// WarmStartReader is what WarmStart reads; *store.Store is one.
+// WarmStartReader is what WarmStart and Handover read; *store.Store is
+// one.
 type WarmStartReader interface {
 	RollupReader
 	// HourlyCounts gives each tenant's hourly event counts in [from, to).
 	HourlyCounts(ctx context.Context, from, to time.Time, fn func(store.HourlyCount) error) error
 	// SpendSince gives each tenant's cost from since on.
 	SpendSince(ctx context.Context, since time.Time) (map[string]float64, error)
-	// MaxAnomalyRatios gives each tenant's highest ratio of the
-	// anomalies of metric started from since on.
-	MaxAnomalyRatios(ctx context.Context, metric string, since time.Time) (map[string]float64, error)
+	// LatestAnomalies gives the latest recorded state of each episode of
+	// metrics started from since on.
+	LatestAnomalies(ctx context.Context, metrics []string, since time.Time) ([]store.AnomalyRow, error)
 }
 
 var _ WarmStartReader = (*store.Store)(nil)
@@ -78,69 +79,19 @@ func finiteNonNeg(v float64) bool { return v >= 0 && v <= math.MaxFloat32 }
 // WarmStart loads baselines from the store (src) so a restart does not start
 // cold: the seasonal profiles from hourly totals over warm_start.history,
 // levels and dispersion by replaying warm_start.recent of minute rollups
-// silently (no alerts), and month-to-date spend plus the spend-cap
-// thresholds already alerted (from the anomalies table). Call it before
-// Run and before the collector starts observing. It returns the number of
-// tenants seeded.
+// silently (no alerts), month-to-date spend, and from the anomalies table
+// the spend-cap thresholds already alerted and the open episodes, which
+// continue under their fingerprints. It is Handover for a detector that
+// owns every tenant. Call it before Run and before the collector starts
+// observing. It returns the number of tenants seeded.
 func (d *Detector) WarmStart(ctx context.Context, src WarmStartReader, now time.Time) (int, error) {
-	now = now.UTC()
-	recentFrom := now.Add(-d.cfg.WarmStart.Recent).Truncate(time.Hour)
-	histFrom := now.Add(-d.cfg.WarmStart.History).Truncate(time.Hour)
-
-	// 1. Seasonal profiles from hourly totals.
-	if histFrom.Before(recentFrom) {
-		closed := int32(recentFrom.Unix()/60) - 1
-		err := src.HourlyCounts(ctx, histFrom, recentFrom, func(h store.HourlyCount) error {
-			d.seedHour(h.TenantID, int32(h.Hour.Unix()/3600), float64(h.Count), closed)
-			return nil
-		})
-		if err != nil {
-			return 0, fmt.Errorf("warm start: %w", err)
-		}
-	}
-
-	// 2. Levels and dispersion: replay recent minutes with alerts muted.
-	sink := d.sink
-	d.sink = SinkFunc(func(context.Context, Alert) {})
-	defer func() { d.sink = sink }()
-	cur := int64(-1)
-	lateness := d.cfg.Lateness
-	skipped, firstBad, err := QueryRollups(ctx, src, recentFrom, now.Truncate(time.Minute), func(r *Rollup) error {
-		m := r.Minute.Unix() / 60
-		if cur >= 0 && m > cur {
-			d.Advance(ctx, time.Unix(m*60, 0).Add(lateness))
-		}
-		cur = m
-		d.ObserveRollup(r)
-		return nil
-	})
+	start := time.Now()
+	h, err := d.Handover(ctx, src, func(string) bool { return true }, now)
 	if err != nil {
 		return 0, fmt.Errorf("warm start: %w", err)
 	}
-	if skipped > 0 {
-		d.log.Warn("warm start skipped rollups with unusable numbers", "component", "anomaly", "count", skipped, "err", firstBad)
-	}
-	if cur >= 0 {
-		d.Advance(ctx, time.Unix((cur+1)*60, 0).Add(lateness))
-	}
-
-	// 3. Month-to-date spend, and thresholds already alerted this month.
-	monthFrom, _ := monthBounds(now.Unix())
-	mf := time.Unix(monthFrom, 0).UTC()
-	alerted, err := src.MaxAnomalyRatios(ctx, MetricSpendCap, mf)
-	if err != nil {
-		return 0, fmt.Errorf("warm start: %w", err)
-	}
-	spend, err := src.SpendSince(ctx, mf)
-	if err != nil {
-		return 0, fmt.Errorf("warm start: %w", err)
-	}
-	for tenant, v := range spend {
-		d.SetSpend(tenant, now, v, alerted[tenant])
-	}
-	n := d.Stats().Tenants
-	d.log.Info("warm start done", "count", n, "duration", time.Since(now))
-	return n, nil
+	d.log.Info("warm start done", "count", h.Adopted, "duration", time.Since(start))
+	return h.Adopted, nil
 }
 
 // seedHour folds one historical hourly total into a tenant's profile.
