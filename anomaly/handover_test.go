@@ -175,7 +175,7 @@ func TestSpendRestartBetweenThresholds(t *testing.T) {
 		t.Fatal(err)
 	}
 	b.Advance(f.ctx, now)
-	f.checkOnce("70") // nothing new at the restart
+	f.checkOnce("70")           // nothing new at the restart
 	f.spend(b, "acme", now, 20) // 95%
 	f.checkOnce("70", "90")
 	if ev, _ := f.spendAlerts(); len(ev) != 3 || ev[1] != "b resolved 70" {
