@@ -74,22 +74,41 @@ func (f *fleet) detector(name string) *anomaly.Detector {
 // nil, shows it to d (its owner) and lets d evaluate the minute.
 func (f *fleet) spend(d *anomaly.Detector, tenant string, m time.Time, cost float64) {
 	f.t.Helper()
+	f.store(d, anomaly.Rollup{Minute: m, TenantID: tenant, Kind: "api_request", Count: 1, Quantity: 1, Cost: cost})
+}
+
+// store stores rollups in usage_1m, in one insert, as the collector
+// would; when d is not nil, it shows them to d (their owner) in order and
+// lets d evaluate each minute once the next one starts, and the last.
+func (f *fleet) store(d *anomaly.Detector, rs ...anomaly.Rollup) {
+	f.t.Helper()
 	b, err := f.st.Conn().PrepareBatch(f.ctx, "INSERT INTO "+f.db+".usage_1m (tenant_id, kind, minute, count, quantity, cost, errors, latency_count)")
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	if err := b.Append(tenant, "api_request", m, uint64(1), 1.0, decimal.NewFromFloat(cost), uint64(0), uint64(0)); err != nil {
-		b.Abort()
-		f.t.Fatal(err)
+	for _, r := range rs {
+		if err := b.Append(r.TenantID, r.Kind, r.Minute, r.Count, r.Quantity, decimal.NewFromFloat(r.Cost), r.Errors, uint64(0)); err != nil {
+			b.Abort()
+			f.t.Fatal(err)
+		}
 	}
 	if err := b.Send(); err != nil {
 		f.t.Fatal(err)
 	}
-	if d != nil {
-		d.ObserveRollup(&anomaly.Rollup{Minute: m, TenantID: tenant, Kind: "api_request", Count: 1, Quantity: 1, Cost: cost})
-		// A live detector evaluates on its own clock, not on minute
-		// boundaries.
-		d.Advance(f.ctx, m.Add(time.Minute+f.cfg.Lateness+7*time.Second))
+	if d == nil {
+		return
+	}
+	// A live detector evaluates on its own clock, not on minute
+	// boundaries.
+	eval := func(m time.Time) { d.Advance(f.ctx, m.Add(time.Minute+f.cfg.Lateness+7*time.Second)) }
+	for i := range rs {
+		if i > 0 && rs[i].Minute.After(rs[i-1].Minute) {
+			eval(rs[i-1].Minute)
+		}
+		d.ObserveRollup(&rs[i])
+	}
+	if len(rs) > 0 {
+		eval(rs[len(rs)-1].Minute)
 	}
 }
 
@@ -211,4 +230,189 @@ func TestSpendCrossedWhileDown(t *testing.T) {
 	c.Advance(f.ctx, now)
 	f.spend(c, "acme", now, 1) // 96%: no threshold
 	f.checkOnce("70", "90")
+}
+
+// minutes returns the rollups of tenant's api_request events, n a minute,
+// for the minutes in [from, to).
+func minutes(tenant string, from, to time.Time, n uint64) []anomaly.Rollup {
+	var rs []anomaly.Rollup
+	for m := from; m.Before(to); m = m.Add(time.Minute) {
+		rs = append(rs, anomaly.Rollup{Minute: m, TenantID: tenant, Kind: "api_request", Count: n, Quantity: float64(n)})
+	}
+	return rs
+}
+
+// usageAlerts returns the usage alerts sent so far as "by status" strings,
+// and their fingerprints.
+func (f *fleet) usageAlerts(tenant string) (events []string, fps []string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, s := range f.log {
+		if s.a.Metric == anomaly.MetricUsage && s.a.TenantID == tenant {
+			events = append(events, s.by+" "+string(s.a.Status))
+			fps = append(fps, s.a.Fingerprint)
+		}
+	}
+	return events, fps
+}
+
+func only(tenant string) func(string) bool { return func(id string) bool { return id == tenant } }
+
+func not(tenant string) func(string) bool { return func(id string) bool { return id != tenant } }
+
+// TestHandoverOpenEpisode: a usage episode fires on replica a; the tenant
+// moves to b, then back to a, while it is open. It fires once, is never
+// resolved by the replica that let it go, and resolves once, under the
+// fingerprint it fired with. The other tenant a keeps is left alone.
+func TestHandoverOpenEpisode(t *testing.T) {
+	f := newFleet(t)
+	now := time.Date(2026, 3, 20, 12, 0, 0, 0, time.UTC)
+	hist := append(minutes("acme", now.Add(-3*time.Hour), now, 100), minutes("beta", now.Add(-3*time.Hour), now, 100)...)
+	f.store(nil, hist...)
+	a, b := f.detector("a"), f.detector("b")
+	if n, err := a.WarmStart(f.ctx, f.st, now); err != nil || n != 2 {
+		t.Fatalf("warm start of a: got %d tenants, %v; want 2", n, err)
+	}
+	if h, err := b.Handover(f.ctx, f.st, func(string) bool { return false }, now); err != nil || h.Adopted != 0 {
+		t.Fatalf("b owning nothing: got %+v, %v; want nothing adopted", h, err)
+	}
+
+	// A 6x spike on a.
+	f.store(a, minutes("acme", now, now.Add(3*time.Minute), 600)...)
+	ev, fps := f.usageAlerts("acme")
+	if len(ev) != 1 || ev[0] != "a firing" {
+		t.Fatalf("usage alerts %v, want a firing on a", ev)
+	}
+	fp := fps[0]
+
+	// acme moves to b mid-spike.
+	at := now.Add(3*time.Minute + 30*time.Second)
+	ha, err := a.Handover(f.ctx, f.st, not("acme"), at)
+	if err != nil || ha.Dropped != 1 || ha.Adopted != 0 {
+		t.Fatalf("a releasing acme: got %+v, %v; want 1 dropped", ha, err)
+	}
+	hb, err := b.Handover(f.ctx, f.st, only("acme"), at)
+	if err != nil || hb.Adopted != 1 || hb.Dropped != 0 {
+		t.Fatalf("b taking acme: got %+v, %v; want 1 adopted", hb, err)
+	}
+	if len(hb.Open) != 1 || hb.Open[0].Fingerprint != fp {
+		t.Errorf("b's open episodes %+v, want the one of fingerprint %s", hb.Open, fp)
+	}
+	if s := a.Stats(); s.Tenants != 1 {
+		t.Errorf("a holds %d tenants, want 1 (beta)", s.Tenants)
+	}
+	f.store(b, minutes("acme", now.Add(3*time.Minute), now.Add(5*time.Minute), 600)...)
+	f.store(a, minutes("beta", now, now.Add(5*time.Minute), 100)...)
+
+	// And back to a, still open.
+	at = now.Add(5*time.Minute + 30*time.Second)
+	if h, err := b.Handover(f.ctx, f.st, not("acme"), at); err != nil || h.Dropped != 1 {
+		t.Fatalf("b releasing acme: got %+v, %v; want 1 dropped", h, err)
+	}
+	h, err := a.Handover(f.ctx, f.st, func(string) bool { return true }, at)
+	if err != nil || h.Adopted != 1 || len(h.Open) != 1 || h.Open[0].Fingerprint != fp {
+		t.Fatalf("a taking acme back: got %+v, %v; want 1 adopted with episode %s open", h, err, fp)
+	}
+	b.Advance(f.ctx, now.Add(30*time.Minute)) // b has nothing of acme left to resolve
+	f.store(a, minutes("acme", now.Add(5*time.Minute), now.Add(20*time.Minute), 100)...)
+
+	ev, fps = f.usageAlerts("acme")
+	if len(ev) != 2 || ev[0] != "a firing" || ev[1] != "a resolved" {
+		t.Fatalf("usage alerts %v, want a firing, then a resolved", ev)
+	}
+	if fps[1] != fp {
+		t.Errorf("resolved under %s, want %s", fps[1], fp)
+	}
+	if ev, _ := f.usageAlerts("beta"); len(ev) != 0 {
+		t.Errorf("beta's usage alerts %v, want none", ev)
+	}
+}
+
+// TestHandoverSpendBackAndForth moves a tenant between two replicas while
+// its spend climbs through every threshold: each alerts once, and each
+// firing threshold is resolved once, under its fingerprint, by the
+// replica that owns the tenant when the next one fires.
+func TestHandoverSpendBackAndForth(t *testing.T) {
+	f := newFleet(t)
+	now := time.Date(2026, 3, 20, 12, 0, 0, 0, time.UTC)
+	a, b := f.detector("a"), f.detector("b")
+	all := func(string) bool { return true }
+	none := func(string) bool { return false }
+	move := func(from, to *anomaly.Detector, owns func(string) bool) {
+		t.Helper()
+		now = now.Add(5 * time.Minute)
+		if h, err := from.Handover(f.ctx, f.st, none, now); err != nil || h.Dropped != 1 {
+			t.Fatalf("release: got %+v, %v; want 1 dropped", h, err)
+		}
+		if h, err := to.Handover(f.ctx, f.st, owns, now); err != nil || h.Adopted != 1 {
+			t.Fatalf("adopt: got %+v, %v; want 1 adopted", h, err)
+		}
+		from.Advance(f.ctx, now)
+		to.Advance(f.ctx, now)
+	}
+	if _, err := a.WarmStart(f.ctx, f.st, now); err != nil {
+		t.Fatal(err)
+	}
+	f.spend(a, "acme", now, 75)
+	move(a, b, only("acme"))
+	f.spend(b, "acme", now, 20) // 95%
+	move(b, a, all)
+	f.spend(a, "acme", now, 10) // 105%
+	move(a, b, all)
+	f.spend(b, "acme", now, 5)
+	move(b, a, all)
+	f.checkOnce("70", "90", "100")
+	ev, _ := f.spendAlerts()
+	want := []string{"a firing 70", "b resolved 70", "b firing 90", "a resolved 90", "a firing 100"}
+	if strings.Join(ev, ",") != strings.Join(want, ",") {
+		t.Errorf("spend alerts %v, want %v", ev, want)
+	}
+}
+
+// TestHandoverEpisodeOlderThanReplay: the episode opened before the
+// replayed hours, so the replay sees only the spike and learns it. The new
+// owner still holds it open under its recorded fingerprint and resolves it
+// once the rate is back.
+func TestHandoverEpisodeOlderThanReplay(t *testing.T) {
+	f := newFleet(t)
+	now := time.Date(2026, 3, 20, 12, 0, 0, 0, time.UTC)
+	start := now.Add(-4 * time.Hour)
+	f.store(nil, append(minutes("acme", now.Add(-8*time.Hour), start, 100), minutes("acme", start, now, 600)...)...)
+	fp := anomaly.Fingerprint("acme", anomaly.MetricUsage, "api_request", "", start)
+	if _, err := f.ch.Notify(f.ctx, []anomaly.Alert{{Fingerprint: fp, TenantID: "acme", Metric: anomaly.MetricUsage,
+		Kind: "api_request", Status: anomaly.StatusFiring, Severity: anomaly.SeverityCritical, Observed: 600,
+		Baseline: 100, Ratio: 6, StartsAt: start, Summary: "spike"}}); err != nil {
+		t.Fatal(err)
+	}
+	b := f.detector("b")
+	h, err := b.Handover(f.ctx, f.st, only("acme"), now)
+	if err != nil || h.Adopted != 1 || len(h.Open) != 1 || h.Open[0].Fingerprint != fp {
+		t.Fatalf("handover: got %+v, %v; want acme adopted with episode %s open", h, err, fp)
+	}
+	f.store(b, minutes("acme", now, now.Add(15*time.Minute), 100)...)
+	ev, fps := f.usageAlerts("acme")
+	if len(ev) != 1 || ev[0] != "b resolved" || fps[0] != fp {
+		t.Fatalf("usage alerts %v %v, want one resolution by b of %s", ev, fps, fp)
+	}
+}
+
+// TestHandoverUnrecordedEpisode: the replay sees a spike that no replica
+// alerted (it started while none ran). The new owner does not carry the
+// replay's silent episode, so no resolution of an alert nobody saw is
+// sent; the spike, still on, fires live, once.
+func TestHandoverUnrecordedEpisode(t *testing.T) {
+	f := newFleet(t)
+	now := time.Date(2026, 3, 20, 12, 0, 0, 0, time.UTC)
+	f.store(nil, append(minutes("acme", now.Add(-3*time.Hour), now.Add(-3*time.Minute), 100), minutes("acme", now.Add(-3*time.Minute), now, 600)...)...)
+	b := f.detector("b")
+	h, err := b.Handover(f.ctx, f.st, only("acme"), now)
+	if err != nil || h.Adopted != 1 || len(h.Open) != 0 {
+		t.Fatalf("handover: got %+v, %v; want acme adopted, nothing open", h, err)
+	}
+	f.store(b, minutes("acme", now, now.Add(3*time.Minute), 600)...)
+	f.store(b, minutes("acme", now.Add(3*time.Minute), now.Add(15*time.Minute), 100)...)
+	ev, fps := f.usageAlerts("acme")
+	if len(ev) != 2 || ev[0] != "b firing" || ev[1] != "b resolved" || fps[0] != fps[1] {
+		t.Fatalf("usage alerts %v %v, want b firing then resolving one episode", ev, fps)
+	}
 }
