@@ -31,10 +31,21 @@
 //     attrs["integration"]);
 //   - latency_p95: per tenant, from a fixed-size log histogram per window;
 //   - spend_cap: 70/90/100% of the plan's monthly cap, once per tenant,
-//     threshold and billing month.
+//     threshold and billing month, across restarts and replicas: the
+//     alert's fingerprint names the tenant, threshold and month, and
+//     which thresholds were alerted is read back from the anomalies
+//     table, never inferred from spend.
 //
 // Lifecycle: New, then Run(ctx) evaluates on a clock (default every 10 s)
 // until ctx ends; Close is idempotent. Advance(now) runs one evaluation at
 // an explicit time, which is how replay drives the same code on a simulated
 // clock. WarmStart loads baselines and month-to-date spend from ClickHouse.
+//
+// Scale-out: each tenant has one owner replica. Handover(ctx, src, owns,
+// now) makes a running detector hold exactly the tenants owns accepts:
+// released tenants are forgotten without resolving their episodes (the
+// new owner continues them), newly owned ones are warm-started (in a
+// scratch detector, then moved in), with their open episodes continued
+// under the fingerprints the anomalies table recorded. WarmStart is
+// Handover for a detector that owns every tenant.
 package anomaly
