@@ -64,8 +64,9 @@ type Engine struct {
 	// mu guards active and the conditions' fields; it is never held across
 	// I/O.
 	mu      sync.Mutex
-	active  map[string]*condition // by decision key
-	activeN atomic.Int64          // len(active), for the gauge: a scrape never waits on mu
+	active  map[string]*condition    // by decision key
+	owns    func(tenant string) bool // tenants whose alerts the engine acts on; nil: every tenant (see Handover)
+	activeN atomic.Int64             // len(active), for the gauge: a scrape never waits on mu
 
 	// late holds resolutions the full queue could not take, by
 	// fingerprint: dropping one would renew its throttle forever, since
@@ -83,12 +84,14 @@ type Engine struct {
 	closed    chan struct{}
 }
 
-// condition is one decision key held by one or more firing alerts.
+// condition is one decision key held by one or more firing alerts, or
+// by decisions adopted from the bucket at a handover.
 type condition struct {
-	alerts     map[string]anomaly.Alert // by fingerprint
-	current    limiter.Decision         // last decision published (zero if none yet)
-	pending    bool                     // the last publish failed or was suppressed
-	suppressed bool                     // a manual decision outranks it (logged once)
+	alerts     map[string]anomaly.Alert    // by fingerprint
+	adopted    map[string]limiter.Decision // by anomaly_id: live decisions of another owner, renewed as they were
+	current    limiter.Decision            // last decision published (zero if none yet)
+	pending    bool                        // the last publish failed or was suppressed
+	suppressed bool                        // a manual decision outranks it (logged once)
 }
 
 // New returns an engine.
@@ -251,8 +254,15 @@ func (e *Engine) Active() []limiter.Decision {
 // errKVTimeout marks a KV write that ran out of cfg.KVTimeout.
 var errKVTimeout = errors.New("decisions bucket did not answer in time")
 
-// Handle applies one alert now. Alerts no policy acts on are ignored.
+// Handle applies one alert now. Alerts no policy acts on are ignored, and
+// so are alerts of tenants the engine does not own (see Handover).
 func (e *Engine) Handle(ctx context.Context, a anomaly.Alert) error {
+	if !e.owned(a.TenantID) {
+		return nil
+	}
+	if a.Status == anomaly.StatusResolved {
+		return e.resolve(ctx, a)
+	}
 	want, ok := e.policy(a)
 	if !ok {
 		return nil
@@ -265,38 +275,57 @@ func (e *Engine) Handle(ctx context.Context, a anomaly.Alert) error {
 	defer e.opMu.Unlock()
 	e.mu.Lock()
 	c := e.active[key]
-	if a.Status == anomaly.StatusResolved {
-		// The resolution may name another heavy user than the alert that
-		// fired, or none: find the condition by the alert's fingerprint.
-		if c == nil || c.alerts[a.Fingerprint].Fingerprint == "" {
-			for k, held := range e.active {
-				if _, ok := held.alerts[a.Fingerprint]; ok {
-					key, c = k, held
-					want, _ = e.policy(held.alerts[a.Fingerprint])
-					break
-				}
+	if c == nil {
+		c = &condition{alerts: map[string]anomaly.Alert{}}
+		e.active[key] = c
+	}
+	c.alerts[a.Fingerprint] = a
+	e.activeN.Store(int64(len(e.active)))
+	e.mu.Unlock()
+	return e.publish(ctx, c, false)
+}
+
+// resolve applies a resolution: the condition holding its episode (an
+// alert, or a decision adopted at a handover) lets it go, and when it was
+// the last, the decision is cleared. The resolution may name another
+// heavy user than the alert that fired, or none, or no longer call for a
+// decision: the condition is found by the alert's fingerprint.
+func (e *Engine) resolve(ctx context.Context, a anomaly.Alert) error {
+	e.opMu.Lock()
+	defer e.opMu.Unlock()
+	e.mu.Lock()
+	var key string
+	var c *condition
+	if want, ok := e.policy(a); ok {
+		if k, err := limiter.Key(want.TenantID, want.Scope); err == nil && e.active[k].holds(a.Fingerprint) {
+			key, c = k, e.active[k]
+		}
+	}
+	if c == nil {
+		for k, held := range e.active {
+			if held.holds(a.Fingerprint) {
+				key, c = k, held
+				break
 			}
 		}
-		if c == nil {
-			e.mu.Unlock()
-			return nil
-		}
-		delete(c.alerts, a.Fingerprint)
-		if len(c.alerts) == 0 {
-			delete(e.active, key)
-			e.activeN.Store(int64(len(e.active)))
-			current := c.current
-			e.mu.Unlock()
-			return e.clear(ctx, current, want, a)
-		}
-	} else {
-		if c == nil {
-			c = &condition{alerts: map[string]anomaly.Alert{}}
-			e.active[key] = c
-		}
-		c.alerts[a.Fingerprint] = a
 	}
-	e.activeN.Store(int64(len(e.active)))
+	if c == nil {
+		e.mu.Unlock()
+		return nil
+	}
+	want, ok := c.adopted[a.Fingerprint]
+	if !ok {
+		want, _ = e.policy(c.alerts[a.Fingerprint])
+	}
+	delete(c.alerts, a.Fingerprint)
+	delete(c.adopted, a.Fingerprint)
+	if len(c.alerts) == 0 && len(c.adopted) == 0 {
+		delete(e.active, key)
+		e.activeN.Store(int64(len(e.active)))
+		current := c.current
+		e.mu.Unlock()
+		return e.clear(ctx, current, want, a)
+	}
 	e.mu.Unlock()
 	return e.publish(ctx, c, false)
 }
@@ -342,19 +371,24 @@ func (e *Engine) publish(ctx context.Context, c *condition, renew bool) error {
 	e.mu.Lock()
 	var best limiter.Decision
 	bestRatio := 0.0
-	for _, a := range c.alerts {
-		d, ok := e.policy(a)
-		if !ok {
-			continue
-		}
+	fromAlert := false
+	consider := func(d limiter.Decision, ratio float64, alert bool) {
 		// The lowest rate wins; among equal rates, the alert furthest
 		// above its baseline names the decision.
 		if best.TenantID == "" || d.RatePerSec < best.RatePerSec ||
-			(d.RatePerSec == best.RatePerSec && (a.Ratio > bestRatio || (a.Ratio == bestRatio && d.AnomalyID < best.AnomalyID))) {
-			best, bestRatio = d, a.Ratio
+			(d.RatePerSec == best.RatePerSec && (ratio > bestRatio || (ratio == bestRatio && d.AnomalyID < best.AnomalyID))) {
+			best, bestRatio, fromAlert = d, ratio, alert
 		}
 	}
-	if best.TenantID != "" && best.Action == limiter.ActionThrottle && best.Source == limiter.SourceAnomaly {
+	for _, a := range c.alerts {
+		if d, ok := e.policy(a); ok {
+			consider(d, a.Ratio, true)
+		}
+	}
+	for _, d := range c.adopted {
+		consider(d, 0, false)
+	}
+	if fromAlert && best.Action == limiter.ActionThrottle && best.Source == limiter.SourceAnomaly {
 		best.Reason = usageReason(best, c.alerts)
 	}
 	same := c.current.TenantID != "" && c.current.Action == best.Action &&
