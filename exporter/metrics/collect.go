@@ -363,19 +363,20 @@ func (m *Metrics) emitGauges(ch chan<- prometheus.Metric, overflowActive bool) {
 	defer m.gaugeMu.Unlock()
 	m.mu.RLock()
 	isMember := func(id string) bool { t := m.tenants[id]; return t != nil && t.member }
+	owned := func(id string) bool { return m.owns == nil || m.owns(id) }
 	var overAnom, overThr int
 	for id, n := range m.anomalies {
-		if !isMember(id) {
+		if !isMember(id) && owned(id) {
 			overAnom += n
 		}
 	}
 	for id := range m.throttled {
-		if !isMember(id) {
+		if !isMember(id) && owned(id) {
 			overThr++
 		}
 	}
 	for id, t := range m.tenants {
-		if !t.member {
+		if !t.member || !owned(id) {
 			continue
 		}
 		ch <- prometheus.MustNewConstMetric(d.anomalies, prometheus.GaugeValue, float64(m.anomalies[id]), id)

@@ -22,6 +22,11 @@
 // Config.IdleSeriesTTL (default 1h) lose their series and their state,
 // spend cap included; a cap source gives a returning tenant its cap again.
 //
+// Scale-out: with one owner replica per tenant, Forget(owns) keeps the
+// per-tenant gauges (active anomalies, throttled, spend cap) to the
+// tenants the replica owns, so a sum over replicas counts each tenant
+// once; counters stay on every replica that observed the events.
+//
 // Lifecycle: New registers; Observe and the setters may be called from any
 // goroutine; Close unregisters and is idempotent. There is no Run: all
 // housekeeping (ranking, idle eviction) happens during a scrape.

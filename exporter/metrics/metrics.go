@@ -43,6 +43,7 @@ type Metrics struct {
 	gaugeMu   sync.Mutex
 	anomalies map[string]int
 	throttled map[string]bool
+	owns      func(tenant string) bool // tenants whose gauges are exported; nil: every tenant (see Forget)
 
 	collectMu sync.Mutex // serializes scrapes; guards the fields below
 	state     collectState
@@ -319,6 +320,31 @@ func (m *Metrics) SetSpendCapSource(f func(tenant string) (capacity float64, ok 
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.capSource = f
+}
+
+// Forget makes the collector export the per-tenant gauges (active
+// anomalies, throttled, spend cap) only for the tenants owns accepts,
+// until the next call, and forgets the active-anomaly counts of the
+// others. With one owner replica per tenant, each replica calls it with
+// its owned set whenever that changes, so a sum of a gauge over replicas
+// counts each tenant once. Counters stay: each replica's count what it
+// observed, and their sum is the total. Throttles are kept, not exported:
+// every replica follows every decision, and the owner exports the
+// tenant's. owns is called during scrapes with the collector's locks
+// held: it must be fast and must not call back into Metrics. nil owns
+// every tenant again.
+func (m *Metrics) Forget(owns func(tenant string) bool) {
+	m.gaugeMu.Lock()
+	defer m.gaugeMu.Unlock()
+	m.owns = owns
+	if owns == nil {
+		return
+	}
+	for id := range m.anomalies {
+		if !owns(id) {
+			delete(m.anomalies, id)
+		}
+	}
 }
 
 func okLabel(s string) bool { return s != "" && len(s) <= maxLabelLen && utf8.ValidString(s) }

@@ -511,3 +511,66 @@ func TestSpendCapsForgottenWithTenants(t *testing.T) {
 		t.Fatalf("spend caps %v, want churn-0001 42 from the source only", got)
 	}
 }
+
+// TestForgetUnownedGauges: two replicas both saw a tenant (before it moved
+// from one to the other). Once the old owner forgets it, summing each
+// gauge over both replicas counts the tenant once; the counters stay on
+// both, and their sum is every event.
+func TestForgetUnownedGauges(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.MaxTenantSeries = 1
+	type replica struct {
+		m   *Metrics
+		reg *prometheus.Registry
+	}
+	var rs []replica
+	for range 2 {
+		m, reg, _ := newTest(t, cfg)
+		m.SetSpendCapSource(func(string) (float64, bool) { return 100, true })
+		m.Observe(ev("acme", event.KindAPIRequest, 1, 1, false), 0)
+		scrape(t, reg) // acme takes the one slot
+		m.Observe(ev("beta", event.KindAPIRequest, 1, 1, false), 0)
+		m.SetActiveAnomalies("acme", 2)
+		m.SetThrottled("acme", true)
+		m.SetActiveAnomalies("beta", 1)
+		m.SetThrottled("beta", true)
+		rs = append(rs, replica{m, reg})
+	}
+	rs[0].m.Forget(func(id string) bool { return id != "acme" && id != "beta" })
+	rs[1].m.Forget(func(id string) bool { return id == "acme" || id == "beta" })
+	rs[0].m.SetActiveAnomalies("acme", 5) // a late alert of the old owner
+	total := map[string]map[string]float64{}
+	for _, r := range rs {
+		s := scrape(t, r.reg)
+		for _, name := range []string{"tenantguard_tenant_active_anomalies", "tenantguard_tenant_throttled", "tenantguard_tenant_spend_cap", "tenantguard_tenant_events_total"} {
+			if total[name] == nil {
+				total[name] = map[string]float64{}
+			}
+			for k, v := range series(s, name) {
+				total[name][k] += v
+			}
+		}
+	}
+	for _, c := range []struct {
+		name, key string
+		want      float64
+	}{
+		{"tenantguard_tenant_active_anomalies", "acme", 2},
+		{"tenantguard_tenant_active_anomalies", OverflowTenant, 1},
+		{"tenantguard_tenant_throttled", "acme", 1},
+		{"tenantguard_tenant_throttled", OverflowTenant, 1},
+		{"tenantguard_tenant_spend_cap", "acme", 100},
+		{"tenantguard_tenant_events_total", "acme/" + event.KindAPIRequest, 2},
+		{"tenantguard_tenant_events_total", OverflowTenant + "/" + event.KindAPIRequest, 2},
+	} {
+		if got := total[c.name][c.key]; got != c.want {
+			t.Errorf("sum over replicas of %s{%s}: got %v, want %v", c.name, c.key, got, c.want)
+		}
+	}
+
+	// Owning every tenant again exports the throttle the replica kept.
+	rs[0].m.Forget(nil)
+	if got := series(scrape(t, rs[0].reg), "tenantguard_tenant_throttled"); got["acme"] != 1 {
+		t.Errorf("throttled after owning acme again: got %v, want acme 1", got)
+	}
+}
