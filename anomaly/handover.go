@@ -342,3 +342,40 @@ func rowAlert(r store.AnomalyRow) Alert {
 		Integration: r.Integration, Status: StatusFiring, Severity: Severity(r.Severity), Observed: r.Observed,
 		Baseline: r.Baseline, Ratio: r.Ratio, StartsAt: r.StartsAt, Summary: r.Summary}
 }
+
+// Open returns the fingerprints of every episode the detector holds open,
+// spend-cap alerts included: what a decision adopted from another owner
+// may name while it is still called for.
+func (d *Detector) Open() map[string]bool {
+	out := map[string]bool{}
+	for i := range d.shards {
+		sh := &d.shards[i]
+		sh.mu.Lock()
+		for _, t := range sh.tenants {
+			for k := range t.kinds {
+				if s := &t.kinds[k].s; s.firing {
+					out[Fingerprint(t.id, MetricUsage, t.kinds[k].name, "", minuteTime(s.start))] = true
+				}
+			}
+			integ := t.integrations()
+			for g := range integ {
+				if s := &integ[g].s; s.firing {
+					out[Fingerprint(t.id, MetricErrorRate, "", integ[g].name, minuteTime(s.start))] = true
+				}
+			}
+			for _, e := range []struct {
+				metric string
+				s      *series
+			}{{MetricCost, &t.costS}, {MetricErrorRate, &t.errS}, {MetricLatencyP95, &t.latS}} {
+				if e.s.firing {
+					out[Fingerprint(t.id, e.metric, "", "", minuteTime(e.s.start))] = true
+				}
+			}
+			if sp := &t.sp; sp.active != 0 && int(sp.active) <= len(d.cfg.SpendThresholds) {
+				out[SpendFingerprint(t.id, thresholdLabel(d.cfg.SpendThresholds[sp.active-1]), time.Unix(int64(sp.activeFrom), 0))] = true
+			}
+		}
+		sh.mu.Unlock()
+	}
+	return out
+}

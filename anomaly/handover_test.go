@@ -298,6 +298,9 @@ func TestHandoverOpenEpisode(t *testing.T) {
 	if len(hb.Open) != 1 || hb.Open[0].Fingerprint != fp {
 		t.Errorf("b's open episodes %+v, want the one of fingerprint %s", hb.Open, fp)
 	}
+	if !b.Open()[fp] || a.Open()[fp] {
+		t.Errorf("episode %s open on b: %v, on a: %v; want b only", fp, b.Open()[fp], a.Open()[fp])
+	}
 	if s := a.Stats(); s.Tenants != 1 {
 		t.Errorf("a holds %d tenants, want 1 (beta)", s.Tenants)
 	}
@@ -349,6 +352,9 @@ func TestHandoverSpendBackAndForth(t *testing.T) {
 		}
 		from.Advance(f.ctx, now)
 		to.Advance(f.ctx, now)
+		if len(from.Open()) != 0 || len(to.Open()) != 1 {
+			t.Errorf("open episodes after the move: got %d on the old owner, %d on the new; want 0 and 1 (the firing threshold)", len(from.Open()), len(to.Open()))
+		}
 	}
 	if _, err := a.WarmStart(f.ctx, f.st, now); err != nil {
 		t.Fatal(err)

@@ -22,6 +22,10 @@ var _ Lister = (*limiter.Publisher)(nil)
 type Handed struct {
 	Released int // decision keys the engine no longer renews or clears (left live in the bucket)
 	Adopted  int // live automatic decisions of newly owned tenants the engine now renews and clears
+	// Decisions are the adopted decisions: a caller that knows an
+	// episode one names is not open any more hands the engine its
+	// resolution (Handle), which clears it.
+	Decisions []limiter.Decision
 }
 
 // Handover makes the engine the authority for exactly the tenants owns
@@ -86,6 +90,7 @@ func (e *Engine) Handover(ctx context.Context, owns func(tenant string) bool) (H
 			current: d,
 		}
 		h.Adopted++
+		h.Decisions = append(h.Decisions, d)
 	}
 	e.activeN.Store(int64(len(e.active)))
 	return h, nil
