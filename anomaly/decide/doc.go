@@ -28,6 +28,13 @@
 // not queue) and retries failed inserts with backoff, leaving out revisions
 // an insert that failed late stored anyway, so each revision is one row.
 //
+// Scale-out: only a tenant's owner replica renews or clears its automatic
+// decisions. Handover(ctx, owns) releases the tenants owns rejects (their
+// decisions stay live for the new owner; their alerts are ignored) and
+// adopts the live automatic decisions of newly owned tenants from the
+// bucket (Lister), renewed as they are and cleared when the episode their
+// anomaly_id names resolves.
+//
 // Lifecycle: New(cfg, deps) and NewTrail(cfg, deps); Run(ctx) on each
 // (blocks; returns nil on cancel; the trail's writer gets one last attempt,
 // bounded by audit_timeout); Close (idempotent).
