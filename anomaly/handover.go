@@ -2,6 +2,7 @@ package anomaly
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -39,6 +40,9 @@ type Handed struct {
 func (d *Detector) Handover(ctx context.Context, src WarmStartReader, owns func(tenant string) bool, now time.Time) (Handed, error) {
 	now = now.UTC()
 	var h Handed
+	if owns == nil {
+		return h, errors.New("handover: nil owns")
+	}
 	held := map[string]bool{}
 	for i := range d.shards {
 		sh := &d.shards[i]

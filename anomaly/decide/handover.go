@@ -41,6 +41,9 @@ type Handed struct {
 // the next Handover; it must be safe for concurrent use.
 func (e *Engine) Handover(ctx context.Context, owns func(tenant string) bool) (Handed, error) {
 	var h Handed
+	if owns == nil {
+		return h, errors.New("decide: handover: nil owns")
+	}
 	lister, ok := e.deps.Publisher.(Lister)
 	if !ok {
 		return h, errors.New("decide: handover: the publisher cannot list decisions")
