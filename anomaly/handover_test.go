@@ -13,6 +13,7 @@ import (
 
 	"github.com/tenantguard/tenantguard/anomaly"
 	"github.com/tenantguard/tenantguard/anomaly/notify"
+	"github.com/tenantguard/tenantguard/collector/event"
 	"github.com/tenantguard/tenantguard/collector/store"
 	"github.com/tenantguard/tenantguard/internal/testenv"
 	"github.com/tenantguard/tenantguard/internal/teststore"
@@ -420,5 +421,50 @@ func TestHandoverUnrecordedEpisode(t *testing.T) {
 	ev, fps := f.usageAlerts("acme")
 	if len(ev) != 2 || ev[0] != "b firing" || ev[1] != "b resolved" || fps[0] != fps[1] {
 		t.Fatalf("usage alerts %v %v, want b firing then resolving one episode", ev, fps)
+	}
+}
+
+// TestHandoverWhileRunning hands tenants in and out while events arrive
+// and evaluations run (run it with -race): afterwards the detector holds
+// exactly the owned tenants that have state.
+func TestHandoverWhileRunning(t *testing.T) {
+	f := newFleet(t)
+	now := time.Now().UTC().Truncate(time.Minute)
+	var hist []anomaly.Rollup
+	for _, id := range []string{"t0", "t1", "t2", "t3"} {
+		hist = append(hist, minutes(id, now.Add(-time.Hour), now, 10)...)
+	}
+	f.store(nil, hist...)
+	d := f.detector("a")
+	ctx, cancel := context.WithCancel(f.ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for i := 0; ctx.Err() == nil; i++ {
+			d.Observe(&event.Event{ID: "x", TenantID: fmt.Sprintf("t%d", i%4), Kind: "api_request", Time: time.Now(), Quantity: 1}, 0)
+		}
+	})
+	wg.Go(func() {
+		for ctx.Err() == nil {
+			d.Advance(ctx, time.Now())
+			time.Sleep(time.Millisecond)
+		}
+	})
+	even := func(id string) bool { return id == "t0" || id == "t2" }
+	for i := range 6 {
+		owns := even
+		if i%2 == 1 {
+			owns = func(id string) bool { return !even(id) }
+		}
+		if _, err := d.Handover(f.ctx, f.st, owns, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cancel()
+	wg.Wait()
+	if _, err := d.Handover(f.ctx, f.st, even, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if got := d.Stats().Tenants; got != 2 {
+		t.Errorf("tenants held: got %d, want 2 (t0, t2)", got)
 	}
 }
