@@ -218,11 +218,11 @@ func (w *Detector) resume(ctx context.Context, src WarmStartReader, want func(st
 		if !want(r.TenantID) {
 			continue
 		}
-		t := w.tenantLocked(w.shard(r.TenantID), r.TenantID, nowMin)
 		if r.Metric == MetricSpendCap {
 			if r.StartsAt.Unix() < monthFrom {
 				continue
 			}
+			t := w.tenantLocked(w.shard(r.TenantID), r.TenantID, nowMin)
 			if w.resumeSpend(t, r, monthFrom, monthTo) {
 				open = append(open, rowAlert(r))
 			}
@@ -231,7 +231,7 @@ func (w *Detector) resume(ctx context.Context, src WarmStartReader, want func(st
 		if r.Status != string(StatusFiring) {
 			continue
 		}
-		s := w.seriesOf(t, r)
+		s := w.seriesOf(w.tenantLocked(w.shard(r.TenantID), r.TenantID, nowMin), r)
 		if s == nil {
 			continue
 		}
