@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tenantguard/tenantguard/internal/devstack"
+
 	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
 	"github.com/spf13/viper"
@@ -76,14 +78,6 @@ func (a *app) load(cmd *cobra.Command) error {
 	return nil
 }
 
-// devConfigFile is where `tenantguard dev` writes the live addresses of
-// the dev stack, relative to the folder it runs in; devConfigMarker is its
-// first line. The loader reads it only when it starts with the marker.
-const (
-	devConfigFile   = ".tenantguard/tenantguard.yaml"
-	devConfigMarker = "# Written by `tenantguard dev`"
-)
-
 // configSearchPath is where the config file is looked for when neither
 // --config nor $TENANTGUARD_CONFIG names one, first match wins:
 // ./tenantguard.yaml, then the dev stack's file (only one `tenantguard dev`
@@ -92,22 +86,22 @@ const (
 // /etc/tenantguard/tenantguard.yaml.
 func configSearchPath(cmd *cobra.Command) []string {
 	paths := []string{"tenantguard.yaml"}
-	if name := cmd.Name(); name != "run" && name != "dev" && writtenByDev(devConfigFile) {
-		paths = append(paths, devConfigFile)
+	if name := cmd.Name(); name != "run" && name != "dev" && writtenByDev(devstack.ConfigFile) {
+		paths = append(paths, devstack.ConfigFile)
 	}
 	return append(paths, "/etc/tenantguard/tenantguard.yaml")
 }
 
-// writtenByDev reports whether path exists and starts with devConfigMarker.
+// writtenByDev reports whether path exists and starts with devstack.ConfigMarker.
 func writtenByDev(path string) bool {
 	f, err := os.Open(path)
 	if err != nil {
 		return false
 	}
 	defer f.Close()
-	head := make([]byte, len(devConfigMarker))
+	head := make([]byte, len(devstack.ConfigMarker))
 	n, _ := io.ReadFull(f, head)
-	return string(head[:n]) == devConfigMarker
+	return string(head[:n]) == devstack.ConfigMarker
 }
 
 // configSource names the config file in use, for messages.

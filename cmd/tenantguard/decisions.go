@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/tenantguard/tenantguard/internal/daemon"
 	"github.com/tenantguard/tenantguard/limiter"
 )
 
@@ -46,7 +47,7 @@ func newDecisionsCmd(a *app) *cobra.Command {
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), 15*time.Second)
 			defer cancel()
-			pub, closeNC, err := a.publisher(ctx, false)
+			pub, closeNC, err := daemon.OpenPublisher(ctx, a.cfg, a.log, false)
 			if err != nil {
 				return err
 			}

@@ -10,6 +10,8 @@ import (
 	"os"
 	"time"
 
+	"github.com/tenantguard/tenantguard/internal/devstack"
+
 	"github.com/spf13/cobra"
 
 	"github.com/tenantguard/tenantguard/anomaly"
@@ -133,8 +135,8 @@ func replaySummary(span anomaly.Span, warmup, episodes int) string {
 		return "replay: the input holds no usage: nothing to judge"
 	case span.Windows <= warmup:
 		hint := "Replay a longer range"
-		if warmup > demoWarmup {
-			hint += fmt.Sprintf(", or set a shorter warmup (TENANTGUARD_ANOMALY_WARMUP_WINDOWS=%d, as `tenantguard dev --demo` does)", demoWarmup)
+		if warmup > devstack.DemoWarmup {
+			hint += fmt.Sprintf(", or set a shorter warmup (TENANTGUARD_ANOMALY_WARMUP_WINDOWS=%d, as `tenantguard dev --demo` does)", devstack.DemoWarmup)
 		}
 		return fmt.Sprintf("replay: history too short to judge: %d one-minute windows (%s to %s), and a series learns its "+
 			"baseline for anomaly.warmup_windows = %d windows before it may alert. %s",
