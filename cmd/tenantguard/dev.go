@@ -85,7 +85,7 @@ func runDev(ctx context.Context, a *app, dataDir string, withDemo bool, lc loadg
 			case <-gctx.Done():
 				return nil
 			}
-			gen, nc, em, err := a.traffic(gctx, lc, "demo", emit.Block)
+			gen, nc, em, err := daemon.Traffic(gctx, a.cfg, a.log, lc, "demo", emit.Block)
 			if err != nil {
 				return err
 			}
