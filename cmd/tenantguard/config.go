@@ -5,10 +5,9 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"reflect"
 	"strings"
-	"time"
 
+	"github.com/tenantguard/tenantguard/internal/configkeys"
 	"github.com/tenantguard/tenantguard/internal/devstack"
 
 	"github.com/nats-io/nats.go"
@@ -27,7 +26,7 @@ const strictConfig = "strict-config"
 // invalid config is a *configError naming every problem.
 func (a *app) load(cmd *cobra.Command) error {
 	v := a.v
-	keys := setDefaults(v, "", reflect.ValueOf(daemon.DefaultConfig()))
+	keys := setDefaults(v, daemon.DefaultConfig())
 	v.SetEnvPrefix("TENANTGUARD")
 	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
 	v.AutomaticEnv()
@@ -124,36 +123,11 @@ func orDefault(s, def string) string {
 	return s
 }
 
-// setDefaults registers every leaf of def under its mapstructure key, so
-// viper knows every key and TENANTGUARD_* variables reach all of them. It
-// returns the keys.
-func setDefaults(v *viper.Viper, prefix string, def reflect.Value) []string {
-	var keys []string
-	t := def.Type()
-	for i := 0; i < t.NumField(); i++ {
-		f := t.Field(i)
-		parts := strings.Split(f.Tag.Get("mapstructure"), ",")
-		if len(parts) > 1 && parts[1] == "squash" {
-			keys = append(keys, setDefaults(v, prefix, def.Field(i))...)
-			continue
-		}
-		tag := parts[0]
-		if tag == "" || tag == "-" || !f.IsExported() {
-			continue
-		}
-		key := tag
-		if prefix != "" {
-			key = prefix + "." + tag
-		}
-		fv := def.Field(i)
-		if fv.Kind() == reflect.Struct && fv.Type() != reflect.TypeOf(time.Time{}) {
-			keys = append(keys, setDefaults(v, key, fv)...)
-			continue
-		}
-		v.SetDefault(key, fv.Interface())
-		keys = append(keys, key)
-	}
-	return keys
+// setDefaults registers every leaf of def with viper (see
+// configkeys.Leaves), so viper knows every key and TENANTGUARD_* variables
+// reach all of them. It returns the keys.
+func setDefaults(v *viper.Viper, def any) []string {
+	return configkeys.Leaves(def, v.SetDefault)
 }
 
 // connectNATS dials the configured servers (see daemon.ConnectNATS).
