@@ -75,10 +75,6 @@ func EnsureSigningKey(path string) error {
 	if _, err := os.Stat(path); err == nil {
 		return nil
 	}
-	privPEM, _, err := limiter.GenerateKey()
-	if err != nil {
-		return err
-	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return fmt.Errorf("decisions signing key: %w", err)
 	}
@@ -88,18 +84,29 @@ func EnsureSigningKey(path string) error {
 			return fmt.Errorf("decisions signing key: %s must be a directory of this user's with mode 0700; set decisions.signing_key_file", filepath.Dir(path))
 		}
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if errors.Is(err, os.ErrExist) {
-		return nil // made meanwhile by another process
-	}
-	if err != nil {
+	if _, err := WriteSigningKey(path); err != nil && !errors.Is(err, os.ErrExist) { // ErrExist: made meanwhile by another process
 		return fmt.Errorf("decisions signing key: %w", err)
+	}
+	return nil
+}
+
+// WriteSigningKey writes a new Ed25519 private key to path (PEM, mode
+// 0600) and returns its public key as limiters take it. It never
+// overwrites a file: one at path is an error that wraps os.ErrExist.
+func WriteSigningKey(path string) (publicKey string, err error) {
+	privPEM, pub, err := limiter.GenerateKey()
+	if err != nil {
+		return "", err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return "", err
 	}
 	if _, err := f.Write(privPEM); err != nil {
 		f.Close()
-		return fmt.Errorf("decisions signing key: %w", err)
+		return "", err
 	}
-	return f.Close()
+	return pub, f.Close()
 }
 
 func ownedByMe(fi os.FileInfo) bool {
