@@ -15,7 +15,6 @@ import (
 	"github.com/tenantguard/tenantguard/collector/correct"
 	"github.com/tenantguard/tenantguard/collector/emit"
 	"github.com/tenantguard/tenantguard/collector/event"
-	"github.com/tenantguard/tenantguard/collector/store"
 )
 
 type correctFlags struct {
@@ -52,12 +51,12 @@ func newCorrectCmd(a *app) *cobra.Command {
 			var results []event.CorrectionResult
 			switch {
 			case f.direct:
-				results, err = a.correctDirect(ctx, f.tenant, cs)
+				results, err = correct.ApplyStore(ctx, a.cfg.ClickHouse, a.cfg.Collector.Lateness, f.tenant, cs)
 			case f.daemon || a.daemonConsumes(ctx):
 				results, err = a.correctViaNATS(ctx, cs)
 			default:
 				fmt.Fprintln(a.stderr, "no daemon consumes "+event.CorrectionsStream+": applying through ClickHouse from here")
-				results, err = a.correctDirect(ctx, f.tenant, cs)
+				results, err = correct.ApplyStore(ctx, a.cfg.ClickHouse, a.cfg.Collector.Lateness, f.tenant, cs)
 			}
 			if err != nil {
 				return err
@@ -165,21 +164,6 @@ func (a *app) correctViaNATS(ctx context.Context, cs []event.Correction) ([]even
 		return nil, fmt.Errorf("%w; is `tenantguard run` up? (without --daemon, the CLI applies directly when no daemon consumes)", err)
 	}
 	return res, err
-}
-
-// correctDirect applies the corrections through ClickHouse with the same
-// Applier the daemon uses.
-func (a *app) correctDirect(ctx context.Context, tenant string, cs []event.Correction) ([]event.CorrectionResult, error) {
-	st, err := store.Open(ctx, a.cfg.ClickHouse)
-	if err != nil {
-		return nil, err
-	}
-	defer st.Close()
-	applier, err := correct.NewApplier(correct.Config{Lateness: a.cfg.Collector.Lateness}, st)
-	if err != nil {
-		return nil, err
-	}
-	return applier.ApplyAll(ctx, tenant, cs)
 }
 
 // reportCorrections prints one line per result and a summary; it returns

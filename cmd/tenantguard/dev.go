@@ -12,10 +12,8 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/tenantguard/tenantguard/collector/emit"
 	"github.com/tenantguard/tenantguard/collector/loadgen"
 	"github.com/tenantguard/tenantguard/internal/daemon"
-	"github.com/tenantguard/tenantguard/internal/demo"
 	"github.com/tenantguard/tenantguard/internal/devstack"
 )
 
@@ -78,23 +76,7 @@ func runDev(ctx context.Context, a *app, dataDir string, withDemo bool, lc loadg
 	}
 	g.Go(func() error { return d.Run(gctx) })
 	if withDemo {
-		g.Go(func() error {
-			var d *daemon.Daemon
-			select {
-			case d = <-started:
-			case <-gctx.Done():
-				return nil
-			}
-			gen, nc, em, err := daemon.Traffic(gctx, a.cfg, a.log, lc, "demo", emit.Block)
-			if err != nil {
-				return err
-			}
-			defer nc.Close()
-			defer em.Close(context.Background())
-			return demo.Run(gctx, demo.Deps{Daemon: d, NATS: nc, Emitter: em, Generator: gen, Noisy: lc.Noisy,
-				TrustedKey: stack.TrustedKey, Currency: a.cfg.Pricing.Currency, Tenants: lc.Tenants,
-				Header: stack.Header(), Out: a.stdout, Logger: a.log})
-		})
+		g.Go(func() error { return stack.RunDemo(gctx, started, a.cfg, lc, a.stdout, a.log) })
 	}
 	err = g.Wait()
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tenantguard/tenantguard/collector/event"
+	"github.com/tenantguard/tenantguard/collector/store"
 )
 
 // MaxIDs bounds a file of event ids.
@@ -93,6 +94,21 @@ func (a *Applier) ApplyAll(ctx context.Context, tenant string, cs []event.Correc
 		results = append(results, out.Results...)
 	}
 	return results, nil
+}
+
+// ApplyStore applies cs through the ClickHouse that sc names, with the
+// Applier the daemon uses (lateness: collector.lateness).
+func ApplyStore(ctx context.Context, sc store.Config, lateness time.Duration, tenant string, cs []event.Correction) ([]event.CorrectionResult, error) {
+	st, err := store.Open(ctx, sc)
+	if err != nil {
+		return nil, err
+	}
+	defer st.Close()
+	applier, err := NewApplier(Config{Lateness: lateness}, st)
+	if err != nil {
+		return nil, err
+	}
+	return applier.ApplyAll(ctx, tenant, cs)
 }
 
 // DaemonConsumes reports whether a daemon is consuming correction

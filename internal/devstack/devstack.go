@@ -1,7 +1,10 @@
 package devstack
 
 import (
+	"context"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -10,6 +13,8 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 
+	"github.com/tenantguard/tenantguard/collector/emit"
+	"github.com/tenantguard/tenantguard/collector/loadgen"
 	"github.com/tenantguard/tenantguard/collector/pricing"
 	"github.com/tenantguard/tenantguard/internal/chserver"
 	"github.com/tenantguard/tenantguard/internal/daemon"
@@ -243,4 +248,25 @@ func (s *Stack) CLIHint() string {
 func portOf(addr string) string {
 	_, p, _ := net.SplitHostPort(addr)
 	return p
+}
+
+// RunDemo waits for the daemon to start, then sends lc's synthetic traffic
+// through the limiter SDK as a service would and prints the live view on
+// out (see demo.Run), until ctx ends or the traffic is done.
+func (s *Stack) RunDemo(ctx context.Context, started <-chan *daemon.Daemon, cfg daemon.Config, lc loadgen.Config, out io.Writer, log *slog.Logger) error {
+	var d *daemon.Daemon
+	select {
+	case d = <-started:
+	case <-ctx.Done():
+		return nil
+	}
+	gen, nc, em, err := daemon.Traffic(ctx, cfg, log, lc, "demo", emit.Block)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	defer em.Close(context.Background())
+	return demo.Run(ctx, demo.Deps{Daemon: d, NATS: nc, Emitter: em, Generator: gen, Noisy: lc.Noisy,
+		TrustedKey: s.TrustedKey, Currency: cfg.Pricing.Currency, Tenants: lc.Tenants,
+		Header: s.Header(), Out: out, Logger: log})
 }
