@@ -180,7 +180,7 @@ func TestLimiterNeedsTrustedKeys(t *testing.T) {
 	cfg = DefaultConfig()
 	cfg.TrustedKeys = []string{"ed25519:nope", "AAAA"}
 	err = cfg.Validate()
-	for _, want := range []string{"limiter.trusted_keys[0]", "limiter.trusted_keys[1]"} {
+	for _, want := range []string{"limiter.Config.TrustedKeys[0]", "limiter.Config.TrustedKeys[1]"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("got %v, want it to name %s", err, want)
 		}

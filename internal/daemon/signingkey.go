@@ -21,7 +21,7 @@ import (
 var ErrNoSigningKey = errors.New("decisions.signing_key_file is not set: every decision is signed, " +
 	"and limiters ignore unsigned ones; create a key with `tenantguard keygen -o FILE`, " +
 	"set decisions.signing_key_file (TENANTGUARD_DECISIONS_SIGNING_KEY_FILE) to FILE, " +
-	"and give limiters the public key it prints (limiter.trusted_keys)")
+	"and give limiters the public key it prints (limiter.Config.TrustedKeys)")
 
 // DefaultSigningKeyFile is where the daemon and the CLI keep the decisions
 // signing key when decisions.signing_key_file is not set: one key per user
