@@ -8,7 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tenantguard/tenantguard/anomaly/decide"
-	"github.com/tenantguard/tenantguard/internal/daemon"
+	"github.com/tenantguard/tenantguard/limiter"
 )
 
 func newDecisionsCmd(a *app) *cobra.Command {
@@ -28,14 +28,11 @@ func newDecisionsCmd(a *app) *cobra.Command {
 			if format != "text" && format != "json" {
 				return usageErr(fmt.Errorf("--format %q must be text or json", format))
 			}
-			ctx, cancel := context.WithTimeout(cmd.Context(), 15*time.Second)
-			defer cancel()
-			pub, closeNC, err := daemon.OpenPublisher(ctx, a.cfg, a.log, false)
-			if err != nil {
+			var entries []limiter.Entry
+			err := a.withPublisher(cmd.Context(), false, func(ctx context.Context, pub *limiter.Publisher) (err error) {
+				entries, err = pub.Entries(ctx, all)
 				return err
-			}
-			defer closeNC()
-			entries, err := pub.Entries(ctx, all)
+			})
 			if err != nil {
 				return err
 			}

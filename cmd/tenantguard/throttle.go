@@ -63,17 +63,14 @@ func newThrottleCmd(a *app) *cobra.Command {
 			if err := d.Validate(); err != nil {
 				return usageErr(err)
 			}
-			ctx, cancel := context.WithTimeout(cmd.Context(), 15*time.Second)
-			defer cancel()
-			pub, closeNC, err := daemon.OpenPublisher(ctx, a.cfg, a.log, true)
-			if err != nil {
+			err := a.withPublisher(cmd.Context(), true, func(ctx context.Context, pub *limiter.Publisher) error {
+				_, err := pub.Put(ctx, d)
 				return err
+			})
+			if errors.Is(err, limiter.ErrExpiryTooFar) || errors.Is(err, limiter.ErrInvalidDecision) {
+				return usageErr(err)
 			}
-			defer closeNC()
-			if _, err := pub.Put(ctx, d); err != nil {
-				if errors.Is(err, limiter.ErrExpiryTooFar) || errors.Is(err, limiter.ErrInvalidDecision) {
-					return usageErr(err)
-				}
+			if err != nil {
 				return err
 			}
 			mode := ""
@@ -116,14 +113,10 @@ func newReleaseCmd(a *app) *cobra.Command {
 			if _, err := limiter.Key(tenant, scope); err != nil {
 				return usageErr(err)
 			}
-			ctx, cancel := context.WithTimeout(cmd.Context(), 15*time.Second)
-			defer cancel()
-			pub, closeNC, err := daemon.OpenPublisher(ctx, a.cfg, a.log, true)
+			err := a.withPublisher(cmd.Context(), true, func(ctx context.Context, pub *limiter.Publisher) error {
+				return pub.Clear(ctx, tenant, scope, limiter.SourceManual)
+			})
 			if err != nil {
-				return err
-			}
-			defer closeNC()
-			if err := pub.Clear(ctx, tenant, scope, limiter.SourceManual); err != nil {
 				return err
 			}
 			fmt.Fprintf(a.stdout, "released %s (%s)\n", tenant, scope)
@@ -136,4 +129,17 @@ func newReleaseCmd(a *app) *cobra.Command {
 	_ = cmd.Flags().MarkDeprecated("no-audit", "the daemon records every decision it sees in the bucket")
 	_ = cmd.MarkFlagRequired("tenant")
 	return cmd
+}
+
+// withPublisher runs fn with a decisions publisher (see
+// daemon.OpenPublisher; sign requires the signing key), all within 15 s.
+func (a *app) withPublisher(ctx context.Context, sign bool, fn func(context.Context, *limiter.Publisher) error) error {
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	pub, closeNC, err := daemon.OpenPublisher(ctx, a.cfg, a.log, sign)
+	if err != nil {
+		return err
+	}
+	defer closeNC()
+	return fn(ctx, pub)
 }
