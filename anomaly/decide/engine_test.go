@@ -101,15 +101,7 @@ func runTrail(t testing.TB, cfg Config, nc *nats.Conn, rec Recorder, pub *limite
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- tr.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Trail.Run: %v", err)
-		}
-	})
+	testenv.RunStage(t, "trail", tr.Run)
 	return tr
 }
 
