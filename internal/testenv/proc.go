@@ -1,7 +1,6 @@
 package testenv
 
 import (
-	"net/http"
 	"os/exec"
 	"path/filepath"
 	"testing"
@@ -45,12 +44,9 @@ func (p *Proc) WaitHTTP200(t testing.TB, url string, timeout time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
-		resp, err := http.Get(url)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
+		ok, err := answers200(url)
+		if ok {
+			return
 		}
 		if p.Exited() {
 			t.Fatalf("%s exited before %s answered 200:\n%s", p.Name, url, p.Tail())
