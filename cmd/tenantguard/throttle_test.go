@@ -189,11 +189,7 @@ func TestDecisionsEscapesControlCharacters(t *testing.T) {
 	if _, errOut, code := cli(t, ns.URL, "throttle", "--tenant", "good", "--rate", "3", "--reason", "Überlast 🚦"); code != 0 {
 		t.Fatalf("throttle: exit %d %s", code, errOut)
 	}
-	nc, err := nats.Connect(ns.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	nc := testenv.Connect(t, ns.URL)
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)

@@ -78,11 +78,7 @@ func TestServiceAppliesThroughTheEmitter(t *testing.T) {
 	startService(t, js, a, obs)
 
 	// A service's emitter corrects its events.
-	nc, err := nats.Connect(ns.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	nc := testenv.Connect(t, ns.URL)
 	em, err := emit.New(nc, emit.DefaultConfig())
 	if err != nil {
 		t.Fatal(err)

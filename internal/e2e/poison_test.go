@@ -90,11 +90,7 @@ func TestPoisonEventsLeaveTheDaemonHealthy(t *testing.T) {
 	}
 	daemon := start("daemon")
 
-	nc, err := nats.Connect(ns.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	nc := testenv.Connect(t, ns.URL)
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
