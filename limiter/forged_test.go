@@ -166,8 +166,8 @@ func TestLimiterNeedsTrustedKeys(t *testing.T) {
 	srv := testenv.NATS(t)
 	nc := connect(t, srv.URL)
 	_, err := New(DefaultConfig(), Deps{Conn: nc})
-	if !errors.Is(err, ErrNoTrustedKeys) || !strings.Contains(err.Error(), "trusted_keys") || !strings.Contains(err.Error(), "insecure_accept_unsigned") {
-		t.Fatalf("got %v, want ErrNoTrustedKeys naming trusted_keys and insecure_accept_unsigned", err)
+	if !errors.Is(err, ErrNoTrustedKeys) || !strings.Contains(err.Error(), "limiter.Config.TrustedKeys") || !strings.Contains(err.Error(), "limiter.Config.InsecureAcceptUnsigned") {
+		t.Fatalf("got %v, want ErrNoTrustedKeys naming Config.TrustedKeys and Config.InsecureAcceptUnsigned", err)
 	}
 	cfg := DefaultConfig()
 	cfg.InsecureAcceptUnsigned = true
