@@ -88,15 +88,7 @@ func (r *rig) startWithRegistry(t *testing.T, cfg Config, obs ...Observer) (*Col
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("collector run: %v", err)
-		}
-	})
+	testenv.RunStage(t, "collector", c.Run)
 	return c, reg
 }
 
@@ -258,15 +250,7 @@ func TestInsertRetryAfterLostReplyStoresOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("collector run: %v", err)
-		}
-	})
+	testenv.RunStage(t, "collector", c.Run)
 	publish(t, r.js, "lr-", 0, 3000, 30)
 	waitRows(t, r.store, 3000, 30*time.Second)
 	obs.mu.Lock()

@@ -138,60 +138,62 @@ func DefaultBreakerConfig() BreakerConfig {
 	}
 }
 
-// Validate returns every bad field, prefixed with its path under limiter.
+// Validate returns every bad field, named by its Go path (for example
+// limiter.Config.Breaker.ErrorRatio): a service sets these in code, not
+// through config keys of tenantguard's.
 func (c Config) Validate() error {
 	var errs []error
 	bad := func(field, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("limiter.%s: "+format, append([]any{field}, args...)...))
+		errs = append(errs, fmt.Errorf("limiter.Config.%s: "+format, append([]any{field}, args...)...))
 	}
 	if c.Group != "" && !event.ValidTenantID(c.Group) {
-		bad("group", "%q must match %s", c.Group, event.TenantPattern)
+		bad("Group", "%q must match %s", c.Group, event.TenantPattern)
 	}
 	if c.InstanceID != "" && !event.ValidTenantID(c.InstanceID) {
-		bad("instance_id", "%q must match %s", c.InstanceID, event.TenantPattern)
+		bad("InstanceID", "%q must match %s", c.InstanceID, event.TenantPattern)
 	}
 	if !finiteNonNeg(c.DefaultRatePerSec) {
-		bad("default_rate_per_sec", "must be finite and >= 0")
+		bad("DefaultRatePerSec", "must be finite and >= 0")
 	}
 	if c.DefaultBurst < 0 {
-		bad("default_burst", "must be >= 0")
+		bad("DefaultBurst", "must be >= 0")
 	}
 	for name, p := range c.Plans {
 		if !finiteNonNeg(p.RatePerSec) {
-			bad("plans."+name+".rate_per_sec", "must be finite and >= 0")
+			bad(fmt.Sprintf("Plans[%q].RatePerSec", name), "must be finite and >= 0")
 		}
 		if p.Burst < 0 {
-			bad("plans."+name+".burst", "must be >= 0")
+			bad(fmt.Sprintf("Plans[%q].Burst", name), "must be >= 0")
 		}
 		if !finiteNonNeg(p.BurstCredits.AccruePerSec) {
-			bad("plans."+name+".burst_credits.accrue_per_sec", "must be finite and >= 0")
+			bad(fmt.Sprintf("Plans[%q].BurstCredits.AccruePerSec", name), "must be finite and >= 0")
 		}
 		if p.BurstCredits.Max < 0 {
-			bad("plans."+name+".burst_credits.max", "must be >= 0")
+			bad(fmt.Sprintf("Plans[%q].BurstCredits.Max", name), "must be >= 0")
 		}
 	}
 	if c.MaxDefaultTenants <= 0 {
-		bad("max_default_tenants", "must be > 0")
+		bad("MaxDefaultTenants", "must be > 0")
 	}
 	if c.HeartbeatInterval <= 0 {
-		bad("heartbeat_interval", "must be > 0")
+		bad("HeartbeatInterval", "must be > 0")
 	}
 	if c.PresenceTTL < 2*c.HeartbeatInterval {
-		bad("presence_ttl", "must be >= 2 x heartbeat_interval (%s)", 2*c.HeartbeatInterval)
+		bad("PresenceTTL", "must be >= 2 x HeartbeatInterval (%s)", 2*c.HeartbeatInterval)
 	}
 	if c.RewatchBackoff <= 0 {
-		bad("rewatch_backoff", "must be > 0")
+		bad("RewatchBackoff", "must be > 0")
 	}
 	if c.MaxTenantSeries < 0 {
-		bad("max_tenant_series", "must be >= 0")
+		bad("MaxTenantSeries", "must be >= 0")
 	}
-	if _, err := ParsePublicKeys("limiter.trusted_keys", c.TrustedKeys); err != nil {
+	if _, err := ParsePublicKeys("limiter.Config.TrustedKeys", c.TrustedKeys); err != nil {
 		errs = append(errs, err)
 	}
 	if c.MaxDecisionTTL <= 0 {
-		bad("max_decision_ttl", "must be > 0")
+		bad("MaxDecisionTTL", "must be > 0")
 	}
-	if err := c.Breaker.validate("limiter.breaker."); err != nil {
+	if err := c.Breaker.validate("limiter.Config.Breaker."); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
@@ -201,25 +203,25 @@ func (b BreakerConfig) validate(prefix string) error {
 	var errs []error
 	bad := func(field, msg string) { errs = append(errs, fmt.Errorf("%s%s: %s", prefix, field, msg)) }
 	if b.Window <= 0 {
-		bad("window", "must be > 0")
+		bad("Window", "must be > 0")
 	}
 	if b.Buckets <= 0 || b.Buckets > 600 {
-		bad("buckets", "must be in 1..600")
+		bad("Buckets", "must be in 1..600")
 	}
 	if b.MinRequests <= 0 {
-		bad("min_requests", "must be > 0")
+		bad("MinRequests", "must be > 0")
 	}
 	if !(b.ErrorRatio > 0 && b.ErrorRatio <= 1) {
-		bad("error_ratio", "must be in (0, 1]")
+		bad("ErrorRatio", "must be in (0, 1]")
 	}
 	if b.OpenFor <= 0 {
-		bad("open_for", "must be > 0")
+		bad("OpenFor", "must be > 0")
 	}
 	if b.HalfOpenProbes <= 0 {
-		bad("half_open_probes", "must be > 0")
+		bad("HalfOpenProbes", "must be > 0")
 	}
 	if b.MaxBreakers <= 0 {
-		bad("max_breakers", "must be > 0")
+		bad("MaxBreakers", "must be > 0")
 	}
 	return errors.Join(errs...)
 }

@@ -166,8 +166,8 @@ func TestLimiterNeedsTrustedKeys(t *testing.T) {
 	srv := testenv.NATS(t)
 	nc := connect(t, srv.URL)
 	_, err := New(DefaultConfig(), Deps{Conn: nc})
-	if !errors.Is(err, ErrNoTrustedKeys) || !strings.Contains(err.Error(), "trusted_keys") || !strings.Contains(err.Error(), "insecure_accept_unsigned") {
-		t.Fatalf("got %v, want ErrNoTrustedKeys naming trusted_keys and insecure_accept_unsigned", err)
+	if !errors.Is(err, ErrNoTrustedKeys) || !strings.Contains(err.Error(), "limiter.Config.TrustedKeys") || !strings.Contains(err.Error(), "limiter.Config.InsecureAcceptUnsigned") {
+		t.Fatalf("got %v, want ErrNoTrustedKeys naming Config.TrustedKeys and Config.InsecureAcceptUnsigned", err)
 	}
 	cfg := DefaultConfig()
 	cfg.InsecureAcceptUnsigned = true
@@ -180,7 +180,7 @@ func TestLimiterNeedsTrustedKeys(t *testing.T) {
 	cfg = DefaultConfig()
 	cfg.TrustedKeys = []string{"ed25519:nope", "AAAA"}
 	err = cfg.Validate()
-	for _, want := range []string{"limiter.trusted_keys[0]", "limiter.trusted_keys[1]"} {
+	for _, want := range []string{"limiter.Config.TrustedKeys[0]", "limiter.Config.TrustedKeys[1]"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("got %v, want it to name %s", err, want)
 		}

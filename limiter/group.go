@@ -47,7 +47,7 @@ func resolveGroup(cfg *Config) error {
 		return nil
 	}
 	if cfg.Group = GroupOf(os.Args[0]); cfg.Group == "" {
-		return fmt.Errorf("limiter.group: empty, and the program name %q gives no group: set it to the service's name", os.Args[0])
+		return fmt.Errorf("limiter.Config.Group: empty, and the program name %q gives no group: set it to the service's name", os.Args[0])
 	}
 	return nil
 }

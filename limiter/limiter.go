@@ -23,9 +23,9 @@ var ErrShed = errors.New("limiter: tenant is shed")
 
 // ErrNoTrustedKeys is returned by New for a limiter that would follow the
 // decisions bucket without a key to verify decisions with.
-var ErrNoTrustedKeys = errors.New("limiter: no trusted decision keys: set limiter.trusted_keys " +
-	"(Config.TrustedKeys) to the public key `tenantguard keygen` printed for the daemon and the CLI, " +
-	"or set limiter.insecure_accept_unsigned (Config.InsecureAcceptUnsigned) to apply unsigned decisions " +
+var ErrNoTrustedKeys = errors.New("limiter: no trusted decision keys: set limiter.Config.TrustedKeys " +
+	"to the public key `tenantguard keygen` printed for the daemon and the CLI, " +
+	"or set limiter.Config.InsecureAcceptUnsigned to apply unsigned decisions " +
 	"that anyone with write access to the bucket can forge")
 
 // Deps are the clients and hooks a Limiter uses. All are optional.
@@ -136,7 +136,7 @@ func New(cfg Config, deps Deps) (*Limiter, error) {
 	if deps.Logger == nil {
 		deps.Logger = slog.Default()
 	}
-	keys, err := ParsePublicKeys("limiter.trusted_keys", cfg.TrustedKeys)
+	keys, err := ParsePublicKeys("limiter.Config.TrustedKeys", cfg.TrustedKeys)
 	if err != nil {
 		return nil, err
 	}
@@ -171,7 +171,7 @@ func New(cfg Config, deps Deps) (*Limiter, error) {
 		l.rejectedBy[r] = new(atomic.Uint64)
 	}
 	if cfg.InsecureAcceptUnsigned && deps.Conn != nil {
-		l.log.Warn("limiter.insecure_accept_unsigned is set: unsigned decisions from the bucket are applied, " +
+		l.log.Warn("limiter.Config.InsecureAcceptUnsigned is set: unsigned decisions from the bucket are applied, " +
 			"so anyone who can write to it can throttle, shed or release any tenant")
 	}
 	l.unlimited = cfg.DefaultRatePerSec == 0

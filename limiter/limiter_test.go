@@ -44,7 +44,7 @@ func TestConfigValidate(t *testing.T) {
 	c.Breaker.ErrorRatio = 2
 	c.Plans = map[string]PlanLimit{"free": {RatePerSec: -1}}
 	err := c.Validate()
-	for _, want := range []string{"limiter.group:", "limiter.presence_ttl:", "limiter.breaker.error_ratio:", "limiter.plans.free.rate_per_sec:"} {
+	for _, want := range []string{"limiter.Config.Group:", "limiter.Config.PresenceTTL:", "limiter.Config.Breaker.ErrorRatio:", `limiter.Config.Plans["free"].RatePerSec:`} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("got %v, want it to name %s", err, want)
 		}

@@ -123,7 +123,8 @@ func ParsePublicKey(s string) (ed25519.PublicKey, error) {
 }
 
 // ParsePublicKeys reads several public keys; each error names its index
-// under field (e.g. "limiter.trusted_keys").
+// under field (e.g. "decisions.trusted_keys", or "limiter.Config.TrustedKeys"
+// in the SDK).
 func ParsePublicKeys(field string, keys []string) ([]ed25519.PublicKey, error) {
 	var errs []error
 	out := make([]ed25519.PublicKey, 0, len(keys))

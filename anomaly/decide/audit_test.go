@@ -228,11 +228,7 @@ func TestAuditConfigValidate(t *testing.T) {
 // not one each (nor the client's 5 s default).
 func TestKVOutageCostsOneTimeoutPerRound(t *testing.T) {
 	ns := testenv.NATS(t)
-	nc, err := nats.Connect(ns.URL, nats.MaxReconnects(-1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
+	nc := testenv.Connect(t, ns.URL, nats.MaxReconnects(-1))
 	ctx := context.Background()
 	pub, err := limiter.NewPublisher(ctx, nc, 0, limiter.WithSigner(testSigner(t)))
 	if err != nil {

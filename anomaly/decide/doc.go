@@ -38,4 +38,7 @@
 // Lifecycle: New(cfg, deps) and NewTrail(cfg, deps); Run(ctx) on each
 // (blocks; returns nil on cancel; the trail's writer gets one last attempt,
 // bounded by audit_timeout); Close (idempotent).
+//
+// List, WriteText and WriteJSON show the bucket's entries as `tenantguard
+// decisions` prints them, with any control or format character escaped.
 package decide

@@ -52,7 +52,6 @@ func servers(t *testing.T) (*testenv.NATSServer, *nats.Conn, *limiter.Publisher,
 
 func setup(t *testing.T, mod func(*Config)) *env {
 	t.Helper()
-	ctx := context.Background()
 	ns, nc, pub, st := servers(t)
 	rec := NewClickHouseRecorder(st)
 	cfg := DefaultConfig()
@@ -65,22 +64,26 @@ func setup(t *testing.T, mod func(*Config)) *env {
 		t.Fatal(err)
 	}
 	runTrail(t, cfg, nc, rec, pub, reg)
+	return &env{pub: pub, lim: serviceLimiter(t, ns.URL), st: st, eng: eng, reg: reg}
+}
+
+// serviceLimiter runs a service's limiter, trusting the tests' signing
+// key, on a connection of its own until the test ends.
+func serviceLimiter(t *testing.T, url string) *limiter.Limiter {
+	t.Helper()
 	lcfg := limiter.DefaultConfig()
 	lcfg.TrustedKeys = []string{limiter.FormatPublicKey(testSigner(t).PublicKey())}
-	lnc, err := nats.Connect(ns.URL)
+	lnc, err := nats.Connect(url)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(lnc.Close)
-	lim, err := limiter.New(lcfg, limiter.Deps{Conn: lnc})
+	lim, err := limiter.New(lcfg, limiter.Deps{Conn: lnc, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
-	lctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { defer close(done); lim.Run(lctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return &env{pub: pub, lim: lim, st: st, eng: eng, reg: reg}
+	testenv.RunStage(t, "limiter", lim.Run)
+	return lim
 }
 
 // testSigner is the key the tests' publishers sign with.
@@ -101,15 +104,7 @@ func runTrail(t testing.TB, cfg Config, nc *nats.Conn, rec Recorder, pub *limite
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- tr.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Trail.Run: %v", err)
-		}
-	})
+	testenv.RunStage(t, "trail", tr.Run)
 	return tr
 }
 

@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -62,21 +61,7 @@ func TestTrailRecordsEveryRevisionOnce(t *testing.T) {
 	ns, nc, pub, st := servers(t)
 	rec := NewClickHouseRecorder(st)
 	// A service's limiter, trusting the writers' key.
-	lcfg := limiter.DefaultConfig()
-	lcfg.TrustedKeys = []string{limiter.FormatPublicKey(testSigner(t).PublicKey())}
-	lnc, err := nats.Connect(ns.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(lnc.Close)
-	lim, err := limiter.New(lcfg, limiter.Deps{Conn: lnc, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	lctx, lcancel := context.WithCancel(ctx)
-	ldone := make(chan struct{})
-	go func() { defer close(ldone); lim.Run(lctx) }()
-	t.Cleanup(func() { lcancel(); <-ldone })
+	lim := serviceLimiter(t, ns.URL)
 
 	reg := prometheus.NewPedanticRegistry()
 	startTrail := func(reg prometheus.Registerer) func() {

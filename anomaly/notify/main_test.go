@@ -1,7 +1,6 @@
 package notify
 
 import (
-	"context"
 	"io"
 	"log/slog"
 	"math"
@@ -64,16 +63,8 @@ func start(t *testing.T, cfg Config, deps Deps) (*Fanout, *prometheus.Registry) 
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- f.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-		f.Close()
-	})
+	t.Cleanup(func() { f.Close() })
+	testenv.RunStage(t, "fanout", f.Run)
 	return f, reg
 }
 

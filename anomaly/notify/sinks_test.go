@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
 	"github.com/tenantguard/tenantguard/anomaly"
 	"github.com/tenantguard/tenantguard/collector/event"
 	"github.com/tenantguard/tenantguard/internal/testenv"
@@ -16,11 +14,7 @@ import (
 
 func TestNATSSinkPublishesPerTenant(t *testing.T) {
 	srv := testenv.NATS(t)
-	nc, err := nats.Connect(srv.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	nc := testenv.Connect(t, srv.URL)
 	sub, err := nc.SubscribeSync(event.AlertSubject("acme"))
 	if err != nil {
 		t.Fatal(err)
@@ -78,11 +72,7 @@ func TestNATSSinkPublishesPerTenant(t *testing.T) {
 
 func TestNATSSinkRefusesBadTenantToken(t *testing.T) {
 	srv := testenv.NATS(t)
-	nc, err := nats.Connect(srv.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	nc := testenv.Connect(t, srv.URL)
 	bad := testAlert("acme")
 	bad.TenantID = "acme.>"
 	res, err := NewNATS(nc).Notify(context.Background(), []anomaly.Alert{bad, testAlert("ok")})
@@ -187,11 +177,7 @@ func TestClickHouseSinkDown(t *testing.T) {
 // database (or both) is refused.
 func TestPostgresFindingIsItsOwnAlert(t *testing.T) {
 	srv := testenv.NATS(t)
-	nc, err := nats.Connect(srv.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	nc := testenv.Connect(t, srv.URL)
 	sub, err := nc.SubscribeSync("tenantguard.alerts.>")
 	if err != nil {
 		t.Fatal(err)

@@ -12,8 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tenantguard/tenantguard/internal/daemon"
+
 	"github.com/tenantguard/tenantguard/internal/testenv"
-	"github.com/tenantguard/tenantguard/limiter"
 )
 
 // TestCLIWithoutNATSFailsFastAndHidesCredentials: the decision commands
@@ -28,12 +29,8 @@ func TestCLIWithoutNATSFailsFastAndHidesCredentials(t *testing.T) {
 			env = append(env, kv)
 		}
 	}
-	keyPEM, _, err := limiter.GenerateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
 	keyFile := filepath.Join(t.TempDir(), "decisions.key")
-	if err := os.WriteFile(keyFile, keyPEM, 0o600); err != nil {
+	if _, err := daemon.WriteSigningKey(keyFile); err != nil {
 		t.Fatal(err)
 	}
 	env = append(env, "TENANTGUARD_CLICKHOUSE_PASSWORD=secret-ch", "TENANTGUARD_LOG_LEVEL=debug",

@@ -5,9 +5,10 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"reflect"
 	"strings"
-	"time"
+
+	"github.com/tenantguard/tenantguard/internal/configkeys"
+	"github.com/tenantguard/tenantguard/internal/devstack"
 
 	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
@@ -25,7 +26,7 @@ const strictConfig = "strict-config"
 // invalid config is a *configError naming every problem.
 func (a *app) load(cmd *cobra.Command) error {
 	v := a.v
-	keys := setDefaults(v, "", reflect.ValueOf(daemon.DefaultConfig()))
+	keys := setDefaults(v, daemon.DefaultConfig())
 	v.SetEnvPrefix("TENANTGUARD")
 	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
 	v.AutomaticEnv()
@@ -76,14 +77,6 @@ func (a *app) load(cmd *cobra.Command) error {
 	return nil
 }
 
-// devConfigFile is where `tenantguard dev` writes the live addresses of
-// the dev stack, relative to the folder it runs in; devConfigMarker is its
-// first line. The loader reads it only when it starts with the marker.
-const (
-	devConfigFile   = ".tenantguard/tenantguard.yaml"
-	devConfigMarker = "# Written by `tenantguard dev`"
-)
-
 // configSearchPath is where the config file is looked for when neither
 // --config nor $TENANTGUARD_CONFIG names one, first match wins:
 // ./tenantguard.yaml, then the dev stack's file (only one `tenantguard dev`
@@ -92,22 +85,22 @@ const (
 // /etc/tenantguard/tenantguard.yaml.
 func configSearchPath(cmd *cobra.Command) []string {
 	paths := []string{"tenantguard.yaml"}
-	if name := cmd.Name(); name != "run" && name != "dev" && writtenByDev(devConfigFile) {
-		paths = append(paths, devConfigFile)
+	if name := cmd.Name(); name != "run" && name != "dev" && writtenByDev(devstack.ConfigFile) {
+		paths = append(paths, devstack.ConfigFile)
 	}
 	return append(paths, "/etc/tenantguard/tenantguard.yaml")
 }
 
-// writtenByDev reports whether path exists and starts with devConfigMarker.
+// writtenByDev reports whether path exists and starts with devstack.ConfigMarker.
 func writtenByDev(path string) bool {
 	f, err := os.Open(path)
 	if err != nil {
 		return false
 	}
 	defer f.Close()
-	head := make([]byte, len(devConfigMarker))
+	head := make([]byte, len(devstack.ConfigMarker))
 	n, _ := io.ReadFull(f, head)
-	return string(head[:n]) == devConfigMarker
+	return string(head[:n]) == devstack.ConfigMarker
 }
 
 // configSource names the config file in use, for messages.
@@ -130,36 +123,11 @@ func orDefault(s, def string) string {
 	return s
 }
 
-// setDefaults registers every leaf of def under its mapstructure key, so
-// viper knows every key and TENANTGUARD_* variables reach all of them. It
-// returns the keys.
-func setDefaults(v *viper.Viper, prefix string, def reflect.Value) []string {
-	var keys []string
-	t := def.Type()
-	for i := 0; i < t.NumField(); i++ {
-		f := t.Field(i)
-		parts := strings.Split(f.Tag.Get("mapstructure"), ",")
-		if len(parts) > 1 && parts[1] == "squash" {
-			keys = append(keys, setDefaults(v, prefix, def.Field(i))...)
-			continue
-		}
-		tag := parts[0]
-		if tag == "" || tag == "-" || !f.IsExported() {
-			continue
-		}
-		key := tag
-		if prefix != "" {
-			key = prefix + "." + tag
-		}
-		fv := def.Field(i)
-		if fv.Kind() == reflect.Struct && fv.Type() != reflect.TypeOf(time.Time{}) {
-			keys = append(keys, setDefaults(v, key, fv)...)
-			continue
-		}
-		v.SetDefault(key, fv.Interface())
-		keys = append(keys, key)
-	}
-	return keys
+// setDefaults registers every leaf of def with viper (see
+// configkeys.Leaves), so viper knows every key and TENANTGUARD_* variables
+// reach all of them. It returns the keys.
+func setDefaults(v *viper.Viper, def any) []string {
+	return configkeys.Leaves(def, v.SetDefault)
 }
 
 // connectNATS dials the configured servers (see daemon.ConnectNATS).

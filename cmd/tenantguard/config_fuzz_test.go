@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"os"
-	"reflect"
 	"strings"
 	"testing"
 
@@ -34,7 +33,7 @@ func FuzzConfigLoad(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, doc []byte) {
 		v := viper.New()
-		keys := setDefaults(v, "", reflect.ValueOf(daemon.DefaultConfig()))
+		keys := setDefaults(v, daemon.DefaultConfig())
 		v.SetConfigType("yaml")
 		if err := v.ReadConfig(bytes.NewReader(doc)); err != nil {
 			return // not YAML: load reports the parser's error

@@ -119,7 +119,7 @@ func TestExampleConfigShowsEveryKeyWithItsDefault(t *testing.T) {
 		t.Fatal(err)
 	}
 	v := viper.New()
-	setDefaults(v, "", reflect.ValueOf(daemon.DefaultConfig()))
+	setDefaults(v, daemon.DefaultConfig())
 	for _, key := range v.AllKeys() {
 		var node any = doc
 		for _, part := range strings.Split(key, ".") {

@@ -1,18 +1,12 @@
 package main
 
 import (
-	"bufio"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"os/user"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -21,7 +15,6 @@ import (
 	"github.com/tenantguard/tenantguard/collector/correct"
 	"github.com/tenantguard/tenantguard/collector/emit"
 	"github.com/tenantguard/tenantguard/collector/event"
-	"github.com/tenantguard/tenantguard/collector/store"
 )
 
 type correctFlags struct {
@@ -58,12 +51,12 @@ func newCorrectCmd(a *app) *cobra.Command {
 			var results []event.CorrectionResult
 			switch {
 			case f.direct:
-				results, err = a.correctDirect(ctx, f.tenant, cs)
+				results, err = correct.ApplyStore(ctx, a.cfg.ClickHouse, a.cfg.Collector.Lateness, f.tenant, cs)
 			case f.daemon || a.daemonConsumes(ctx):
 				results, err = a.correctViaNATS(ctx, cs)
 			default:
 				fmt.Fprintln(a.stderr, "no daemon consumes "+event.CorrectionsStream+": applying through ClickHouse from here")
-				results, err = a.correctDirect(ctx, f.tenant, cs)
+				results, err = correct.ApplyStore(ctx, a.cfg.ClickHouse, a.cfg.Collector.Lateness, f.tenant, cs)
 			}
 			if err != nil {
 				return err
@@ -128,71 +121,20 @@ func (f *correctFlags) corrections(cmd *cobra.Command, args []string, stdin io.R
 	ids := args
 	if f.file != "" {
 		var err error
-		if ids, err = readIDs(f.file, stdin); err != nil {
+		if ids, err = correct.ReadIDs(f.file, stdin); err != nil {
 			return nil, err
 		}
 	}
-	var b [6]byte
-	_, _ = rand.Read(b[:])
-	prefix := "cli-" + hex.EncodeToString(b[:]) + "-"
-	cs := make([]event.Correction, len(ids))
-	for i, id := range ids {
-		c := event.Correction{ID: prefix + strconv.Itoa(i), TenantID: f.tenant, EventID: id, EventTime: at,
-			Action: event.ActionVoid, Reason: f.reason, By: f.by, Force: f.force}
-		if amend {
-			q := f.quantity
-			c.Action, c.Quantity = event.ActionAmend, &q
-		}
-		if verr := event.ValidateCorrection(&c); verr != nil {
-			return nil, fmt.Errorf("event %q: %w", id, verr)
-		}
-		cs[i] = c
+	tmpl := event.Correction{TenantID: f.tenant, EventTime: at, Action: event.ActionVoid, Reason: f.reason, By: f.by, Force: f.force}
+	if amend {
+		q := f.quantity
+		tmpl.Action, tmpl.Quantity = event.ActionAmend, &q
 	}
-	return cs, nil
+	return correct.ForEvents(tmpl, ids)
 }
 
-// maxIDs bounds a file of ids.
-const maxIDs = 1_000_000
-
-// readIDs reads event ids, one per line, skipping blank lines and # comments.
-func readIDs(path string, stdin io.Reader) ([]string, error) {
-	r := stdin
-	if path != "-" {
-		f, err := os.Open(path)
-		if err != nil {
-			return nil, err
-		}
-		defer f.Close()
-		r = f
-	}
-	var ids []string
-	sc := bufio.NewScanner(r)
-	for n := 1; sc.Scan(); n++ {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		if len(line) > event.MaxIDLen {
-			return nil, fmt.Errorf("%s:%d: an event id is at most %d bytes", path, n, event.MaxIDLen)
-		}
-		if len(ids) == maxIDs {
-			return nil, fmt.Errorf("%s: more than %d ids; split the file", path, maxIDs)
-		}
-		ids = append(ids, line)
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("read %s: %w", path, err)
-	}
-	if len(ids) == 0 {
-		return nil, fmt.Errorf("%s holds no event ids", path)
-	}
-	return ids, nil
-}
-
-// daemonConsumes reports whether a daemon is consuming correction
-// requests now: the durable consumer has a pull waiting or a request in
-// flight. Then the corrections must go through it, which serializes them
-// with everything else it applies.
+// daemonConsumes reports whether a daemon consumes correction requests
+// now (see correct.DaemonConsumes).
 func (a *app) daemonConsumes(ctx context.Context) bool {
 	nc, err := a.connectNATS("cli")
 	if err != nil {
@@ -203,29 +145,7 @@ func (a *app) daemonConsumes(ctx context.Context) bool {
 	if err != nil {
 		return false
 	}
-	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	defer cancel()
-	// An idle daemon renews its pull request every few seconds: look
-	// twice, so a renewal in between is not mistaken for no daemon.
-	for i := 0; i < 2; i++ {
-		cons, err := js.Consumer(ctx, event.CorrectionsStream, correct.DefaultServiceConfig().Durable)
-		if err != nil {
-			return false
-		}
-		info, err := cons.Info(ctx)
-		if err != nil {
-			return false
-		}
-		if info.NumWaiting > 0 || info.NumAckPending > 0 {
-			return true
-		}
-		select {
-		case <-ctx.Done():
-			return false
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
-	return false
+	return correct.DaemonConsumes(ctx, js)
 }
 
 // correctViaNATS sends the corrections to the daemon and waits for them.
@@ -244,29 +164,6 @@ func (a *app) correctViaNATS(ctx context.Context, cs []event.Correction) ([]even
 		return nil, fmt.Errorf("%w; is `tenantguard run` up? (without --daemon, the CLI applies directly when no daemon consumes)", err)
 	}
 	return res, err
-}
-
-// correctDirect applies the corrections through ClickHouse with the same
-// Applier the daemon uses.
-func (a *app) correctDirect(ctx context.Context, tenant string, cs []event.Correction) ([]event.CorrectionResult, error) {
-	st, err := store.Open(ctx, a.cfg.ClickHouse)
-	if err != nil {
-		return nil, err
-	}
-	defer st.Close()
-	applier, err := correct.NewApplier(correct.Config{Lateness: a.cfg.Collector.Lateness}, st)
-	if err != nil {
-		return nil, err
-	}
-	results := make([]event.CorrectionResult, 0, len(cs))
-	for start := 0; start < len(cs); start += event.MaxCorrectionsPerRequest {
-		out, err := applier.Apply(ctx, tenant, cs[start:min(start+event.MaxCorrectionsPerRequest, len(cs))])
-		if err != nil {
-			return nil, err
-		}
-		results = append(results, out.Results...)
-	}
-	return results, nil
 }
 
 // reportCorrections prints one line per result and a summary; it returns

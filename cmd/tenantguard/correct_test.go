@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/shopspring/decimal"
 
@@ -122,11 +121,7 @@ func TestCorrectCommand(t *testing.T) {
 
 	// Through NATS to a running daemon's correction service: a file with
 	// an amendment target, another tenant's id and an unknown id.
-	nc, err := nats.Connect(env.nats.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	nc := testenv.Connect(t, env.nats.URL)
 	js, _ := jetstream.New(nc)
 	if _, _, code := env.run(t, "", "correct", "--tenant", "acme", "--void", "--reason", "r", "--daemon", "--timeout", "2s", "e2"); code != 2 {
 		t.Fatalf("--daemon without a daemon: exit %d, want 2", code)

@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tenantguard/tenantguard/internal/devstack"
+
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"golang.org/x/sys/unix"
 
@@ -188,16 +190,16 @@ func TestDevStackFirstHour(t *testing.T) {
 	t.Logf("live table: showing %s of 6 tenants (%s active)", table[1], table[2])
 
 	// The dev config holds the token's hash, never the token.
-	cfgBody, err := os.ReadFile(filepath.Join(dir, devConfigFile))
+	cfgBody, err := os.ReadFile(filepath.Join(dir, devstack.ConfigFile))
 	if err != nil {
 		t.Fatal(err)
 	}
 	sum := sha256.Sum256([]byte(token))
-	if !strings.HasPrefix(string(cfgBody), devConfigMarker) || !strings.Contains(string(cfgBody), hex.EncodeToString(sum[:])) ||
+	if !strings.HasPrefix(string(cfgBody), devstack.ConfigMarker) || !strings.Contains(string(cfgBody), hex.EncodeToString(sum[:])) ||
 		strings.Contains(string(cfgBody), token) {
-		t.Errorf("%s: want the marker and the token's SHA-256, not the token:\n%s", devConfigFile, cfgBody)
+		t.Errorf("%s: want the marker and the token's SHA-256, not the token:\n%s", devstack.ConfigFile, cfgBody)
 	}
-	if fi, err := os.Stat(filepath.Join(dir, ".tenantguard", devTokenFile)); err != nil || fi.Mode().Perm() != 0o600 {
+	if fi, err := os.Stat(filepath.Join(dir, ".tenantguard", devstack.TokenFile)); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Errorf("token file: %v, %v; want mode 0600", err, fi)
 	}
 
@@ -224,7 +226,7 @@ func TestDevStackFirstHour(t *testing.T) {
 	if out, code := cli("decisions"); code != 0 || !strings.Contains(out, "tenant-02") || !strings.Contains(out, "ok") {
 		t.Fatalf("decisions from the dev folder: exit %d\n%s", code, out)
 	}
-	if out, code := cli("--version"); code != 0 || !strings.Contains(out, "clickhouse  18.16") || !strings.Contains(out, devConfigFile) {
+	if out, code := cli("--version"); code != 0 || !strings.Contains(out, "clickhouse  18.16") || !strings.Contains(out, devstack.ConfigFile) {
 		t.Errorf("--version from the dev folder: exit %d\n%s", code, out)
 	}
 	from, to := time.Now().UTC().Add(-time.Hour).Format(time.RFC3339), time.Now().UTC().Add(time.Minute).Format(time.RFC3339)

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"sync/atomic"
 	"time"
 
@@ -157,57 +155,26 @@ func (a *app) runExport(ctx context.Context, f *exportFlags, unit string, run ex
 		return err
 	}
 
-	var out io.Writer = a.stdout
-	var tmp *os.File
-	if f.output != "-" && f.output != "" {
-		tmp, err = os.CreateTemp(filepath.Dir(f.output), "."+filepath.Base(f.output)+".partial-*")
-		if err != nil {
-			return err
-		}
-		defer func() {
-			if tmp != nil { // not renamed: remove the partial file
-				tmp.Close()
-				os.Remove(tmp.Name())
-			}
-		}()
-		out = tmp
+	out, err := billing.NewOutput(f.output, a.stdout)
+	if err != nil {
+		return err
 	}
-	cw := &countingWriter{w: out}
+	defer out.Close()
 	var rows atomic.Int64
 	start := time.Now()
 	p := progress.Start(a.stderr, !f.noProgress, 0, func() string {
-		return fmt.Sprintf("exporting: %d %s, %s, %s", rows.Load(), unit, progress.Bytes(cw.n.Load()), time.Since(start).Round(100*time.Millisecond))
+		return fmt.Sprintf("exporting: %d %s, %s, %s", rows.Load(), unit, progress.Bytes(out.Bytes()), time.Since(start).Round(100*time.Millisecond))
 	})
-	summary, err := run(ctx, x, cw, rows.Store)
+	summary, err := run(ctx, x, out, rows.Store)
 	p.Stop()
 	if err != nil {
 		return err
 	}
-	if tmp != nil {
-		if err := tmp.Sync(); err != nil {
-			return err
-		}
-		if err := tmp.Close(); err != nil {
-			return err
-		}
-		if err := os.Rename(tmp.Name(), f.output); err != nil {
-			return err
-		}
-		tmp = nil
+	if err := out.Commit(); err != nil {
+		return err
 	}
 	if !f.noProgress {
-		fmt.Fprintf(a.stderr, "exported %s (%s) in %s\n", summary, progress.Bytes(cw.n.Load()), time.Since(start).Round(time.Millisecond))
+		fmt.Fprintf(a.stderr, "exported %s (%s) in %s\n", summary, progress.Bytes(out.Bytes()), time.Since(start).Round(time.Millisecond))
 	}
 	return nil
-}
-
-type countingWriter struct {
-	w io.Writer
-	n atomic.Int64
-}
-
-func (c *countingWriter) Write(b []byte) (int, error) {
-	n, err := c.w.Write(b)
-	c.n.Add(int64(n))
-	return n, err
 }

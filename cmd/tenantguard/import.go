@@ -5,16 +5,14 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/tenantguard/tenantguard/collector/backfill"
-	"github.com/tenantguard/tenantguard/collector/event"
-	"github.com/tenantguard/tenantguard/collector/pricing"
 	"github.com/tenantguard/tenantguard/collector/store"
+	"github.com/tenantguard/tenantguard/internal/daemon"
 	"github.com/tenantguard/tenantguard/internal/progress"
 )
 
@@ -63,26 +61,12 @@ func newImportCmd(a *app) *cobra.Command {
 					f = backfill.DetectFormat(input, nil) // by extension; else sniffed
 				}
 			}
-			cfg := a.cfg
-			validator, err := event.NewValidator(event.Rules{CustomKinds: cfg.Collector.CustomKinds})
-			if err != nil {
-				return usageErr(err)
-			}
-			book, err := pricing.New(cfg.Pricing, validator.KnownKind)
-			if err != nil {
-				return usageErr(err)
-			}
-			st, err := store.Open(cmd.Context(), cfg.ClickHouse)
+			st, err := store.Open(cmd.Context(), a.cfg.ClickHouse)
 			if err != nil {
 				return err
 			}
 			defer st.Close()
-			icfg := backfill.DefaultConfig()
-			icfg.Lateness, icfg.AllowOlder, icfg.CustomKinds = cfg.Collector.Lateness, allowOlder, cfg.Collector.CustomKinds
-			if batchRows > 0 {
-				icfg.BatchRows = batchRows
-			}
-			im, err := backfill.New(icfg, st, book)
+			im, err := daemon.NewImporter(a.cfg, st, allowOlder, batchRows)
 			if err != nil {
 				return usageErr(err)
 			}
@@ -92,11 +76,11 @@ func newImportCmd(a *app) *cobra.Command {
 			p := progress.Start(a.stderr, !silent, 10*time.Second, func() string {
 				mu.Lock()
 				defer mu.Unlock()
-				return importLine(last, size, time.Since(start))
+				return last.Line(size, time.Since(start))
 			})
 			sum, err := im.Import(cmd.Context(), r, f, func(s backfill.Progress) { mu.Lock(); last = s; mu.Unlock() })
 			p.Stop()
-			printImportSummary(a.stderr, input, sum)
+			sum.WriteText(a.stderr, input)
 			if err != nil {
 				return fmt.Errorf("import stopped: %w (what was stored stays; running the same input again adds only the rest)", err)
 			}
@@ -112,36 +96,4 @@ func newImportCmd(a *app) *cobra.Command {
 	cmd.Flags().BoolVar(&silent, "no-progress", false, "no progress on stderr (the summary is still printed)")
 	cmd.Flags().IntVar(&batchRows, "batch-rows", 0, "events per dedup lookup and insert (default 50000)")
 	return cmd
-}
-
-// importLine is the import's status: a bar when the input's size is known,
-// and the counts.
-func importLine(s backfill.Progress, size int64, elapsed time.Duration) string {
-	line := fmt.Sprintf("import: %d read, %d stored, %d duplicates, %d rejected, %.0f events/s",
-		s.Read, s.Stored, s.Dups, s.Bad, float64(s.Read)/max(elapsed.Seconds(), 1e-9))
-	if size > 0 {
-		frac := min(1, float64(s.Bytes)/float64(size))
-		n := int(frac * 30)
-		line = fmt.Sprintf("[%s%s] %3.0f%% %s", strings.Repeat("#", n), strings.Repeat(".", 30-n), frac*100, line)
-	}
-	return line
-}
-
-func printImportSummary(w io.Writer, input string, sum backfill.Summary) {
-	rate := 0.0
-	if sum.Elapsed > 0 {
-		rate = float64(sum.Read) / sum.Elapsed.Seconds()
-	}
-	fmt.Fprintf(w, "import %s: read %d, stored %d, duplicates %d, rejected %d in %s (%.0f events/s)\n",
-		input, sum.Read, sum.Stored, sum.Duplicates, sum.Rejected, sum.Elapsed.Round(time.Millisecond), rate)
-	if sum.Rejected == 0 {
-		return
-	}
-	fmt.Fprintf(w, "rejected by reason: %s\n", strings.Join(sum.ReasonCounts(), ", "))
-	for _, e := range sum.Errors {
-		fmt.Fprintf(w, "  %s\n", e)
-	}
-	if more := sum.Rejected - int64(len(sum.Errors)); more > 0 {
-		fmt.Fprintf(w, "  ... and %d more\n", more)
-	}
 }

@@ -4,10 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 
 	"github.com/spf13/cobra"
 
+	"github.com/tenantguard/tenantguard/internal/daemon"
 	"github.com/tenantguard/tenantguard/limiter"
 )
 
@@ -34,22 +34,11 @@ func newKeygenCmd(a *app) *cobra.Command {
 				fmt.Fprintln(a.stdout, limiter.FormatPublicKey(s.PublicKey()))
 				return nil
 			}
-			privPEM, pub, err := limiter.GenerateKey()
-			if err != nil {
-				return err
-			}
-			f, err := os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+			pub, err := daemon.WriteSigningKey(out)
 			if errors.Is(err, fs.ErrExist) {
 				return usageErr(fmt.Errorf("%s exists: keygen never overwrites a key (print its public key with --public %s)", out, out))
 			}
 			if err != nil {
-				return err
-			}
-			if _, err := f.Write(privPEM); err != nil {
-				f.Close()
-				return err
-			}
-			if err := f.Close(); err != nil {
 				return err
 			}
 			fmt.Fprintf(a.stderr, "wrote the private key to %s; set decisions.signing_key_file to it.\n"+

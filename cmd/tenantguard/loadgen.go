@@ -8,13 +8,11 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
-	"github.com/tenantguard/tenantguard/collector"
 	"github.com/tenantguard/tenantguard/collector/emit"
 	"github.com/tenantguard/tenantguard/collector/loadgen"
+	"github.com/tenantguard/tenantguard/internal/daemon"
 )
 
 func newLoadgenCmd(a *app) *cobra.Command {
@@ -29,7 +27,7 @@ func newLoadgenCmd(a *app) *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			gen, nc, em, err := a.traffic(ctx, lc, "loadgen", overflow)
+			gen, nc, em, err := daemon.Traffic(ctx, a.cfg, a.log, lc, "loadgen", overflow)
 			if err != nil {
 				return err
 			}
@@ -60,38 +58,6 @@ func newLoadgenCmd(a *app) *cobra.Command {
 	f.StringVar(&lc.TenantPrefix, "tenant-prefix", lc.TenantPrefix, "tenant id prefix")
 	f.StringVar(&overflow, "overflow", emit.Block, "when the emitter buffer is full: block or drop")
 	return cmd
-}
-
-// traffic connects to NATS, makes sure the usage stream exists (so the first
-// events are not refused with "no responders"), and returns a generator and
-// an emitter named service. The caller closes the connection.
-func (a *app) traffic(ctx context.Context, lc loadgen.Config, service, overflow string) (*loadgen.Generator, *nats.Conn, *emit.Emitter, error) {
-	gen, err := loadgen.NewGenerator(lc)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	nc, err := a.connectNATS(service)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	fail := func(err error) (*loadgen.Generator, *nats.Conn, *emit.Emitter, error) {
-		nc.Close()
-		return nil, nil, nil, err
-	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return fail(err)
-	}
-	if err := collector.EnsureStreams(ctx, js, a.cfg.Collector.Stream); err != nil {
-		return fail(err)
-	}
-	ecfg := emit.DefaultConfig()
-	ecfg.Overflow, ecfg.Service = overflow, service
-	em, err := emit.New(nc, ecfg)
-	if err != nil {
-		return fail(err)
-	}
-	return gen, nc, em, nil
 }
 
 func printProgress(a *app, em *emit.Emitter, p loadgen.Progress, final bool) {

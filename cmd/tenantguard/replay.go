@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,10 +9,11 @@ import (
 	"os"
 	"time"
 
+	"github.com/tenantguard/tenantguard/internal/devstack"
+
 	"github.com/spf13/cobra"
 
 	"github.com/tenantguard/tenantguard/anomaly"
-	"github.com/tenantguard/tenantguard/collector/store"
 	"github.com/tenantguard/tenantguard/internal/daemon"
 )
 
@@ -61,7 +61,7 @@ func newReplayCmd(a *app) *cobra.Command {
 				if !t.After(f) {
 					return usageErr(errors.New("--to must be after --from"))
 				}
-				eps, span, err = replayClickHouse(ctx, a.cfg.ClickHouse, cfg, planOf, f, t, flush)
+				eps, span, err = daemon.ReplayClickHouse(ctx, a.cfg.ClickHouse, cfg, planOf, f, t, flush, a.stderr)
 				if err != nil {
 					return err
 				}
@@ -133,8 +133,8 @@ func replaySummary(span anomaly.Span, warmup, episodes int) string {
 		return "replay: the input holds no usage: nothing to judge"
 	case span.Windows <= warmup:
 		hint := "Replay a longer range"
-		if warmup > demoWarmup {
-			hint += fmt.Sprintf(", or set a shorter warmup (TENANTGUARD_ANOMALY_WARMUP_WINDOWS=%d, as `tenantguard dev --demo` does)", demoWarmup)
+		if warmup > devstack.DemoWarmup {
+			hint += fmt.Sprintf(", or set a shorter warmup (TENANTGUARD_ANOMALY_WARMUP_WINDOWS=%d, as `tenantguard dev --demo` does)", devstack.DemoWarmup)
 		}
 		return fmt.Sprintf("replay: history too short to judge: %d one-minute windows (%s to %s), and a series learns its "+
 			"baseline for anomaly.warmup_windows = %d windows before it may alert. %s",
@@ -142,28 +142,4 @@ func replaySummary(span anomaly.Span, warmup, episodes int) string {
 	}
 	return fmt.Sprintf("replay: %d one-minute windows (%s to %s), the first %d of each series learning: %d alert episodes",
 		span.Windows, span.First.Format(time.RFC3339), span.Last.Add(time.Minute).Format(time.RFC3339), warmup, episodes)
-}
-
-func replayClickHouse(ctx context.Context, sc store.Config, cfg anomaly.Config, planOf anomaly.Option, from, to time.Time, flush time.Duration) ([]anomaly.Episode, anomaly.Span, error) {
-	st, err := store.Open(ctx, sc)
-	if err != nil {
-		return nil, anomaly.Span{}, err
-	}
-	defer st.Close()
-	r, err := anomaly.NewReplayer(cfg, planOf)
-	if err != nil {
-		return nil, anomaly.Span{}, err
-	}
-	skipped, firstBad, err := anomaly.QueryRollups(ctx, st, from, to, func(ro *anomaly.Rollup) error {
-		r.Rollup(ro)
-		return nil
-	})
-	if err != nil {
-		return nil, anomaly.Span{}, err
-	}
-	if skipped > 0 {
-		fmt.Fprintf(os.Stderr, "replay: skipped %d usage_1m rows with unusable numbers; first: %v\n", skipped, firstBad)
-	}
-	span := r.Span()
-	return r.Finish(flush), span, nil
 }

@@ -40,7 +40,7 @@ func newRunCmd(a *app) *cobra.Command {
 // signing key resolved (the default key is made on first use).
 func (a *app) newDaemon(started func(*daemon.Daemon)) (*daemon.Daemon, error) {
 	if a.cfg.Decisions.Enabled {
-		path, err := a.signingKeyFile(true)
+		path, err := daemon.SigningKeyFile(a.cfg.Decisions, true, a.log)
 		if err != nil {
 			return nil, err
 		}

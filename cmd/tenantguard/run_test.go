@@ -4,15 +4,15 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/tenantguard/tenantguard/internal/daemon"
+
 	"github.com/tenantguard/tenantguard/internal/testenv"
-	"github.com/tenantguard/tenantguard/limiter"
 )
 
 // daemonProc is `tenantguard run` as a child process.
@@ -29,12 +29,8 @@ func startDaemon(t *testing.T, vars map[string]string) *daemonProc {
 	t.Helper()
 	bin := testenv.Binary(t)
 	apiAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
-	keyPEM, _, err := limiter.GenerateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
 	keyFile := filepath.Join(t.TempDir(), "decisions.key")
-	if err := os.WriteFile(keyFile, keyPEM, 0o600); err != nil {
+	if _, err := daemon.WriteSigningKey(keyFile); err != nil {
 		t.Fatal(err)
 	}
 	env := []string{"TENANTGUARD_API_LISTEN=" + apiAddr,

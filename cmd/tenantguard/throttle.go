@@ -7,60 +7,12 @@ import (
 	"math"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
 
 	"github.com/tenantguard/tenantguard/collector/event"
 	"github.com/tenantguard/tenantguard/internal/daemon"
 	"github.com/tenantguard/tenantguard/limiter"
 )
-
-// errNoSigningKey is returned where a decision would be written without a
-// key: limiters ignore unsigned decisions.
-var errNoSigningKey = errors.New("decisions.signing_key_file is not set: every decision is signed, " +
-	"and limiters ignore unsigned ones; create a key with `tenantguard keygen -o FILE`, " +
-	"set decisions.signing_key_file (TENANTGUARD_DECISIONS_SIGNING_KEY_FILE) to FILE, " +
-	"and give limiters the public key it prints (limiter.trusted_keys)")
-
-// newPublisher returns a decisions publisher on nc with the configured caps
-// and keys; sign requires the signing key (the default one is made on
-// first use).
-func (a *app) newPublisher(ctx context.Context, nc *nats.Conn, presenceTTL time.Duration, sign bool) (*limiter.Publisher, error) {
-	keyFile, err := a.signingKeyFile(sign)
-	if err != nil {
-		return nil, err
-	}
-	var signer *limiter.Signer
-	if keyFile != "" {
-		if signer, err = limiter.LoadSigner(keyFile); err != nil {
-			return nil, err
-		}
-	} else if sign {
-		return nil, errNoSigningKey
-	}
-	return daemon.NewDecisionsPublisher(ctx, nc, a.cfg.Decisions.Config, signer, presenceTTL)
-}
-
-// publisher connects to NATS and returns a decisions publisher; sign
-// requires the signing key (throttle, release). It gives up within
-// cliNATSTimeout when no server answers, unlike the daemon.
-func (a *app) publisher(ctx context.Context, sign bool) (*limiter.Publisher, func(), error) {
-	octx, cancel := context.WithTimeout(ctx, cliNATSTimeout)
-	defer cancel()
-	nc, err := a.connectNATS("cli", nats.RetryOnFailedConnect(false), nats.Timeout(cliNATSTimeout/2))
-	if err != nil {
-		return nil, nil, err
-	}
-	pub, err := a.newPublisher(octx, nc, 0, sign)
-	if err != nil {
-		nc.Close()
-		return nil, nil, err
-	}
-	return pub, nc.Close, nil
-}
-
-// cliNATSTimeout bounds how long a CLI command waits for NATS.
-const cliNATSTimeout = 4 * time.Second
 
 func newThrottleCmd(a *app) *cobra.Command {
 	var (
@@ -111,17 +63,14 @@ func newThrottleCmd(a *app) *cobra.Command {
 			if err := d.Validate(); err != nil {
 				return usageErr(err)
 			}
-			ctx, cancel := context.WithTimeout(cmd.Context(), 15*time.Second)
-			defer cancel()
-			pub, closeNC, err := a.publisher(ctx, true)
-			if err != nil {
+			err := a.withPublisher(cmd.Context(), true, func(ctx context.Context, pub *limiter.Publisher) error {
+				_, err := pub.Put(ctx, d)
 				return err
+			})
+			if errors.Is(err, limiter.ErrExpiryTooFar) || errors.Is(err, limiter.ErrInvalidDecision) {
+				return usageErr(err)
 			}
-			defer closeNC()
-			if _, err := pub.Put(ctx, d); err != nil {
-				if errors.Is(err, limiter.ErrExpiryTooFar) || errors.Is(err, limiter.ErrInvalidDecision) {
-					return usageErr(err)
-				}
+			if err != nil {
 				return err
 			}
 			mode := ""
@@ -164,14 +113,10 @@ func newReleaseCmd(a *app) *cobra.Command {
 			if _, err := limiter.Key(tenant, scope); err != nil {
 				return usageErr(err)
 			}
-			ctx, cancel := context.WithTimeout(cmd.Context(), 15*time.Second)
-			defer cancel()
-			pub, closeNC, err := a.publisher(ctx, true)
+			err := a.withPublisher(cmd.Context(), true, func(ctx context.Context, pub *limiter.Publisher) error {
+				return pub.Clear(ctx, tenant, scope, limiter.SourceManual)
+			})
 			if err != nil {
-				return err
-			}
-			defer closeNC()
-			if err := pub.Clear(ctx, tenant, scope, limiter.SourceManual); err != nil {
 				return err
 			}
 			fmt.Fprintf(a.stdout, "released %s (%s)\n", tenant, scope)
@@ -184,4 +129,17 @@ func newReleaseCmd(a *app) *cobra.Command {
 	_ = cmd.Flags().MarkDeprecated("no-audit", "the daemon records every decision it sees in the bucket")
 	_ = cmd.MarkFlagRequired("tenant")
 	return cmd
+}
+
+// withPublisher runs fn with a decisions publisher (see
+// daemon.OpenPublisher; sign requires the signing key), all within 15 s.
+func (a *app) withPublisher(ctx context.Context, sign bool, fn func(context.Context, *limiter.Publisher) error) error {
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	pub, closeNC, err := daemon.OpenPublisher(ctx, a.cfg, a.log, sign)
+	if err != nil {
+		return err
+	}
+	defer closeNC()
+	return fn(ctx, pub)
 }

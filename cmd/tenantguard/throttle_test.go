@@ -189,11 +189,7 @@ func TestDecisionsEscapesControlCharacters(t *testing.T) {
 	if _, errOut, code := cli(t, ns.URL, "throttle", "--tenant", "good", "--rate", "3", "--reason", "Überlast 🚦"); code != 0 {
 		t.Fatalf("throttle: exit %d %s", code, errOut)
 	}
-	nc, err := nats.Connect(ns.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	nc := testenv.Connect(t, ns.URL)
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
@@ -374,32 +370,6 @@ func TestThrottlePublishesTheBurstItPrints(t *testing.T) {
 		if d.Burst != c.wantBurst {
 			t.Errorf("throttle %v: got burst %d in the bucket, want %d (printed %q)", c.args, d.Burst, c.wantBurst, strings.TrimSpace(out))
 		}
-	}
-}
-
-// TestDefaultSigningKeyWithoutHome: with neither $XDG_CONFIG_HOME nor
-// $HOME, the default key lives in a 0700 directory of the user's under
-// the temporary directory, and a directory others can read is refused.
-func TestDefaultSigningKeyWithoutHome(t *testing.T) {
-	tmp := t.TempDir()
-	t.Setenv("TMPDIR", tmp)
-	t.Setenv("XDG_CONFIG_HOME", "")
-	t.Setenv("HOME", "")
-	path, err := defaultSigningKeyFile()
-	if err != nil || !strings.HasPrefix(path, tmp) {
-		t.Fatalf("got %q, %v; want a path under %s", path, err, tmp)
-	}
-	if err := ensureSigningKey(path); err != nil {
-		t.Fatal(err)
-	}
-	if fi, err := os.Stat(filepath.Dir(path)); err != nil || fi.Mode().Perm() != 0o700 {
-		t.Fatalf("key directory: %v %v, want mode 0700", fi, err)
-	}
-	if err := os.Chmod(filepath.Dir(path), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := ensureSigningKey(path + ".2"); err == nil {
-		t.Error("a key directory others can read was accepted")
 	}
 }
 

@@ -67,29 +67,12 @@ func (a *app) printVersion(ctx context.Context, cfgErr error) {
 		return
 	}
 	addr := strings.Join(a.cfg.ClickHouse.Addr, ",")
-	v, err := clickHouseVersion(ctx, a.cfg.ClickHouse)
+	v, err := store.AskVersion(ctx, a.cfg.ClickHouse, versionTimeout)
 	if err != nil {
 		fmt.Fprintf(a.stdout, "clickhouse  not reachable at %s within %s (config: %s)\n", addr, versionTimeout, a.configSource())
 		return
 	}
 	fmt.Fprintf(a.stdout, "clickhouse  %s at %s (config: %s)\n", v, addr, a.configSource())
-}
-
-// clickHouseVersion asks the server for version() within versionTimeout.
-func clickHouseVersion(ctx context.Context, sc store.Config) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, versionTimeout)
-	defer cancel()
-	sc.DialTimeout = versionTimeout
-	st, err := store.Open(ctx, sc)
-	if err != nil {
-		return "", err
-	}
-	defer st.Close()
-	var v string
-	if err := st.Conn().QueryRow(ctx, "SELECT version()").Scan(&v); err != nil {
-		return "", err
-	}
-	return v, nil
 }
 
 func firstLine(s string) string {

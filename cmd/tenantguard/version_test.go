@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tenantguard/tenantguard/internal/devstack"
+
 	"github.com/spf13/cobra"
 
 	"github.com/tenantguard/tenantguard/internal/testenv"
@@ -65,16 +67,16 @@ func TestVersion(t *testing.T) {
 // config is named, but only a file dev wrote, never for run or dev, and
 // after ./tenantguard.yaml.
 func TestConfigSearchPath(t *testing.T) {
-	const devFile = devConfigMarker + " (test)\nnats:\n  url: nats://127.0.0.1:4999\n"
+	const devFile = devstack.ConfigMarker + " (test)\nnats:\n  url: nats://127.0.0.1:4999\n"
 	for _, c := range []struct {
 		name    string
 		files   map[string]string
 		command []string
 		want    string
 	}{
-		{"dev file", map[string]string{devConfigFile: devFile}, []string{"config", "validate"}, ".tenantguard/tenantguard.yaml"},
-		{"not without the marker", map[string]string{devConfigFile: "nats:\n  url: nats://127.0.0.1:4999\n"}, []string{"config", "validate"}, "defaults and environment"},
-		{"./tenantguard.yaml first", map[string]string{devConfigFile: devFile, "tenantguard.yaml": "log:\n  level: warn\n"}, []string{"config", "validate"}, "tenantguard.yaml"},
+		{"dev file", map[string]string{devstack.ConfigFile: devFile}, []string{"config", "validate"}, ".tenantguard/tenantguard.yaml"},
+		{"not without the marker", map[string]string{devstack.ConfigFile: "nats:\n  url: nats://127.0.0.1:4999\n"}, []string{"config", "validate"}, "defaults and environment"},
+		{"./tenantguard.yaml first", map[string]string{devstack.ConfigFile: devFile, "tenantguard.yaml": "log:\n  level: warn\n"}, []string{"config", "validate"}, "tenantguard.yaml"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Chdir(t.TempDir())
@@ -97,9 +99,9 @@ func TestConfigSearchPath(t *testing.T) {
 	}
 	// The daemon commands never look at dev's file, even when it is there.
 	t.Chdir(t.TempDir())
-	writeRel(t, devConfigFile, devFile)
+	writeRel(t, devstack.ConfigFile, devFile)
 	for name, want := range map[string]bool{"run": false, "dev": false, "throttle": true, "migrate": true, "export": true} {
-		got := slices.Contains(configSearchPath(&cobra.Command{Use: name}), devConfigFile)
+		got := slices.Contains(configSearchPath(&cobra.Command{Use: name}), devstack.ConfigFile)
 		if got != want {
 			t.Errorf("%s: dev's file searched %v, want %v", name, got, want)
 		}

@@ -57,16 +57,8 @@ func startService(t *testing.T, js jetstream.JetStream, a *Applier, obs ...Obser
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- svc.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("service run: %v", err)
-		}
-		_ = svc.Close()
-	})
+	t.Cleanup(func() { _ = svc.Close() })
+	testenv.RunStage(t, "service", svc.Run)
 }
 
 func TestServiceAppliesThroughTheEmitter(t *testing.T) {
@@ -86,11 +78,7 @@ func TestServiceAppliesThroughTheEmitter(t *testing.T) {
 	startService(t, js, a, obs)
 
 	// A service's emitter corrects its events.
-	nc, err := nats.Connect(ns.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	nc := testenv.Connect(t, ns.URL)
 	em, err := emit.New(nc, emit.DefaultConfig())
 	if err != nil {
 		t.Fatal(err)

@@ -51,20 +51,20 @@ func DefaultConfig() Config {
 	return Config{BufferSize: 100000, Overflow: Block, MaxInFlight: 4096, AckTimeout: 5 * time.Second, RetryWait: 250 * time.Millisecond}
 }
 
-// Validate names every bad field.
+// Validate names every bad field by its Go path (emit.Config.BufferSize).
 func (c Config) Validate() error {
 	var errs []error
 	if c.BufferSize <= 0 {
-		errs = append(errs, errors.New("emit.buffer_size: must be > 0"))
+		errs = append(errs, errors.New("emit.Config.BufferSize: must be > 0"))
 	}
 	if c.Overflow != Block && c.Overflow != Drop {
-		errs = append(errs, fmt.Errorf("emit.overflow: %q must be block or drop", c.Overflow))
+		errs = append(errs, fmt.Errorf("emit.Config.Overflow: %q must be block or drop", c.Overflow))
 	}
 	if c.MaxInFlight <= 0 {
-		errs = append(errs, errors.New("emit.max_in_flight: must be > 0"))
+		errs = append(errs, errors.New("emit.Config.MaxInFlight: must be > 0"))
 	}
 	if c.AckTimeout <= 0 || c.RetryWait <= 0 {
-		errs = append(errs, errors.New("emit.ack_timeout, emit.retry_wait: must be > 0"))
+		errs = append(errs, errors.New("emit.Config.AckTimeout, emit.Config.RetryWait: must be > 0"))
 	}
 	return errors.Join(errs...)
 }

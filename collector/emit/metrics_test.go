@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tenantguard/tenantguard/internal/testenv"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -40,7 +42,7 @@ func TestMetricsReportBufferAndDrops(t *testing.T) {
 		"tenantguard_emitter_dropped_total":  6,
 		"tenantguard_emitter_invalid_total":  1,
 	}
-	got := gather(t, reg)
+	got := testenv.MetricSums(t, reg)
 	for name, w := range want {
 		if got[name] != w {
 			t.Errorf("%s = %v, want %v", name, got[name], w)
@@ -49,10 +51,10 @@ func TestMetricsReportBufferAndDrops(t *testing.T) {
 	if got["tenantguard_emitter_retries_total"] < 1 {
 		// The sender keeps trying while NATS is down.
 		deadline := time.Now().Add(5 * time.Second)
-		for gather(t, reg)["tenantguard_emitter_retries_total"] < 1 && time.Now().Before(deadline) {
+		for testenv.MetricSums(t, reg)["tenantguard_emitter_retries_total"] < 1 && time.Now().Before(deadline) {
 			time.Sleep(20 * time.Millisecond)
 		}
-		if n := gather(t, reg)["tenantguard_emitter_retries_total"]; n < 1 {
+		if n := testenv.MetricSums(t, reg)["tenantguard_emitter_retries_total"]; n < 1 {
 			t.Errorf("retries_total = %v with NATS down, want > 0", n)
 		}
 	}
@@ -60,28 +62,9 @@ func TestMetricsReportBufferAndDrops(t *testing.T) {
 	if err := e.Close(ctxT(t, 30*time.Second)); err != nil {
 		t.Fatal(err)
 	}
-	got = gather(t, reg)
+	got = testenv.MetricSums(t, reg)
 	if got["tenantguard_emitter_published_total"] != 20 || got["tenantguard_emitter_buffered"] != 0 {
 		t.Errorf("after NATS is back: published %v, buffered %v; want 20 and 0",
 			got["tenantguard_emitter_published_total"], got["tenantguard_emitter_buffered"])
 	}
-}
-
-func gather(t *testing.T, reg prometheus.Gatherer) map[string]float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := map[string]float64{}
-	for _, mf := range mfs {
-		for _, m := range mf.GetMetric() {
-			if c := m.GetCounter(); c != nil {
-				out[mf.GetName()] += c.GetValue()
-			} else if g := m.GetGauge(); g != nil {
-				out[mf.GetName()] += g.GetValue()
-			}
-		}
-	}
-	return out
 }

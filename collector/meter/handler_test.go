@@ -395,7 +395,7 @@ func TestConfigValidate(t *testing.T) {
 	c := meter.DefaultConfig()
 	c.QueueSize, c.FlushInterval, c.HTTP.Kind, c.Outbound.Kind = 0, 0, "Bad", ""
 	err := c.Validate()
-	for _, want := range []string{"meter.queue_size:", "meter.flush_interval:", "meter.http.kind:", "meter.outbound.kind:"} {
+	for _, want := range []string{"meter.Config.QueueSize:", "meter.Config.FlushInterval:", "meter.Config.HTTP.Kind:", "meter.Config.Outbound.Kind:"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("got %v, want it to name %s", err, want)
 		}

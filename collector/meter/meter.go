@@ -92,26 +92,26 @@ func DefaultConfig() Config {
 	}
 }
 
-// Validate names every bad field.
+// Validate names every bad field by its Go path (meter.Config.QueueSize).
 func (c Config) Validate() error {
 	var errs []error
 	bad := func(field, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("meter.%s: "+format, append([]any{field}, args...)...))
+		errs = append(errs, fmt.Errorf("meter.Config.%s: "+format, append([]any{field}, args...)...))
 	}
 	if len(c.Service) > 256 {
-		bad("service", "longer than 256 bytes")
+		bad("Service", "longer than 256 bytes")
 	}
 	if c.QueueSize <= 0 || c.QueueSize > 1<<20 {
-		bad("queue_size", "must be in 1..%d", 1<<20)
+		bad("QueueSize", "must be in 1..%d", 1<<20)
 	}
 	if c.FlushInterval <= 0 {
-		bad("flush_interval", "must be > 0")
+		bad("FlushInterval", "must be > 0")
 	}
 	if !event.ValidKindName(c.HTTP.Kind) {
-		bad("http.kind", "%q must match %s", c.HTTP.Kind, event.KindPattern)
+		bad("HTTP.Kind", "%q must match %s", c.HTTP.Kind, event.KindPattern)
 	}
 	if !event.ValidKindName(c.Outbound.Kind) {
-		bad("outbound.kind", "%q must match %s", c.Outbound.Kind, event.KindPattern)
+		bad("Outbound.Kind", "%q must match %s", c.Outbound.Kind, event.KindPattern)
 	}
 	return errors.Join(errs...)
 }

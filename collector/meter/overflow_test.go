@@ -96,7 +96,7 @@ func TestFullEmitterNeverDelaysRequests(t *testing.T) {
 			if st.Accepted != 16 || m.Emitted() != st.Accepted {
 				t.Fatalf("emitter accepted %d, meter handed over %d; want the buffer size 16 for both", st.Accepted, m.Emitted())
 			}
-			got := gatherSums(t, reg)
+			got := testenv.MetricSums(t, reg)
 			if got["tenantguard_meter_dropped_total"] != float64(m.Dropped()) || m.Dropped() < n-100 {
 				t.Fatalf("tenantguard_meter_dropped_total %v, Dropped() %d; want them equal and near %d",
 					got["tenantguard_meter_dropped_total"], m.Dropped(), n)
@@ -106,23 +106,4 @@ func TestFullEmitterNeverDelaysRequests(t *testing.T) {
 			}
 		})
 	}
-}
-
-func gatherSums(t *testing.T, reg prometheus.Gatherer) map[string]float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := map[string]float64{}
-	for _, mf := range mfs {
-		for _, m := range mf.GetMetric() {
-			if c := m.GetCounter(); c != nil {
-				out[mf.GetName()] += c.GetValue()
-			} else if g := m.GetGauge(); g != nil {
-				out[mf.GetName()] += g.GetValue()
-			}
-		}
-	}
-	return out
 }

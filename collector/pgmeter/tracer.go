@@ -28,17 +28,17 @@ type Config struct {
 // DefaultConfig returns the defaults documented on Config.
 func DefaultConfig() Config { return Config{Kind: event.KindDBQuery, MaxStatements: 10000} }
 
-// Validate names every bad field.
+// Validate names every bad field by its Go path (pgmeter.Config.Kind).
 func (c Config) Validate() error {
 	var errs []error
 	if !event.ValidKindName(c.Kind) {
-		errs = append(errs, fmt.Errorf("pgmeter.kind: %q must match %s", c.Kind, event.KindPattern))
+		errs = append(errs, fmt.Errorf("pgmeter.Config.Kind: %q must match %s", c.Kind, event.KindPattern))
 	}
 	if len(c.Database) > 63 {
-		errs = append(errs, errors.New("pgmeter.database: longer than 63 bytes"))
+		errs = append(errs, errors.New("pgmeter.Config.Database: longer than 63 bytes"))
 	}
 	if c.MaxStatements < 0 {
-		errs = append(errs, errors.New("pgmeter.max_statements: must be >= 0"))
+		errs = append(errs, errors.New("pgmeter.Config.MaxStatements: must be >= 0"))
 	}
 	return errors.Join(errs...)
 }

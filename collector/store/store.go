@@ -208,12 +208,34 @@ func (s *Store) ServerVersion(ctx context.Context) (major, minor int, err error)
 }
 
 func serverVersion(ctx context.Context, conn driver.Conn) (major, minor int, err error) {
-	var v string
-	if err := conn.QueryRow(ctx, "SELECT version()").Scan(&v); err != nil {
-		return 0, 0, fmt.Errorf("server version: %w", err)
+	v, err := versionString(ctx, conn)
+	if err != nil {
+		return 0, 0, err
 	}
 	if _, err := fmt.Sscanf(v, "%d.%d", &major, &minor); err != nil {
 		return 0, 0, fmt.Errorf("parse server version %q: %w", v, err)
 	}
 	return major, minor, nil
+}
+
+func versionString(ctx context.Context, conn driver.Conn) (string, error) {
+	var v string
+	if err := conn.QueryRow(ctx, "SELECT version()").Scan(&v); err != nil {
+		return "", fmt.Errorf("server version: %w", err)
+	}
+	return v, nil
+}
+
+// AskVersion connects to the server cfg names and returns its version(),
+// all within timeout, for a caller that only reports it.
+func AskVersion(ctx context.Context, cfg Config, timeout time.Duration) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	cfg.DialTimeout = timeout
+	st, err := Open(ctx, cfg)
+	if err != nil {
+		return "", err
+	}
+	defer st.Close()
+	return versionString(ctx, st.conn)
 }

@@ -74,16 +74,8 @@ func start(t testing.TB, st *store.Store, cfg Config) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-		srv.Close()
-	})
+	t.Cleanup(func() { srv.Close() })
+	testenv.RunStage(t, "api", srv.Run)
 	return &fixture{st: st, srv: srv, url: "http://" + srv.Addr()}
 }
 

@@ -177,13 +177,7 @@ func (t *tenant) record(l *histLayout, e *event.Event, cost float64) {
 	}
 	t.mu.Lock()
 	c := &t.cur
-	i := 0
-	for i < len(c.kinds) && c.kinds[i].kind != e.Kind {
-		i++
-	}
-	if i == len(c.kinds) {
-		i = c.addKind(e.Kind)
-	}
+	i := c.kindSlot(e.Kind)
 	c.kinds[i].events++
 	c.kinds[i].qty += qty
 	if e.Error {
@@ -245,13 +239,7 @@ func (t *tenant) correct(e *event.CorrectionEffect) {
 	}
 	t.mu.Lock()
 	c := &t.cur
-	i := 0
-	for i < len(c.kinds) && c.kinds[i].kind != e.Kind {
-		i++
-	}
-	if i == len(c.kinds) {
-		i = c.addKind(e.Kind)
-	}
+	i := c.kindSlot(e.Kind)
 	c.kinds[i].corrections++
 	if cost < 0 {
 		c.credited -= cost
@@ -259,6 +247,17 @@ func (t *tenant) correct(e *event.CorrectionEffect) {
 		c.debited += cost
 	}
 	t.mu.Unlock()
+}
+
+// kindSlot returns the index of kind's counts, adding them (or finding
+// __other__ past the cap) when missing.
+func (c *counts) kindSlot(kind string) int {
+	for i := range c.kinds {
+		if c.kinds[i].kind == kind {
+			return i
+		}
+	}
+	return c.addKind(kind)
 }
 
 // addKind appends kind (or finds __other__ past the cap) and returns its index.

@@ -3,7 +3,8 @@
 // every problem at once, each named by its key path: unknown keys, with
 // the closest known key; values of the wrong type, without quoting them;
 // durations without a unit; and the fields the config's Validate refuses.
-// It also finds environment variables that set no key. It knows nothing of
+// It also lists every key of a default config (Leaves) and finds
+// environment variables that set no key. It knows nothing of
 // viper or of tenantguard's keys: cmd/tenantguard hands both in.
 package configkeys
 
@@ -416,4 +417,37 @@ func editDistance(a, b string) int {
 		}
 	}
 	return d[len(a)][len(b)]
+}
+
+// Leaves calls set with the key path and the value of every leaf of def,
+// a struct tagged for mapstructure (squashed structs add their fields to
+// the parent's path; a time.Time is a leaf), and returns the key paths.
+func Leaves(def any, set func(key string, value any)) []string {
+	return leaves(reflect.ValueOf(def), "", set)
+}
+
+func leaves(def reflect.Value, prefix string, set func(string, any)) []string {
+	var keys []string
+	t := def.Type()
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		parts := strings.Split(f.Tag.Get("mapstructure"), ",")
+		if len(parts) > 1 && parts[1] == "squash" {
+			keys = append(keys, leaves(def.Field(i), prefix, set)...)
+			continue
+		}
+		tag := parts[0]
+		if tag == "" || tag == "-" || !f.IsExported() {
+			continue
+		}
+		key := joinKey(prefix, tag)
+		fv := def.Field(i)
+		if fv.Kind() == reflect.Struct && fv.Type() != reflect.TypeOf(time.Time{}) {
+			keys = append(keys, leaves(fv, key, set)...)
+			continue
+		}
+		set(key, fv.Interface())
+		keys = append(keys, key)
+	}
+	return keys
 }

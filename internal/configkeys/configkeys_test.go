@@ -50,3 +50,31 @@ func TestUnknownEnv(t *testing.T) {
 		t.Errorf("got %v, want APP_LISTN (did you mean APP_LISTEN?)", got)
 	}
 }
+
+func TestLeaves(t *testing.T) {
+	type inner struct {
+		Wait time.Duration `mapstructure:"wait"`
+	}
+	type squashed struct {
+		Extra int `mapstructure:"extra"`
+	}
+	type cfg struct {
+		Name     string    `mapstructure:"name"`
+		At       time.Time `mapstructure:"at"`
+		Inner    inner     `mapstructure:"inner"`
+		squashed `mapstructure:",squash"`
+		Skipped  string `mapstructure:"-"`
+		Untagged string
+	}
+	got := map[string]any{}
+	keys := Leaves(cfg{Name: "n", Inner: inner{Wait: time.Second}, squashed: squashed{Extra: 3}}, func(k string, v any) { got[k] = v })
+	want := map[string]any{"name": "n", "at": time.Time{}, "inner.wait": time.Second, "extra": 3}
+	if len(keys) != len(want) || len(got) != len(want) {
+		t.Fatalf("got keys %v, values %v; want %v", keys, got, want)
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s: got %v, want %v", k, got[k], v)
+		}
+	}
+}

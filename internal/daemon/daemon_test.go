@@ -6,7 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -33,12 +32,8 @@ func TestLifecycle(t *testing.T) {
 	// and the embedded NATS server's once it is shut down.
 	ignore := goleak.IgnoreCurrent()
 	ns := testenv.NATS(t)
-	keyPEM, _, err := limiter.GenerateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
 	keyFile := filepath.Join(t.TempDir(), "decisions.key")
-	if err := os.WriteFile(keyFile, keyPEM, 0o600); err != nil {
+	if _, err := WriteSigningKey(keyFile); err != nil {
 		t.Fatal(err)
 	}
 	apiAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))

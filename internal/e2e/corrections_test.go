@@ -11,8 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
 	"github.com/tenantguard/tenantguard/collector/emit"
 	"github.com/tenantguard/tenantguard/collector/event"
 	"github.com/tenantguard/tenantguard/internal/testenv"
@@ -37,11 +35,7 @@ func TestCorrectionsThroughTheDaemon(t *testing.T) {
 	daemon := testenv.StartProc(t, "daemon", exec.Command(bin, "run", "--config", cfg))
 	daemon.WaitHTTP200(t, "http://"+apiAddr+"/readyz", 2*time.Minute)
 
-	nc, err := nats.Connect(ns.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	nc := testenv.Connect(t, ns.URL)
 	em, err := emit.New(nc, emit.DefaultConfig())
 	if err != nil {
 		t.Fatal(err)

@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tenantguard/tenantguard/internal/daemon"
+
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/shopspring/decimal"
@@ -26,7 +28,6 @@ import (
 	"github.com/tenantguard/tenantguard/collector/store"
 	"github.com/tenantguard/tenantguard/internal/testenv"
 	"github.com/tenantguard/tenantguard/internal/teststore"
-	"github.com/tenantguard/tenantguard/limiter"
 )
 
 const adminToken = "poison-admin-token"
@@ -89,11 +90,7 @@ func TestPoisonEventsLeaveTheDaemonHealthy(t *testing.T) {
 	}
 	daemon := start("daemon")
 
-	nc, err := nats.Connect(ns.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	nc := testenv.Connect(t, ns.URL)
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
@@ -175,12 +172,8 @@ func seedLegacyPoison(t *testing.T, ctx context.Context, st *store.Store) {
 func writeConfig(t *testing.T, natsURL, chAddr, db, apiAddr, metricsAddr string) string {
 	t.Helper()
 	sum := sha256.Sum256([]byte(adminToken))
-	keyPEM, _, err := limiter.GenerateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
 	keyFile := filepath.Join(t.TempDir(), "decisions.key")
-	if err := os.WriteFile(keyFile, keyPEM, 0o600); err != nil {
+	if _, err := daemon.WriteSigningKey(keyFile); err != nil {
 		t.Fatal(err)
 	}
 	body := fmt.Sprintf(`nats:

@@ -27,6 +27,7 @@ import (
 	"github.com/tenantguard/tenantguard/collector/event"
 	"github.com/tenantguard/tenantguard/collector/loadgen"
 	"github.com/tenantguard/tenantguard/collector/store"
+	"github.com/tenantguard/tenantguard/internal/childproc"
 	"github.com/tenantguard/tenantguard/internal/chserver"
 	"github.com/tenantguard/tenantguard/internal/natsserver"
 )
@@ -128,18 +129,18 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer stopCollector(collector)
+	defer collector.Stop()
 	if err := waitTable(ctx, st); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w; collector output:\n%s", err, collector.Tail())
 	}
-	cpu0 := [3]float64{procCPU(collector.Process.Pid), procCPU(ch.PID()), selfCPU()}
+	cpu0 := [3]float64{procCPU(collector.Pid()), procCPU(ch.PID()), selfCPU()}
 	start := time.Now()
 	lat, err := pipeline(ctx, cfg, nc, st, 0, cfg.Events, uint64(cfg.Events), logf)
 	if err != nil {
 		return nil, err
 	}
 	res.Seconds = time.Since(start).Seconds()
-	res.CPUCollector = procCPU(collector.Process.Pid) - cpu0[0]
+	res.CPUCollector = procCPU(collector.Pid()) - cpu0[0]
 	res.CPUClickHouse = procCPU(ch.PID()) - cpu0[1]
 	res.CPULoadgenNATS = selfCPU() - cpu0[2]
 	res.EventsPerSec = float64(cfg.Events) / res.Seconds
@@ -153,7 +154,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		return nil, err
 	}
 	res.PacedP50, res.PacedP99 = quantiles(lat)
-	res.CollectorPeakRSS = peakRSS(collector.Process.Pid)
+	res.CollectorPeakRSS = peakRSS(collector.Pid())
 	return res, nil
 }
 
@@ -322,38 +323,23 @@ func rawInsert(ctx context.Context, addr string, n, tenants int) (float64, error
 	return float64(n) / time.Since(start).Seconds(), nil
 }
 
-func startCollector(cfg Config, natsURL, chAddr string) (*exec.Cmd, error) {
+// startCollector starts `tenantguard run` against the servers, its
+// output in collector.log under cfg.Dir.
+func startCollector(cfg Config, natsURL, chAddr string) (*childproc.Proc, error) {
 	args := []string{"run"}
 	if cfg.CollectorProfile != "" {
 		args = append(args, "--cpuprofile", cfg.CollectorProfile)
 	}
 	cmd := exec.Command(cfg.Binary, args...)
-	cmd.Env = append(os.Environ(),
-		"TENANTGUARD_NATS_URL="+natsURL,
-		"TENANTGUARD_CLICKHOUSE_ADDR="+chAddr,
-		"TENANTGUARD_METRICS_LISTEN=127.0.0.1:"+strconv.Itoa(freePort()),
-		"TENANTGUARD_API_LISTEN=127.0.0.1:"+strconv.Itoa(freePort()),
-		"TENANTGUARD_LOG_LEVEL=warn",
-	)
-	cmd.Env = append(cmd.Env, cfg.CollectorEnv...)
 	cmd.Dir = cfg.Dir // no ./tenantguard.yaml there
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start collector %s: %w", cfg.Binary, err)
-	}
-	return cmd, nil
-}
-
-func stopCollector(cmd *exec.Cmd) {
-	_ = cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(15 * time.Second):
-		_ = cmd.Process.Kill()
-	}
+	env := append([]string{
+		"TENANTGUARD_NATS_URL=" + natsURL,
+		"TENANTGUARD_CLICKHOUSE_ADDR=" + chAddr,
+		"TENANTGUARD_METRICS_LISTEN=127.0.0.1:" + strconv.Itoa(freePort()),
+		"TENANTGUARD_API_LISTEN=127.0.0.1:" + strconv.Itoa(freePort()),
+		"TENANTGUARD_LOG_LEVEL=warn",
+	}, cfg.CollectorEnv...)
+	return childproc.Start("collector", cmd, filepath.Join(cfg.Dir, "collector.log"), env...)
 }
 
 // waitTable waits until the collector has migrated the schema.

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 
 	"github.com/tenantguard/tenantguard/internal/natsserver"
 )
@@ -88,3 +89,15 @@ func (n *NATSServer) Restart(t testing.TB) {
 
 // Server returns the running server, for tests that inspect it.
 func (n *NATSServer) Server() *server.Server { return n.srv }
+
+// Connect connects to the NATS server at url, failing the test if it
+// cannot; the connection is closed when the test ends.
+func Connect(t testing.TB, url string, opts ...nats.Option) *nats.Conn {
+	t.Helper()
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}

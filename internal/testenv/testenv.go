@@ -93,16 +93,23 @@ func waitTCP(addr string, timeout time.Duration) error {
 	}
 }
 
+// answers200 reports whether url answers 200 now.
+func answers200(url string) (bool, error) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return false, err
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK, nil
+}
+
 // waitHTTP waits until url answers 200.
 func waitHTTP(url string, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
-		resp, err := http.Get(url)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
+		ok, err := answers200(url)
+		if ok {
+			return nil
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("%s not ready after %s (last error %v)", url, timeout, err)

@@ -1,4 +1,4 @@
-package main
+package devstack
 
 import (
 	"crypto/rand"
@@ -25,15 +25,15 @@ import (
 // data: the ports of the last run (reused when free, so addresses stay the
 // same from run to run), the dev API token (0600; the config holds only
 // its SHA-256), and the config file every other command run from the
-// folder reads (devConfigFile).
+// folder reads (ConfigFile).
 const (
-	devPortsFile = "ports.json"
-	devTokenFile = "api-token"
-	devTokenName = "dev-admin"
+	portsFile = "ports.json"
+	TokenFile = "api-token"
+	tokenName = "dev-admin"
 )
 
-// devPorts are the addresses of the last dev run.
-type devPorts struct {
+// ports are the addresses of the last dev run.
+type ports struct {
 	NATS           int    `json:"nats"`
 	ClickHouse     int    `json:"clickhouse"`
 	ClickHouseHTTP int    `json:"clickhouse_http"`
@@ -41,22 +41,22 @@ type devPorts struct {
 	Metrics        string `json:"metrics"`
 }
 
-// loadDevPorts reads the ports of the last run; none on a first run or an
+// loadPorts reads the ports of the last run; none on a first run or an
 // unreadable file (they are only a preference).
-func loadDevPorts(dir string) devPorts {
-	var p devPorts
-	if b, err := os.ReadFile(filepath.Join(dir, devPortsFile)); err == nil {
+func loadPorts(dir string) ports {
+	var p ports
+	if b, err := os.ReadFile(filepath.Join(dir, portsFile)); err == nil {
 		_ = json.Unmarshal(b, &p)
 	}
 	return p
 }
 
-func saveDevPorts(dir string, p devPorts) error {
+func savePorts(dir string, p ports) error {
 	b, err := json.MarshalIndent(p, "", "  ")
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(filepath.Join(dir, devPortsFile), append(b, '\n'), 0o644)
+	return writeFileAtomic(filepath.Join(dir, portsFile), append(b, '\n'), 0o644)
 }
 
 // pickPort returns the first candidate port that is free on loopback (0s
@@ -106,10 +106,10 @@ func freePort() int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// devToken returns the data directory's dev API token and its SHA-256 hex,
+// apiToken returns the data directory's dev API token and its SHA-256 hex,
 // making the token (mode 0600) on first use.
-func devToken(dir string) (token, sum string, err error) {
-	path := filepath.Join(dir, devTokenFile)
+func apiToken(dir string) (token, sum string, err error) {
+	path := filepath.Join(dir, TokenFile)
 	b, err := os.ReadFile(path)
 	switch {
 	case err == nil:
@@ -133,23 +133,23 @@ func devToken(dir string) (token, sum string, err error) {
 	return token, hex.EncodeToString(h[:]), nil
 }
 
-// withDevToken is tokens plus the dev admin token's hash, unless a token
+// withToken is tokens plus the dev admin token's hash, unless a token
 // of that name is configured already.
-func withDevToken(tokens []api.Token, sum string) []api.Token {
+func withToken(tokens []api.Token, sum string) []api.Token {
 	for _, t := range tokens {
-		if t.Name == devTokenName {
+		if t.Name == tokenName {
 			return tokens
 		}
 	}
-	return append(append([]api.Token(nil), tokens...), api.Token{Name: devTokenName, SHA256: sum, Role: "admin"})
+	return append(append([]api.Token(nil), tokens...), api.Token{Name: tokenName, SHA256: sum, Role: "admin"})
 }
 
-// writeDevConfig writes the config file that points every command run from
+// writeConfig writes the config file that points every command run from
 // the folder at the dev stack: its addresses, the API tokens (hashes
 // only), the decisions key, the price book, and the detector's settings,
 // so `replay` judges the stored history as the demo did. It starts with
-// devConfigMarker, which the loader checks.
-func writeDevConfig(path, dataDir string, cfg daemon.Config, demo bool) error {
+// ConfigMarker, which the loader checks.
+func writeConfig(path, dataDir string, cfg daemon.Config, demo bool) error {
 	tokens := make([]map[string]string, 0, len(cfg.API.Tokens))
 	for _, t := range cfg.API.Tokens {
 		tokens = append(tokens, map[string]string{"name": t.Name, "sha256": t.SHA256, "role": t.Role})
@@ -190,7 +190,7 @@ func writeDevConfig(path, dataDir string, cfg daemon.Config, demo bool) error {
 		"# Every tenantguard command run from this folder reads it when neither --config,\n"+
 		"# $TENANTGUARD_CONFIG nor ./tenantguard.yaml names another file; `tenantguard run` and\n"+
 		"# `tenantguard dev` never do. dev rewrites it at each start; `make clean` removes it.\n",
-		devConfigMarker, time.Now().UTC().Format(time.RFC3339), os.Getpid(), dataDir)
+		ConfigMarker, time.Now().UTC().Format(time.RFC3339), os.Getpid(), dataDir)
 	return writeFileAtomic(path, append([]byte(head), body...), 0o600)
 }
 

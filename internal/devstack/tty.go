@@ -1,4 +1,4 @@
-package main
+package devstack
 
 import (
 	"context"
@@ -8,7 +8,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// stopKeys makes Ctrl-C (and q) on the terminal stop dev by calling stop,
+// StopKeys makes Ctrl-C (and q) on the terminal stop dev by calling stop,
 // without a signal. Ctrl-C on a terminal sends SIGINT to every process of
 // the foreground group: under `make demo`, make gets it too, and make then
 // exits 130 whatever dev's own status. So while dev runs on a terminal,
@@ -18,7 +18,7 @@ import (
 // called on the first stop key, so a second Ctrl-C is a plain SIGINT
 // again. When stdin is not a terminal nothing changes: SIGINT and SIGTERM
 // stop dev as before.
-func stopKeys(ctx context.Context, stop func()) (restore func()) {
+func StopKeys(ctx context.Context, stop func()) (restore func()) {
 	fd := int(os.Stdin.Fd())
 	old, err := unix.IoctlGetTermios(fd, unix.TCGETS)
 	if err != nil {
