@@ -125,6 +125,7 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg StreamConfig
 		Replicas:    cfg.Replicas,
 		Discard:     jetstream.DiscardOld,
 	}
+	usage.AllowBatchPublish = true // the emitter's fast batch publishing (nats-server >= 2.14)
 	if _, err := js.CreateOrUpdateStream(ctx, usage); err != nil {
 		return fmt.Errorf("create stream %s: %w", event.UsageStream, err)
 	}

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -44,11 +45,23 @@ type Config struct {
 	RetryWait time.Duration
 	// Service fills Event.Service when empty. Default none.
 	Service string
+	// Batch is how many events one fast batch carries at most, when the
+	// usage stream allows fast batch publishing (allow_batched, nats-server
+	// 2.14 or later); 0 publishes with async publish only. Default 1000.
+	Batch int
+	// Linger is how long an open fast batch waits for the next event
+	// before it is closed and confirmed; a batch is also closed 20 Lingers
+	// after it opened. Default 5ms.
+	Linger time.Duration
+	// Logger receives the emitter's few log lines (which publishing path
+	// it uses, and why). Default slog.Default().
+	Logger *slog.Logger
 }
 
 // DefaultConfig returns the defaults documented on Config.
 func DefaultConfig() Config {
-	return Config{BufferSize: 100000, Overflow: Block, MaxInFlight: 4096, AckTimeout: 5 * time.Second, RetryWait: 250 * time.Millisecond}
+	return Config{BufferSize: 100000, Overflow: Block, MaxInFlight: 4096, AckTimeout: 5 * time.Second, RetryWait: 250 * time.Millisecond,
+		Batch: 1000, Linger: 5 * time.Millisecond}
 }
 
 // Validate names every bad field by its Go path (emit.Config.BufferSize).
@@ -66,6 +79,12 @@ func (c Config) Validate() error {
 	if c.AckTimeout <= 0 || c.RetryWait <= 0 {
 		errs = append(errs, errors.New("emit.Config.AckTimeout, emit.Config.RetryWait: must be > 0"))
 	}
+	if c.Batch < 0 {
+		errs = append(errs, errors.New("emit.batch: must be >= 0"))
+	}
+	if c.Batch > 0 && c.Linger <= 0 {
+		errs = append(errs, errors.New("emit.linger: must be > 0 when emit.batch is set"))
+	}
 	return errors.Join(errs...)
 }
 
@@ -78,6 +97,7 @@ type Stats struct {
 	Retries   uint64 // publish attempts that failed and were retried
 	Buffered  int64  // events accepted and not yet confirmed
 	LastError string // the last publish error, if any
+	FastBatch bool   // publishing through fast batches now (else async publish)
 }
 
 type pending struct {
@@ -87,11 +107,17 @@ type pending struct {
 // Emitter publishes events to JetStream. It is safe for concurrent use.
 type Emitter struct {
 	cfg   Config
+	log   *slog.Logger
+	nc    *nats.Conn
 	js    jetstream.JetStream
+	mode  mode        // owned by the sender
+	fast  atomic.Bool // mirrors mode.fast for Stats
 	slots chan struct{} // one per buffered event: the buffer bound
 	queue chan *pending
 	acks  chan inflight
 	done  chan struct{}
+	stop  context.Context // ends with done, for waits that take a context
+	cut   context.CancelFunc
 	wg    sync.WaitGroup
 
 	closed                                         atomic.Bool
@@ -121,14 +147,19 @@ func New(nc *nats.Conn, cfg Config) (*Emitter, error) {
 	}
 	var rnd [6]byte
 	_, _ = rand.Read(rnd[:])
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
 	e := &Emitter{
-		cfg: cfg, js: js,
+		cfg: cfg, js: js, nc: nc, log: log.With("component", "emit"),
 		slots:    make(chan struct{}, cfg.BufferSize),
 		queue:    make(chan *pending, cfg.BufferSize),
 		acks:     make(chan inflight, cfg.MaxInFlight),
 		done:     make(chan struct{}),
 		idPrefix: hex.EncodeToString(rnd[:]),
 	}
+	e.stop, e.cut = context.WithCancel(context.Background())
 	e.wg.Add(2)
 	go e.send()
 	go e.confirm()
@@ -234,32 +265,56 @@ func (e *Emitter) acquire(ctx context.Context) error {
 	}
 }
 
-// send publishes queued events asynchronously.
+// send publishes queued events: in fast batches while the stream allows
+// them, else asynchronously one by one. Events a failed batch left
+// unconfirmed go first into the next batch, or the next async publishes.
 func (e *Emitter) send() {
 	defer e.wg.Done()
 	defer close(e.acks)
+	var retry []*pending
 	for {
+		if e.fastMode() {
+			var ok bool
+			if retry, ok = e.sendBatch(retry); !ok {
+				return
+			}
+			continue
+		}
+		var p *pending
+		if len(retry) > 0 {
+			p, retry = retry[0], retry[1:]
+		} else {
+			select {
+			case <-e.done:
+				return
+			case p = <-e.queue:
+			}
+		}
+		if !e.publishAsync(p) {
+			return
+		}
+	}
+}
+
+// publishAsync publishes p and hands its ack future to confirm, retrying
+// until the publish is out. It returns false when the emitter stops.
+func (e *Emitter) publishAsync(p *pending) bool {
+	p.msg.Reply = "" // a fast batch may have set it
+	for {
+		f, err := e.js.PublishMsgAsync(p.msg)
+		if err == nil {
+			select {
+			case e.acks <- inflight{p: p, f: f, t: time.Now()}:
+				return true
+			case <-e.done:
+				return false
+			}
+		}
+		e.fail(err)
 		select {
 		case <-e.done:
-			return
-		case p := <-e.queue:
-			for {
-				f, err := e.js.PublishMsgAsync(p.msg)
-				if err == nil {
-					select {
-					case e.acks <- inflight{p: p, f: f, t: time.Now()}:
-					case <-e.done:
-						return
-					}
-					break
-				}
-				e.fail(err)
-				select {
-				case <-e.done:
-					return
-				case <-time.After(e.cfg.RetryWait):
-				}
-			}
+			return false
+		case <-time.After(e.cfg.RetryWait):
 		}
 	}
 }
@@ -295,8 +350,11 @@ func (e *Emitter) requeue(p *pending) {
 	}
 }
 
-func (e *Emitter) fail(err error) {
-	e.retries.Add(1)
+func (e *Emitter) fail(err error) { e.failN(err, 1) }
+
+// failN records a failure that sends n events again.
+func (e *Emitter) failN(err error, n int) {
+	e.retries.Add(uint64(n))
 	e.lastErr.Store(err.Error())
 }
 
@@ -305,6 +363,7 @@ func (e *Emitter) Stats() Stats {
 	s := Stats{
 		Accepted: e.accepted.Load(), Published: e.published.Load(), Dropped: e.dropped.Load(),
 		Invalid: e.invalid.Load(), Retries: e.retries.Load(), Buffered: int64(len(e.slots)),
+		FastBatch: e.fast.Load(),
 	}
 	if v, ok := e.lastErr.Load().(string); ok {
 		s.LastError = v
@@ -341,6 +400,7 @@ func (e *Emitter) Close(ctx context.Context) error {
 		}
 		err = e.Flush(ctx)
 		close(e.done)
+		e.cut()
 		e.wg.Wait()
 	})
 	return err

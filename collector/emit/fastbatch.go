@@ -1,0 +1,211 @@
+package emit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/synadia-io/orbit.go/jetstreamext"
+
+	"github.com/tenantguard/tenantguard/collector/event"
+)
+
+// Fast batch flow control. Measured on a 2-core machine: an ack every 500
+// messages with up to 8 acks outstanding publishes 1.27 times as fast as
+// async publish, where the library's defaults (100 and 2) gain nothing.
+const (
+	fastFlow       = 500
+	fastMaxAcks    = 8
+	lingerPerBatch = 20 // a batch closes at the latest this many Lingers after it opened
+	modeRecheck    = time.Second
+	probeRetry     = 5 * time.Second
+	probeTimeout   = 2 * time.Second
+)
+
+// The server version from which streams accept fast batches.
+const fastMajor, fastMinor = 2, 14
+
+// mode is the sender's choice of publishing path. Only the sender
+// goroutine touches it.
+type mode struct {
+	fast       bool
+	decided    bool      // the last probe answered
+	logged     bool      // the choice was logged once
+	next       time.Time // when to look at the connection again
+	reconnects uint64    // the connection's reconnect count at the probe
+}
+
+// fastMode reports whether to publish the next events in a fast batch. It
+// asks the server once, then again after a reconnect, after a failed batch,
+// or every probeRetry while the question has no answer (server down, no
+// stream yet, no right to read stream info): meanwhile it publishes async.
+func (e *Emitter) fastMode() bool {
+	if e.cfg.Batch <= 0 {
+		return false
+	}
+	m := &e.mode
+	now := time.Now()
+	if now.Before(m.next) {
+		return m.fast
+	}
+	m.next = now.Add(modeRecheck)
+	reconnects := e.nc.Stats().Reconnects
+	if m.decided && reconnects == m.reconnects {
+		return m.fast
+	}
+	m.reconnects = reconnects
+	fast, why := e.probe()
+	m.decided = !errors.Is(why, errUnanswered)
+	if !m.decided {
+		m.next = now.Add(probeRetry)
+	}
+	if fast != m.fast || !m.logged {
+		m.logged = true
+		if fast {
+			e.log.Info("publishing through fast batches", "count", e.cfg.Batch)
+		} else {
+			e.log.Info("publishing with async publish, fast batches unavailable", "err", why)
+		}
+	}
+	m.fast = fast
+	e.fast.Store(fast)
+	return fast
+}
+
+// errUnanswered marks a probe that got no answer, to be asked again.
+var errUnanswered = errors.New("emit: stream info unanswered")
+
+// probe asks whether the usage stream accepts fast batches: the server must
+// be 2.14 or later and the stream must have allow_batched. Without the flag
+// a fast batch would hang until its ack timeout, so this is asked first.
+func (e *Emitter) probe() (bool, error) {
+	if v := e.nc.ConnectedServerVersion(); v != "" && !versionAtLeast(v, fastMajor, fastMinor) {
+		return false, fmt.Errorf("nats-server %s is older than %d.%d", v, fastMajor, fastMinor)
+	}
+	ctx, cancel := context.WithTimeout(e.stop, min(probeTimeout, e.cfg.AckTimeout))
+	defer cancel()
+	s, err := e.js.Stream(ctx, event.UsageStream)
+	if err != nil {
+		return false, fmt.Errorf("%w: %s: %w", errUnanswered, event.UsageStream, err)
+	}
+	if !s.CachedInfo().Config.AllowBatchPublish {
+		return false, fmt.Errorf("stream %s does not allow batched publishing", event.UsageStream)
+	}
+	return true, nil
+}
+
+// versionAtLeast compares a "major.minor.patch[-pre]" server version.
+func versionAtLeast(v string, major, minor int) bool {
+	parts := strings.SplitN(v, ".", 3)
+	if len(parts) < 2 {
+		return false
+	}
+	maj, err1 := strconv.Atoi(parts[0])
+	mnr, err2 := strconv.Atoi(strings.TrimLeft(parts[1], "v"))
+	if err1 != nil || err2 != nil {
+		return false
+	}
+	return maj > major || maj == major && mnr >= minor
+}
+
+// sendBatch publishes one fast batch: the events in retry first, then
+// queued ones, until it holds cfg.Batch events, the queue has been idle
+// for Linger, or the batch is 20 Lingers old. Every event the server
+// confirmed is released; the rest come back to be sent again with the same
+// Nats-Msg-Id, which the stream's duplicate window makes safe. It returns
+// false when the emitter stops.
+func (e *Emitter) sendBatch(retry []*pending) ([]*pending, bool) {
+	fp, err := jetstreamext.NewFastPublisher(e.js, jetstreamext.FastPublishFlowControl{
+		Flow: fastFlow, MaxOutstandingAcks: fastMaxAcks, AckTimeout: e.cfg.AckTimeout,
+	})
+	if err != nil { // only bad options fail here
+		e.log.Error("fast batch publisher", "err", err)
+		e.cfg.Batch = 0
+		e.fast.Store(false)
+		return retry, true
+	}
+	batch := make([]*pending, 0, min(e.cfg.Batch, e.cfg.BufferSize))
+	var acked uint64 // batch sequence up to which the server stored every event
+	var failed error
+	idle := time.NewTimer(e.cfg.Linger)
+	defer idle.Stop()
+	var deadline <-chan time.Time
+	for len(batch) < e.cfg.Batch {
+		var p *pending
+		switch {
+		case len(retry) > 0:
+			p, retry = retry[0], retry[1:]
+		case len(batch) == 0:
+			select {
+			case p = <-e.queue:
+			case <-e.done:
+				return retry, false
+			}
+		default:
+			select {
+			case p = <-e.queue:
+			default:
+				idle.Reset(e.cfg.Linger)
+				select {
+				case p = <-e.queue:
+				case <-idle.C:
+				case <-deadline:
+				case <-e.done:
+					return retry, false
+				}
+			}
+		}
+		if p == nil {
+			break
+		}
+		if len(batch) == 0 {
+			deadline = time.After(lingerPerBatch * e.cfg.Linger)
+		}
+		batch = append(batch, p)
+		ack, err := fp.AddMsg(p.msg)
+		if err != nil {
+			failed = fmt.Errorf("fast batch: add event %d: %w", len(batch), err)
+			break
+		}
+		acked = max(acked, ack.AckSequence)
+	}
+	if failed == nil {
+		ctx, cancel := context.WithTimeout(e.stop, e.cfg.AckTimeout)
+		ack, err := fp.Close(ctx)
+		cancel()
+		switch {
+		case err != nil:
+			failed = fmt.Errorf("fast batch: commit %d events: %w", len(batch), err)
+		case ack.BatchSize < uint64(len(batch)):
+			// The server ended the batch early at an event it refused.
+			failed = fmt.Errorf("fast batch: server stored %d of %d events", ack.BatchSize, len(batch))
+			acked = max(acked, ack.BatchSize)
+		default:
+			acked = uint64(len(batch))
+		}
+	}
+	confirmed := int(min(acked, uint64(len(batch))))
+	for range confirmed {
+		e.published.Add(1)
+		<-e.slots
+	}
+	if failed == nil {
+		return retry, true
+	}
+	rest := batch[confirmed:]
+	e.failN(failed, len(rest))
+	e.mode.next = time.Time{} // ask the server again: the stream may have changed
+	e.mode.decided = false
+	if len(rest) > 0 {
+		retry = append(append(make([]*pending, 0, len(rest)+len(retry)), rest...), retry...)
+	}
+	select {
+	case <-time.After(e.cfg.RetryWait):
+		return retry, true
+	case <-e.done:
+		return retry, false
+	}
+}
