@@ -110,8 +110,8 @@ type Emitter struct {
 	log   *slog.Logger
 	nc    *nats.Conn
 	js    jetstream.JetStream
-	mode  mode        // owned by the sender
-	fast  atomic.Bool // mirrors mode.fast for Stats
+	mode  mode          // owned by the sender
+	fast  atomic.Bool   // mirrors mode.fast for Stats
 	slots chan struct{} // one per buffered event: the buffer bound
 	queue chan *pending
 	acks  chan inflight
