@@ -2,6 +2,7 @@ package emit
 
 import (
 	"context"
+	"log/slog"
 	"strconv"
 	"sync"
 	"testing"
@@ -313,4 +314,57 @@ func TestVersionAtLeast(t *testing.T) {
 			t.Errorf("versionAtLeast(%q, 2, 14): got %v, want %v", c.v, got, c.want)
 		}
 	}
+}
+
+// BenchmarkPublishPaths puts b.N events of about 200 bytes over 10,000
+// tenant subjects through the async path and then through fast batches, on
+// the same server and stream, and reports both rates and their ratio.
+func BenchmarkPublishPaths(b *testing.B) {
+	srv := testenv.NATS(b)
+	nc, err := nats.Connect(srv.URL)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	s, err := js.CreateStream(context.Background(), jetstream.StreamConfig{Name: event.UsageStream, Subjects: []string{event.UsageSubjects},
+		Storage: jetstream.FileStorage, Duplicates: 2 * time.Minute, AllowBatchPublish: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	now := time.Now()
+	run := func(batch int, prefix string) float64 {
+		if err := s.Purge(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+		cfg := DefaultConfig()
+		cfg.Batch = batch
+		cfg.Logger = slog.New(slog.DiscardHandler)
+		e, err := New(nc, cfg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		start := time.Now()
+		for i := 0; i < b.N; i++ {
+			ev := event.Event{ID: prefix + strconv.Itoa(i), TenantID: "t" + strconv.Itoa(i%10000), Kind: "api_request", Time: now,
+				Quantity: 1, LatencyMs: 12.5, StatusCode: 200, Route: "GET /v1/invoices", Service: "bench", UserID: "u_42"}
+			if err := e.Emit(context.Background(), ev); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if err := e.Close(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+		if batch > 0 && !e.Stats().FastBatch {
+			b.Fatal("fast batches were not used")
+		}
+		return float64(b.N) / time.Since(start).Seconds()
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	async := run(0, "a")
+	fast := run(1000, "f")
+	b.ReportMetric(async, "async-events/s")
+	b.ReportMetric(fast, "fast-events/s")
+	b.ReportMetric(fast/async, "fast/async")
 }
