@@ -47,6 +47,7 @@ func newBenchCmd(a *app) *cobra.Command {
 	ingest.Flags().IntVar(&cfg.RawN, "raw", 0, "messages/rows for each raw ceiling (default = --events)")
 	ingest.Flags().StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the load generator and embedded NATS to this file")
 	ingest.Flags().BoolVar(&dedup, "dedup-horizon", true, "run the collector with collector.dedup_horizon on or off, to measure its cost")
+	ingest.Flags().IntVar(&cfg.EmitBatch, "emit-batch", 1000, "events per fast batch of the load generator's emitter when the stream allows them; -1 publishes async only")
 	ingest.Flags().StringVar(&cfg.CollectorProfile, "collector-cpuprofile", "", "write a CPU profile of the collector process to this file")
 	cmd.AddCommand(ingest)
 	return cmd

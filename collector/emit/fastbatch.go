@@ -21,7 +21,7 @@ const (
 	fastMaxAcks    = 8
 	lingerPerBatch = 20 // a batch closes at the latest this many Lingers after it opened
 	modeRecheck    = time.Second
-	probeRetry     = 5 * time.Second
+	probeRetry     = time.Second
 	probeTimeout   = 2 * time.Second
 )
 

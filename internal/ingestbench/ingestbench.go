@@ -1,14 +1,16 @@
 // Package ingestbench measures end-to-end ingest on this machine: synthetic
 // traffic through the emitter into JetStream, the collector (a separate
 // `tenantguard run` process, so its RSS is its own), and ClickHouse. In the
-// same run it measures the raw ceilings (JetStream async publish, ClickHouse
-// batch insert) and reports the pipeline as ratios to them.
+// same run it measures the raw ceilings (JetStream async publish, JetStream
+// fast batch publish, ClickHouse batch insert) and reports the pipeline as
+// ratios to them.
 package ingestbench
 
 import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,6 +24,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/shopspring/decimal"
+	"github.com/synadia-io/orbit.go/jetstreamext"
 
 	"github.com/tenantguard/tenantguard/collector/emit"
 	"github.com/tenantguard/tenantguard/collector/event"
@@ -43,8 +46,11 @@ type Config struct {
 	// CollectorEnv is added to the collector's environment, for settings
 	// under test such as TENANTGUARD_COLLECTOR_DEDUP_HORIZON=false.
 	CollectorEnv []string
-	Dir          string // scratch directory (default a temp dir)
-	Out          io.Writer
+	// EmitBatch is the emitter's fast batch size (emit.Config.Batch); a
+	// negative value publishes with async publish only. Default 1000.
+	EmitBatch int
+	Dir       string // scratch directory (default a temp dir)
+	Out       io.Writer
 }
 
 // Result holds the figures.
@@ -61,6 +67,8 @@ type Result struct {
 	// CPU seconds spent during the throughput phase, per process.
 	CPUCollector, CPUClickHouse, CPULoadgenNATS float64
 	RawPublishPerSec                            float64
+	RawFastBatchPerSec                          float64 // fast batch publish: the floor the emitter's batches aim at
+	FastBatchEmitter                            bool    // the pipeline's emitter published through fast batches
 	RawRoundTrip                                float64 // publish + pull + ack, nothing stored: the NATS share of the pipeline
 	RawInsertPerSec                             float64
 }
@@ -108,6 +116,11 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		return nil, err
 	}
 	logf("  %.0f msgs/s", res.RawPublishPerSec)
+	logf("raw JetStream fast batch publish of %d messages...", cfg.RawN)
+	if res.RawFastBatchPerSec, err = rawFastBatch(ctx, nc, cfg.RawN, cfg.Tenants); err != nil {
+		return nil, err
+	}
+	logf("  %.0f msgs/s", res.RawFastBatchPerSec)
 	logf("raw JetStream publish + pull consume + ack of %d messages...", cfg.RawN)
 	if res.RawRoundTrip, err = rawRoundTrip(ctx, nc, cfg.RawN, cfg.Tenants); err != nil {
 		return nil, err
@@ -133,12 +146,16 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err := waitTable(ctx, st); err != nil {
 		return nil, fmt.Errorf("%w; collector output:\n%s", err, collector.Tail())
 	}
+	if err := waitStream(ctx, nc); err != nil {
+		return nil, err
+	}
 	cpu0 := [3]float64{procCPU(collector.Pid()), procCPU(ch.PID()), selfCPU()}
 	start := time.Now()
-	lat, err := pipeline(ctx, cfg, nc, st, 0, cfg.Events, uint64(cfg.Events), logf)
+	lat, fast, err := pipeline(ctx, cfg, nc, st, 0, cfg.Events, uint64(cfg.Events), logf)
 	if err != nil {
 		return nil, err
 	}
+	res.FastBatchEmitter = fast
 	res.Seconds = time.Since(start).Seconds()
 	res.CPUCollector = procCPU(collector.Pid()) - cpu0[0]
 	res.CPUClickHouse = procCPU(ch.PID()) - cpu0[1]
@@ -149,7 +166,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	res.PacedRate = min(100000, float64(int(res.EventsPerSec*0.6/1000))*1000)
 	paced := int(res.PacedRate * 10)
 	logf("latency phase: %d events paced at %.0f events/s", paced, res.PacedRate)
-	lat, err = pipeline(ctx, cfg, nc, st, res.PacedRate, paced, uint64(cfg.Events+paced), logf)
+	lat, _, err = pipeline(ctx, cfg, nc, st, res.PacedRate, paced, uint64(cfg.Events+paced), logf)
 	if err != nil {
 		return nil, err
 	}
@@ -170,6 +187,12 @@ func (r *Result) Print(w io.Writer) {
 		r.CPUCollector, perEvent(r.CPUCollector), r.CPUClickHouse, perEvent(r.CPUClickHouse), r.CPULoadgenNATS, perEvent(r.CPULoadgenNATS))
 	fmt.Fprintf(w, "raw ceilings, same run:\n")
 	fmt.Fprintf(w, "  JetStream async publish  %10.0f msgs/s   pipeline ratio %.2f\n", r.RawPublishPerSec, r.EventsPerSec/r.RawPublishPerSec)
+	path := "async publish"
+	if r.FastBatchEmitter {
+		path = "fast batches"
+	}
+	fmt.Fprintf(w, "  JetStream fast batch publish %6.0f msgs/s   pipeline ratio %.2f   (%.2f x async; the emitter used %s)\n",
+		r.RawFastBatchPerSec, r.EventsPerSec/r.RawFastBatchPerSec, r.RawFastBatchPerSec/r.RawPublishPerSec, path)
 	fmt.Fprintf(w, "  JetStream publish+pull+ack %8.0f msgs/s   pipeline ratio %.2f\n", r.RawRoundTrip, r.EventsPerSec/r.RawRoundTrip)
 	fmt.Fprintf(w, "  ClickHouse batch insert  %10.0f rows/s   pipeline ratio %.2f\n", r.RawInsertPerSec, r.EventsPerSec/r.RawInsertPerSec)
 }
@@ -224,6 +247,46 @@ func rawPublish(ctx context.Context, nc *nats.Conn, n, tenants int) (float64, er
 	case <-js.PublishAsyncComplete():
 	case <-ctx.Done():
 		return 0, ctx.Err()
+	}
+	return float64(n) / time.Since(start).Seconds(), nil
+}
+
+// rawFastBatch measures JetStream fast batch publishing of pre-encoded
+// messages the way the emitter batches them: batches of 1000, one at a
+// time, an ack every 500 messages and up to 8 acks outstanding.
+func rawFastBatch(ctx context.Context, nc *nats.Conn, n, tenants int) (float64, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return 0, err
+	}
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "RAWFB", Subjects: []string{"rawfb.>"}, Storage: jetstream.FileStorage,
+		AllowBatchPublish: true}); err != nil {
+		return 0, err
+	}
+	defer js.DeleteStream(context.Background(), "RAWFB")
+	msgs := encoded(n, tenants, "fb")
+	for _, m := range msgs {
+		m.Subject = "rawfb." + m.Subject
+	}
+	const batch = 1000
+	start := time.Now()
+	for from := 0; from < n; from += batch {
+		fp, err := jetstreamext.NewFastPublisher(js, jetstreamext.FastPublishFlowControl{Flow: 500, MaxOutstandingAcks: 8})
+		if err != nil {
+			return 0, err
+		}
+		for _, m := range msgs[from:min(from+batch, n)] {
+			if _, err := fp.AddMsg(m); err != nil {
+				return 0, fmt.Errorf("fast batch: %w", err)
+			}
+		}
+		ack, err := fp.Close(ctx)
+		if err != nil {
+			return 0, fmt.Errorf("fast batch commit: %w", err)
+		}
+		if want := uint64(min(batch, n-from)); ack.BatchSize != want {
+			return 0, fmt.Errorf("fast batch stored %d of %d messages", ack.BatchSize, want)
+		}
 	}
 	return float64(n) / time.Since(start).Seconds(), nil
 }
@@ -355,21 +418,43 @@ func waitTable(ctx context.Context, st *store.Store) error {
 	return fmt.Errorf("collector did not create tenantguard.events within 60s")
 }
 
+// waitStream waits until the collector has created the usage stream, so
+// the emitter finds it, and its batch flag, at its first event.
+func waitStream(ctx context.Context, nc *nats.Conn) error {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		if _, err := js.Stream(ctx, event.UsageStream); err == nil {
+			return nil
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	return fmt.Errorf("collector did not create stream %s within 60s", event.UsageStream)
+}
+
 // pipeline sends count events at rate (0 = unpaced), waits until the table
 // holds total rows, and returns the publish->queryable latency of probes:
-// one event in 500 goes to tenant "probe" with a recorded publish time.
-func pipeline(ctx context.Context, cfg Config, nc *nats.Conn, st *store.Store, rate float64, count int, total uint64, logf func(string, ...any)) ([]time.Duration, error) {
+// one event in 500 goes to tenant "probe" with a recorded publish time. It
+// also says whether the emitter published through fast batches.
+func pipeline(ctx context.Context, cfg Config, nc *nats.Conn, st *store.Store, rate float64, count int, total uint64, logf func(string, ...any)) ([]time.Duration, bool, error) {
 	lc := loadgen.DefaultConfig()
 	lc.Tenants, lc.Rate, lc.Count, lc.TenantPrefix, lc.Seed = cfg.Tenants, rate, count, "t", total
 	gen, err := loadgen.NewGenerator(lc)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	ecfg := emit.DefaultConfig()
 	ecfg.Service = "bench"
+	if cfg.EmitBatch != 0 {
+		ecfg.Batch = max(cfg.EmitBatch, 0)
+	}
+	ecfg.Logger = slog.New(slog.DiscardHandler) // the path is reported below
 	em, err := emit.New(nc, ecfg)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	probes := &probeEmitter{em: em, sent: map[string]time.Time{}, prefix: fmt.Sprintf("probe-%d-", total)}
 	pctx, stopPoll := context.WithCancel(ctx)
@@ -382,22 +467,27 @@ func pipeline(ctx context.Context, cfg Config, nc *nats.Conn, st *store.Store, r
 	if _, err := gen.Run(ctx, probes, func(p loadgen.Progress) {
 		logf("  sent %d  %.0f ev/s", p.Sent, p.Rate)
 	}); err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	if err := em.Close(ctx); err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	logf("  %d events confirmed by JetStream after %.1fs; waiting for ClickHouse", count, time.Since(start).Seconds())
+	fast := em.Stats().FastBatch
+	path := "async publish"
+	if fast {
+		path = "fast batches"
+	}
+	logf("  %d events confirmed by JetStream after %.1fs (emitter: %s); waiting for ClickHouse", count, time.Since(start).Seconds(), path)
 	for {
 		var n uint64
 		if err := st.Conn().QueryRow(ctx, "SELECT count() FROM tenantguard.events").Scan(&n); err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		if n >= total {
 			break
 		}
 		if time.Since(start) > 10*time.Minute {
-			return nil, fmt.Errorf("only %d of %d events stored after 10 minutes", n, total)
+			return nil, false, fmt.Errorf("only %d of %d events stored after 10 minutes", n, total)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -410,7 +500,7 @@ func pipeline(ctx context.Context, cfg Config, nc *nats.Conn, st *store.Store, r
 			lat = append(lat, at.Sub(sent))
 		}
 	}
-	return lat, nil
+	return lat, fast, nil
 }
 
 func quantiles(lat []time.Duration) (p50, p99 time.Duration) {
