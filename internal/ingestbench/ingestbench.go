@@ -46,11 +46,11 @@ type Config struct {
 	// CollectorEnv is added to the collector's environment, for settings
 	// under test such as TENANTGUARD_COLLECTOR_DEDUP_HORIZON=false.
 	CollectorEnv []string
+	Dir          string // scratch directory (default a temp dir)
+	Out          io.Writer
 	// EmitBatch is the emitter's fast batch size (emit.Config.Batch); a
 	// negative value publishes with async publish only. Default 1000.
 	EmitBatch int
-	Dir       string // scratch directory (default a temp dir)
-	Out       io.Writer
 }
 
 // Result holds the figures.
