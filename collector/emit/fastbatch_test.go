@@ -5,11 +5,13 @@ import (
 	"log/slog"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tenantguard/tenantguard/collector/event"
 	"github.com/tenantguard/tenantguard/internal/testenv"
@@ -52,6 +54,10 @@ func TestFastBatchStoresEveryEventOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	reg := prometheus.NewPedanticRegistry()
+	if err := e.Register(reg); err != nil {
+		t.Fatal(err)
+	}
 	const n = 25000
 	emitAll(t, e, 0, n, spread)
 	if err := e.Close(ctxT(t, 20*time.Second)); err != nil {
@@ -60,6 +66,9 @@ func TestFastBatchStoresEveryEventOnce(t *testing.T) {
 	st := e.Stats()
 	if !st.FastBatch {
 		t.Fatalf("stats %+v: want the fast batch path on a stream with allow_batched", st)
+	}
+	if got := gather(t, reg)["tenantguard_emitter_fast_batch"]; got != 1 {
+		t.Errorf("tenantguard_emitter_fast_batch = %v, want 1", got)
 	}
 	if got := streamMsgs(t, s); got != n {
 		t.Fatalf("stream has %d messages, want %d", got, n)
@@ -123,10 +132,9 @@ func TestFastBatchDeduplicates(t *testing.T) {
 	}
 }
 
-// TestFastBatchResendsAfterRestart: a restart breaks batches mid-way; the
-// events the server had not confirmed are sent again with the same ids,
-// so every event is stored exactly once.
-func TestFastBatchResendsAfterRestart(t *testing.T) {
+// TestFastBatchSurvivesRestart: across a server restart every event is
+// stored exactly once and confirmed once.
+func TestFastBatchSurvivesRestart(t *testing.T) {
 	srv, nc, s := setupBatched(t, true)
 	cfg := DefaultConfig()
 	cfg.AckTimeout = time.Second
@@ -134,39 +142,91 @@ func TestFastBatchResendsAfterRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const n = 30000
+	// Publish without pause across the restart, so batches are open when
+	// the server goes away.
+	var stop atomic.Bool
 	var wg sync.WaitGroup
+	n := 0
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		for i := 0; i < n; i++ {
-			if err := e.Emit(context.Background(), spread(i)); err != nil {
-				t.Errorf("emit %d: %v", i, err)
+		for ; !stop.Load() || n < 20000; n++ {
+			if err := e.Emit(context.Background(), spread(n)); err != nil {
+				t.Errorf("emit %d: %v", n, err)
 				return
-			}
-			if i%1000 == 0 {
-				time.Sleep(5 * time.Millisecond) // keep publishing across the restart
 			}
 		}
 	}()
 	time.Sleep(50 * time.Millisecond)
 	srv.Restart(t)
+	time.Sleep(100 * time.Millisecond)
+	stop.Store(true)
 	wg.Wait()
 	if err := e.Close(ctxT(t, 60*time.Second)); err != nil {
 		t.Fatal(err)
 	}
 	st := e.Stats()
-	if got := streamMsgs(t, s); got != n {
+	if got := streamMsgs(t, s); got != uint64(n) {
 		t.Fatalf("stream has %d messages after restart, want %d (stats %+v)", got, n, st)
 	}
-	if st.Published != n || st.Buffered != 0 {
+	if st.Published != uint64(n) || st.Buffered != 0 {
 		t.Fatalf("stats %+v, want %d confirmed once each", st, n)
 	}
-	if st.Retries == 0 {
-		t.Fatalf("stats %+v: the restart broke no batch, so the resend path went untested", st)
-	}
+	t.Logf("batches broken by the restart: last error %q, %d events sent again", st.LastError, st.Retries)
 	if !st.FastBatch {
 		t.Fatalf("stats %+v: want fast batches again after the reconnect", st)
+	}
+}
+
+// TestFastBatchResendsRefusedRest: the stream refuses events mid-batch (it
+// is full and discards new ones), so the server ends the batch early. The
+// emitter confirms what was stored, sends the rest again with the same ids
+// until the stream takes them, and every event is stored exactly once.
+func TestFastBatchResendsRefusedRest(t *testing.T) {
+	_, nc, s := setupBatched(t, true)
+	limit := func(maxMsgs int64) {
+		t.Helper()
+		info, err := s.Info(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := info.Config
+		cfg.MaxMsgs, cfg.Discard = maxMsgs, jetstream.DiscardNew
+		js, _ := jetstream.New(nc)
+		if _, err := js.UpdateStream(context.Background(), cfg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	limit(700) // inside the first batch, past its first flow ack
+	cfg := DefaultConfig()
+	cfg.RetryWait = 20 * time.Millisecond
+	e, err := New(nc, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 3000
+	emitAll(t, e, 0, n, spread)
+	deadline := time.Now().Add(10 * time.Second)
+	for e.Stats().Retries == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	st := e.Stats()
+	if st.Retries == 0 || st.Published >= n {
+		t.Fatalf("stats %+v with the stream full: want retries and events unconfirmed", st)
+	}
+	if st.Published > 700 {
+		t.Fatalf("stats %+v: %d confirmed, but the stream holds at most 700", st, st.Published)
+	}
+	limit(-1)
+	if err := e.Close(ctxT(t, 20*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	st = e.Stats()
+	if got := streamMsgs(t, s); got != n {
+		t.Fatalf("stream has %d messages, want %d (stats %+v)", got, n, st)
+	}
+	if st.Published != n || st.Buffered != 0 || !st.FastBatch {
+		t.Fatalf("stats %+v, want %d confirmed through fast batches", st, n)
 	}
 }
 

@@ -12,6 +12,7 @@ import "github.com/prometheus/client_golang/prometheus"
 //	tenantguard_emitter_dropped_total    events refused because the buffer was full
 //	tenantguard_emitter_invalid_total    events refused by validation
 //	tenantguard_emitter_retries_total    publish attempts that failed and were retried
+//	tenantguard_emitter_fast_batch       1 while publishing through fast batches, 0 for async publish
 //
 // One emitter per registry; wrap reg with prometheus.WrapRegistererWith to
 // register a second one under a label.
@@ -21,7 +22,7 @@ func (e *Emitter) Register(reg prometheus.Registerer) error {
 
 type collector struct {
 	e                                              *Emitter
-	buffered, size                                 *prometheus.Desc
+	buffered, size, fast                           *prometheus.Desc
 	accepted, published, dropped, invalid, retries *prometheus.Desc
 }
 
@@ -38,11 +39,12 @@ func newCollector(e *Emitter) *collector {
 		dropped:   d("dropped_total", "Events refused because the buffer was full (drop policy, or block policy past the caller's context)."),
 		invalid:   d("invalid_total", "Events refused by validation before buffering."),
 		retries:   d("retries_total", "Publish attempts that failed and were retried."),
+		fast:      d("fast_batch", "1 while the emitter publishes through JetStream fast batches, 0 while it uses async publish."),
 	}
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.buffered, c.size, c.accepted, c.published, c.dropped, c.invalid, c.retries} {
+	for _, d := range []*prometheus.Desc{c.buffered, c.size, c.accepted, c.published, c.dropped, c.invalid, c.retries, c.fast} {
 		ch <- d
 	}
 }
@@ -62,4 +64,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.dropped, s.Dropped)
 	counter(c.invalid, s.Invalid)
 	counter(c.retries, s.Retries)
+	fast := 0.0
+	if s.FastBatch {
+		fast = 1
+	}
+	gauge(c.fast, fast)
 }
