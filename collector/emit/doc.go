@@ -1,10 +1,16 @@
 // Package emit is the SDK services use to publish usage events. Emit
 // validates and encodes an event and puts it in a bounded buffer; a sender
-// publishes from the buffer to JetStream asynchronously, with the event id
-// as Nats-Msg-Id, and keeps each event until JetStream confirms it. Events
-// that fail to publish (NATS down or restarting) are retried, and the
-// stream's duplicate window makes retries safe, so nothing accepted into the
-// buffer is lost while the process lives. When the buffer is full, Emit
+// publishes from the buffer to JetStream, one message per event with the
+// event id as Nats-Msg-Id, and keeps each event until JetStream confirms
+// it. When the usage stream allows batched publishing (allow_batched,
+// nats-server 2.14 or later) the sender uses JetStream fast batches, one at
+// a time, of up to Config.Batch events; otherwise, or when it cannot tell,
+// it publishes each event asynchronously, and says which once in the log.
+// It asks again after a reconnect or a failed batch. Events that fail to
+// publish (NATS down or restarting, a batch the server ended early) are
+// sent again with the same id, and the stream's duplicate window makes
+// that safe, so nothing accepted into the buffer is lost while the process
+// lives. When the buffer is full, Emit
 // blocks or drops according to the overflow policy; drops and errors are
 // counted in Stats and never silent.
 //
@@ -19,6 +25,6 @@
 // events, retries, publishes) on the service's Prometheus registry.
 //
 // Lifecycle: New, Emit from any goroutine, Flush to wait for delivery,
-// Close to flush and stop. It imports nats.go, client_golang and the event
-// package only.
+// Close to flush and stop. It imports nats.go, orbit.go's jetstreamext,
+// client_golang and the event package only.
 package emit
