@@ -23,6 +23,8 @@ const (
 	modeRecheck    = time.Second
 	probeRetry     = time.Second
 	probeTimeout   = 2 * time.Second
+	maxFailures    = 3           // batches in a row that confirm nothing before a pause
+	failurePause   = time.Minute // of fast batches, after maxFailures
 )
 
 // The server version from which streams accept fast batches.
@@ -36,6 +38,7 @@ type mode struct {
 	logged     bool      // the choice was logged once
 	next       time.Time // when to look at the connection again
 	reconnects uint64    // the connection's reconnect count at the probe
+	failures   int       // batches in a row that confirmed nothing
 }
 
 // fastMode reports whether to publish the next events in a fast batch. It
@@ -193,12 +196,24 @@ func (e *Emitter) sendBatch(retry []*pending) ([]*pending, bool) {
 		<-e.slots
 	}
 	if failed == nil {
+		e.mode.failures = 0
 		return retry, true
 	}
 	rest := batch[confirmed:]
 	e.failN(failed, len(rest))
-	e.mode.next = time.Time{} // ask the server again: the stream may have changed
-	e.mode.decided = false
+	m := &e.mode
+	m.decided = false // ask the server again: the stream may have changed
+	m.next = time.Time{}
+	if confirmed > 0 {
+		m.failures = 0
+	} else if m.failures++; m.failures >= maxFailures {
+		// The stream says yes but batches keep failing: publish async
+		// for a while rather than pay a failed batch each time.
+		m.failures, m.fast, m.next = 0, false, time.Now().Add(failurePause)
+		e.fast.Store(false)
+		e.log.Warn("fast batches keep failing, publishing with async publish for a while",
+			"count", maxFailures, "duration", failurePause, "err", failed)
+	}
 	if len(rest) > 0 {
 		retry = append(append(make([]*pending, 0, len(rest)+len(retry)), rest...), retry...)
 	}
