@@ -19,12 +19,12 @@ import (
 const (
 	fastFlow       = 500
 	fastMaxAcks    = 8
-	lingerPerBatch = 20 // a batch closes at the latest this many Lingers after it opened
-	modeRecheck    = time.Second
-	probeRetry     = time.Second
-	probeTimeout   = 2 * time.Second
-	maxFailures    = 3           // batches in a row that confirm nothing before a pause
-	failurePause   = time.Minute // of fast batches, after maxFailures
+	lingerPerBatch = 20              // a batch closes at the latest this many Lingers after it opened
+	modeRecheck    = time.Second     // how often the sender looks for a reconnect
+	probeTimeout   = 2 * time.Second // for the stream info request
+	maxProbeWait   = 5 * time.Minute // between unanswered probes, backing off from 1s; and between probes that said no
+	maxFailures    = 3               // batches in a row that confirm nothing before a pause
+	failurePause   = time.Minute     // of fast batches, after maxFailures
 )
 
 // The server version from which streams accept fast batches.
@@ -38,13 +38,18 @@ type mode struct {
 	logged     bool      // the choice was logged once
 	next       time.Time // when to look at the connection again
 	reconnects uint64    // the connection's reconnect count at the probe
-	failures   int       // batches in a row that confirmed nothing
+	reprobe    time.Time // when to ask again even without a reconnect
+	wait       time.Duration
+	failures   int // batches in a row that confirmed nothing
 }
 
 // fastMode reports whether to publish the next events in a fast batch. It
 // asks the server once, then again after a reconnect, after a failed batch,
-// or every probeRetry while the question has no answer (server down, no
-// stream yet, no right to read stream info): meanwhile it publishes async.
+// and every 5 minutes while the answer is no. While the question has no
+// answer (not connected, no stream yet, no right to read stream info, which
+// shows as a timeout) it publishes async and asks again after 1s, 2s, 4s
+// and so on up to 5 minutes, so a probe never costs much of the sender's
+// time.
 func (e *Emitter) fastMode() bool {
 	if e.cfg.Batch <= 0 {
 		return false
@@ -56,14 +61,21 @@ func (e *Emitter) fastMode() bool {
 	}
 	m.next = now.Add(modeRecheck)
 	reconnects := e.nc.Stats().Reconnects
-	if m.decided && reconnects == m.reconnects {
+	if reconnects != m.reconnects {
+		m.reconnects, m.decided, m.wait = reconnects, false, 0
+	} else if m.decided && (m.fast || now.Before(m.reprobe)) {
+		return m.fast
+	} else if !m.decided && now.Before(m.reprobe) {
 		return m.fast
 	}
-	m.reconnects = reconnects
 	fast, why := e.probe()
 	m.decided = !errors.Is(why, errUnanswered)
-	if !m.decided {
-		m.next = now.Add(probeRetry)
+	if m.decided {
+		m.wait = 0
+		m.reprobe = now.Add(maxProbeWait)
+	} else {
+		m.wait = min(max(2*m.wait, time.Second), maxProbeWait)
+		m.reprobe = now.Add(m.wait)
 	}
 	if fast != m.fast || !m.logged {
 		m.logged = true
@@ -79,13 +91,16 @@ func (e *Emitter) fastMode() bool {
 }
 
 // errUnanswered marks a probe that got no answer, to be asked again.
-var errUnanswered = errors.New("emit: stream info unanswered")
+var errUnanswered = errors.New("emit: no answer yet")
 
 // probe asks whether the usage stream accepts fast batches: the server must
 // be 2.14 or later and the stream must have allow_batched. Without the flag
 // a fast batch would hang until its ack timeout, so this is asked first.
 func (e *Emitter) probe() (bool, error) {
-	if v := e.nc.ConnectedServerVersion(); v != "" && !versionAtLeast(v, fastMajor, fastMinor) {
+	if !e.nc.IsConnected() {
+		return false, fmt.Errorf("%w: not connected", errUnanswered)
+	}
+	if v := e.nc.ConnectedServerVersion(); !versionAtLeast(v, fastMajor, fastMinor) {
 		return false, fmt.Errorf("nats-server %s is older than %d.%d", v, fastMajor, fastMinor)
 	}
 	ctx, cancel := context.WithTimeout(e.stop, min(probeTimeout, e.cfg.AckTimeout))
@@ -203,7 +218,7 @@ func (e *Emitter) sendBatch(retry []*pending) ([]*pending, bool) {
 	e.failN(failed, len(rest))
 	m := &e.mode
 	m.decided = false // ask the server again: the stream may have changed
-	m.next = time.Time{}
+	m.next, m.reprobe, m.wait = time.Time{}, time.Time{}, 0
 	if confirmed > 0 {
 		m.failures = 0
 	} else if m.failures++; m.failures >= maxFailures {

@@ -442,3 +442,47 @@ func BenchmarkPublishPaths(b *testing.B) {
 	b.ReportMetric(fast, "fast-events/s")
 	b.ReportMetric(fast/async, "fast/async")
 }
+
+// TestFastBatchAfterStreamAppears: an emitter started before the usage
+// stream exists publishes async (retrying until the stream is there), and
+// takes fast batches once the stream appears with allow_batched.
+func TestFastBatchAfterStreamAppears(t *testing.T) {
+	srv := testenv.NATS(t)
+	nc, err := nats.Connect(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	cfg := DefaultConfig()
+	cfg.RetryWait = 20 * time.Millisecond
+	e, err := New(nc, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	emitAll(t, e, 0, 100, spread)
+	time.Sleep(100 * time.Millisecond)
+	if st := e.Stats(); st.FastBatch || st.Published != 0 {
+		t.Fatalf("stats %+v without a stream: want nothing confirmed and async publish", st)
+	}
+	js, _ := jetstream.New(nc)
+	s, err := js.CreateStream(context.Background(), jetstream.StreamConfig{Name: event.UsageStream, Subjects: []string{event.UsageSubjects},
+		Duplicates: 2 * time.Minute, AllowBatchPublish: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 100
+	for deadline := time.Now().Add(10 * time.Second); !e.Stats().FastBatch && time.Now().Before(deadline); n += 10 {
+		emitAll(t, e, n, n+10, spread)
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := e.Close(ctxT(t, 10*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	st := e.Stats()
+	if !st.FastBatch {
+		t.Fatalf("stats %+v: no fast batches 10s after the stream appeared", st)
+	}
+	if got := streamMsgs(t, s); got != uint64(n) || st.Published != uint64(n) {
+		t.Fatalf("stream has %d messages, stats %+v; want %d stored and confirmed", got, st, n)
+	}
+}
