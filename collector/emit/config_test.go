@@ -11,11 +11,20 @@ func TestConfigValidateNamesGoFields(t *testing.T) {
 	if err := DefaultConfig().Validate(); err != nil {
 		t.Fatalf("default config: %v", err)
 	}
-	c := Config{Overflow: "spill"}
+	c := Config{Overflow: "spill", Batch: -1}
 	err := c.Validate()
-	for _, want := range []string{"emit.Config.BufferSize:", "emit.Config.Overflow:", "emit.Config.MaxInFlight:", "emit.Config.AckTimeout"} {
+	for _, want := range []string{"emit.Config.BufferSize:", "emit.Config.Overflow:", "emit.Config.MaxInFlight:", "emit.Config.AckTimeout", "emit.Config.Batch:"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("got %v, want it to name %s", err, want)
 		}
+	}
+	c = DefaultConfig()
+	c.Linger = 0
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "emit.Config.Linger:") {
+		t.Errorf("got %v, want it to name emit.Config.Linger", err)
+	}
+	c.Batch = 0 // async only: Linger unused
+	if err := c.Validate(); err != nil {
+		t.Errorf("Batch 0 with no Linger: got %v, want no error", err)
 	}
 }

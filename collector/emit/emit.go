@@ -80,10 +80,10 @@ func (c Config) Validate() error {
 		errs = append(errs, errors.New("emit.Config.AckTimeout, emit.Config.RetryWait: must be > 0"))
 	}
 	if c.Batch < 0 {
-		errs = append(errs, errors.New("emit.batch: must be >= 0"))
+		errs = append(errs, errors.New("emit.Config.Batch: must be >= 0"))
 	}
 	if c.Batch > 0 && c.Linger <= 0 {
-		errs = append(errs, errors.New("emit.linger: must be > 0 when emit.batch is set"))
+		errs = append(errs, errors.New("emit.Config.Linger: must be > 0 when Batch is set"))
 	}
 	return errors.Join(errs...)
 }

@@ -67,7 +67,7 @@ func TestFastBatchStoresEveryEventOnce(t *testing.T) {
 	if !st.FastBatch {
 		t.Fatalf("stats %+v: want the fast batch path on a stream with allow_batched", st)
 	}
-	if got := gather(t, reg)["tenantguard_emitter_fast_batch"]; got != 1 {
+	if got := testenv.MetricSums(t, reg)["tenantguard_emitter_fast_batch"]; got != 1 {
 		t.Errorf("tenantguard_emitter_fast_batch = %v, want 1", got)
 	}
 	if got := streamMsgs(t, s); got != n {
