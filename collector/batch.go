@@ -72,11 +72,18 @@ func (b *batch) reset() {
 }
 
 // add decodes, validates and prices one message into the batch.
-func (c *Collector) add(b *batch, msg jetstream.Msg) {
+// verifyUpTo is the last stream sequence its consumer may deliver for the
+// first time although ClickHouse holds it.
+func (c *Collector) add(b *batch, msg jetstream.Msg, verifyUpTo uint64) {
 	b.msgs = append(b.msgs, msg)
 	b.events = append(b.events, event.Event{})
 	e := &b.events[len(b.events)-1]
-	verr := c.validator.Parse(msg.Data(), msg.Subject(), e)
+	var verr *event.ValidationError
+	if subject, err := event.OriginalSubject(msg.Subject(), c.cfg.Partitions); err != nil {
+		verr = &event.ValidationError{Reason: event.ReasonSubjectMismatch, Detail: err.Error()}
+	} else {
+		verr = c.validator.Parse(msg.Data(), subject, e)
+	}
 	header := msg.Headers().Get(event.HeaderMsgID)
 	if verr == nil {
 		verr = event.CheckMsgID(header, e)
@@ -110,7 +117,7 @@ func (c *Collector) add(b *batch, msg jetstream.Msg) {
 	// or without a Nats-Msg-Id, a second publish: such rows are checked
 	// against ClickHouse before they are stored.
 	md, err := msg.Metadata()
-	redelivered := err == nil && (md.NumDelivered > 1 || md.Sequence.Stream <= c.verifyUpTo)
+	redelivered := err == nil && (md.NumDelivered > 1 || md.Sequence.Stream <= verifyUpTo)
 	if redelivered && md.NumDelivered > 1 {
 		c.m.redelivered.Inc()
 	}
@@ -257,7 +264,7 @@ func (c *Collector) deadLetter(ctx context.Context, items []dlqItem) error {
 		if items[i].done {
 			continue
 		}
-		f, err := c.js.PublishMsgAsync(dlqMessage(items[i].msg, items[i].verr))
+		f, err := c.js.PublishMsgAsync(dlqMessage(items[i].msg, items[i].verr, c.cfg.Partitions))
 		if err != nil {
 			return fmt.Errorf("publish to %s: %w", event.DLQStream, err)
 		}

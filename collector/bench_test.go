@@ -51,7 +51,7 @@ func BenchmarkPerEvent(b *testing.B) {
 		if i%len(msgs) == 0 {
 			bt.reset()
 		}
-		c.add(bt, msgs[i%len(msgs)])
+		c.add(bt, msgs[i%len(msgs)], 0)
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/shopspring/decimal"
 
 	"github.com/tenantguard/tenantguard/collector/event"
+	"github.com/tenantguard/tenantguard/collector/partition"
 	"github.com/tenantguard/tenantguard/collector/pricing"
 	"github.com/tenantguard/tenantguard/collector/store"
 )
@@ -60,10 +61,17 @@ type Collector struct {
 	consuming    atomic.Bool
 	pendingMsgs  atomic.Int64
 	lastProgress atomic.Int64 // unix nanoseconds
-	// verifyUpTo is the last stream sequence that may already be stored
-	// although JetStream delivers it for the first time: set when Run had to
-	// create the durable consumer, which then replays the retained stream.
-	verifyUpTo uint64
+	owner        *partition.Owner
+	handover     Handover
+}
+
+// Handover is told which tenants this replica owns whenever that changes:
+// before the collector consumes a newly claimed partition, so the owner can
+// warm-start those tenants first, and after a released partition has
+// stopped. owns reports whether a tenant's partition is owned now. The
+// collector waits for it; an error is logged and consumption goes on.
+type Handover interface {
+	Owned(ctx context.Context, owns func(tenantID string) bool) error
 }
 
 // Deps are the collector's collaborators.
@@ -74,6 +82,8 @@ type Deps struct {
 	Observers []Observer
 	Registry  prometheus.Registerer
 	Logger    *slog.Logger
+	// Handover, when not nil, hears of every change of the owned tenants.
+	Handover Handover
 }
 
 // New checks cfg and builds a collector; Run starts it.
@@ -98,9 +108,15 @@ func New(cfg Config, d Deps) (*Collector, error) {
 	if err != nil {
 		return nil, fmt.Errorf("collector metrics: %w", err)
 	}
+	owner, err := partition.New(partition.Config{Partitions: cfg.Partitions, LeaseTTL: cfg.LeaseTTL, Replicas: cfg.Stream.Replicas},
+		partition.Deps{JetStream: d.JetStream, Registry: d.Registry, Logger: d.Logger})
+	if err != nil {
+		return nil, err
+	}
 	c := &Collector{
 		cfg: cfg, js: d.JetStream, store: d.Store, pricer: d.Pricer, validator: v,
 		observers: d.Observers, log: d.Logger.With("component", "collector"), m: m,
+		owner: owner, handover: d.Handover,
 	}
 	c.healthy.Store(true)
 	c.progress()
@@ -110,8 +126,10 @@ func New(cfg Config, d Deps) (*Collector, error) {
 // Healthy reports whether the last insert succeeded, for readiness checks.
 func (c *Collector) Healthy() bool { return c.healthy.Load() }
 
-// EnsureStreams creates or updates TENANTGUARD_USAGE and TENANTGUARD_DLQ.
-func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg StreamConfig) error {
+// EnsureStreams creates or updates TENANTGUARD_USAGE, with the transform
+// that partitions it into cfg.Partitions by tenant, and TENANTGUARD_DLQ.
+func EnsureStreams(ctx context.Context, js jetstream.JetStream, config Config) error {
+	cfg := config.Stream
 	usage := jetstream.StreamConfig{
 		Name:        event.UsageStream,
 		Description: "tenantguard usage events, wire format v1",
@@ -124,6 +142,10 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg StreamConfig
 		MaxMsgSize:  event.MaxSize * 2, // bigger ones still reach the DLQ with a reason
 		Replicas:    cfg.Replicas,
 		Discard:     jetstream.DiscardOld,
+		SubjectTransform: &jetstream.SubjectTransformConfig{
+			Source:      event.PartitionSource,
+			Destination: event.PartitionDestination(config.Partitions),
+		},
 	}
 	usage.AllowBatchPublish = true // the emitter's fast batch publishing (nats-server >= 2.14)
 	if _, err := js.CreateOrUpdateStream(ctx, usage); err != nil {
@@ -144,102 +166,87 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg StreamConfig
 	return nil
 }
 
-// Run consumes until ctx ends; it returns nil on cancel. Messages of an
-// unfinished batch are left unacked, to be redelivered.
+// Run consumes the slots this replica owns until ctx ends; it returns nil
+// on cancel. Messages of an unfinished batch are left unacked, to be
+// redelivered.
 func (c *Collector) Run(ctx context.Context) error {
 	// NATS may still be starting: wait for it rather than exit.
-	if err := c.retry(ctx, "create streams", 0, func() error { return EnsureStreams(ctx, c.js, c.cfg.Stream) }); err != nil {
+	if err := c.retry(ctx, "create streams", 0, func() error { return EnsureStreams(ctx, c.js, c.cfg) }); err != nil {
 		return nil // ctx ended
-	}
-	if err := c.noteFreshConsumer(ctx); err != nil {
-		return err
-	}
-	cons, err := c.js.CreateOrUpdateConsumer(ctx, event.UsageStream, jetstream.ConsumerConfig{
-		Durable:       c.cfg.Durable,
-		Description:   "tenantguard collector",
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       c.cfg.AckWait,
-		MaxAckPending: c.cfg.MaxAckPending,
-		MaxDeliver:    -1,
-		FilterSubject: event.UsageSubjects,
-	})
-	if err != nil {
-		return fmt.Errorf("create consumer %s: %w", c.cfg.Durable, err)
-	}
-	iter, err := cons.Messages(jetstream.PullMaxMessages(min(c.cfg.BatchMaxRows*2, c.cfg.MaxAckPending)))
-	if err != nil {
-		return fmt.Errorf("consume %s: %w", event.UsageStream, err)
 	}
 	// The goroutines below end, and are waited for, before Run returns.
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancel()
-	defer iter.Stop()
-	msgs := make(chan jetstream.Msg, c.cfg.BatchMaxRows)
-	var iterErr error // why the iterator ended; written before msgs is closed
+	s := newSlots(c, ctx)
+	ownerErr := make(chan error, 1)
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
-		defer close(msgs)
-		for {
-			msg, err := iter.Next()
-			if err != nil {
-				if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-					if iterErr == nil {
-						iterErr = err
-					}
-					return
-				}
-				// A terminal error (consumer or stream deleted) is followed
-				// by ErrMsgIteratorClosed: keep it as the reason.
-				c.log.Warn("pull consumer", "err", err)
-				iterErr = err
-				continue
-			}
-			c.progress()
-			select {
-			case msgs <- msg:
-			case <-ctx.Done():
-				return
-			}
-		}
+		ownerErr <- c.owner.Run(ctx, s)
 	}()
 	go func() {
 		defer wg.Done()
-		c.watchPending(ctx, cons)
+		c.watchPending(ctx, s)
 	}()
-	c.log.Info("consuming", "stream", event.UsageStream, "durable", c.cfg.Durable)
+	c.log.Info("consuming the owned partitions", "stream", event.UsageStream, "durable", c.cfg.Durable, "count", c.cfg.Partitions)
 	c.progress()
 	c.consuming.Store(true)
 	defer c.consuming.Store(false)
-	if err := c.loop(ctx, msgs); err != nil || ctx.Err() != nil {
-		return err
+	loopErr := make(chan error, 1)
+	go func() { loopErr <- c.loop(ctx, s.msgs) }()
+	var err error
+	select {
+	case err = <-loopErr:
+		cancel()
+		if oerr := <-ownerErr; err == nil {
+			err = oerr
+		}
+	case err = <-ownerErr:
+		cancel()
+		<-loopErr
+	case err = <-s.failed:
+		// An iterator ended by itself: a consumer or the stream was deleted,
+		// or the connection closed. Stopping quietly would leave the daemon
+		// up with nothing ingested; the unfinished batch stays unacked.
+		cancel()
+		<-loopErr
+		<-ownerErr
+		c.healthy.Store(false)
+		c.m.healthy.Set(0)
 	}
-	// The iterator ended by itself: the consumer or the stream was deleted,
-	// or the connection closed. Stopping quietly would leave the daemon up
-	// with nothing ingested; the unfinished batch stays unacked.
-	c.healthy.Store(false)
-	c.m.healthy.Set(0)
-	return fmt.Errorf("consume %s: consumer %s stopped: %w", event.UsageStream, c.cfg.Durable, iterErr)
+	return err
 }
 
-func (c *Collector) loop(ctx context.Context, msgs <-chan jetstream.Msg) error {
+// item is what the slots' iterators feed the batch loop: a message, with
+// the last stream sequence its consumer may replay although stored, or a
+// barrier (flushed not nil) that flushes the batch and is then closed.
+type item struct {
+	msg        jetstream.Msg
+	verifyUpTo uint64
+	flushed    chan struct{}
+}
+
+func (c *Collector) loop(ctx context.Context, msgs <-chan item) error {
 	b := newBatch(c.cfg.BatchMaxRows)
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
+	var barrier chan struct{}
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case msg, ok := <-msgs:
-			if !ok {
-				return nil
+		case it := <-msgs:
+			if it.flushed != nil {
+				barrier = it.flushed
+				timer.Stop()
+				break
 			}
 			if len(b.msgs) == 0 {
 				timer.Reset(c.cfg.BatchMaxWait)
 			}
-			c.add(b, msg)
+			c.add(b, it.msg, it.verifyUpTo)
 			if len(b.msgs) < c.cfg.BatchMaxRows {
 				continue
 			}
@@ -253,11 +260,15 @@ func (c *Collector) loop(ctx context.Context, msgs <-chan jetstream.Msg) error {
 			return err
 		}
 		b.reset()
+		if barrier != nil {
+			close(barrier)
+			barrier = nil
+		}
 	}
 }
 
-// watchPending reports the consumer's backlog every few seconds.
-func (c *Collector) watchPending(ctx context.Context, cons jetstream.Consumer) {
+// watchPending reports the owned consumers' backlog every few seconds.
+func (c *Collector) watchPending(ctx context.Context, s *slots) {
 	t := time.NewTicker(c.pendingEvery())
 	defer t.Stop()
 	for {
@@ -265,44 +276,47 @@ func (c *Collector) watchPending(ctx context.Context, cons jetstream.Consumer) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-			info, err := cons.Info(qctx)
-			cancel()
-			if err == nil {
-				n := int64(info.NumPending) + int64(info.NumAckPending)
-				c.pendingMsgs.Store(n)
-				c.m.pending.Set(float64(n))
+			var n int64
+			for _, cons := range s.consumers() {
+				qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+				info, err := cons.Info(qctx)
+				cancel()
+				if err == nil {
+					n += int64(info.NumPending) + int64(info.NumAckPending)
+				}
 			}
+			c.pendingMsgs.Store(n)
+			c.m.pending.Set(float64(n))
 		}
 	}
 }
 
-// noteFreshConsumer handles a durable consumer that does not exist (first
+// freshConsumerBound handles a durable consumer that does not exist (first
 // start, or deleted by an operator): the new one delivers the whole retained
-// stream, which ClickHouse may already hold, so every message up to the
-// stream's current last sequence is checked against ClickHouse like a
-// redelivery.
-func (c *Collector) noteFreshConsumer(ctx context.Context) error {
-	_, err := c.js.Consumer(ctx, event.UsageStream, c.cfg.Durable)
+// stream under its filter, which ClickHouse may already hold, so every
+// message up to the stream's current last sequence is checked against
+// ClickHouse like a redelivery. It returns that sequence, or 0 when the
+// consumer exists.
+func (c *Collector) freshConsumerBound(ctx context.Context, durable string) (uint64, error) {
+	_, err := c.js.Consumer(ctx, event.UsageStream, durable)
 	if err == nil {
-		return nil
+		return 0, nil
 	}
 	if !errors.Is(err, jetstream.ErrConsumerNotFound) {
-		return fmt.Errorf("look up consumer %s: %w", c.cfg.Durable, err)
+		return 0, fmt.Errorf("look up consumer %s: %w", durable, err)
 	}
 	s, err := c.js.Stream(ctx, event.UsageStream)
 	if err != nil {
-		return fmt.Errorf("stream %s: %w", event.UsageStream, err)
+		return 0, fmt.Errorf("stream %s: %w", event.UsageStream, err)
 	}
 	info, err := s.Info(ctx)
 	if err != nil {
-		return fmt.Errorf("stream %s: %w", event.UsageStream, err)
+		return 0, fmt.Errorf("stream %s: %w", event.UsageStream, err)
 	}
-	c.verifyUpTo = info.State.LastSeq
-	if c.verifyUpTo > 0 {
-		c.log.Info("new consumer: checking the retained stream against ClickHouse before storing", "count", info.State.Msgs)
+	if info.State.LastSeq > 0 {
+		c.log.Info("new consumer: checking the retained stream against ClickHouse before storing", "durable", durable, "count", info.State.Msgs)
 	}
-	return nil
+	return info.State.LastSeq, nil
 }
 
 // Close releases nothing: Run owns the consumer and stops when its context
@@ -311,11 +325,14 @@ func (c *Collector) noteFreshConsumer(ctx context.Context) error {
 func (c *Collector) Close() error { return nil }
 
 // dlqMessage builds the dead-letter message for an invalid one.
-func dlqMessage(msg jetstream.Msg, verr *event.ValidationError) *nats.Msg {
+// Its Tenantguard-Subject header is the subject the message was published
+// to, rebuilt from the partitioned one.
+func dlqMessage(msg jetstream.Msg, verr *event.ValidationError, partitions int) *nats.Msg {
 	out := nats.NewMsg(event.DLQSubject(verr.Reason))
 	out.Data = msg.Data()
 	out.Header.Set(event.HeaderReason, verr.Error())
-	out.Header.Set(event.HeaderSubject, msg.Subject())
+	original, _ := event.OriginalSubject(msg.Subject(), partitions)
+	out.Header.Set(event.HeaderSubject, original)
 	if id := msg.Headers().Get(event.HeaderMsgID); id != "" {
 		out.Header.Set(event.HeaderOriginalMsgID, id)
 	}

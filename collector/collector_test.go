@@ -65,7 +65,7 @@ func newRig(t *testing.T, ch *testenv.ClickHouseServer) *rig {
 	if r.book, err = pricing.New(pc, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := EnsureStreams(context.Background(), r.js, DefaultConfig().Stream); err != nil {
+	if err := EnsureStreams(context.Background(), r.js, DefaultConfig()); err != nil {
 		t.Fatal(err)
 	}
 	return r
@@ -97,6 +97,7 @@ func testConfig() Config {
 	c.BatchMaxWait = 100 * time.Millisecond
 	c.AckWait = 3 * time.Second
 	c.RetryMax = time.Second
+	c.LeaseTTL = 2 * time.Second
 	return c
 }
 
@@ -277,7 +278,8 @@ func TestDeletedConsumerFailsRun(t *testing.T) {
 	go func() { done <- c.Run(ctx) }()
 	publish(t, r.js, "d-", 0, 100, 10)
 	waitRows(t, r.store, 100, 30*time.Second)
-	if err := r.js.DeleteConsumer(ctx, event.UsageStream, cfg.Durable); err != nil {
+	slot := event.Partition("t0", cfg.Partitions)
+	if err := r.js.DeleteConsumer(ctx, event.UsageStream, SlotDurable(cfg.Durable, slot, cfg.Partitions)); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -316,8 +318,12 @@ func TestDeletedConsumerDoesNotStoreTwice(t *testing.T) {
 	}
 	publish(t, r.js, "d-", 0, 3000, 30)
 	runOnce()
-	if err := r.js.DeleteConsumer(context.Background(), event.UsageStream, DefaultConfig().Durable); err != nil {
-		t.Fatal(err)
+	cfg := testConfig()
+	for slot := 0; slot <= cfg.Partitions; slot++ {
+		err := r.js.DeleteConsumer(context.Background(), event.UsageStream, SlotDurable(cfg.Durable, slot, cfg.Partitions))
+		if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			t.Fatal(err)
+		}
 	}
 	runOnce() // waitRows fails on any duplicate
 }

@@ -10,8 +10,17 @@ import (
 
 // Config tunes the collector.
 type Config struct {
-	// Durable is the JetStream consumer name shared by replicas. Default "tenantguard-collector".
+	// Durable is the prefix of the JetStream consumers: <durable>-p<i> for
+	// partition i and <durable>-strays. Default "tenantguard-collector".
 	Durable string `mapstructure:"durable"`
+	// Partitions splits TENANTGUARD_USAGE by tenant; each partition has one
+	// owner replica at a time. Change it only with every replica stopped
+	// (docs/scale-out.md). 1 to 1024. Default 16.
+	Partitions int `mapstructure:"partitions"`
+	// LeaseTTL is how long a replica's partition leases live unrenewed: a
+	// dead replica's partitions move after about this long. 2s to 5m.
+	// Default 5s.
+	LeaseTTL time.Duration `mapstructure:"lease_ttl"`
 	// BatchMaxRows flushes a batch at this many events. Default 10000.
 	BatchMaxRows int `mapstructure:"batch_max_rows"`
 	// BatchMaxWait flushes a non-empty batch after this long. Default 500ms.
@@ -63,6 +72,8 @@ const MaxLateness = 365 * 24 * time.Hour
 func DefaultConfig() Config {
 	return Config{
 		Durable:       "tenantguard-collector",
+		Partitions:    16,
+		LeaseTTL:      5 * time.Second,
 		BatchMaxRows:  10000,
 		BatchMaxWait:  500 * time.Millisecond,
 		AckWait:       30 * time.Second,
@@ -91,6 +102,8 @@ func (c Config) Validate() error {
 		}
 	}
 	check(c.Durable != "" && event.ValidTenantID(c.Durable), "durable", "must be a name of letters, digits, '-' or '_'")
+	check(c.Partitions >= 1 && c.Partitions <= event.MaxPartitions, "partitions", "must be 1 to 1024")
+	check(c.LeaseTTL >= 2*time.Second && c.LeaseTTL <= 5*time.Minute, "lease_ttl", "must be 2s to 5m")
 	check(c.BatchMaxRows > 0 && c.BatchMaxRows <= 1_000_000, "batch_max_rows", "must be 1 to 1000000")
 	check(c.BatchMaxWait > 0 && c.BatchMaxWait <= time.Minute, "batch_max_wait", "must be > 0 and <= 1m")
 	check(c.AckWait >= time.Second && c.AckWait <= 12*time.Hour, "ack_wait", "must be 1s to 12h")

@@ -114,16 +114,21 @@ func TestCollectorCrashesLoseAndDuplicateNothing(t *testing.T) {
 
 }
 
-// ackPending returns how many messages the collector holds unacked.
+// ackPending returns how many messages the collectors hold unacked.
 func ackPending(t *testing.T, r *rig) int {
 	t.Helper()
-	cons, err := r.js.Consumer(context.Background(), event.UsageStream, DefaultConfig().Durable)
-	if err != nil {
-		return 0 // not created yet
+	cfg := testConfig()
+	n := 0
+	for slot := 0; slot <= cfg.Partitions; slot++ {
+		cons, err := r.js.Consumer(context.Background(), event.UsageStream, SlotDurable(cfg.Durable, slot, cfg.Partitions))
+		if err != nil {
+			continue // not created yet
+		}
+		info, err := cons.Info(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		n += info.NumAckPending
 	}
-	info, err := cons.Info(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return info.NumAckPending
+	return n
 }

@@ -40,7 +40,7 @@ func startSDKService(t *testing.T) string {
 	}
 	t.Cleanup(nc.Close)
 	js, _ := jetstream.New(nc)
-	if err := collector.EnsureStreams(context.Background(), js, collector.DefaultConfig().Stream); err != nil {
+	if err := collector.EnsureStreams(context.Background(), js, collector.DefaultConfig()); err != nil {
 		t.Fatal(err)
 	}
 	em, err := emit.New(nc, emit.DefaultConfig())

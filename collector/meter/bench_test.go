@@ -96,7 +96,7 @@ func benchEmitter(b *testing.B) *emit.Emitter {
 	if err != nil {
 		b.Fatal(err)
 	}
-	if err := collector.EnsureStreams(context.Background(), js, collector.DefaultConfig().Stream); err != nil {
+	if err := collector.EnsureStreams(context.Background(), js, collector.DefaultConfig()); err != nil {
 		b.Fatal(err)
 	}
 	em, err := emit.New(nc, emit.DefaultConfig())

@@ -27,7 +27,7 @@ func fullEmitter(t testing.TB, policy string, size int) *emit.Emitter {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := collector.EnsureStreams(context.Background(), js, collector.DefaultConfig().Stream); err != nil {
+	if err := collector.EnsureStreams(context.Background(), js, collector.DefaultConfig()); err != nil {
 		t.Fatal(err)
 	}
 	cfg := emit.DefaultConfig()

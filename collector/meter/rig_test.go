@@ -66,7 +66,7 @@ func newRig(t *testing.T) *rig {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	if err := collector.EnsureStreams(ctx, js, collector.DefaultConfig().Stream); err != nil {
+	if err := collector.EnsureStreams(ctx, js, collector.DefaultConfig()); err != nil {
 		t.Fatal(err)
 	}
 	chs, db := testenv.ClickHouse(t)

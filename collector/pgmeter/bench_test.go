@@ -33,7 +33,7 @@ func benchMeter(b *testing.B) (*meter.Meter, func()) {
 	}
 	b.Cleanup(nc.Close)
 	js, _ := jetstream.New(nc)
-	if err := collector.EnsureStreams(context.Background(), js, collector.DefaultConfig().Stream); err != nil {
+	if err := collector.EnsureStreams(context.Background(), js, collector.DefaultConfig()); err != nil {
 		b.Fatal(err)
 	}
 	em, err := emit.New(nc, emit.DefaultConfig())

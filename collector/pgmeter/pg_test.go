@@ -52,7 +52,7 @@ func newRig(t *testing.T) *rig {
 	if r.js, err = jetstream.New(nc); err != nil {
 		t.Fatal(err)
 	}
-	if err := collector.EnsureStreams(ctx, r.js, collector.DefaultConfig().Stream); err != nil {
+	if err := collector.EnsureStreams(ctx, r.js, collector.DefaultConfig()); err != nil {
 		t.Fatal(err)
 	}
 	if r.em, err = emit.New(nc, emit.DefaultConfig()); err != nil {

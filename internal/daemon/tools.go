@@ -90,7 +90,7 @@ func Traffic(ctx context.Context, cfg Config, log *slog.Logger, lc loadgen.Confi
 	if err != nil {
 		return fail(err)
 	}
-	if err := collector.EnsureStreams(ctx, js, cfg.Collector.Stream); err != nil {
+	if err := collector.EnsureStreams(ctx, js, cfg.Collector.Config); err != nil {
 		return fail(err)
 	}
 	ecfg := emit.DefaultConfig()

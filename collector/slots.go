@@ -1,0 +1,225 @@
+package collector
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tenantguard/tenantguard/collector/event"
+	"github.com/tenantguard/tenantguard/collector/partition"
+)
+
+// PriorityGroup is the one priority group of the slot consumers, whose
+// pinned-client policy lets one client pull at a time.
+const PriorityGroup = "owner"
+
+// SlotDurable is the consumer of a slot: <durable>-p<i> for partition i,
+// <durable>-strays for slot == partitions.
+func SlotDurable(durable string, slot, partitions int) string {
+	if slot == partitions {
+		return durable + "-strays"
+	}
+	return durable + "-p" + strconv.Itoa(slot)
+}
+
+// slots consumes the slots the owner hands out: one iterator each, all
+// feeding the one batch loop through msgs.
+type slots struct {
+	c      *Collector
+	runCtx context.Context // Run's: the loop and the iterators end with it
+	msgs   chan item
+	failed chan error // an iterator ended by itself
+
+	mu      sync.Mutex
+	running map[int]*slotRun
+}
+
+var _ partition.Slots = (*slots)(nil)
+
+type slotRun struct {
+	durable  string
+	cons     jetstream.Consumer
+	iter     jetstream.MessagesContext
+	done     chan struct{}
+	stopping chan struct{}
+}
+
+func newSlots(c *Collector, runCtx context.Context) *slots {
+	return &slots{c: c, runCtx: runCtx, msgs: make(chan item, c.cfg.BatchMaxRows),
+		failed: make(chan error, 1), running: map[int]*slotRun{}}
+}
+
+// consumers returns the running slots' consumers.
+func (s *slots) consumers() []jetstream.Consumer {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]jetstream.Consumer, 0, len(s.running))
+	for _, r := range s.running {
+		out = append(out, r.cons)
+	}
+	return out
+}
+
+// owns returns whether a tenant's partition is among the running slots.
+func (s *slots) owns() func(tenantID string) bool {
+	s.mu.Lock()
+	set := make(map[int]bool, len(s.running))
+	for slot := range s.running {
+		set[slot] = true
+	}
+	s.mu.Unlock()
+	n := s.c.cfg.Partitions
+	return func(tenantID string) bool { return set[event.Partition(tenantID, n)] }
+}
+
+// handover tells the Handover the owned tenants; with plus >= 0, as if
+// that slot were running already.
+func (s *slots) handover(ctx context.Context, plus int) {
+	h := s.c.handover
+	if h == nil || ctx.Err() != nil {
+		return
+	}
+	owns := s.owns()
+	if plus >= 0 && plus < s.c.cfg.Partitions {
+		n, base := s.c.cfg.Partitions, owns
+		owns = func(tenantID string) bool { p := event.Partition(tenantID, n); return p == plus || base(tenantID) }
+	}
+	start := time.Now()
+	if err := h.Owned(ctx, owns); err != nil && ctx.Err() == nil {
+		s.c.log.Warn("handover", "err", err, "duration", time.Since(start))
+	}
+}
+
+// Start creates or updates the slot's pinned consumer, hands the slot's
+// tenants over, then consumes it.
+func (s *slots) Start(ctx context.Context, slot int) error {
+	cfg := s.c.cfg
+	durable := SlotDurable(cfg.Durable, slot, cfg.Partitions)
+	filter := event.UsageSubjects
+	if slot < cfg.Partitions {
+		filter = event.PartitionSubjects(slot)
+	}
+	verifyUpTo, err := s.c.freshConsumerBound(ctx, durable)
+	if err != nil {
+		return err
+	}
+	cons, err := s.c.js.CreateOrUpdateConsumer(ctx, event.UsageStream, jetstream.ConsumerConfig{
+		Durable:        durable,
+		Description:    "tenantguard collector, slot " + strconv.Itoa(slot),
+		AckPolicy:      jetstream.AckExplicitPolicy,
+		AckWait:        cfg.AckWait,
+		MaxAckPending:  cfg.MaxAckPending,
+		MaxDeliver:     -1,
+		FilterSubject:  filter,
+		PriorityPolicy: jetstream.PriorityPolicyPinned,
+		PriorityGroups: []string{PriorityGroup},
+		PinnedTTL:      cfg.LeaseTTL,
+	})
+	if err != nil {
+		return fmt.Errorf("create consumer %s: %w", durable, err)
+	}
+	s.handover(ctx, slot)
+	// Pull requests expire well inside PinnedTTL, so an idle owner keeps
+	// its pin, and a dead one loses it within PinnedTTL.
+	iter, err := cons.Messages(
+		jetstream.PullMaxMessages(min(cfg.BatchMaxRows, cfg.MaxAckPending)),
+		jetstream.PullPriorityGroup(PriorityGroup),
+		jetstream.PullExpiry(max(time.Second, cfg.LeaseTTL/3)),
+	)
+	if err != nil {
+		return fmt.Errorf("consume %s: %w", durable, err)
+	}
+	r := &slotRun{durable: durable, cons: cons, iter: iter, done: make(chan struct{}), stopping: make(chan struct{})}
+	s.mu.Lock()
+	s.running[slot] = r
+	s.mu.Unlock()
+	go s.feed(r, verifyUpTo)
+	s.c.log.Info("consuming slot", "durable", durable)
+	return nil
+}
+
+// feed forwards a slot's messages to the batch loop until its iterator ends.
+func (s *slots) feed(r *slotRun, verifyUpTo uint64) {
+	defer close(r.done)
+	var why error
+	for {
+		msg, err := r.iter.Next()
+		if err != nil {
+			if !errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				// A terminal error (consumer or stream deleted) is
+				// followed by ErrMsgIteratorClosed: keep it as the reason.
+				s.c.log.Warn("pull consumer", "durable", r.durable, "err", err)
+				why = err
+				continue
+			}
+			select {
+			case <-r.stopping:
+			case <-s.runCtx.Done():
+			default:
+				if why == nil {
+					why = err
+				}
+				select {
+				case s.failed <- fmt.Errorf("consume %s: consumer %s stopped: %w", event.UsageStream, r.durable, why):
+				default:
+				}
+			}
+			return
+		}
+		s.c.progress()
+		select {
+		case s.msgs <- item{msg: msg, verifyUpTo: verifyUpTo}:
+		case <-s.runCtx.Done():
+			r.iter.Stop()
+			return
+		}
+	}
+}
+
+// Stop drains the slot's iterator into the batch loop, has the loop flush
+// and ack the batch, unpins the consumer so the next owner pulls at once,
+// and tells the Handover. When Run's context has ended the batch stays
+// unacked, for redelivery.
+func (s *slots) Stop(ctx context.Context, slot int) error {
+	s.mu.Lock()
+	r, ok := s.running[slot]
+	s.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	close(r.stopping)
+	r.iter.Drain()
+	select {
+	case <-r.done:
+	case <-s.runCtx.Done():
+		r.iter.Stop()
+		<-r.done
+	}
+	flushed := make(chan struct{})
+	select {
+	case s.msgs <- item{flushed: flushed}:
+		select {
+		case <-flushed:
+		case <-s.runCtx.Done():
+		}
+	case <-s.runCtx.Done():
+	}
+	s.mu.Lock()
+	delete(s.running, slot)
+	s.mu.Unlock()
+	uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	if st, err := s.c.js.Stream(uctx, event.UsageStream); err == nil {
+		if err := st.UnpinConsumer(uctx, r.durable, PriorityGroup); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			s.c.log.Info("unpin; the pin expires by itself", "durable", r.durable, "err", err)
+		}
+	}
+	s.c.log.Info("stopped slot", "durable", r.durable)
+	s.handover(ctx, -1)
+	return nil
+}
