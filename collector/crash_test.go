@@ -39,7 +39,14 @@ func runChild() int {
 		return fail(err)
 	}
 	book, _ := pricing.New(pricing.DefaultConfig(), nil)
-	c, err := New(testConfig(), Deps{JetStream: js, Store: st, Pricer: book,
+	ccfg := testConfig()
+	if d, err := time.ParseDuration(os.Getenv("TG_LEASE_TTL")); err == nil {
+		ccfg.LeaseTTL = d
+	}
+	if d, err := time.ParseDuration(os.Getenv("TG_ACK_WAIT")); err == nil {
+		ccfg.AckWait = d
+	}
+	c, err := New(ccfg, Deps{JetStream: js, Store: st, Pricer: book,
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 	if err != nil {
 		return fail(err)
@@ -50,10 +57,13 @@ func runChild() int {
 	return 0
 }
 
-func startChild(t *testing.T, r *rig) *exec.Cmd {
+// startChild starts a collector child process; env adds variables, as
+// TG_LEASE_TTL=5s or TG_ACK_WAIT=5s.
+func startChild(t *testing.T, r *rig, env ...string) *exec.Cmd {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), childEnv+"=1", "TG_NATS_URL="+r.nats.URL, "TG_CH_ADDR="+r.addr, "TG_CH_DB="+r.db)
+	cmd.Env = append(cmd.Env, env...)
 	cmd.Stderr = os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {

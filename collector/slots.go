@@ -223,3 +223,10 @@ func (s *slots) Stop(ctx context.Context, slot int) error {
 	s.handover(ctx, -1)
 	return nil
 }
+
+// Owned returns the slots this replica holds the lease of: partitions
+// 0 to collector.partitions-1, and collector.partitions for the strays.
+func (c *Collector) Owned() []int { return c.owner.Held() }
+
+// ReplicaID is this replica's id in the partitions bucket.
+func (c *Collector) ReplicaID() string { return c.owner.ID() }
