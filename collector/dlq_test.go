@@ -5,6 +5,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -143,5 +144,61 @@ func TestCostOverflowIsDeadLettered(t *testing.T) {
 	}
 	if reason := msg.Header.Get(event.HeaderReason); !strings.HasPrefix(reason, string(event.ReasonBadQuantity)+": ") {
 		t.Fatalf("reason %q, want %s: ...", reason, event.ReasonBadQuantity)
+	}
+}
+
+// TestWrongPartitionIsDeadLettered: events stored while the stream was
+// partitioned by another count (collector.partitions changed without
+// draining the backlog) sit in a partition that no longer matches their
+// tenant. Those are dead-lettered as subject_mismatch, with the subject
+// they were published to; those that still match are stored. Nothing is
+// lost.
+func TestWrongPartitionIsDeadLettered(t *testing.T) {
+	r := newRig(t, nil)
+	old := testConfig()
+	old.Partitions = 4
+	if err := EnsureStreams(context.Background(), r.js, old); err != nil {
+		t.Fatal(err)
+	}
+	const tenants, n = 40, 400
+	publish(t, r.js, "wp-", 0, n, tenants)
+	cfg := testConfig() // 16 partitions: EnsureStreams in Run changes the transform
+	match := 0
+	for i := range n {
+		tenant := "t" + strconv.Itoa(i%tenants)
+		if event.Partition(tenant, 4) == event.Partition(tenant, cfg.Partitions) {
+			match++
+		}
+	}
+	if match == 0 || match == n {
+		t.Fatalf("%d of %d events keep their partition: the test needs some of both", match, n)
+	}
+	r.start(t, cfg)
+	waitRows(t, r.store, uint64(match), 30*time.Second)
+	dlq, err := r.js.Stream(context.Background(), event.DLQStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	var info *jetstream.StreamInfo
+	for {
+		if info, err = dlq.Info(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if info.State.Msgs >= uint64(n-match) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if info.State.Msgs != uint64(n-match) {
+		t.Fatalf("got %d dead letters, want %d", info.State.Msgs, n-match)
+	}
+	m, err := dlq.GetMsg(context.Background(), info.State.FirstSeq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reason, subject := m.Header.Get(event.HeaderReason), m.Header.Get(event.HeaderSubject)
+	if !strings.HasPrefix(reason, string(event.ReasonSubjectMismatch)+": ") || !strings.HasPrefix(subject, "tenantguard.usage.t") {
+		t.Fatalf("dead letter: reason %q, subject %q; want subject_mismatch and the published tenantguard.usage.<tenant>.<kind>", reason, subject)
 	}
 }
