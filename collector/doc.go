@@ -1,5 +1,7 @@
 // Package collector is the ingest stage. It takes usage events from the
-// JetStream stream TENANTGUARD_USAGE through a durable pull consumer,
+// JetStream stream TENANTGUARD_USAGE, partitioned by tenant, through one
+// pinned pull consumer per partition it owns (collector/partition decides
+// which, with KV leases, and Handover hears of every change),
 // validates them (invalid ones go to TENANTGUARD_DLQ with a reason), prices
 // them, batches them by rows and by time, and inserts each batch into
 // ClickHouse. A message is acked only after its row is stored, so a crash or
