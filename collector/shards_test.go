@@ -36,7 +36,7 @@ func newShardedRig(t *testing.T, c *testenv.ClickHouseCluster, db string) *rig {
 	if r.book, err = pricing.New(pc, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := EnsureStreams(context.Background(), r.js, DefaultConfig().Stream); err != nil {
+	if err := EnsureStreams(context.Background(), r.js, DefaultConfig()); err != nil {
 		t.Fatal(err)
 	}
 	return r
