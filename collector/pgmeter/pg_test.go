@@ -122,7 +122,7 @@ func (r *rig) events(t *testing.T, want int) (map[string][]event.Event, []string
 		t.Fatal(err)
 	}
 	c, err := r.js.OrderedConsumer(ctx, event.UsageStream, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{"tenantguard.usage.*." + event.KindDBQuery}})
+		FilterSubjects: []string{"tenantguard.partitioned.*.*." + event.KindDBQuery}})
 	if err != nil {
 		t.Fatal(err)
 	}
