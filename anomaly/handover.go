@@ -44,19 +44,7 @@ func (d *Detector) Handover(ctx context.Context, src WarmStartReader, owns func(
 		return h, errors.New("handover: nil owns")
 	}
 	held := map[string]bool{}
-	for i := range d.shards {
-		sh := &d.shards[i]
-		sh.mu.Lock()
-		for id := range sh.tenants {
-			if owns(id) {
-				held[id] = true
-				continue
-			}
-			delete(sh.tenants, id)
-			h.Dropped++
-		}
-		sh.mu.Unlock()
-	}
+	h.Dropped = d.release(owns, held)
 	want := func(id string) bool { return !held[id] && owns(id) }
 
 	// Warm the new tenants in a detector of their own: replaying the past
@@ -72,6 +60,35 @@ func (d *Detector) Handover(ctx context.Context, src WarmStartReader, owns func(
 	h.Adopted = d.adopt(w)
 	h.Open = open
 	return h, nil
+}
+
+// Release drops the tenants owns rejects, as Handover does, without
+// warm-starting anyone: for when tenants were only given away. It returns
+// how many were dropped.
+func (d *Detector) Release(owns func(tenant string) bool) int {
+	return d.release(owns, nil)
+}
+
+// release drops the tenants owns rejects and notes the kept ones in held
+// (when not nil).
+func (d *Detector) release(owns func(string) bool, held map[string]bool) int {
+	dropped := 0
+	for i := range d.shards {
+		sh := &d.shards[i]
+		sh.mu.Lock()
+		for id := range sh.tenants {
+			if owns(id) {
+				if held != nil {
+					held[id] = true
+				}
+				continue
+			}
+			delete(sh.tenants, id)
+			dropped++
+		}
+		sh.mu.Unlock()
+	}
+	return dropped
 }
 
 // scratch returns an empty detector with d's configuration and plans that

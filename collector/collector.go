@@ -68,10 +68,11 @@ type Collector struct {
 // Handover is told which tenants this replica owns whenever that changes:
 // before the collector consumes a newly claimed partition, so the owner can
 // warm-start those tenants first, and after a released partition has
-// stopped. owns reports whether a tenant's partition is owned now. The
-// collector waits for it; an error is logged and consumption goes on.
+// stopped. owns reports whether a tenant's partition is owned now; gained
+// is false when partitions were only released, so nothing needs warming.
+// The collector waits for it; an error is logged and consumption goes on.
 type Handover interface {
-	Owned(ctx context.Context, owns func(tenantID string) bool) error
+	Owned(ctx context.Context, owns func(tenantID string) bool, gained bool) error
 }
 
 // Deps are the collector's collaborators.

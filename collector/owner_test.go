@@ -36,7 +36,7 @@ func newOwnerView() *ownerView {
 	return &ownerView{seen: map[string]int{}, firstSeen: map[string]time.Time{}}
 }
 
-func (v *ownerView) Owned(_ context.Context, owns func(string) bool) error {
+func (v *ownerView) Owned(_ context.Context, owns func(string) bool, _ bool) error {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	v.owns, v.calls = owns, v.calls+1

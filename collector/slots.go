@@ -77,27 +77,84 @@ func (s *slots) owns() func(tenantID string) bool {
 	return func(tenantID string) bool { return set[event.Partition(tenantID, n)] }
 }
 
-// handover tells the Handover the owned tenants; with plus >= 0, as if
-// that slot were running already.
-func (s *slots) handover(ctx context.Context, plus int) {
+// handover tells the Handover the owned tenants, counting the slots in
+// plus as running already (the ones about to start).
+func (s *slots) handover(ctx context.Context, plus []int) {
 	h := s.c.handover
 	if h == nil || ctx.Err() != nil {
 		return
 	}
 	owns := s.owns()
-	if plus >= 0 && plus < s.c.cfg.Partitions {
+	gained := false
+	if len(plus) > 0 {
 		n, base := s.c.cfg.Partitions, owns
-		owns = func(tenantID string) bool { p := event.Partition(tenantID, n); return p == plus || base(tenantID) }
+		extra := make(map[int]bool, len(plus))
+		for _, slot := range plus {
+			if slot < n {
+				extra[slot] = true
+				gained = true
+			}
+		}
+		owns = func(tenantID string) bool { return extra[event.Partition(tenantID, n)] || base(tenantID) }
 	}
 	start := time.Now()
-	if err := h.Owned(ctx, owns); err != nil && ctx.Err() == nil {
+	if err := h.Owned(ctx, owns, gained); err != nil && ctx.Err() == nil {
 		s.c.log.Warn("handover", "err", err, "duration", time.Since(start))
 	}
 }
 
-// Start creates or updates the slot's pinned consumer, hands the slot's
-// tenants over, then consumes it.
-func (s *slots) Start(ctx context.Context, slot int) error {
+// Start creates or updates each slot's pinned consumer, hands the slots'
+// tenants over in one go (one warm start for all of them), then consumes
+// them. A slot that could not be set up is left out, its error returned.
+func (s *slots) Start(ctx context.Context, list []int) map[int]error {
+	failed := map[int]error{}
+	type ready struct {
+		slot       int
+		durable    string
+		cons       jetstream.Consumer
+		verifyUpTo uint64
+	}
+	var prepared []ready
+	var gained []int
+	for _, slot := range list {
+		durable, cons, verifyUpTo, err := s.consumer(ctx, slot)
+		if err != nil {
+			failed[slot] = err
+			continue
+		}
+		prepared = append(prepared, ready{slot, durable, cons, verifyUpTo})
+		gained = append(gained, slot)
+	}
+	if len(prepared) == 0 {
+		return failed
+	}
+	s.handover(ctx, gained)
+	cfg := s.c.cfg
+	for _, p := range prepared {
+		// Pull requests expire well inside PinnedTTL, so an idle owner keeps
+		// its pin, and a dead one loses it within PinnedTTL.
+		iter, err := p.cons.Messages(
+			jetstream.PullMaxMessages(min(cfg.BatchMaxRows, cfg.MaxAckPending)),
+			jetstream.PullPriorityGroup(PriorityGroup),
+			jetstream.PullExpiry(max(time.Second, cfg.LeaseTTL/3)),
+		)
+		if err != nil {
+			failed[p.slot] = fmt.Errorf("consume %s: %w", p.durable, err)
+			continue
+		}
+		r := &slotRun{durable: p.durable, cons: p.cons, iter: iter, done: make(chan struct{}), stopping: make(chan struct{})}
+		s.mu.Lock()
+		s.running[p.slot] = r
+		s.mu.Unlock()
+		go s.feed(r, p.verifyUpTo)
+		s.c.log.Info("consuming slot", "durable", p.durable)
+	}
+	return failed
+}
+
+// consumer creates or updates a slot's pinned consumer and says up to
+// which stream sequence its deliveries must be checked against ClickHouse.
+func (s *slots) consumer(ctx context.Context, slot int) (string, jetstream.Consumer, uint64, error) {
 	cfg := s.c.cfg
 	durable := SlotDurable(cfg.Durable, slot, cfg.Partitions)
 	filter := event.UsageSubjects
@@ -106,7 +163,7 @@ func (s *slots) Start(ctx context.Context, slot int) error {
 	}
 	verifyUpTo, err := s.c.freshConsumerBound(ctx, durable)
 	if err != nil {
-		return err
+		return "", nil, 0, err
 	}
 	cons, err := s.c.js.CreateOrUpdateConsumer(ctx, event.UsageStream, jetstream.ConsumerConfig{
 		Durable:        durable,
@@ -121,26 +178,9 @@ func (s *slots) Start(ctx context.Context, slot int) error {
 		PinnedTTL:      cfg.LeaseTTL,
 	})
 	if err != nil {
-		return fmt.Errorf("create consumer %s: %w", durable, err)
+		return "", nil, 0, fmt.Errorf("create consumer %s: %w", durable, err)
 	}
-	s.handover(ctx, slot)
-	// Pull requests expire well inside PinnedTTL, so an idle owner keeps
-	// its pin, and a dead one loses it within PinnedTTL.
-	iter, err := cons.Messages(
-		jetstream.PullMaxMessages(min(cfg.BatchMaxRows, cfg.MaxAckPending)),
-		jetstream.PullPriorityGroup(PriorityGroup),
-		jetstream.PullExpiry(max(time.Second, cfg.LeaseTTL/3)),
-	)
-	if err != nil {
-		return fmt.Errorf("consume %s: %w", durable, err)
-	}
-	r := &slotRun{durable: durable, cons: cons, iter: iter, done: make(chan struct{}), stopping: make(chan struct{})}
-	s.mu.Lock()
-	s.running[slot] = r
-	s.mu.Unlock()
-	go s.feed(r, verifyUpTo)
-	s.c.log.Info("consuming slot", "durable", durable)
-	return nil
+	return durable, cons, verifyUpTo, nil
 }
 
 // feed forwards a slot's messages to the batch loop until its iterator ends.
@@ -220,7 +260,7 @@ func (s *slots) Stop(ctx context.Context, slot int) error {
 		}
 	}
 	s.c.log.Info("stopped slot", "durable", r.durable)
-	s.handover(ctx, -1)
+	s.handover(ctx, nil)
 	return nil
 }
 
@@ -230,3 +270,15 @@ func (c *Collector) Owned() []int { return c.owner.Held() }
 
 // ReplicaID is this replica's id in the partitions bucket.
 func (c *Collector) ReplicaID() string { return c.owner.ID() }
+
+// Owns reports whether this replica holds the lease of the tenant's
+// partition.
+func (c *Collector) Owns(tenantID string) bool {
+	p := event.Partition(tenantID, c.cfg.Partitions)
+	for _, slot := range c.owner.Held() {
+		if slot == p {
+			return true
+		}
+	}
+	return false
+}

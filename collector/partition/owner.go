@@ -28,8 +28,9 @@ const Bucket = "tenantguard_partitions"
 // Slots starts and stops the consumption of a slot. Slot numbers run from 0
 // to Config.Partitions; Config.Partitions itself is the strays slot.
 type Slots interface {
-	// Start begins consuming slot; the lease is held when it is called.
-	Start(ctx context.Context, slot int) error
+	// Start begins consuming the slots, whose leases are held when it is
+	// called, and returns the error of each slot it could not start.
+	Start(ctx context.Context, slots []int) map[int]error
 	// Stop ends the consumption of slot and returns once its in-flight
 	// messages are acked or left unacked for redelivery.
 	Stop(ctx context.Context, slot int) error
@@ -344,6 +345,7 @@ func (o *Owner) reconcile(ctx context.Context, slots Slots) error {
 		return nil
 	}
 	need := target - len(held)
+	var claimed []int
 	for _, slot := range order {
 		if need <= 0 || ctx.Err() != nil {
 			break
@@ -366,15 +368,20 @@ func (o *Owner) reconcile(ctx context.Context, slots Slots) error {
 		o.owned.Set(float64(len(o.held)))
 		o.mu.Unlock()
 		o.log.Info("claimed", "slot", slot, "members", members, "target", target)
-		if err := slots.Start(ctx, slot); err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			o.log.Warn("start slot; releasing its lease", "slot", slot, "err", err)
-			o.drop(slot, true)
-			continue
-		}
+		claimed = append(claimed, slot)
 		need--
+	}
+	if len(claimed) == 0 {
+		return nil
+	}
+	// The claimed slots start together: their tenants are handed over,
+	// and warm-started, in one go.
+	for slot, err := range slots.Start(ctx, claimed) {
+		if ctx.Err() != nil {
+			return nil
+		}
+		o.log.Warn("start slot; releasing its lease", "slot", slot, "err", err)
+		o.drop(slot, true)
 	}
 	return nil
 }

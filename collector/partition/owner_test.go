@@ -61,13 +61,15 @@ type recorder struct {
 	running map[int]bool
 }
 
-func (r *recorder) Start(_ context.Context, slot int) error {
+func (r *recorder) Start(_ context.Context, slots []int) map[int]error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.running[slot] {
-		r.t.Errorf("slot %d started twice", slot)
+	for _, slot := range slots {
+		if r.running[slot] {
+			r.t.Errorf("slot %d started twice", slot)
+		}
+		r.running[slot] = true
 	}
-	r.running[slot] = true
 	return nil
 }
 

@@ -16,6 +16,7 @@ import (
 // *anomaly.Detector is one.
 type detectorHandover interface {
 	Handover(ctx context.Context, src anomaly.WarmStartReader, owns func(string) bool, now time.Time) (anomaly.Handed, error)
+	Release(owns func(string) bool) int
 	Open() map[string]bool
 }
 
@@ -44,7 +45,7 @@ var (
 // stage is off.
 type handover struct {
 	det    detectorHandover
-	src    anomaly.WarmStartReader // where the detector warm-starts from; required with det
+	src    anomaly.WarmStartReader // where the detector warm-starts from; nil: new tenants start cold
 	eng    engineHandover
 	gauges gaugeOwner
 	view   *guardView // the per-tenant alert view; may be nil
@@ -59,8 +60,9 @@ type handover struct {
 // tenants' live decisions adopted); then the gauges. An adopted decision
 // whose episode the detector did not find open is resolved at once, so
 // no decision is renewed without an episode behind it. Every part runs
-// even when one fails; the errors are joined.
-func (h *handover) Owned(ctx context.Context, owns func(tenant string) bool) error {
+// even when one fails; the errors are joined. When nothing was gained
+// the detector only drops, reading nothing from ClickHouse.
+func (h *handover) Owned(ctx context.Context, owns func(tenant string) bool, gained bool) error {
 	if owns == nil {
 		return errors.New("handover: nil owns")
 	}
@@ -72,7 +74,11 @@ func (h *handover) Owned(ctx context.Context, owns func(tenant string) bool) err
 	var errs []error
 	var dh anomaly.Handed
 	detOK := false
-	if h.det != nil {
+	switch {
+	case h.det != nil && (!gained || h.src == nil):
+		dh.Dropped = h.det.Release(owns)
+		detOK = true
+	case h.det != nil:
 		var err error
 		dh, err = h.det.Handover(ctx, h.src, owns, start)
 		if err != nil {

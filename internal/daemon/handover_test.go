@@ -149,10 +149,10 @@ func TestHandoverMovesTenantState(t *testing.T) {
 	traffic(t, st, nil, "acme", now.Add(-3*time.Hour), now, 100)
 	a.ho.now = func() time.Time { return now }
 	b.ho.now = func() time.Time { return now }
-	if err := a.ho.Owned(ctx, func(string) bool { return true }); err != nil {
+	if err := a.ho.Owned(ctx, func(string) bool { return true }, true); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.ho.Owned(ctx, func(string) bool { return false }); err != nil {
+	if err := b.ho.Owned(ctx, func(string) bool { return false }, false); err != nil {
 		t.Fatal(err)
 	}
 
@@ -176,10 +176,10 @@ func TestHandoverMovesTenantState(t *testing.T) {
 	// acme and gamma move to b.
 	now = now.Add(3*time.Minute + 30*time.Second)
 	moved := func(id string) bool { return id == "acme" || id == "gamma" }
-	if err := a.ho.Owned(ctx, func(id string) bool { return !moved(id) }); err != nil {
+	if err := a.ho.Owned(ctx, func(id string) bool { return !moved(id) }, false); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.ho.Owned(ctx, moved); err != nil {
+	if err := b.ho.Owned(ctx, moved, true); err != nil {
 		t.Fatal(err)
 	}
 	if d, err := pub.Get(ctx, "acme", limiter.ScopeAll); err != nil || d.Action != limiter.ActionThrottle || d.AnomalyID != thr.AnomalyID {

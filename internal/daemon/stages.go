@@ -49,6 +49,9 @@ func (d *Daemon) startStages(ctx context.Context, ready *readiness) error {
 		d.services = append(d.services, d.retention)
 	}
 	var observers []collector.Observer
+	// Tenant state follows the collector's partitions: each stage built
+	// below joins the handover.
+	ho := &handover{log: log, view: &d.guard}
 	if cfg.Exporter.Enabled {
 		m, err := metrics.New(cfg.Exporter.Config, d.reg)
 		if err != nil {
@@ -57,6 +60,7 @@ func (d *Daemon) startStages(ctx context.Context, ready *readiness) error {
 		d.onClose(m.Close)
 		d.metrics = m
 		d.guard.gauges = m
+		ho.gauges = m
 		observers = append(observers, m)
 		book := d.book
 		m.SetSpendCapSource(func(tenant string) (float64, bool) {
@@ -68,6 +72,7 @@ func (d *Daemon) startStages(ctx context.Context, ready *readiness) error {
 		if err := d.startDecisions(ctx); err != nil {
 			return err
 		}
+		ho.eng = d.engine
 	}
 	if cfg.Anomaly.Enabled {
 		det, err := d.startAnomaly(ctx)
@@ -75,6 +80,10 @@ func (d *Daemon) startStages(ctx context.Context, ready *readiness) error {
 			return err
 		}
 		observers = append(observers, det)
+		ho.det = det
+		if cfg.Anomaly.WarmStart.Enabled {
+			ho.src = d.store
+		}
 	}
 	if cfg.Advisor.Enabled {
 		if err := d.startAdvisor(); err != nil {
@@ -89,7 +98,7 @@ func (d *Daemon) startStages(ctx context.Context, ready *readiness) error {
 	if cfg.Collector.Enabled {
 		col, err := collector.New(cfg.Collector.Config, collector.Deps{
 			JetStream: d.js, Store: d.store, Pricer: d.book, Observers: observers,
-			Registry: d.reg, Logger: log,
+			Registry: d.reg, Logger: log, Handover: ho,
 		})
 		if err != nil {
 			return err
@@ -97,7 +106,7 @@ func (d *Daemon) startStages(ctx context.Context, ready *readiness) error {
 		d.onClose(col.Close)
 		d.services = append(d.services, col.Run)
 		ready.collector.Store(col)
-		if err := d.startCorrections(observers); err != nil {
+		if err := d.startCorrections(observers, col.Owns); err != nil {
 			return err
 		}
 	}
@@ -159,7 +168,12 @@ func (d *Daemon) startAnomaly(ctx context.Context) (*anomaly.Detector, error) {
 	if err != nil {
 		return nil, err
 	}
-	if acfg.WarmStart.Enabled {
+	switch {
+	case d.cfg.Collector.Enabled:
+		// The collector hands each partition's tenants over before it
+		// consumes them: that warm-starts the tenants this replica owns.
+		d.log.Info("anomaly baselines warm-start as partitions are claimed", "component", "anomaly")
+	case acfg.WarmStart.Enabled:
 		wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 		n, err := det.WarmStart(wctx, d.store, time.Now())
 		cancel()
@@ -169,7 +183,7 @@ func (d *Daemon) startAnomaly(ctx context.Context) (*anomaly.Detector, error) {
 		} else {
 			d.log.Info("anomaly baselines warm-started", "component", "anomaly", "count", n)
 		}
-	} else {
+	default:
 		d.log.Info("anomaly warm start off; baselines start cold", "component", "anomaly")
 	}
 	d.services = append(d.services, det.Run)
