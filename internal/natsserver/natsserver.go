@@ -3,6 +3,11 @@
 // tests run NATS in-process. In: a store directory, a port (0 picks a free
 // one) and optional base options (accounts, users, permissions). Out: a
 // running *server.Server and its client URL; Shutdown stops it.
+//
+// StartCluster starts N such servers routed into one JetStream cluster on
+// free loopback ports, for tests of replicated streams and buckets: nodes
+// can be killed and restarted with their store, and the cluster says which
+// node leads JetStream and each stream.
 package natsserver
 
 import (
