@@ -127,46 +127,6 @@ func New(cfg Config, d Deps) (*Collector, error) {
 // Healthy reports whether the last insert succeeded, for readiness checks.
 func (c *Collector) Healthy() bool { return c.healthy.Load() }
 
-// EnsureStreams creates or updates TENANTGUARD_USAGE, with the transform
-// that partitions it into cfg.Partitions by tenant, and TENANTGUARD_DLQ.
-func EnsureStreams(ctx context.Context, js jetstream.JetStream, config Config) error {
-	cfg := config.Stream
-	usage := jetstream.StreamConfig{
-		Name:        event.UsageStream,
-		Description: "tenantguard usage events, wire format v1",
-		Subjects:    []string{event.UsageSubjects},
-		Storage:     jetstream.FileStorage,
-		Retention:   jetstream.LimitsPolicy,
-		Duplicates:  cfg.DuplicateWindow,
-		MaxAge:      cfg.MaxAge,
-		MaxBytes:    cfg.MaxBytes,
-		MaxMsgSize:  event.MaxSize * 2, // bigger ones still reach the DLQ with a reason
-		Replicas:    cfg.Replicas,
-		Discard:     jetstream.DiscardOld,
-		SubjectTransform: &jetstream.SubjectTransformConfig{
-			Source:      event.PartitionSource,
-			Destination: event.PartitionDestination(config.Partitions),
-		},
-	}
-	usage.AllowBatchPublish = true // the emitter's fast batch publishing (nats-server >= 2.14)
-	if _, err := js.CreateOrUpdateStream(ctx, usage); err != nil {
-		return fmt.Errorf("create stream %s: %w", event.UsageStream, err)
-	}
-	dlq := jetstream.StreamConfig{
-		Name:        event.DLQStream,
-		Description: "tenantguard events that failed validation; header Tenantguard-Reason says why",
-		Subjects:    []string{event.DLQSubjects},
-		Storage:     jetstream.FileStorage,
-		Duplicates:  cfg.DuplicateWindow,
-		MaxAge:      cfg.DLQMaxAge,
-		Replicas:    cfg.Replicas,
-	}
-	if _, err := js.CreateOrUpdateStream(ctx, dlq); err != nil {
-		return fmt.Errorf("create stream %s: %w", event.DLQStream, err)
-	}
-	return nil
-}
-
 // Run consumes the slots this replica owns until ctx ends; it returns nil
 // on cancel. Messages of an unfinished batch are left unacked, to be
 // redelivered.

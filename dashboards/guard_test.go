@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tenantguard/tenantguard/anomaly"
@@ -43,7 +44,12 @@ func startGuard(ctx context.Context, t *testing.T, reg prometheus.Registerer) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pub, err := limiter.NewPublisher(ctx, nc, 0, limiter.WithSigner(signer))
+	if js, err := jetstream.New(nc); err != nil {
+		t.Fatal(err)
+	} else if _, err := limiter.EnsureBuckets(ctx, js, 1, 0); err != nil { // as the daemon does
+		t.Fatal(err)
+	}
+	pub, err := limiter.NewPublisher(ctx, nc, limiter.WithSigner(signer))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,13 +2,13 @@ package limiter
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tenantguard/tenantguard/collector/event"
+	"github.com/tenantguard/tenantguard/internal/provision"
 )
 
 // DecisionsBucketConfig is the KV config of tenantguard_decisions: one
@@ -35,23 +35,35 @@ func PresenceBucketConfig(ttl time.Duration) jetstream.KeyValueConfig {
 	}
 }
 
-// openBucket returns the bucket, creating it with cfg when it is missing.
-// An existing bucket is used as it is, so instances with different
-// settings never fight over its config.
-func openBucket(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
-	kv, err := js.KeyValue(ctx, cfg.Bucket)
-	if err == nil {
-		return kv, nil
+// EnsureBuckets creates or updates tenantguard_decisions and
+// tenantguard_limiters (presenceTTL is the presence keys' max age) with
+// replicas copies each, never lowering an existing bucket's replica count:
+// it returns the buckets that kept more. Only `tenantguard run` and
+// `tenantguard migrate` call it; limiters and publishers open the buckets
+// as they are and never create or change them.
+func EnsureBuckets(ctx context.Context, js jetstream.JetStream, replicas int, presenceTTL time.Duration) ([]provision.Kept, error) {
+	if replicas < 1 || replicas > 5 {
+		return nil, fmt.Errorf("limiter: bucket replicas %d must be 1 to 5", replicas)
 	}
-	if !errors.Is(err, jetstream.ErrBucketNotFound) {
-		return nil, fmt.Errorf("open bucket %s: %w", cfg.Bucket, err)
+	if presenceTTL <= 0 {
+		presenceTTL = DefaultConfig().PresenceTTL
 	}
-	kv, err = js.CreateKeyValue(ctx, cfg)
-	if errors.Is(err, jetstream.ErrBucketExists) {
-		kv, err = js.KeyValue(ctx, cfg.Bucket)
+	var kept []provision.Kept
+	for _, kc := range []jetstream.KeyValueConfig{DecisionsBucketConfig(), PresenceBucketConfig(presenceTTL)} {
+		kc.Replicas = replicas
+		k, err := provision.Bucket(ctx, js, kc)
+		if err != nil {
+			return kept, err
+		}
+		if k != nil {
+			kept = append(kept, *k)
+		}
 	}
-	if err != nil {
-		return nil, fmt.Errorf("create bucket %s: %w", cfg.Bucket, err)
-	}
-	return kv, nil
+	return kept, nil
+}
+
+// openBucket returns the bucket as it is; an error that says to start
+// `tenantguard run` when it is missing (provision.ErrMissing).
+func openBucket(ctx context.Context, js jetstream.JetStream, name string) (jetstream.KeyValue, error) {
+	return provision.OpenBucket(ctx, js, name)
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 
@@ -47,11 +48,28 @@ func newPublisher(t testing.TB, url string) *Publisher {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	p, err := NewPublisher(ctx, connect(t, url), 0, WithSigner(testSigner(t, 1)))
+	nc := connect(t, url)
+	ensureBuckets(t, nc)
+	p, err := NewPublisher(ctx, nc, WithSigner(testSigner(t, 1)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// ensureBuckets creates the decisions and presence buckets as the daemon
+// does.
+func ensureBuckets(t testing.TB, nc *nats.Conn) {
+	t.Helper()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := EnsureBuckets(ctx, js, 1, 0); err != nil {
+		t.Fatal(err)
+	}
 }
 
 type instance struct {

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tenantguard/tenantguard/collector/event"
 )
 
 // presence heartbeats <group>.<id> in tenantguard_limiters and counts the
@@ -59,7 +61,7 @@ func (p *presence) run(ctx context.Context, reconnect <-chan struct{}) {
 func (p *presence) open(ctx context.Context) (jetstream.KeyValue, error) {
 	octx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	return openBucket(octx, p.js, PresenceBucketConfig(p.l.cfg.PresenceTTL))
+	return openBucket(octx, p.js, event.LimitersBucket)
 }
 
 // heartbeat puts the presence key every HeartbeatInterval, re-opening the

@@ -11,6 +11,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tenantguard/tenantguard/collector/event"
 )
 
 // ErrManualOverride is returned when an automatic decision (source anomaly
@@ -75,10 +77,11 @@ func WithMaxTTL(manual, automatic time.Duration) PublisherOption {
 	return func(p *Publisher) { p.maxManual, p.maxAuto = manual, automatic }
 }
 
-// NewPublisher creates or updates the decisions bucket, creates the
-// presence bucket if it is missing (presenceTTL is its max age), and returns
-// a Publisher.
-func NewPublisher(ctx context.Context, nc *nats.Conn, presenceTTL time.Duration, opts ...PublisherOption) (*Publisher, error) {
+// NewPublisher opens the decisions bucket as it is and returns a
+// Publisher. It never creates or changes the bucket: a missing bucket is an
+// error that says to start `tenantguard run` or run `tenantguard migrate`
+// (errors.Is provision.ErrMissing); see EnsureBuckets.
+func NewPublisher(ctx context.Context, nc *nats.Conn, opts ...PublisherOption) (*Publisher, error) {
 	p := &Publisher{now: time.Now, maxManual: DefaultMaxManualTTL, maxAuto: DefaultMaxAutomaticTTL}
 	for _, o := range opts {
 		o(p)
@@ -95,14 +98,8 @@ func NewPublisher(ctx context.Context, nc *nats.Conn, presenceTTL time.Duration,
 	if err != nil {
 		return nil, err
 	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, DecisionsBucketConfig())
+	kv, err := openBucket(ctx, js, event.DecisionsBucket)
 	if err != nil {
-		return nil, fmt.Errorf("create bucket %s: %w", DecisionsBucketConfig().Bucket, err)
-	}
-	if presenceTTL <= 0 {
-		presenceTTL = DefaultConfig().PresenceTTL
-	}
-	if _, err := openBucket(ctx, js, PresenceBucketConfig(presenceTTL)); err != nil {
 		return nil, err
 	}
 	p.kv = kv

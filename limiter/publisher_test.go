@@ -20,7 +20,7 @@ func TestPublisherRefusesBeforeWriting(t *testing.T) {
 	pub := newPublisher(t, srv.URL)
 	kv := decisionsKV(t, srv.URL)
 	ctx := context.Background()
-	unsigned, err := NewPublisher(ctx, connect(t, srv.URL), 0)
+	unsigned, err := NewPublisher(ctx, connect(t, srv.URL))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -96,7 +96,10 @@ func TestNATSPermissionsFromSecurityDoc(t *testing.T) {
 	if _, err := djs.CreateStream(ctx, jetstream.StreamConfig{Name: event.UsageStream, Subjects: []string{event.UsageSubjects}}); err != nil {
 		t.Fatalf("daemon creates %s: %v", event.UsageStream, err)
 	}
-	pub, err := NewPublisher(ctx, daemon, 0, WithSigner(signer))
+	if _, err := EnsureBuckets(ctx, djs, 1, 0); err != nil {
+		t.Fatalf("daemon creates the buckets: %v", err)
+	}
+	pub, err := NewPublisher(ctx, daemon, WithSigner(signer))
 	if err != nil {
 		t.Fatalf("daemon opens the decisions bucket: %v", err)
 	}
@@ -171,7 +174,7 @@ func TestNATSPermissionsFromSecurityDoc(t *testing.T) {
 
 	// The operator writes decisions, and cannot publish usage.
 	op := as("tenantguard-operator", "o-secret")
-	opub, err := NewPublisher(ctx, op, 0, WithSigner(signer))
+	opub, err := NewPublisher(ctx, op, WithSigner(signer))
 	if err != nil {
 		t.Fatalf("operator opens the decisions bucket: %v", err)
 	}

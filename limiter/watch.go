@@ -9,6 +9,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tenantguard/tenantguard/collector/event"
 )
 
 // Run follows the decisions bucket, heartbeats presence and expires
@@ -139,7 +141,7 @@ var (
 
 func (l *Limiter) watchOnce(ctx context.Context, js jetstream.JetStream, reconnect <-chan struct{}, timer *time.Timer) error {
 	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	kv, err := openBucket(sctx, js, DecisionsBucketConfig())
+	kv, err := openBucket(sctx, js, event.DecisionsBucket)
 	if err != nil {
 		cancel()
 		return err

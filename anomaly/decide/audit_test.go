@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tenantguard/tenantguard/anomaly"
@@ -32,7 +33,12 @@ func runEngine(t *testing.T, rec Recorder, mod func(*Config)) (eng *Engine, pub 
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	pub, err = limiter.NewPublisher(context.Background(), nc, 0, limiter.WithSigner(testSigner(t)))
+	if js, err := jetstream.New(nc); err != nil {
+		t.Fatal(err)
+	} else if _, err := limiter.EnsureBuckets(context.Background(), js, 1, 0); err != nil { // as the daemon does
+		t.Fatal(err)
+	}
+	pub, err = limiter.NewPublisher(context.Background(), nc, limiter.WithSigner(testSigner(t)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -230,7 +236,12 @@ func TestKVOutageCostsOneTimeoutPerRound(t *testing.T) {
 	ns := testenv.NATS(t)
 	nc := testenv.Connect(t, ns.URL, nats.MaxReconnects(-1))
 	ctx := context.Background()
-	pub, err := limiter.NewPublisher(ctx, nc, 0, limiter.WithSigner(testSigner(t)))
+	if js, err := jetstream.New(nc); err != nil {
+		t.Fatal(err)
+	} else if _, err := limiter.EnsureBuckets(ctx, js, 1, 0); err != nil { // as the daemon does
+		t.Fatal(err)
+	}
+	pub, err := limiter.NewPublisher(ctx, nc, limiter.WithSigner(testSigner(t)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tenantguard/tenantguard/anomaly"
@@ -42,7 +43,12 @@ func servers(t *testing.T) (*testenv.NATSServer, *nats.Conn, *limiter.Publisher,
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	pub, err := limiter.NewPublisher(context.Background(), nc, 0, limiter.WithSigner(testSigner(t)))
+	if js, err := jetstream.New(nc); err != nil {
+		t.Fatal(err)
+	} else if _, err := limiter.EnsureBuckets(context.Background(), js, 1, 0); err != nil { // as the daemon does
+		t.Fatal(err)
+	}
+	pub, err := limiter.NewPublisher(context.Background(), nc, limiter.WithSigner(testSigner(t)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -13,6 +14,7 @@ import (
 	"github.com/tenantguard/tenantguard/collector/emit"
 	"github.com/tenantguard/tenantguard/collector/loadgen"
 	"github.com/tenantguard/tenantguard/internal/daemon"
+	"github.com/tenantguard/tenantguard/internal/provision"
 )
 
 func newLoadgenCmd(a *app) *cobra.Command {
@@ -28,6 +30,9 @@ func newLoadgenCmd(a *app) *cobra.Command {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			gen, nc, em, err := daemon.Traffic(ctx, a.cfg, a.log, lc, "loadgen", overflow)
+			if errors.Is(err, provision.ErrMissing) {
+				return findings(err) // loadgen never creates the stream: exit 1
+			}
 			if err != nil {
 				return err
 			}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/tenantguard/tenantguard/collector/event"
 	"github.com/tenantguard/tenantguard/internal/daemon"
+	"github.com/tenantguard/tenantguard/internal/provision"
 	"github.com/tenantguard/tenantguard/limiter"
 )
 
@@ -137,6 +138,9 @@ func (a *app) withPublisher(ctx context.Context, sign bool, fn func(context.Cont
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	pub, closeNC, err := daemon.OpenPublisher(ctx, a.cfg, a.log, sign)
+	if errors.Is(err, provision.ErrMissing) {
+		return findings(err) // the CLI never creates the bucket: exit 1
+	}
 	if err != nil {
 		return err
 	}

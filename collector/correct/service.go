@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tenantguard/tenantguard/collector/event"
+	"github.com/tenantguard/tenantguard/internal/provision"
 )
 
 // Observer sees the effect of each applied correction once, after it is
@@ -116,10 +117,9 @@ func NewService(cfg ServiceConfig, d ServiceDeps) (*Service, error) {
 		log: d.Logger.With("component", "corrections"), m: m}, nil
 }
 
-// EnsureStream creates or updates TENANTGUARD_CORRECTIONS. Only the daemon
-// (and migrate) call it; publishers never change streams.
-func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg ServiceConfig) error {
-	_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+// StreamConfig is the JetStream config of TENANTGUARD_CORRECTIONS.
+func StreamConfig(cfg ServiceConfig) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
 		Name:        event.CorrectionsStream,
 		Description: "tenantguard correction requests, applied one at a time by the daemon",
 		Subjects:    []string{event.CorrectionsSubjects},
@@ -129,11 +129,22 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg ServiceConfig
 		MaxMsgSize:  event.MaxCorrectionRequestSize,
 		Replicas:    cfg.Replicas,
 		Duplicates:  2 * time.Minute,
-	})
-	if err != nil {
-		return fmt.Errorf("create stream %s: %w", event.CorrectionsStream, err)
 	}
-	return nil
+}
+
+// ProvisionStream creates or updates TENANTGUARD_CORRECTIONS, never
+// lowering an existing stream's replica count; kept is not nil when it
+// kept more replicas than cfg asks for. Only the daemon (and migrate)
+// call it; publishers never change streams.
+func ProvisionStream(ctx context.Context, js jetstream.JetStream, cfg ServiceConfig) (kept *provision.Kept, err error) {
+	return provision.Stream(ctx, js, StreamConfig(cfg))
+}
+
+// EnsureStream is ProvisionStream for callers that need not know what was
+// kept.
+func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg ServiceConfig) error {
+	_, err := ProvisionStream(ctx, js, cfg)
+	return err
 }
 
 // Run consumes requests until ctx ends; it returns nil on cancel. A request

@@ -144,7 +144,13 @@ func (r *rig) publisher(t *testing.T) *limiter.Publisher {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	p, err := limiter.NewPublisher(ctx, connect(t, r.nats.URL), 0, limiter.WithSigner(r.signer))
+	nc := connect(t, r.nats.URL)
+	if js, err := jetstream.New(nc); err != nil {
+		t.Fatal(err)
+	} else if _, err := limiter.EnsureBuckets(ctx, js, 1, 0); err != nil { // as the daemon does
+		t.Fatal(err)
+	}
+	p, err := limiter.NewPublisher(ctx, nc, limiter.WithSigner(r.signer))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -94,7 +94,12 @@ type ExporterConfig struct {
 type DecisionsConfig struct {
 	// Enabled turns anomalies and spend caps into throttle and circuit
 	// decisions (needs anomaly.enabled). Default true.
-	Enabled       bool `mapstructure:"enabled"`
+	Enabled bool `mapstructure:"enabled"`
+	// Replicas of the buckets tenantguard_decisions and tenantguard_limiters
+	// in a NATS cluster, 1 to 5. `run` and `migrate` create the buckets
+	// with it whether or not the engine runs, and never lower an existing
+	// bucket's count. Default 1.
+	Replicas      int `mapstructure:"replicas"`
 	decide.Config `mapstructure:",squash"`
 }
 
@@ -126,7 +131,7 @@ func DefaultConfig() Config {
 		Anomaly:    AnomalyConfigSection{Enabled: true, Config: anomaly.DefaultConfig()},
 		Advisor:    AdvisorConfig{Enabled: true, Config: advisor.DefaultConfig()},
 		Alerts:     notify.DefaultConfig(),
-		Decisions:  DecisionsConfig{Enabled: true, Config: decide.DefaultConfig()},
+		Decisions:  DecisionsConfig{Enabled: true, Replicas: 1, Config: decide.DefaultConfig()},
 		Exporter:   ExporterConfig{Enabled: true, Config: metrics.DefaultConfig()},
 		PGStat:     PGStatConfig{Config: pgstat.DefaultConfig()},
 		Log:        LogConfig{Level: "info"},
@@ -149,6 +154,9 @@ func (c Config) Validate() error {
 		errs = append(errs, c.Pricing.Validate(kinds.KnownKind))
 	}
 	errs = append(errs, c.Exporter.Config.Validate(), c.Anomaly.Validate(), c.Advisor.Config.Validate(), c.Alerts.Validate(), c.Decisions.Config.Validate())
+	if c.Decisions.Replicas < 1 || c.Decisions.Replicas > 5 {
+		errs = append(errs, errors.New("decisions.replicas: must be 1 to 5"))
+	}
 	errs = append(errs, c.PGStat.Validate())
 	if c.PGStat.Enabled && len(c.PGStat.DSNs) == 0 {
 		errs = append(errs, errors.New("pgstat.dsns: must not be empty when pgstat.enabled is true"))

@@ -84,7 +84,7 @@ func TestLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pub, err := NewDecisionsPublisher(ctx, nc, cfg.Decisions.Config, signer, 0)
+	pub, err := NewDecisionsPublisher(ctx, nc, cfg.Decisions.Config, signer)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/shopspring/decimal"
 
@@ -43,7 +44,12 @@ func newTestReplica(t *testing.T, st *store.Store, url string, signer *limiter.S
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	pub, err := limiter.NewPublisher(ctx, nc, 0, limiter.WithSigner(signer))
+	if js, err := jetstream.New(nc); err != nil {
+		t.Fatal(err)
+	} else if _, err := limiter.EnsureBuckets(ctx, js, 1, 0); err != nil { // as the daemon does
+		t.Fatal(err)
+	}
+	pub, err := limiter.NewPublisher(ctx, nc, limiter.WithSigner(signer))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -140,7 +146,7 @@ func TestHandoverMovesTenantState(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	pub, err := limiter.NewPublisher(ctx, nc, 0, limiter.WithSigner(signer))
+	pub, err := limiter.NewPublisher(ctx, nc, limiter.WithSigner(signer))
 	if err != nil {
 		t.Fatal(err)
 	}

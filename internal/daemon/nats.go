@@ -2,13 +2,18 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tenantguard/tenantguard/anomaly/decide"
+	"github.com/tenantguard/tenantguard/collector"
+	"github.com/tenantguard/tenantguard/collector/correct"
+	"github.com/tenantguard/tenantguard/internal/provision"
 	"github.com/tenantguard/tenantguard/internal/redact"
 	"github.com/tenantguard/tenantguard/limiter"
 )
@@ -52,7 +57,7 @@ func ConnectNATS(cfg NATSConfig, log *slog.Logger, name string, extra ...nats.Op
 // NewDecisionsPublisher returns a publisher of the decisions bucket on nc
 // with the configured caps and trusted keys; signer, when not nil, signs
 // what it writes (the daemon's engine, throttle and release).
-func NewDecisionsPublisher(ctx context.Context, nc *nats.Conn, dc decide.Config, signer *limiter.Signer, presenceTTL time.Duration) (*limiter.Publisher, error) {
+func NewDecisionsPublisher(ctx context.Context, nc *nats.Conn, dc decide.Config, signer *limiter.Signer) (*limiter.Publisher, error) {
 	opts := []limiter.PublisherOption{limiter.WithMaxTTL(dc.MaxManualTTL, dc.MaxAutoTTL)}
 	if signer != nil {
 		opts = append(opts, limiter.WithSigner(signer))
@@ -62,9 +67,38 @@ func NewDecisionsPublisher(ctx context.Context, nc *nats.Conn, dc decide.Config,
 		return nil, err
 	}
 	opts = append(opts, limiter.WithTrustedKeys(keys...))
-	pub, err := limiter.NewPublisher(ctx, nc, presenceTTL, opts...)
+	pub, err := limiter.NewPublisher(ctx, nc, opts...)
+	if errors.Is(err, provision.ErrMissing) {
+		return nil, err
+	}
 	if err != nil {
 		return nil, fmt.Errorf("decisions bucket (is JetStream enabled at %s?): %w", redact.String(nc.ConnectedUrlRedacted()), err)
 	}
 	return pub, nil
+}
+
+// ProvisionNATS creates or updates every stream and bucket tenantguard
+// uses, as cfg configures them: TENANTGUARD_USAGE, TENANTGUARD_DLQ and
+// TENANTGUARD_CORRECTIONS with collector.stream.replicas, and
+// tenantguard_decisions and tenantguard_limiters with decisions.replicas.
+// `run` and `migrate` call it, whichever stages are on; nothing else
+// creates or changes them. It never lowers an existing replica count and
+// returns what kept more replicas than configured, for the caller to warn
+// about.
+func ProvisionNATS(ctx context.Context, js jetstream.JetStream, cfg Config) ([]provision.Kept, error) {
+	kept, err := collector.ProvisionStreams(ctx, js, cfg.Collector.Config)
+	if err != nil {
+		return kept, err
+	}
+	ccfg := correct.DefaultServiceConfig()
+	ccfg.Replicas = cfg.Collector.Stream.Replicas
+	k, err := correct.ProvisionStream(ctx, js, ccfg)
+	if err != nil {
+		return kept, err
+	}
+	if k != nil {
+		kept = append(kept, *k)
+	}
+	ks, err := limiter.EnsureBuckets(ctx, js, cfg.Decisions.Replicas, limiter.DefaultConfig().PresenceTTL)
+	return append(kept, ks...), err
 }

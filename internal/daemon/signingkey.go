@@ -152,5 +152,5 @@ func signedPublisher(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.L
 	} else if sign {
 		return nil, ErrNoSigningKey
 	}
-	return NewDecisionsPublisher(ctx, nc, cfg.Decisions.Config, signer, 0)
+	return NewDecisionsPublisher(ctx, nc, cfg.Decisions.Config, signer)
 }

@@ -44,6 +44,18 @@ func (d *Daemon) startStages(ctx context.Context, ready *readiness) error {
 	}); err != nil {
 		return err
 	}
+	ready.waitingFor("the NATS streams and buckets")
+	if err := retryUntil(ctx, log, "daemon", "nats streams and buckets", 10*time.Second, func(ctx context.Context) error {
+		kept, err := ProvisionNATS(ctx, d.js, cfg)
+		if err == nil {
+			for _, k := range kept {
+				log.Warn(k.String(), "component", "daemon")
+			}
+		}
+		return err
+	}); err != nil {
+		return err
+	}
 	ready.waitingFor("the stages to start")
 	if cfg.ClickHouse.RetentionDays > 0 {
 		d.services = append(d.services, d.retention)
@@ -249,7 +261,7 @@ func (d *Daemon) startPGStat() error {
 // records every revision of the bucket, whoever wrote it, in the ClickHouse
 // decisions table and tells the live view and the gauges.
 func (d *Daemon) startDecisions(ctx context.Context) error {
-	pub, err := NewDecisionsPublisher(ctx, d.nc, d.cfg.Decisions.Config, d.signer, limiter.DefaultConfig().PresenceTTL)
+	pub, err := NewDecisionsPublisher(ctx, d.nc, d.cfg.Decisions.Config, d.signer)
 	if err != nil {
 		return fmt.Errorf("decisions: %w", err)
 	}

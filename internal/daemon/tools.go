@@ -69,10 +69,11 @@ func ReplayClickHouse(ctx context.Context, sc store.Config, cfg anomaly.Config, 
 	return r.Finish(flush), span, nil
 }
 
-// Traffic connects to NATS as service, makes sure the usage stream exists
-// (so the first events are not refused with "no responders"), and returns
-// a generator of lc's traffic and an emitter with the overflow policy.
-// The caller closes the emitter, then the connection.
+// Traffic connects to NATS as service, checks that the usage stream exists
+// (so the first events are not refused with "no responders"; only `run`
+// and `migrate` create it: a missing one is a provision.MissingError), and
+// returns a generator of lc's traffic and an emitter with the overflow
+// policy. The caller closes the emitter, then the connection.
 func Traffic(ctx context.Context, cfg Config, log *slog.Logger, lc loadgen.Config, service, overflow string) (*loadgen.Generator, *nats.Conn, *emit.Emitter, error) {
 	gen, err := loadgen.NewGenerator(lc)
 	if err != nil {
@@ -90,7 +91,7 @@ func Traffic(ctx context.Context, cfg Config, log *slog.Logger, lc loadgen.Confi
 	if err != nil {
 		return fail(err)
 	}
-	if err := collector.EnsureStreams(ctx, js, cfg.Collector.Config); err != nil {
+	if _, err := collector.OpenUsageStream(ctx, js); err != nil {
 		return fail(err)
 	}
 	ecfg := emit.DefaultConfig()
