@@ -33,7 +33,7 @@ func signingKey(t *testing.T) string {
 }
 
 func TestThrottleReleaseDecisions(t *testing.T) {
-	ns := testenv.NATS(t)
+	ns := migratedNATS(t)
 	ctx := context.Background()
 	t.Chdir(t.TempDir())
 	pubKey := signingKey(t)
@@ -126,7 +126,7 @@ func cli(t *testing.T, url string, args ...string) (string, string, int) {
 // table could not hold, fails with exit 2 and a clear error before
 // anything is written.
 func TestThrottleRefusesBadDecisions(t *testing.T) {
-	ns := testenv.NATS(t)
+	ns := migratedNATS(t)
 	t.Chdir(t.TempDir())
 	signingKey(t)
 	for _, c := range []struct {
@@ -156,7 +156,7 @@ func TestThrottleRefusesBadDecisions(t *testing.T) {
 // release sign with the user's default key, made on first use (mode 0600),
 // and `decisions` verifies what they wrote.
 func TestDefaultSigningKey(t *testing.T) {
-	ns := testenv.NATS(t)
+	ns := migratedNATS(t)
 	t.Chdir(t.TempDir())
 	home := t.TempDir()
 	t.Setenv("XDG_CONFIG_HOME", home)
@@ -183,7 +183,7 @@ func TestDefaultSigningKey(t *testing.T) {
 // and format characters, which encoding/json leaves raw), and says the
 // entry does not verify.
 func TestDecisionsEscapesControlCharacters(t *testing.T) {
-	ns := testenv.NATS(t)
+	ns := migratedNATS(t)
 	t.Chdir(t.TempDir())
 	signingKey(t)
 	if _, errOut, code := cli(t, ns.URL, "throttle", "--tenant", "good", "--rate", "3", "--reason", "Überlast 🚦"); code != 0 {
@@ -288,7 +288,7 @@ func TestRunNeedsSigningKey(t *testing.T) {
 // TestThrottleShadow: throttle --shadow publishes a signed shadow decision
 // that a limiter follows without rejecting; decisions shows the mode.
 func TestThrottleShadow(t *testing.T) {
-	ns := testenv.NATS(t)
+	ns := migratedNATS(t)
 	t.Chdir(t.TempDir())
 	pubKey := signingKey(t)
 	lim := serviceLimiter(t, ns.URL, pubKey)
@@ -333,7 +333,7 @@ func TestThrottleShadow(t *testing.T) {
 // the default burst before it signs, so the value in the bucket (which the
 // audit trail records) carries the burst the CLI printed, not 0.
 func TestThrottlePublishesTheBurstItPrints(t *testing.T) {
-	ns := testenv.NATS(t)
+	ns := migratedNATS(t)
 	t.Chdir(t.TempDir())
 	signingKey(t)
 	for _, c := range []struct {
