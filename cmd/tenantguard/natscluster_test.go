@@ -169,3 +169,78 @@ func TestCLIKeepsClusterReplicas(t *testing.T) {
 	}
 	want3("migrate with replicas 1")
 }
+
+// TestThrottleSurvivesDecisionsLeaderKill: with R3 buckets, killing the
+// node that leads tenantguard_decisions leaves throttle, decisions and
+// release working, and a limiter follows them.
+func TestThrottleSurvivesDecisionsLeaderKill(t *testing.T) {
+	c := testenv.NATSClusterOf(t, 3)
+	url := c.URL()
+	t.Chdir(t.TempDir())
+	pubKey := signingKey(t)
+	t.Setenv("TENANTGUARD_COLLECTOR_STREAM_REPLICAS", "3")
+	t.Setenv("TENANTGUARD_DECISIONS_REPLICAS", "3")
+	if out, errOut, code := cli(t, url, "migrate", "--clickhouse=false"); code != 0 {
+		t.Fatalf("migrate: exit %d, %q %q", code, out, errOut)
+	}
+	lim := serviceLimiter(t, url, pubKey)
+	if out, errOut, code := cli(t, url, "throttle", "--tenant", "before", "--rate", "3"); code != 0 {
+		t.Fatalf("throttle before the kill: exit %d, %q %q", code, out, errOut)
+	}
+	testenv.Eventually(t, 10*time.Second, "the limiter applies the first throttle", func() bool {
+		r, _, ok := lim.Limit("before")
+		return ok && r == 3
+	})
+
+	killed := c.KillStreamLeader(t, "KV_"+event.DecisionsBucket)
+	start := time.Now()
+	out, errOut, code := cli(t, url, "throttle", "--tenant", "after", "--rate", "4")
+	attempts, firstErr := 1, errOut
+	for code != 0 && time.Since(start) < 15*time.Second {
+		time.Sleep(100 * time.Millisecond)
+		out, errOut, code = cli(t, url, "throttle", "--tenant", "after", "--rate", "4")
+		attempts++
+	}
+	if code != 0 {
+		t.Fatalf("throttle after killing n%d (the bucket's leader): exit %d, %q %q", killed+1, code, out, errOut)
+	}
+	t.Logf("killed n%d (leader of KV_%s); throttle succeeded %s later, attempt %d (first error: %q)",
+		killed+1, event.DecisionsBucket, time.Since(start).Round(10*time.Millisecond), attempts, firstErr)
+	out, errOut, code = cli(t, url, "decisions")
+	if code != 0 || !strings.Contains(out, "before") || !strings.Contains(out, "after") {
+		t.Fatalf("decisions after the kill: exit %d, %q %q; want both tenants", code, out, errOut)
+	}
+	// A limiter whose watch consumer lived on the killed node sees new
+	// decisions once nats.go's ordered consumer misses its heartbeats and
+	// is recreated on a live node: allow for that.
+	written := time.Now()
+	testenv.Eventually(t, 60*time.Second, "the limiter applies the throttle written after the kill", func() bool {
+		r, _, ok := lim.Limit("after")
+		return ok && r == 4
+	})
+	t.Logf("the limiter applied it %s after it was written", time.Since(written).Round(10*time.Millisecond))
+	if out, errOut, code := cli(t, url, "release", "--tenant", "before"); code != 0 {
+		t.Fatalf("release after the kill: exit %d, %q %q", code, out, errOut)
+	}
+	testenv.Eventually(t, 60*time.Second, "the limiter applies the release", func() bool {
+		_, _, ok := lim.Limit("before")
+		return !ok
+	})
+	c.RestartNode(t, killed)
+	testenv.Eventually(t, 30*time.Second, "the bucket back at 3 current replicas", func() bool {
+		s, err := jsFor(t, url).Stream(context.Background(), "KV_"+event.DecisionsBucket)
+		if err != nil {
+			return false
+		}
+		info := s.CachedInfo()
+		if info.Cluster == nil || len(info.Cluster.Replicas) != 2 {
+			return false
+		}
+		for _, r := range info.Cluster.Replicas {
+			if !r.Current || r.Offline {
+				return false
+			}
+		}
+		return info.Config.Replicas == 3
+	})
+}

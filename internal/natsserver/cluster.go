@@ -195,16 +195,19 @@ func (c *Cluster) Shutdown() {
 	}
 }
 
-// WaitMetaLeader waits until a running node is the JetStream meta leader
-// and every running node knows it, and returns the leader's index.
+// WaitMetaLeader waits until a running node is the JetStream meta leader,
+// every running node knows it, and the leader sees every running node as
+// an online peer (else placing a stream with as many replicas fails with
+// "no suitable peers"). It returns the leader's index.
 func (c *Cluster) WaitMetaLeader(ctx context.Context) (int, error) {
 	for {
-		leader, current := -1, true
+		leader, current, running := -1, true, 0
 		for i := range c.nodes {
 			srv := c.Server(i)
 			if srv == nil {
 				continue
 			}
+			running++
 			if srv.JetStreamIsLeader() {
 				leader = i
 			}
@@ -213,7 +216,9 @@ func (c *Cluster) WaitMetaLeader(ctx context.Context) (int, error) {
 			}
 		}
 		if leader >= 0 && current {
-			return leader, nil
+			if srv := c.Server(leader); srv != nil && len(srv.JetStreamClusterPeers()) >= running {
+				return leader, nil
+			}
 		}
 		select {
 		case <-ctx.Done():
