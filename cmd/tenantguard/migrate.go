@@ -68,7 +68,7 @@ func (a *app) migrateClickHouse(ctx context.Context) error {
 // migrateNATS provisions the streams and buckets and prints each with its
 // replica count.
 func (a *app) migrateNATS(ctx context.Context) error {
-	nc, err := a.connectNATS("migrate", nats.RetryOnFailedConnect(false), nats.Timeout(cliNATSTimeout/2))
+	nc, err := a.connectNATS("migrate", nats.RetryOnFailedConnect(false), nats.Timeout(daemon.CLINATSTimeout/2))
 	if err != nil {
 		return err
 	}

@@ -121,15 +121,25 @@ const CLINATSTimeout = 4 * time.Second
 // decisions publisher with the configured caps and keys, and the func that
 // closes its connection. sign requires the signing key (throttle,
 // release; the default one is made on first use). It gives up within
-// CLINATSTimeout when no server answers, unlike the daemon.
+// CLINATSTimeout when no server answers, unlike the daemon. A bucket that
+// does not answer in time is asked up to twice more (within ctx): in a
+// cluster, the bucket is silent for a few seconds after its leader failed.
+// A missing bucket is a provision.MissingError: only `run` and `migrate`
+// create it.
 func OpenPublisher(ctx context.Context, cfg Config, log *slog.Logger, sign bool) (*limiter.Publisher, func(), error) {
-	octx, cancel := context.WithTimeout(ctx, CLINATSTimeout)
-	defer cancel()
 	nc, err := ConnectNATS(cfg.NATS, log, "cli", nats.RetryOnFailedConnect(false), nats.Timeout(CLINATSTimeout/2))
 	if err != nil {
 		return nil, nil, err
 	}
-	pub, err := signedPublisher(octx, nc, cfg, log, sign)
+	var pub *limiter.Publisher
+	for attempt := 1; ; attempt++ {
+		octx, cancel := context.WithTimeout(ctx, CLINATSTimeout)
+		pub, err = signedPublisher(octx, nc, cfg, log, sign)
+		cancel()
+		if err == nil || attempt == 3 || ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) {
+			break
+		}
+	}
 	if err != nil {
 		nc.Close()
 		return nil, nil, err
