@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tenantguard/tenantguard/collector/event"
+	"github.com/tenantguard/tenantguard/collector/partition"
 	"github.com/tenantguard/tenantguard/collector/store"
 	"github.com/tenantguard/tenantguard/internal/daemon"
 )
@@ -21,10 +22,11 @@ func newMigrateCmd(a *app) *cobra.Command {
 		Use:   "migrate",
 		Short: "Apply the ClickHouse schema and create or update the NATS streams and buckets (idempotent)",
 		Long: "migrate applies the ClickHouse schema, then creates or updates the JetStream streams\n" +
-			"(TENANTGUARD_USAGE, TENANTGUARD_DLQ, TENANTGUARD_CORRECTIONS; collector.stream.replicas) and\n" +
-			"KV buckets (tenantguard_decisions, tenantguard_limiters; decisions.replicas), as `run` does at\n" +
-			"start. Only run and migrate create or change them. A replica count is never lowered: a stream\n" +
-			"or bucket with more replicas than configured keeps them, with a warning.",
+			"TENANTGUARD_USAGE, TENANTGUARD_DLQ, TENANTGUARD_CORRECTIONS and the bucket tenantguard_partitions\n" +
+			"(collector.stream.replicas), and the buckets tenantguard_decisions and tenantguard_limiters\n" +
+			"(decisions.replicas), as `run` does at start. Only run and migrate create or change them. A\n" +
+			"replica count is never lowered: a stream or bucket with more replicas than configured keeps\n" +
+			"them, with a warning.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if !withCH && !withNATS {
@@ -85,7 +87,7 @@ func (a *app) migrateNATS(ctx context.Context) error {
 		return err
 	}
 	for _, n := range []string{event.UsageStream, event.DLQStream, event.CorrectionsStream,
-		"KV_" + event.DecisionsBucket, "KV_" + event.LimitersBucket} {
+		"KV_" + partition.Bucket, "KV_" + event.DecisionsBucket, "KV_" + event.LimitersBucket} {
 		s, err := js.Stream(ctx, n)
 		if err != nil {
 			return fmt.Errorf("stream %s: %w", n, err)

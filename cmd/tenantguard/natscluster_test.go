@@ -12,6 +12,7 @@ import (
 
 	"github.com/tenantguard/tenantguard/collector/emit"
 	"github.com/tenantguard/tenantguard/collector/event"
+	"github.com/tenantguard/tenantguard/collector/partition"
 	"github.com/tenantguard/tenantguard/internal/testenv"
 )
 
@@ -30,7 +31,7 @@ func migratedNATS(t *testing.T) *testenv.NATSServer {
 // natsAssets are the JetStream streams behind tenantguard's streams and
 // buckets.
 var natsAssets = []string{event.UsageStream, event.DLQStream, event.CorrectionsStream,
-	"KV_" + event.DecisionsBucket, "KV_" + event.LimitersBucket}
+	"KV_" + partition.Bucket, "KV_" + event.DecisionsBucket, "KV_" + event.LimitersBucket}
 
 // streamReplicas returns each existing asset's replica count.
 func streamReplicas(t *testing.T, js jetstream.JetStream) map[string]int {

@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tenantguard/tenantguard/collector/event"
+	"github.com/tenantguard/tenantguard/internal/provision"
 )
 
 // Bucket is the KV bucket of the leases.
@@ -174,18 +175,28 @@ func (o *Owner) SlotKey(slot int) string {
 
 func (o *Owner) memberKey() string { return "members." + o.id }
 
-// EnsureBucket creates or updates the leases bucket. Only `run` calls it.
-func EnsureBucket(ctx context.Context, js jetstream.JetStream, cfg Config) (jetstream.KeyValue, error) {
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+// BucketConfig is the KV config of the leases bucket for cfg.
+func BucketConfig(cfg Config) jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{
 		Bucket:      Bucket,
 		Description: "tenantguard partition leases: members.<replica> heartbeats, slot.<i> owners",
 		History:     1,
 		TTL:         cfg.LeaseTTL,
 		Storage:     jetstream.FileStorage,
 		Replicas:    cfg.Replicas,
-	})
+	}
+}
+
+// EnsureBucket creates or updates the leases bucket, never lowering an
+// existing bucket's replica count (see internal/provision). Only `run` and
+// `migrate` call it.
+func EnsureBucket(ctx context.Context, js jetstream.JetStream, cfg Config) (jetstream.KeyValue, error) {
+	if _, err := provision.Bucket(ctx, js, BucketConfig(cfg)); err != nil {
+		return nil, err
+	}
+	kv, err := js.KeyValue(ctx, Bucket)
 	if err != nil {
-		return nil, fmt.Errorf("create bucket %s: %w", Bucket, err)
+		return nil, fmt.Errorf("bucket %s: %w", Bucket, err)
 	}
 	return kv, nil
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/tenantguard/tenantguard/collector/emit"
 	"github.com/tenantguard/tenantguard/collector/event"
+	"github.com/tenantguard/tenantguard/collector/partition"
 	"github.com/tenantguard/tenantguard/internal/testenv"
 	"github.com/tenantguard/tenantguard/limiter"
 )
@@ -77,7 +78,7 @@ func TestDaemonOnR3ClusterDedupsAcrossLeaderKill(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, n := range []string{event.UsageStream, event.DLQStream, event.CorrectionsStream,
-		"KV_" + event.DecisionsBucket, "KV_" + event.LimitersBucket} {
+		"KV_" + partition.Bucket, "KV_" + event.DecisionsBucket, "KV_" + event.LimitersBucket} {
 		s, err := js.Stream(ctx, n)
 		if err != nil {
 			t.Fatalf("stream %s: %v", n, err)

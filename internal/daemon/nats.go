@@ -13,6 +13,7 @@ import (
 	"github.com/tenantguard/tenantguard/anomaly/decide"
 	"github.com/tenantguard/tenantguard/collector"
 	"github.com/tenantguard/tenantguard/collector/correct"
+	"github.com/tenantguard/tenantguard/collector/partition"
 	"github.com/tenantguard/tenantguard/internal/provision"
 	"github.com/tenantguard/tenantguard/internal/redact"
 	"github.com/tenantguard/tenantguard/limiter"
@@ -79,7 +80,8 @@ func NewDecisionsPublisher(ctx context.Context, nc *nats.Conn, dc decide.Config,
 
 // ProvisionNATS creates or updates every stream and bucket tenantguard
 // uses, as cfg configures them: TENANTGUARD_USAGE, TENANTGUARD_DLQ and
-// TENANTGUARD_CORRECTIONS with collector.stream.replicas, and
+// TENANTGUARD_CORRECTIONS and the partition leases bucket
+// tenantguard_partitions with collector.stream.replicas, and
 // tenantguard_decisions and tenantguard_limiters with decisions.replicas.
 // `run` and `migrate` call it, whichever stages are on; nothing else
 // creates or changes them. It never lowers an existing replica count and
@@ -94,6 +96,13 @@ func ProvisionNATS(ctx context.Context, js jetstream.JetStream, cfg Config) ([]p
 	ccfg.Replicas = cfg.Collector.Stream.Replicas
 	k, err := correct.ProvisionStream(ctx, js, ccfg)
 	if err != nil {
+		return kept, err
+	}
+	if k != nil {
+		kept = append(kept, *k)
+	}
+	pcfg := partition.Config{Partitions: cfg.Collector.Partitions, LeaseTTL: cfg.Collector.LeaseTTL, Replicas: cfg.Collector.Stream.Replicas}
+	if k, err = provision.Bucket(ctx, js, partition.BucketConfig(pcfg)); err != nil {
 		return kept, err
 	}
 	if k != nil {
