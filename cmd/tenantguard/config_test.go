@@ -325,3 +325,39 @@ func TestUnknownEnvironmentVariable(t *testing.T) {
 		t.Fatalf("known variables were refused: %v", err)
 	}
 }
+
+// TestDeployExample checks configs/deploy: the replicas' config validates,
+// and every file the compose file mounts exists.
+func TestDeployExample(t *testing.T) {
+	if _, _, err := runCLI(t, "--config", "../../configs/deploy/tenantguard.yaml", "config", "validate"); err != nil {
+		t.Fatalf("configs/deploy/tenantguard.yaml: %v", err)
+	}
+	raw, err := os.ReadFile("../../configs/deploy/compose.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var compose struct {
+		Services map[string]struct {
+			Volumes []string `yaml:"volumes"`
+		} `yaml:"services"`
+	}
+	if err := yaml.Unmarshal(raw, &compose); err != nil {
+		t.Fatalf("compose.yaml: %v", err)
+	}
+	mounts := 0
+	for name, svc := range compose.Services {
+		for _, v := range svc.Volumes {
+			src, _, _ := strings.Cut(v, ":")
+			if !strings.HasPrefix(src, ".") || src == "./decisions.key" {
+				continue // a named volume, or the key the operator makes
+			}
+			mounts++
+			if _, err := os.Stat(filepath.Join("../../configs/deploy", src)); err != nil {
+				t.Errorf("service %s mounts %s: %v", name, src, err)
+			}
+		}
+	}
+	if mounts < 8 {
+		t.Errorf("got %d file mounts in compose.yaml, want the configs, rules and dashboards mounted", mounts)
+	}
+}
