@@ -181,11 +181,13 @@ func (d *Daemon) startAnomaly(ctx context.Context) (*anomaly.Detector, error) {
 		return nil, err
 	}
 	switch {
+	case !acfg.WarmStart.Enabled:
+		d.log.Info("anomaly warm start off; baselines start cold", "component", "anomaly")
 	case d.cfg.Collector.Enabled:
 		// The collector hands each partition's tenants over before it
 		// consumes them: that warm-starts the tenants this replica owns.
 		d.log.Info("anomaly baselines warm-start as partitions are claimed", "component", "anomaly")
-	case acfg.WarmStart.Enabled:
+	default:
 		wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 		n, err := det.WarmStart(wctx, d.store, time.Now())
 		cancel()
@@ -195,8 +197,6 @@ func (d *Daemon) startAnomaly(ctx context.Context) (*anomaly.Detector, error) {
 		} else {
 			d.log.Info("anomaly baselines warm-started", "component", "anomaly", "count", n)
 		}
-	default:
-		d.log.Info("anomaly warm start off; baselines start cold", "component", "anomaly")
 	}
 	d.services = append(d.services, det.Run)
 	d.onClose(det.Close)
