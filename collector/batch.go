@@ -39,7 +39,7 @@ const (
 type batch struct {
 	msgs     []jetstream.Msg
 	heads    map[string]head // consumer name -> its highest message here
-	events   []event.Event // backing store for rows; never grows past cap
+	events   []event.Event   // backing store for rows; never grows past cap
 	rows     []store.Row
 	costs    []float64
 	check    []int    // indexes into rows that ClickHouse may already hold
