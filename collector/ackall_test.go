@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/shopspring/decimal"
 
 	"github.com/tenantguard/tenantguard/collector/event"
@@ -220,5 +221,67 @@ func TestExplicitAckConsumerUpgraded(t *testing.T) {
 		if got, _ := strconv.ParseUint(info.Config.Metadata[verifyKey], 10, 64); got < before {
 			t.Fatalf("%s: verify bound %d, want at least %d", d, got, before)
 		}
+	}
+}
+
+// batchRowsHistogram returns the count and sum of
+// tenantguard_collector_batch_rows.
+func batchRowsHistogram(t *testing.T, reg *prometheus.Registry) (count uint64, sum float64) {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "tenantguard_collector_batch_rows" {
+			h := mf.GetMetric()[0].GetHistogram()
+			return h.GetSampleCount(), h.GetSampleSum()
+		}
+	}
+	t.Fatal("tenantguard_collector_batch_rows not registered")
+	return 0, 0
+}
+
+// TestBatchesAdaptToLoad: with batch_max_wait far off, an event published
+// to an idle collector is stored within batch_min_wait plus an insert,
+// and a burst is stored in batches that grow with it rather than one
+// batch per message.
+func TestBatchesAdaptToLoad(t *testing.T) {
+	r := newRig(t, nil)
+	cfg := testConfig()
+	cfg.BatchMinWait, cfg.BatchMaxWait = 5*time.Millisecond, 20*time.Second
+	_, reg := r.startWithRegistry(t, cfg)
+	waitRows(t, r.store, 0, time.Second)
+	for i := range 5 {
+		start := time.Now()
+		publish(t, r.js, "idle-", i, 1, 5)
+		for {
+			if rows, _ := counts(t, r.store); rows == uint64(i+1) {
+				break
+			}
+			if time.Since(start) > 2*time.Second {
+				t.Fatalf("idle event %d not stored after 2 s, want within batch_min_wait plus an insert (batch_max_wait %s)", i, cfg.BatchMaxWait)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		t.Logf("idle event %d queryable %s after its publish was acked", i, time.Since(start).Round(time.Millisecond))
+	}
+	// The histogram is updated just after the insert.
+	n0, sum0 := batchRowsHistogram(t, reg)
+	for deadline := time.Now().Add(5 * time.Second); sum0 != 5 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+		n0, sum0 = batchRowsHistogram(t, reg)
+	}
+	const burst = 40000
+	publish(t, r.js, "burst-", 0, burst, 500)
+	waitRows(t, r.store, 5+burst, 60*time.Second) // and half a second more
+	n, sum := batchRowsHistogram(t, reg)
+	batches, rows := n-n0, sum-sum0
+	t.Logf("burst of %d events stored in %d batches, %.0f rows each on average", burst, batches, rows/float64(batches))
+	if rows != burst {
+		t.Fatalf("got %.0f rows in the burst's batches, want %d", rows, burst)
+	}
+	if avg := rows / float64(batches); avg < 100 {
+		t.Fatalf("burst stored in batches of %.0f rows on average, want batches that grow with the load (>= 100)", avg)
 	}
 }
