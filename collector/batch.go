@@ -27,9 +27,19 @@ const (
 
 // batch is the unit of work: every message in it is acked together, after
 // its valid events are stored and its invalid ones dead-lettered.
+//
+// The slot consumers ack with AckAll: an ack of a message acks every
+// message of its consumer with a lower stream sequence. A slot delivers in
+// stream order to its one owner, so every message below a batch's highest
+// of that slot was delivered earlier, into this batch or an earlier one,
+// which was stored before this one; the only messages delivered below it
+// later are redeliveries, stored already. So the batch acks one message
+// per slot, its highest (heads). Messages a previous owner left unacked
+// are redelivered first (takeOver), never behind newer ones.
 type batch struct {
 	msgs     []jetstream.Msg
-	events   []event.Event // backing store for rows; never grows past cap
+	heads    map[string]head // consumer name -> its highest message here
+	events   []event.Event   // backing store for rows; never grows past cap
 	rows     []store.Row
 	costs    []float64
 	check    []int    // indexes into rows that ClickHouse may already hold
@@ -38,6 +48,12 @@ type batch struct {
 	seen     map[string]struct{}
 	newest   time.Time
 	duplicat int
+}
+
+// head is a slot's message with the highest stream sequence in a batch.
+type head struct {
+	seq uint64
+	msg jetstream.Msg
 }
 
 type dlqItem struct {
@@ -53,6 +69,7 @@ func newBatch(n int) *batch {
 		rows:   make([]store.Row, 0, n),
 		costs:  make([]float64, 0, n),
 		seen:   make(map[string]struct{}, n),
+		heads:  map[string]head{},
 	}
 }
 
@@ -67,6 +84,7 @@ func (b *batch) reset() {
 	b.why = b.why[:0]
 	b.dlq = b.dlq[:0]
 	clear(b.seen)
+	clear(b.heads)
 	b.newest = time.Time{}
 	b.duplicat = 0
 }
@@ -76,6 +94,12 @@ func (b *batch) reset() {
 // first time although ClickHouse holds it.
 func (c *Collector) add(b *batch, msg jetstream.Msg, verifyUpTo uint64) {
 	b.msgs = append(b.msgs, msg)
+	md, mdErr := msg.Metadata()
+	if mdErr == nil {
+		if h, ok := b.heads[md.Consumer]; !ok || md.Sequence.Stream > h.seq {
+			b.heads[md.Consumer] = head{seq: md.Sequence.Stream, msg: msg}
+		}
+	}
 	b.events = append(b.events, event.Event{})
 	e := &b.events[len(b.events)-1]
 	var verr *event.ValidationError
@@ -116,8 +140,7 @@ func (c *Collector) add(b *batch, msg jetstream.Msg, verifyUpTo uint64) {
 	// JetStream deduplicates neither a redelivery nor, outside its window
 	// or without a Nats-Msg-Id, a second publish: such rows are checked
 	// against ClickHouse before they are stored.
-	md, err := msg.Metadata()
-	redelivered := err == nil && (md.NumDelivered > 1 || md.Sequence.Stream <= verifyUpTo)
+	redelivered := mdErr == nil && (md.NumDelivered > 1 || md.Sequence.Stream <= verifyUpTo)
 	if redelivered && md.NumDelivered > 1 {
 		c.m.redelivered.Inc()
 	}
@@ -197,9 +220,10 @@ func (c *Collector) flush(ctx context.Context, b *batch) error {
 	}
 	c.m.events.WithLabelValues("stored").Add(float64(len(rows)))
 	c.m.events.WithLabelValues("duplicate").Add(float64(len(b.rows) - len(rows) + b.duplicat))
-	for _, m := range b.msgs {
-		// A failed ack means redelivery, which the ClickHouse check absorbs.
-		_ = m.Ack()
+	for _, h := range b.heads {
+		// AckAll: this acks every message of the slot up to h. A failed
+		// ack means redelivery, which the ClickHouse check absorbs.
+		_ = h.msg.Ack()
 	}
 	c.progress()
 	return nil

@@ -189,11 +189,17 @@ type item struct {
 	flushed    chan struct{}
 }
 
+// loop batches the slots' messages and flushes a batch when it is full
+// (batch_max_rows), when it has waited batch_min_wait and no message is
+// waiting (idle: small batches, stored fast), or at batch_max_wait. Under
+// load, messages arrive during each flush, so batches grow with the load up
+// to batch_max_rows.
 func (c *Collector) loop(ctx context.Context, msgs <-chan item) error {
 	b := newBatch(c.cfg.BatchMaxRows)
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	var barrier chan struct{}
+	lingered := false // the batch is batch_min_wait old; the timer runs to batch_max_wait
 	for {
 		select {
 		case <-ctx.Done():
@@ -205,14 +211,20 @@ func (c *Collector) loop(ctx context.Context, msgs <-chan item) error {
 				break
 			}
 			if len(b.msgs) == 0 {
-				timer.Reset(c.cfg.BatchMaxWait)
+				timer.Reset(c.cfg.BatchMinWait)
+				lingered = false
 			}
 			c.add(b, it.msg, it.verifyUpTo)
-			if len(b.msgs) < c.cfg.BatchMaxRows {
+			if len(b.msgs) < c.cfg.BatchMaxRows && (!lingered || len(msgs) > 0) {
 				continue
 			}
 			timer.Stop()
 		case <-timer.C:
+			if !lingered && len(msgs) > 0 {
+				lingered = true
+				timer.Reset(c.cfg.BatchMaxWait - c.cfg.BatchMinWait)
+				continue
+			}
 		}
 		if err := c.flush(ctx, b); err != nil {
 			if ctx.Err() != nil {
@@ -250,34 +262,6 @@ func (c *Collector) watchPending(ctx context.Context, s *slots) {
 			c.m.pending.Set(float64(n))
 		}
 	}
-}
-
-// freshConsumerBound handles a durable consumer that does not exist (first
-// start, or deleted by an operator): the new one delivers the whole retained
-// stream under its filter, which ClickHouse may already hold, so every
-// message up to the stream's current last sequence is checked against
-// ClickHouse like a redelivery. It returns that sequence, or 0 when the
-// consumer exists.
-func (c *Collector) freshConsumerBound(ctx context.Context, durable string) (uint64, error) {
-	_, err := c.js.Consumer(ctx, event.UsageStream, durable)
-	if err == nil {
-		return 0, nil
-	}
-	if !errors.Is(err, jetstream.ErrConsumerNotFound) {
-		return 0, fmt.Errorf("look up consumer %s: %w", durable, err)
-	}
-	s, err := c.js.Stream(ctx, event.UsageStream)
-	if err != nil {
-		return 0, fmt.Errorf("stream %s: %w", event.UsageStream, err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		return 0, fmt.Errorf("stream %s: %w", event.UsageStream, err)
-	}
-	if info.State.LastSeq > 0 {
-		c.log.Info("new consumer: checking the retained stream against ClickHouse before storing", "durable", durable, "count", info.State.Msgs)
-	}
-	return info.State.LastSeq, nil
 }
 
 // Close releases nothing: Run owns the consumer and stops when its context

@@ -10,8 +10,9 @@ import (
 
 // Config tunes the collector.
 type Config struct {
-	// Durable is the prefix of the JetStream consumers: <durable>-p<i> for
-	// partition i and <durable>-strays. Default "tenantguard-collector".
+	// Durable is the prefix of the JetStream consumers: <durable>-p<i>-ackall
+	// for partition i and <durable>-strays-ackall. Default
+	// "tenantguard-collector".
 	Durable string `mapstructure:"durable"`
 	// Partitions splits TENANTGUARD_USAGE by tenant; each partition has one
 	// owner replica at a time. Change it only with every replica stopped
@@ -21,13 +22,23 @@ type Config struct {
 	// dead replica's partitions move after about this long. 2s to 5m.
 	// Default 5s.
 	LeaseTTL time.Duration `mapstructure:"lease_ttl"`
-	// BatchMaxRows flushes a batch at this many events. Default 10000.
+	// BatchMaxRows flushes a batch at this many events: the largest block
+	// written to ClickHouse, and the bound on the collector's memory (about
+	// 1 KiB per buffered event). Default 50000.
 	BatchMaxRows int `mapstructure:"batch_max_rows"`
-	// BatchMaxWait flushes a non-empty batch after this long. Default 500ms.
+	// BatchMinWait flushes a batch once it is this old and no message is
+	// waiting: idle, batches are small and fast; under load, messages keep
+	// arriving during each insert and batches grow towards BatchMaxRows.
+	// Default 5ms.
+	BatchMinWait time.Duration `mapstructure:"batch_min_wait"`
+	// BatchMaxWait flushes a non-empty batch after this long even while
+	// messages keep arriving. Default 500ms.
 	BatchMaxWait time.Duration `mapstructure:"batch_max_wait"`
 	// AckWait is how long JetStream waits for an ack before redelivering. Default 30s.
 	AckWait time.Duration `mapstructure:"ack_wait"`
-	// MaxAckPending caps unacked messages in flight; it must exceed BatchMaxRows. Default 40000.
+	// MaxAckPending caps each slot consumer's unacked messages. A batch
+	// acks the last message of each slot it holds, which acks every earlier
+	// one (AckAll), so it must exceed BatchMaxRows. Default 100000.
 	MaxAckPending int `mapstructure:"max_ack_pending"`
 	// RetryMin and RetryMax bound the backoff while ClickHouse is down. Defaults 200ms and 10s.
 	RetryMin time.Duration `mapstructure:"retry_min"`
@@ -74,10 +85,11 @@ func DefaultConfig() Config {
 		Durable:       "tenantguard-collector",
 		Partitions:    16,
 		LeaseTTL:      5 * time.Second,
-		BatchMaxRows:  10000,
+		BatchMaxRows:  50000,
+		BatchMinWait:  5 * time.Millisecond,
 		BatchMaxWait:  500 * time.Millisecond,
 		AckWait:       30 * time.Second,
-		MaxAckPending: 40000,
+		MaxAckPending: 100000,
 		RetryMin:      200 * time.Millisecond,
 		RetryMax:      10 * time.Second,
 		StallTimeout:  2 * time.Minute,
@@ -105,6 +117,7 @@ func (c Config) Validate() error {
 	check(c.Partitions >= 1 && c.Partitions <= event.MaxPartitions, "partitions", "must be 1 to 1024")
 	check(c.LeaseTTL >= 2*time.Second && c.LeaseTTL <= 5*time.Minute, "lease_ttl", "must be 2s to 5m")
 	check(c.BatchMaxRows > 0 && c.BatchMaxRows <= 1_000_000, "batch_max_rows", "must be 1 to 1000000")
+	check(c.BatchMinWait > 0 && c.BatchMinWait <= c.BatchMaxWait, "batch_min_wait", "must be > 0 and <= batch_max_wait")
 	check(c.BatchMaxWait > 0 && c.BatchMaxWait <= time.Minute, "batch_max_wait", "must be > 0 and <= 1m")
 	check(c.AckWait >= time.Second && c.AckWait <= 12*time.Hour, "ack_wait", "must be 1s to 12h")
 	check(c.MaxAckPending > c.BatchMaxRows && c.MaxAckPending <= 10_000_000, "max_ack_pending", "must be greater than batch_max_rows and at most 10000000")

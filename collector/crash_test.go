@@ -46,6 +46,9 @@ func runChild() int {
 	if d, err := time.ParseDuration(os.Getenv("TG_ACK_WAIT")); err == nil {
 		ccfg.AckWait = d
 	}
+	if os.Getenv("TG_DEDUP_HORIZON") == "false" {
+		ccfg.DedupHorizon = false
+	}
 	c, err := New(ccfg, Deps{JetStream: js, Store: st, Pricer: book,
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 	if err != nil {
@@ -58,7 +61,7 @@ func runChild() int {
 }
 
 // startChild starts a collector child process; env adds variables, as
-// TG_LEASE_TTL=5s or TG_ACK_WAIT=5s.
+// TG_LEASE_TTL=5s, TG_ACK_WAIT=5s or TG_DEDUP_HORIZON=false.
 func startChild(t *testing.T, r *rig, env ...string) *exec.Cmd {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"sync"
 	"time"
 
@@ -17,15 +16,6 @@ import (
 // PriorityGroup is the one priority group of the slot consumers, whose
 // pinned-client policy lets one client pull at a time.
 const PriorityGroup = "owner"
-
-// SlotDurable is the consumer of a slot: <durable>-p<i> for partition i,
-// <durable>-strays for slot == partitions.
-func SlotDurable(durable string, slot, partitions int) string {
-	if slot == partitions {
-		return durable + "-strays"
-	}
-	return durable + "-p" + strconv.Itoa(slot)
-}
 
 // slots consumes the slots the owner hands out: one iterator each, all
 // feeding the one batch loop through msgs.
@@ -50,7 +40,7 @@ type slotRun struct {
 }
 
 func newSlots(c *Collector, runCtx context.Context) *slots {
-	return &slots{c: c, runCtx: runCtx, msgs: make(chan item, c.cfg.BatchMaxRows),
+	return &slots{c: c, runCtx: runCtx, msgs: make(chan item, min(c.cfg.BatchMaxRows, 4096)),
 		failed: make(chan error, 1), running: map[int]*slotRun{}}
 }
 
@@ -132,9 +122,10 @@ func (s *slots) Start(ctx context.Context, list []int) map[int]error {
 	cfg := s.c.cfg
 	for _, p := range prepared {
 		// Pull requests expire well inside PinnedTTL, so an idle owner keeps
-		// its pin, and a dead one loses it within PinnedTTL.
+		// its pin, and a dead one loses it within PinnedTTL. Each slot buffers
+		// its share of one batch, so all of them together hold about one.
 		iter, err := p.cons.Messages(
-			jetstream.PullMaxMessages(min(cfg.BatchMaxRows, cfg.MaxAckPending)),
+			jetstream.PullMaxMessages(max(256, min(cfg.BatchMaxRows, cfg.MaxAckPending)/(cfg.Partitions+1))),
 			jetstream.PullPriorityGroup(PriorityGroup),
 			jetstream.PullExpiry(max(time.Second, cfg.LeaseTTL/3)),
 		)
@@ -157,28 +148,9 @@ func (s *slots) Start(ctx context.Context, list []int) map[int]error {
 func (s *slots) consumer(ctx context.Context, slot int) (string, jetstream.Consumer, uint64, error) {
 	cfg := s.c.cfg
 	durable := SlotDurable(cfg.Durable, slot, cfg.Partitions)
-	filter := event.UsageSubjects
-	if slot < cfg.Partitions {
-		filter = event.PartitionSubjects(slot)
-	}
-	verifyUpTo, err := s.c.freshConsumerBound(ctx, durable)
+	cons, verifyUpTo, err := s.c.slotConsumer(ctx, slot)
 	if err != nil {
 		return "", nil, 0, err
-	}
-	cons, err := s.c.js.CreateOrUpdateConsumer(ctx, event.UsageStream, jetstream.ConsumerConfig{
-		Durable:        durable,
-		Description:    "tenantguard collector, slot " + strconv.Itoa(slot),
-		AckPolicy:      jetstream.AckExplicitPolicy,
-		AckWait:        cfg.AckWait,
-		MaxAckPending:  cfg.MaxAckPending,
-		MaxDeliver:     -1,
-		FilterSubject:  filter,
-		PriorityPolicy: jetstream.PriorityPolicyPinned,
-		PriorityGroups: []string{PriorityGroup},
-		PinnedTTL:      cfg.LeaseTTL,
-	})
-	if err != nil {
-		return "", nil, 0, fmt.Errorf("create consumer %s: %w", durable, err)
 	}
 	return durable, cons, verifyUpTo, nil
 }

@@ -3,7 +3,8 @@
 // `tenantguard run` process, so its RSS is its own), and ClickHouse. In the
 // same run it measures the raw ceilings (JetStream async publish, JetStream
 // fast batch publish, ClickHouse batch insert) and reports the pipeline as
-// ratios to them.
+// ratios to them, and the consume floor: fast batch publish, AckAll
+// consume and a bare insert of the pipeline's rows, in µs per event.
 package ingestbench
 
 import (
@@ -26,9 +27,11 @@ import (
 	"github.com/shopspring/decimal"
 	"github.com/synadia-io/orbit.go/jetstreamext"
 
+	"github.com/tenantguard/tenantguard/collector"
 	"github.com/tenantguard/tenantguard/collector/emit"
 	"github.com/tenantguard/tenantguard/collector/event"
 	"github.com/tenantguard/tenantguard/collector/loadgen"
+	"github.com/tenantguard/tenantguard/collector/pricing"
 	"github.com/tenantguard/tenantguard/collector/store"
 	"github.com/tenantguard/tenantguard/internal/childproc"
 	"github.com/tenantguard/tenantguard/internal/chserver"
@@ -71,6 +74,11 @@ type Result struct {
 	FastBatchEmitter                            bool    // the pipeline's emitter published through fast batches
 	RawRoundTrip                                float64 // publish + pull + ack, nothing stored: the NATS share of the pipeline
 	RawInsertPerSec                             float64
+	// The consume floor: AckAll pull consume (an ack per 1000 messages) and
+	// the store's insert of the pipeline's rows in the collector's blocks.
+	RawAckAllPerSec  float64
+	BareInsertPerSec float64
+	BareInsertBlock  int
 }
 
 // Run executes the benchmark and prints progress to cfg.Out.
@@ -131,6 +139,17 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		return nil, err
 	}
 	logf("  %.0f rows/s", res.RawInsertPerSec)
+	logf("raw JetStream AckAll consume of %d messages...", cfg.RawN)
+	if res.RawAckAllPerSec, err = rawAckAll(ctx, nc, cfg.RawN, cfg.Tenants); err != nil {
+		return nil, err
+	}
+	logf("  %.0f msgs/s", res.RawAckAllPerSec)
+	res.BareInsertBlock = collector.DefaultConfig().BatchMaxRows
+	logf("bare ClickHouse insert of %d pipeline rows in blocks of %d...", cfg.RawN, res.BareInsertBlock)
+	if res.BareInsertPerSec, err = bareInsert(ctx, ch.Addr, cfg.RawN, cfg.Tenants, res.BareInsertBlock); err != nil {
+		return nil, err
+	}
+	logf("  %.0f rows/s", res.BareInsertPerSec)
 
 	st, err := openStore(ctx, ch.Addr, "tenantguard")
 	if err != nil {
@@ -195,6 +214,17 @@ func (r *Result) Print(w io.Writer) {
 		r.RawFastBatchPerSec, r.EventsPerSec/r.RawFastBatchPerSec, r.RawFastBatchPerSec/r.RawPublishPerSec, path)
 	fmt.Fprintf(w, "  JetStream publish+pull+ack %8.0f msgs/s   pipeline ratio %.2f\n", r.RawRoundTrip, r.EventsPerSec/r.RawRoundTrip)
 	fmt.Fprintf(w, "  ClickHouse batch insert  %10.0f rows/s   pipeline ratio %.2f\n", r.RawInsertPerSec, r.EventsPerSec/r.RawInsertPerSec)
+	fmt.Fprintf(w, "  JetStream AckAll consume %10.0f msgs/s   (pull, an ack per 1000 messages)\n", r.RawAckAllPerSec)
+	fmt.Fprintf(w, "  ClickHouse bare insert   %10.0f rows/s   (the pipeline's rows, blocks of %d)\n", r.BareInsertPerSec, r.BareInsertBlock)
+	floor := r.FloorMicros()
+	fmt.Fprintf(w, "  floor: fast batch publish + AckAll consume + bare insert  %.1f µs/event (%.0f events/s)   pipeline %.1f µs/event, %.2f x floor\n",
+		floor, 1e6/floor, 1e6/r.EventsPerSec, 1e6/r.EventsPerSec/floor)
+}
+
+// FloorMicros is the consume floor in µs per event: one fast batch
+// publish, one AckAll consume and one bare insert, each at its raw rate.
+func (r *Result) FloorMicros() float64 {
+	return 1e6/r.RawFastBatchPerSec + 1e6/r.RawAckAllPerSec + 1e6/r.BareInsertPerSec
 }
 
 func freePort() int {
@@ -239,7 +269,7 @@ func rawPublish(ctx context.Context, nc *nats.Conn, n, tenants int) (float64, er
 	msgs := encoded(n, tenants, "r")
 	start := time.Now()
 	for _, m := range msgs {
-		if _, err := js.PublishMsgAsync(m); err != nil {
+		if _, err := js.PublishMsgAsync(m, stallWait); err != nil {
 			return 0, err
 		}
 	}
@@ -341,7 +371,7 @@ func rawRoundTrip(ctx context.Context, nc *nats.Conn, n, tenants int) (float64, 
 		done <- consumer.Flush()
 	}()
 	for _, m := range msgs {
-		if _, err := js.PublishMsgAsync(m); err != nil {
+		if _, err := js.PublishMsgAsync(m, stallWait); err != nil {
 			return 0, err
 		}
 	}
@@ -354,6 +384,103 @@ func rawRoundTrip(ctx context.Context, nc *nats.Conn, n, tenants int) (float64, 
 		return 0, ctx.Err()
 	}
 	return float64(n) / time.Since(start).Seconds(), nil
+}
+
+// rawAckAll measures a pull consumer with AckAll, as the collector's slot
+// consumers: n pre-published messages read and acked by the last of each
+// 1000, until JetStream confirms the final ack.
+func rawAckAll(ctx context.Context, nc *nats.Conn, n, tenants int) (float64, error) {
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096))
+	if err != nil {
+		return 0, err
+	}
+	s, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "RAWAA", Subjects: []string{"rawaa.>"}, Storage: jetstream.FileStorage})
+	if err != nil {
+		return 0, err
+	}
+	defer js.DeleteStream(context.Background(), "RAWAA")
+	for _, m := range encoded(n, tenants, "aa") {
+		m.Subject = "rawaa." + m.Subject
+		if _, err := js.PublishMsgAsync(m, stallWait); err != nil {
+			return 0, err
+		}
+	}
+	select {
+	case <-js.PublishAsyncComplete():
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+	const every = 1000
+	cons, err := s.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{Durable: "rawaa", AckPolicy: jetstream.AckAllPolicy,
+		MaxAckPending: collector.DefaultConfig().MaxAckPending})
+	if err != nil {
+		return 0, err
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(5000))
+	if err != nil {
+		return 0, err
+	}
+	defer it.Stop()
+	start := time.Now()
+	for i := 1; i <= n; i++ {
+		m, err := it.Next()
+		if err != nil {
+			return 0, err
+		}
+		switch {
+		case i == n:
+			if err := m.DoubleAck(ctx); err != nil {
+				return 0, err
+			}
+		case i%every == 0:
+			_ = m.Ack()
+		}
+	}
+	return float64(n) / time.Since(start).Seconds(), nil
+}
+
+// bareInsert measures the store's insert of the rows the pipeline stores
+// (the load generator's events, priced), in blocks of the collector's
+// batch_max_rows. Only the inserts are timed.
+func bareInsert(ctx context.Context, addr string, n, tenants, block int) (float64, error) {
+	st, err := openStore(ctx, addr, "bare_bench")
+	if err != nil {
+		return 0, err
+	}
+	defer st.Close()
+	if _, err := st.Migrate(ctx); err != nil {
+		return 0, err
+	}
+	defer st.Conn().Exec(context.Background(), "DROP DATABASE IF EXISTS bare_bench")
+	lc := loadgen.DefaultConfig()
+	lc.Tenants, lc.TenantPrefix, lc.Count = tenants, "t", n
+	gen, err := loadgen.NewGenerator(lc)
+	if err != nil {
+		return 0, err
+	}
+	book, err := pricing.New(pricing.DefaultConfig(), nil)
+	if err != nil {
+		return 0, err
+	}
+	names := gen.Tenants()
+	evs := make([]event.Event, block)
+	rows := make([]store.Row, block)
+	var spent time.Duration
+	for done := 0; done < n; done += block {
+		k := min(block, n-done)
+		now := time.Now()
+		for i := range k {
+			gen.Event(&evs[i], (done+i)%len(names), now)
+			plan, unit := book.Price(evs[i].TenantID, evs[i].Kind)
+			rows[i] = store.Row{Event: &evs[i], Plan: plan, UnitPrice: unit, Cost: pricing.Cost(evs[i].Quantity, unit), PriceVersion: book.Version()}
+		}
+		start := time.Now()
+		if err := st.InsertEvents(ctx, rows[:k], now); err != nil {
+			return 0, err
+		}
+		spent += time.Since(start)
+	}
+	return float64(n) / spent.Seconds(), nil
 }
 
 // rawInsert measures the store's batch insert into a scratch database.
@@ -594,3 +721,7 @@ func peakRSS(pid int) int64 {
 	}
 	return 0
 }
+
+// stallWait lets an async publish of a raw ceiling wait for acks on a
+// loaded machine instead of failing after nats.go's default 200ms.
+var stallWait = jetstream.WithStallWait(10 * time.Second)
