@@ -26,17 +26,7 @@ func On(t testing.TB, srv *testenv.ClickHouseServer, db string) *store.Store {
 	t.Helper()
 	cfg := store.DefaultConfig()
 	cfg.Addr, cfg.Database, cfg.ReadTimeout = []string{srv.Addr}, db, 30*time.Second
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	st, err := store.Open(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	if _, err := st.Migrate(ctx); err != nil {
-		t.Fatalf("migrate: %v", err)
-	}
-	return st
+	return open(t, cfg)
 }
 
 // Sharded opens a migrated store on a database of its own in the shared
@@ -52,7 +42,12 @@ func Sharded(t testing.TB) (*store.Store, *testenv.ClickHouseCluster) {
 // on the first shard, closed at the end of t.
 func OnCluster(t testing.TB, c *testenv.ClickHouseCluster, db string) *store.Store {
 	t.Helper()
-	cfg := ClusterConfig(c, db)
+	return open(t, ClusterConfig(c, db))
+}
+
+// open opens and migrates a store with cfg, closed at the end of t.
+func open(t testing.TB, cfg store.Config) *store.Store {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	st, err := store.Open(ctx, cfg)
