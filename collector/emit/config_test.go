@@ -11,9 +11,10 @@ func TestConfigValidateNamesGoFields(t *testing.T) {
 	if err := DefaultConfig().Validate(); err != nil {
 		t.Fatalf("default config: %v", err)
 	}
-	c := Config{Overflow: "spill", Batch: -1}
+	c := Config{Overflow: "spill", Batch: -1, TenantBuffer: -1, TenantRate: -1, TenantBurst: -1, TenantSeries: -1}
 	err := c.Validate()
-	for _, want := range []string{"emit.Config.BufferSize:", "emit.Config.Overflow:", "emit.Config.MaxInFlight:", "emit.Config.AckTimeout", "emit.Config.Batch:"} {
+	for _, want := range []string{"emit.Config.BufferSize:", "emit.Config.Overflow:", "emit.Config.MaxInFlight:", "emit.Config.AckTimeout", "emit.Config.Batch:",
+		"emit.Config.TenantBuffer:", "emit.Config.TenantRate:", "emit.Config.TenantBurst:", "emit.Config.TenantSeries:"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("got %v, want it to name %s", err, want)
 		}

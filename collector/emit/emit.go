@@ -53,6 +53,25 @@ type Config struct {
 	// before it is closed and confirmed; a batch is also closed 20 Lingers
 	// after it opened. Default 5ms.
 	Linger time.Duration
+	// TenantBuffer bounds the events one tenant may hold in the buffer
+	// (accepted and not yet confirmed), so one tenant's burst cannot fill
+	// the buffer and hold every other tenant's Emit up. Past it, Emit for
+	// that tenant alone blocks or drops, as Overflow says. 0, or a value
+	// of at least BufferSize, sets no bound. Default 25000.
+	TenantBuffer int
+	// TenantRate is how many events per second the sender takes from one
+	// tenant; a tenant above it waits its turn, its events queued in its
+	// share of the buffer, and pushes back on its own Emit calls once the
+	// share is full. It keeps a flooding tenant from filling the usage
+	// stream faster than the collector drains it. 0 sets no rate. Default 0.
+	TenantRate float64
+	// TenantBurst is how many events a tenant may send at once above
+	// TenantRate. 0 means one second's worth of TenantRate. Default 0.
+	TenantBurst int
+	// TenantSeries is how many tenants, those holding most events, get
+	// their own series in tenantguard_emitter_tenant_buffered; the rest are
+	// summed under tenant="__overflow__". Default 10.
+	TenantSeries int
 	// Logger receives the emitter's few log lines (which publishing path
 	// it uses, and why). Default slog.Default().
 	Logger *slog.Logger
@@ -61,7 +80,7 @@ type Config struct {
 // DefaultConfig returns the defaults documented on Config.
 func DefaultConfig() Config {
 	return Config{BufferSize: 100000, Overflow: Block, MaxInFlight: 4096, AckTimeout: 5 * time.Second, RetryWait: 250 * time.Millisecond,
-		Batch: 1000, Linger: 5 * time.Millisecond}
+		Batch: 1000, Linger: 5 * time.Millisecond, TenantBuffer: 25000, TenantSeries: 10}
 }
 
 // Validate names every bad field by its Go path (emit.Config.BufferSize).
@@ -85,6 +104,18 @@ func (c Config) Validate() error {
 	if c.Batch > 0 && c.Linger <= 0 {
 		errs = append(errs, errors.New("emit.Config.Linger: must be > 0 when Batch is set"))
 	}
+	if c.TenantBuffer < 0 {
+		errs = append(errs, errors.New("emit.Config.TenantBuffer: must be >= 0"))
+	}
+	if !(c.TenantRate >= 0 && c.TenantRate <= 1e9) {
+		errs = append(errs, errors.New("emit.Config.TenantRate: must be from 0 to 1e9 events/s"))
+	}
+	if c.TenantBurst < 0 {
+		errs = append(errs, errors.New("emit.Config.TenantBurst: must be >= 0"))
+	}
+	if c.TenantSeries < 0 {
+		errs = append(errs, errors.New("emit.Config.TenantSeries: must be >= 0"))
+	}
 	return errors.Join(errs...)
 }
 
@@ -98,10 +129,18 @@ type Stats struct {
 	Buffered  int64  // events accepted and not yet confirmed
 	LastError string // the last publish error, if any
 	FastBatch bool   // publishing through fast batches now (else async publish)
+	// TenantDeferrals counts the times a tenant's next event waited for
+	// TenantRate to allow it.
+	TenantDeferrals uint64
+	// TenantFull counts Emit calls that found their tenant's share of the
+	// buffer (TenantBuffer) full, and waited or dropped.
+	TenantFull uint64
 }
 
 type pending struct {
-	msg *nats.Msg
+	msg    *nats.Msg
+	tenant *tenantQueue
+	paid   bool // TenantRate was charged for it
 }
 
 // Emitter publishes events to JetStream. It is safe for concurrent use.
@@ -113,7 +152,8 @@ type Emitter struct {
 	mode  mode          // owned by the sender
 	fast  atomic.Bool   // mirrors mode.fast for Stats
 	slots chan struct{} // one per buffered event: the buffer bound
-	queue chan *pending
+	fair  *fairQueue    // accepted events, per tenant, taken in turn
+	due   *time.Timer   // the sender's wait for a deferred tenant
 	acks  chan inflight
 	done  chan struct{}
 	stop  context.Context // ends with done, for waits that take a context
@@ -154,7 +194,8 @@ func New(nc *nats.Conn, cfg Config) (*Emitter, error) {
 	e := &Emitter{
 		cfg: cfg, js: js, nc: nc, log: log.With("component", "emit"),
 		slots:    make(chan struct{}, cfg.BufferSize),
-		queue:    make(chan *pending, cfg.BufferSize),
+		fair:     newFairQueue(cfg.TenantRate, tenantBurst(cfg), tenantShare(cfg)),
+		due:      time.NewTimer(time.Hour),
 		acks:     make(chan inflight, cfg.MaxInFlight),
 		done:     make(chan struct{}),
 		idPrefix: hex.EncodeToString(rnd[:]),
@@ -164,6 +205,20 @@ func New(nc *nats.Conn, cfg Config) (*Emitter, error) {
 	go e.send()
 	go e.confirm()
 	return e, nil
+}
+
+func tenantShare(cfg Config) int {
+	if cfg.TenantBuffer >= cfg.BufferSize {
+		return 0
+	}
+	return cfg.TenantBuffer
+}
+
+func tenantBurst(cfg Config) int {
+	if cfg.TenantBurst > 0 {
+		return cfg.TenantBurst
+	}
+	return max(1, int(cfg.TenantRate))
 }
 
 // NewID returns a unique event id: a random per-process prefix, the time and
@@ -176,8 +231,11 @@ func (e *Emitter) NewID() string {
 }
 
 // Emit validates ev, fills id, time and service when empty, and buffers it.
-// It returns ErrBufferFull under the drop policy when the buffer is full,
-// and the context's error when blocking ran out of time.
+// It returns ErrBufferFull under the drop policy when the buffer is full
+// (ErrTenantBufferFull, which wraps it, when ev's tenant holds its
+// TenantBuffer share), and the context's error when blocking ran out of
+// time. Under the block policy a tenant past its share waits alone: other
+// tenants' calls go on.
 func (e *Emitter) Emit(ctx context.Context, ev event.Event) error {
 	// Close sets closed and then waits for emitting to reach 0, so a call
 	// either sees closed or is queued before Close flushes.
@@ -196,9 +254,17 @@ func (e *Emitter) Emit(ctx context.Context, ev event.Event) error {
 		e.invalid.Add(1)
 		return err
 	}
-	// The slot first: an event dropped because the buffer is full costs
-	// no id, no encoding and no allocation.
+	// The tenant's share and the slot first: an event dropped because the
+	// buffer is full costs no id and no encoding.
+	t, err := e.fair.admit(ctx, ev.TenantID, e.cfg.Overflow == Block, e.done)
+	if err != nil {
+		if !errors.Is(err, ErrClosed) {
+			e.dropped.Add(1)
+		}
+		return err
+	}
 	if err := e.acquire(ctx); err != nil {
+		e.fair.release(t)
 		return err
 	}
 	if ev.ID == "" {
@@ -206,7 +272,7 @@ func (e *Emitter) Emit(ctx context.Context, ev event.Event) error {
 	}
 	data := event.AppendJSON(make([]byte, 0, 256), &ev)
 	if len(data) > event.MaxSize {
-		<-e.slots
+		e.release(&pending{tenant: t})
 		e.invalid.Add(1)
 		return fmt.Errorf("emit: event is %d bytes, limit %d", len(data), event.MaxSize)
 	}
@@ -214,8 +280,41 @@ func (e *Emitter) Emit(ctx context.Context, ev event.Event) error {
 	msg.Data = data
 	msg.Header.Set(event.HeaderMsgID, ev.ID)
 	e.accepted.Add(1)
-	e.queue <- &pending{msg: msg} // never blocks: queue cap equals the slot count
+	e.fair.push(&pending{msg: msg, tenant: t}, false)
 	return nil
+}
+
+// release frees a confirmed event's slot and its tenant's share.
+func (e *Emitter) release(p *pending) {
+	<-e.slots
+	e.fair.release(p.tenant)
+}
+
+// dequeue returns the next event in the tenants' turn, waiting for one
+// until idle or deadline fires (nil, true) or the emitter stops (nil,
+// false). Nil channels never fire.
+func (e *Emitter) dequeue(idle, deadline <-chan time.Time) (*pending, bool) {
+	for {
+		p, due := e.fair.pop(time.Now())
+		if p != nil {
+			return p, true
+		}
+		var dueC <-chan time.Time
+		if !due.IsZero() {
+			e.due.Reset(time.Until(due))
+			dueC = e.due.C
+		}
+		select {
+		case <-e.fair.wake:
+		case <-dueC:
+		case <-idle:
+			return nil, true
+		case <-deadline:
+			return nil, true
+		case <-e.done:
+			return nil, false
+		}
+	}
 }
 
 // precheck refuses what the collector would dead-letter for certain, so a
@@ -283,12 +382,8 @@ func (e *Emitter) send() {
 		var p *pending
 		if len(retry) > 0 {
 			p, retry = retry[0], retry[1:]
-		} else {
-			select {
-			case <-e.done:
-				return
-			case p = <-e.queue:
-			}
+		} else if p, _ = e.dequeue(nil, nil); p == nil {
+			return
 		}
 		if !e.publishAsync(p) {
 			return
@@ -326,7 +421,7 @@ func (e *Emitter) confirm() {
 		select {
 		case <-in.f.Ok():
 			e.published.Add(1)
-			<-e.slots
+			e.release(in.p)
 		case err := <-in.f.Err():
 			e.fail(err)
 			go e.requeue(in.p)
@@ -336,18 +431,15 @@ func (e *Emitter) confirm() {
 	}
 }
 
-// requeue sends a failed event again after RetryWait. The event keeps its
-// slot, and the queue has room for every slot, so this never blocks long.
+// requeue sends a failed event again after RetryWait, first in its
+// tenant's queue. The event keeps its slot and its share.
 func (e *Emitter) requeue(p *pending) {
 	select {
 	case <-time.After(e.cfg.RetryWait):
 	case <-e.done:
 		return
 	}
-	select {
-	case e.queue <- p:
-	case <-e.done:
-	}
+	e.fair.push(p, true)
 }
 
 func (e *Emitter) fail(err error) { e.failN(err, 1) }
@@ -365,6 +457,7 @@ func (e *Emitter) Stats() Stats {
 		Invalid: e.invalid.Load(), Retries: e.retries.Load(), Buffered: int64(len(e.slots)),
 		FastBatch: e.fast.Load(),
 	}
+	s.TenantDeferrals, s.TenantFull = e.fair.counters()
 	if v, ok := e.lastErr.Load().(string); ok {
 		s.LastError = v
 	}

@@ -157,21 +157,14 @@ func (e *Emitter) sendBatch(retry []*pending) ([]*pending, bool) {
 		case len(retry) > 0:
 			p, retry = retry[0], retry[1:]
 		case len(batch) == 0:
-			select {
-			case p = <-e.queue:
-			case <-e.done:
+			if p, _ = e.dequeue(nil, nil); p == nil {
 				return retry, false
 			}
 		default:
-			select {
-			case p = <-e.queue:
-			default:
+			if p, _ = e.fair.pop(time.Now()); p == nil {
 				idle.Reset(e.cfg.Linger)
-				select {
-				case p = <-e.queue:
-				case <-idle.C:
-				case <-deadline:
-				case <-e.done:
+				var ok bool
+				if p, ok = e.dequeue(idle.C, deadline); !ok {
 					return retry, false
 				}
 			}
@@ -206,9 +199,9 @@ func (e *Emitter) sendBatch(retry []*pending) ([]*pending, bool) {
 		}
 	}
 	confirmed := int(min(acked, uint64(len(batch))))
-	for range confirmed {
+	for _, p := range batch[:confirmed] {
 		e.published.Add(1)
-		<-e.slots
+		e.release(p)
 	}
 	if failed == nil {
 		e.mode.failures = 0

@@ -13,6 +13,13 @@ import "github.com/prometheus/client_golang/prometheus"
 //	tenantguard_emitter_invalid_total    events refused by validation
 //	tenantguard_emitter_retries_total    publish attempts that failed and were retried
 //	tenantguard_emitter_fast_batch       1 while publishing through fast batches, 0 for async publish
+//	tenantguard_emitter_tenant_buffered{tenant}  events a tenant holds in the buffer, for the
+//	                                     Config.TenantSeries tenants holding most; the rest
+//	                                     summed under tenant="__overflow__"
+//	tenantguard_emitter_tenant_buffer_size  the share one tenant may hold (Config.TenantBuffer,
+//	                                     or BufferSize when unbounded)
+//	tenantguard_emitter_tenant_deferrals_total  times a tenant's next event waited for Config.TenantRate
+//	tenantguard_emitter_tenant_full_total  Emit calls that found their tenant's share full
 //
 // One emitter per registry; wrap reg with prometheus.WrapRegistererWith to
 // register a second one under a label.
@@ -24,7 +31,11 @@ type collector struct {
 	e                                              *Emitter
 	buffered, size, fast                           *prometheus.Desc
 	accepted, published, dropped, invalid, retries *prometheus.Desc
+	tenantBuffered, tenantSize, deferrals, full    *prometheus.Desc
 }
+
+// overflowTenant labels the sum over tenants outside the top series.
+const overflowTenant = "__overflow__"
 
 func newCollector(e *Emitter) *collector {
 	d := func(name, help string) *prometheus.Desc {
@@ -40,11 +51,18 @@ func newCollector(e *Emitter) *collector {
 		invalid:   d("invalid_total", "Events refused by validation before buffering."),
 		retries:   d("retries_total", "Publish attempts that failed and were retried."),
 		fast:      d("fast_batch", "1 while the emitter publishes through JetStream fast batches, 0 while it uses async publish."),
+		tenantBuffered: prometheus.NewDesc("tenantguard_emitter_tenant_buffered",
+			"Events a tenant holds in the emitter's buffer, for the tenants holding most; the rest summed under tenant=\"__overflow__\".",
+			[]string{"tenant"}, nil),
+		tenantSize: d("tenant_buffer_size", "Events one tenant may hold in the emitter's buffer (its share)."),
+		deferrals:  d("tenant_deferrals_total", "Times a tenant's next event waited for the per-tenant rate."),
+		full:       d("tenant_full_total", "Emit calls that found their tenant's share of the buffer full, and waited or dropped."),
 	}
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.buffered, c.size, c.accepted, c.published, c.dropped, c.invalid, c.retries, c.fast} {
+	for _, d := range []*prometheus.Desc{c.buffered, c.size, c.accepted, c.published, c.dropped, c.invalid, c.retries, c.fast,
+		c.tenantBuffered, c.tenantSize, c.deferrals, c.full} {
 		ch <- d
 	}
 }
@@ -69,4 +87,16 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		fast = 1
 	}
 	gauge(c.fast, fast)
+	share := c.e.cfg.BufferSize
+	if s := c.e.fair.share; s > 0 {
+		share = s
+	}
+	gauge(c.tenantSize, float64(share))
+	counter(c.deferrals, s.TenantDeferrals)
+	counter(c.full, s.TenantFull)
+	top, rest := c.e.fair.top(c.e.cfg.TenantSeries)
+	for _, t := range top {
+		ch <- prometheus.MustNewConstMetric(c.tenantBuffered, prometheus.GaugeValue, float64(t.Buffered), t.Tenant)
+	}
+	ch <- prometheus.MustNewConstMetric(c.tenantBuffered, prometheus.GaugeValue, float64(rest), overflowTenant)
 }
