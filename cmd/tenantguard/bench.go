@@ -5,6 +5,7 @@ import (
 	"os/signal"
 	"strconv"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -49,6 +50,44 @@ func newBenchCmd(a *app) *cobra.Command {
 	ingest.Flags().BoolVar(&dedup, "dedup-horizon", true, "run the collector with collector.dedup_horizon on or off, to measure its cost")
 	ingest.Flags().IntVar(&cfg.EmitBatch, "emit-batch", 1000, "events per fast batch of the load generator's emitter when the stream allows them; -1 publishes async only")
 	ingest.Flags().StringVar(&cfg.CollectorProfile, "collector-cpuprofile", "", "write a CPU profile of the collector process to this file")
-	cmd.AddCommand(ingest)
+	cmd.AddCommand(ingest, newBenchFloodCmd(a))
 	return cmd
+}
+
+func newBenchFloodCmd(a *app) *cobra.Command {
+	var cfg ingestbench.FloodConfig
+	flood := &cobra.Command{
+		Use:   "flood",
+		Short: "Fairness under a flood: other tenants' publish->queryable p99 without and then with one tenant at 10x capacity; exits 1 if a target is missed",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			bin, err := os.Executable()
+			if err != nil {
+				return err
+			}
+			cfg.Binary, cfg.Out = bin, a.stderr
+			res, err := ingestbench.RunFlood(ctx, cfg)
+			if err != nil {
+				return err
+			}
+			res.Print(a.stdout)
+			if err := res.Check(); err != nil {
+				return findings(err)
+			}
+			return nil
+		},
+	}
+	f := flood.Flags()
+	f.IntVar(&cfg.Tenants, "tenants", 1000, "tenants publishing normally")
+	f.Float64Var(&cfg.Capacity, "capacity", 0, "the pipeline's sustained events/s; 0 measures it first")
+	f.IntVar(&cfg.Calibrate, "calibrate", 200_000, "events of the unpaced run that measures capacity")
+	f.DurationVar(&cfg.Phase, "phase", 20*time.Second, "how long each phase publishes")
+	f.Float64Var(&cfg.Factor, "factor", 10, "the flooding tenant's offered rate, as a multiple of capacity")
+	f.Float64Var(&cfg.Load, "load", 0.5, "the other tenants' rate, as a share of capacity")
+	f.Float64Var(&cfg.TenantRate, "tenant-rate", 0, "the emitter's per-tenant rate (emit.Config.TenantRate); 0 means capacity/4, -1 none")
+	f.IntVar(&cfg.ProbeEvery, "probe-every", 100, "one normal event in this many is a latency probe")
+	f.IntVar(&cfg.EmitBatch, "emit-batch", 1000, "events per fast batch of the emitter when the stream allows them; -1 publishes async only")
+	return flood
 }

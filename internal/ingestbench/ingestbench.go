@@ -638,17 +638,22 @@ func quantiles(lat []time.Duration) (p50, p99 time.Duration) {
 	return lat[len(lat)/2], lat[len(lat)*99/100]
 }
 
-// probeEmitter turns one event in 500 into a probe.
+// probeEmitter turns one event in every (default 500) into a probe.
 type probeEmitter struct {
 	em     *emit.Emitter
 	n      int
+	every  int
 	prefix string
 	sent   map[string]time.Time
 }
 
 func (p *probeEmitter) Emit(ctx context.Context, e event.Event) error {
 	p.n++
-	if p.n%500 == 0 {
+	every := p.every
+	if every <= 0 {
+		every = 500
+	}
+	if p.n%every == 0 {
 		e.TenantID, e.ID = "probe", p.prefix+strconv.Itoa(p.n)
 		p.sent[e.ID] = time.Now()
 	}
