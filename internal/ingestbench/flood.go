@@ -202,7 +202,7 @@ func floodPhase(ctx context.Context, cfg FloodConfig, tenantRate float64, nc *na
 	if err != nil {
 		return emit.Stats{}, err
 	}
-	probes := &probeEmitter{em: em, every: cfg.ProbeEvery, sent: map[string]time.Time{}, prefix: fmt.Sprintf("probe-%d-", *total)}
+	probes := &probeEmitter{em: em, every: cfg.ProbeEvery, sent: map[string]time.Time{}, prefix: fmt.Sprintf("probe-p%d-", *total)}
 	pctx, stopPoll := context.WithCancel(ctx)
 	defer stopPoll()
 	var wg sync.WaitGroup
