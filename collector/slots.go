@@ -40,6 +40,11 @@ type slotRun struct {
 }
 
 func newSlots(c *Collector, runCtx context.Context) *slots {
+	// msgs is what keeps the slots fair: once it is full, each slot's
+	// feeder waits with one message, and a channel serves waiting senders
+	// in arrival order, so the slots take turns, one message each, and a
+	// flooded slot is at most the channel's depth ahead of the others
+	// (TestFloodedPartitionDoesNotHoldOthersBack).
 	return &slots{c: c, runCtx: runCtx, msgs: make(chan item, min(c.cfg.BatchMaxRows, 4096)),
 		failed: make(chan error, 1), running: map[int]*slotRun{}}
 }
