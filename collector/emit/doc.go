@@ -14,6 +14,16 @@
 // blocks or drops according to the overflow policy; drops and errors are
 // counted in Stats and never silent.
 //
+// Every tenant is served fairly. Accepted events wait in one queue per
+// tenant, and the sender takes them in turn, one event per tenant, into
+// its batches, so a tenant's burst does not delay the others' events. A
+// tenant may hold at most Config.TenantBuffer events of the buffer; past
+// that, Emit for that tenant alone blocks or drops, while other tenants'
+// calls go on. With Config.TenantRate set, the sender takes a tenant's
+// events no faster than that rate: a flooding tenant's events wait in its
+// share, and its Emit calls wait once the share is full, which pushes the
+// flood back at its source instead of into the usage stream.
+//
 // Correct voids or amends events already stored: it publishes the
 // corrections to the TENANTGUARD_CORRECTIONS stream, which the daemon
 // applies one request at a time, and waits for the outcome on an _INBOX.
