@@ -5,7 +5,7 @@ BIN       := bin/tenantguard
 PKGS      := ./...
 TESTFLAGS ?= -count=1 -timeout 45m
 
-.PHONY: all build deps demo test test-short bench bench-ingest fuzz vet lint clean
+.PHONY: all build deps demo test test-short bench bench-ingest bench-flood fuzz vet lint clean
 
 all: build
 
@@ -29,13 +29,17 @@ vet:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 
-# Go benchmarks of every package, then the end-to-end ingest benchmark.
+# Go benchmarks of every package, then the end-to-end ingest and flood benchmarks.
 bench: deps build
 	$(GO) test -run '^$$' -bench . -benchtime 1s -count 1 $(PKGS)
 	./$(BIN) bench ingest
+	./$(BIN) bench flood
 
 bench-ingest: deps build
 	./$(BIN) bench ingest
+
+bench-flood: deps build
+	./$(BIN) bench flood
 
 # Short runs of every fuzzer; the corpus lives in each package's testdata/fuzz.
 FUZZTIME ?= 60s
