@@ -66,7 +66,9 @@ type Config struct {
 	// stream faster than the collector drains it. 0 sets no rate. Default 0.
 	TenantRate float64
 	// TenantBurst is how many events a tenant may send at once above
-	// TenantRate. 0 means one second's worth of TenantRate. Default 0.
+	// TenantRate. 0 means a tenth of a second's worth of TenantRate (at
+	// least 1), so a flood's first burst is small next to the pipeline's
+	// capacity. Default 0.
 	TenantBurst int
 	// TenantSeries is how many tenants, those holding most events, get
 	// their own series in tenantguard_emitter_tenant_buffered; the rest are
@@ -218,7 +220,7 @@ func tenantBurst(cfg Config) int {
 	if cfg.TenantBurst > 0 {
 		return cfg.TenantBurst
 	}
-	return max(1, int(cfg.TenantRate))
+	return max(1, int(cfg.TenantRate/10))
 }
 
 // NewID returns a unique event id: a random per-process prefix, the time and

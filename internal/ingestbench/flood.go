@@ -364,6 +364,6 @@ func (r *FloodResult) Print(w io.Writer) {
 	fmt.Fprintf(w, "  flooding tenant      accepted %d (%.0f events/s of %.0f offered), stored %d, distinct ids %d, all stored %.1fs after the phase\n",
 		r.Flood.FloodAccepted, admitted, r.Flood.FloodOffered, r.Flood.FloodStored, r.Flood.FloodDistinct, r.Flood.FloodDrain.Seconds())
 	fmt.Fprintf(w, "  other tenants        %d events without the flood, %d with it, all stored\n", r.Calm.Sent, r.Flood.Sent)
-	fmt.Fprintf(w, "  emitter              %d deferrals by the tenant rate, %d Emit calls waited on a full tenant share, %d dropped\n",
+	fmt.Fprintf(w, "  emitter              %d deferrals by the tenant rate, %d Emit calls waited on a full tenant share, %d refused (calls still blocked when the phase ended)\n",
 		r.Emitter.TenantDeferrals, r.Emitter.TenantFull, r.Emitter.Dropped)
 }
