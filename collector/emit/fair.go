@@ -39,8 +39,9 @@ type fairQueue struct {
 	wake      chan struct{} // a token when events may be ready; cap 1
 }
 
-// tenantQueue is one tenant's state. It is forgotten once it holds nothing
-// and its token bucket is full again, so memory follows active tenants.
+// tenantQueue is one tenant's state. The sweep forgets it once it holds
+// nothing and its token bucket is full again, so memory follows the
+// tenants active in the last sweepEvery.
 type tenantQueue struct {
 	id      string
 	items   fifo[*pending]
@@ -76,7 +77,6 @@ func (q *fairQueue) admit(ctx context.Context, tenant string, block bool, done <
 		}
 		q.waits++
 		if !block {
-			q.forget(t, time.Now())
 			q.mu.Unlock()
 			return nil, ErrTenantBufferFull
 		}
@@ -96,7 +96,6 @@ func (q *fairQueue) admit(ctx context.Context, tenant string, block bool, done <
 		}
 		q.mu.Lock()
 		t.waiting--
-		q.forget(t, time.Now())
 		q.mu.Unlock()
 		if err != nil {
 			return nil, err
@@ -114,12 +113,12 @@ func (q *fairQueue) release(t *tenantQueue) {
 		close(t.space)
 		t.space = nil
 	}
-	q.forget(t, time.Now())
 }
 
 // forget drops t from the map when nothing refers to it any more and its
 // bucket is full, so a returning tenant gets no more than it would have.
-// Callers hold mu.
+// Only the sweep calls it: a tenant that comes back within sweepEvery
+// costs no allocation. Callers hold mu.
 func (q *fairQueue) forget(t *tenantQueue, now time.Time) {
 	if t.held > 0 || t.waiting > 0 || t.listed || t.items.len() > 0 {
 		return

@@ -3,6 +3,7 @@ package emit
 import (
 	"context"
 	"errors"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -186,5 +187,27 @@ func TestFifoPushFrontAndCompaction(t *testing.T) {
 	g.pushFront(0)
 	if a, b := g.pop(), g.pop(); a != 0 || b != 1 {
 		t.Errorf("got %d,%d, want 0,1", a, b)
+	}
+}
+
+// BenchmarkFairQueue is the fair queue's cost per event: admit, push, pop
+// and release, over 10k tenants.
+func BenchmarkFairQueue(b *testing.B) {
+	q := newFairQueue(0, 0, 25000)
+	tenants := make([]string, 10000)
+	for i := range tenants {
+		tenants[i] = "t" + strconv.Itoa(i)
+	}
+	msg := &nats.Msg{}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		t, _ := q.admit(context.Background(), tenants[i%len(tenants)], true, nil)
+		q.push(&pending{msg: msg, tenant: t}, false)
+		if i%100 == 99 { // the sender takes events in bursts
+			for p, _ := q.pop(time.Now()); p != nil; p, _ = q.pop(time.Now()) {
+				q.release(p.tenant)
+			}
+		}
 	}
 }
