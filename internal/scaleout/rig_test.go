@@ -207,6 +207,9 @@ pricing:
   tenants:
     %s: capped
 anomaly:
+  # Spend caps are checked at each evaluation: the capped tenant spends
+  # 0.25%% of its cap per second, so a threshold alerts within 0.5%% of it.
+  eval_interval: 2s
   plans:
     # The capped tenant's history was free: its cost baseline is next to
     # nothing, and the cost detector would take its first priced minutes
@@ -232,6 +235,13 @@ func (r *rig) start(t *testing.T, rep *replica) {
 	rep.proc = testenv.StartProc(t, rep.name, exec.Command(r.bin, "run", "--config", r.config),
 		"TENANTGUARD_METRICS_LISTEN="+rep.metrics, "TENANTGUARD_API_LISTEN="+rep.api)
 	rep.started = time.Now()
+	proc := rep.proc
+	t.Cleanup(func() { // before StartProc's cleanup stops it
+		if dir := os.Getenv("SCALEOUT_LOGS"); dir != "" && t.Failed() {
+			name := filepath.Join(dir, rep.name+"-"+strconv.Itoa(proc.Pid())+".log")
+			_ = os.WriteFile(name, []byte(strings.Join(proc.Grep(""), "\n")), 0o644)
+		}
+	})
 }
 
 var joinedRE = regexp.MustCompile(`msg=joined.* replica=(\S+)|replica=(\S+).* msg=joined`)

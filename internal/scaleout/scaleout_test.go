@@ -84,8 +84,8 @@ func TestScaleOut(t *testing.T) {
 	victim := r.holderOf(t, js, noisyID)
 	victim.kill(t)
 	handover := r.waitConsumed(t, victim.killed, 60*time.Second)
-	t.Logf("SIGKILL %s (%s) -> its tenants consumed by another replica in %s (lease_ttl 3s, ack_wait %s)",
-		victim.name, victim.id(), handover.Round(10*time.Millisecond), ackWait)
+	t.Logf("SIGKILL %s (%s) at %s -> its tenants consumed by another replica in %s (lease_ttl 3s, ack_wait %s)",
+		victim.name, victim.id(), victim.killed.Format("15:04:05.000"), handover.Round(10*time.Millisecond), ackWait)
 	if limit := ackWait + 5*time.Second; handover > limit {
 		t.Errorf("handover took %s, want at most ack_wait + 5 s = %s", handover, limit)
 	}
