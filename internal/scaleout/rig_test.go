@@ -69,7 +69,7 @@ type replica struct {
 // newRig starts the servers, seeds three hours of history ending at the
 // start of the live traffic, writes the replicas' config and starts n
 // replicas, waiting for each to be ready.
-func newRig(t *testing.T, n int, natsURL string, streamReplicas int) *rig {
+func newRig(t *testing.T, n int, natsURL string, natsReplicas int) *rig {
 	t.Helper()
 	r := &rig{natsURL: natsURL, bin: testenv.Binary(t)}
 	r.cluster, r.db = testenv.ClickHouseShards(t)
@@ -94,7 +94,7 @@ func newRig(t *testing.T, n int, natsURL string, streamReplicas int) *rig {
 	r.cap = perSec.Mul(decimal.NewFromInt(400)).Round(2)
 	r.prior = r.cap.Mul(decimal.RequireFromString("0.65"))
 	r.seedPriorSpend(t, now)
-	r.writeConfig(t, streamReplicas)
+	r.writeConfig(t, natsReplicas)
 	r.alerts = watchAlerts(t, natsURL)
 
 	for i := range n {
@@ -169,8 +169,9 @@ func (r *rig) seedPriorSpend(t *testing.T, now time.Time) {
 	}
 }
 
-// writeConfig writes the config every replica runs with.
-func (r *rig) writeConfig(t *testing.T, streamReplicas int) {
+// writeConfig writes the config every replica runs with; natsReplicas is
+// the replica count of the streams and buckets.
+func (r *rig) writeConfig(t *testing.T, natsReplicas int) {
 	t.Helper()
 	dir := t.TempDir()
 	keyFile := filepath.Join(dir, "decisions.key")
@@ -218,11 +219,12 @@ anomaly:
 advisor:
   enabled: false
 decisions:
+  replicas: %d
   signing_key_file: %q
 log:
   level: info
-`, r.natsURL, addrs[0], r.db, r.cluster.Name, addrs[0], addrs[1], partitions, streamReplicas,
-		computePrice.String(), cappedPrice.String(), r.cap.StringFixed(2), cappedID(), keyFile)
+`, r.natsURL, addrs[0], r.db, r.cluster.Name, addrs[0], addrs[1], partitions, natsReplicas,
+		computePrice.String(), cappedPrice.String(), r.cap.StringFixed(2), cappedID(), natsReplicas, keyFile)
 	r.config = filepath.Join(dir, "tenantguard.yaml")
 	if err := os.WriteFile(r.config, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)

@@ -29,17 +29,18 @@ import (
 // ackWait is collector.ack_wait in the replicas' config.
 const ackWait = 5 * time.Second
 
-// TestScaleOut runs three replicas on one NATS and two ClickHouse shards
-// through a replica crash: see the package documentation and
+// TestScaleOut runs three replicas on a 3-node NATS cluster (R3 streams
+// and buckets) and two ClickHouse shards through a replica crash and the
+// crash of the usage stream's leader: see the package documentation and
 // docs/scale-out.md ("Tested").
 func TestScaleOut(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs three daemons for about three minutes")
 	}
 	began := time.Now()
-	ns := testenv.NATS(t)
-	r := newRig(t, 3, ns.URL, 1)
-	nc := testenv.Connect(t, ns.URL, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	ns := testenv.NATSClusterOf(t, 3)
+	r := newRig(t, 3, ns.URL(), 3)
+	nc := testenv.Connect(t, ns.URL(), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
@@ -83,7 +84,7 @@ func TestScaleOut(t *testing.T) {
 	// SIGKILL the replica owning the noisy and the capped tenant, mid-stream.
 	victim := r.holderOf(t, js, noisyID)
 	victim.kill(t)
-	handover := r.waitConsumed(t, victim.killed, 60*time.Second)
+	handover := r.waitConsumed(t, victim.killed, []string{noisyID, cappedID()}, 60*time.Second)
 	t.Logf("SIGKILL %s (%s) at %s -> its tenants consumed by another replica in %s (lease_ttl 3s, ack_wait %s)",
 		victim.name, victim.id(), victim.killed.Format("15:04:05.000"), handover.Round(10*time.Millisecond), ackWait)
 	if limit := ackWait + 5*time.Second; handover > limit {
@@ -103,6 +104,24 @@ func TestScaleOut(t *testing.T) {
 	r.waitReady(t, victim)
 	took = r.waitBalanced(t, js, r.replicas, 30*time.Second)
 	t.Logf("%s restarted as %s: ready in %s, balanced %s later", victim.name, victim.id(), victim.ready.Sub(victim.started).Round(10*time.Millisecond), took.Round(100*time.Millisecond))
+
+	// Kill the node that leads the usage stream; bring it back 10 s later.
+	leader := ns.KillStreamLeader(t, event.UsageStream)
+	leaderKilled := time.Now()
+	var all []string
+	for _, tl := range tenants() {
+		all = append(all, tl.ID)
+	}
+	resumed := r.waitConsumed(t, leaderKilled, all, 60*time.Second)
+	t.Logf("SIGKILL of NATS node %s (the %s leader) at %s -> events stored again %s later", ns.NodeName(leader), event.UsageStream,
+		leaderKilled.Format("15:04:05.000"), resumed.Round(10*time.Millisecond))
+	time.Sleep(time.Until(leaderKilled.Add(10 * time.Second)))
+	ns.RestartNode(t, leader)
+	if problem := r.balanced(t, js, r.replicas); problem != "" {
+		t.Logf("after the leader kill: %s (waiting)", problem)
+	}
+	took = r.waitBalanced(t, js, r.replicas, 30*time.Second)
+	t.Logf("node %s back; replicas balanced", ns.NodeName(leader))
 
 	// Run until the capped tenant reached its cap.
 	full := r.waitAlert(t, func(a anomaly.Alert) bool {
@@ -153,23 +172,23 @@ func waitDecision(t *testing.T, kv jetstream.KeyValue, tenant string, timeout ti
 	return limiter.Decision{}
 }
 
-// waitConsumed measures the handover after a kill at killed: the time
-// until an event of the noisy or the capped tenant sent after the kill is
-// stored (the dead replica could not have stored it).
-func (r *rig) waitConsumed(t *testing.T, killed time.Time, timeout time.Duration) time.Duration {
+// waitConsumed measures the recovery from a kill at killed: the time
+// until an event of one of tenants sent after the kill is stored (a
+// killed replica could not have stored it).
+func (r *rig) waitConsumed(t *testing.T, killed time.Time, tenants []string, timeout time.Duration) time.Duration {
 	t.Helper()
 	after := killed.Truncate(time.Second).Add(time.Second)
 	for time.Since(killed) < timeout {
 		var n uint64
-		r.query(t, "SELECT count() FROM "+r.db+".events WHERE tenant_id IN (?, ?) AND time >= ?", func(rows driver.Rows) error {
+		r.query(t, "SELECT count() FROM "+r.db+".events WHERE has(?, tenant_id) AND time >= ?", func(rows driver.Rows) error {
 			return rows.Scan(&n)
-		}, noisyID, cappedID(), after)
+		}, tenants, after)
 		if n > 0 {
 			return time.Since(killed)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	t.Fatalf("no event of %s or %s stored %s after the kill", noisyID, cappedID(), timeout)
+	t.Fatalf("no event of %v stored %s after the kill", tenants, timeout)
 	return 0
 }
 
@@ -350,7 +369,10 @@ func (r *rig) checkDecisions(t *testing.T, kv jetstream.KeyValue) {
 		return nil
 	})
 	ids := map[string]map[string]bool{}
-	want := 2 * rateOf(noisyID)
+	// The tenant's whole traffic: its requests and its compute_seconds
+	// events, every kind counts.
+	whole := rateOf(noisyID) * (1 + computeShare)
+	want := 2 * whole
 	for _, x := range rows {
 		if ids[x.tenant] == nil {
 			ids[x.tenant] = map[string]bool{}
@@ -362,7 +384,7 @@ func (r *rig) checkDecisions(t *testing.T, kv jetstream.KeyValue) {
 				t.Errorf("%s: decision %s from %s, want throttle from anomaly", noisyID, x.action, x.source)
 			}
 			if math.Abs(x.rate-want) > 0.15*want {
-				t.Errorf("%s: throttled to %.3g/s, want 2 x its whole traffic %.3g/s = %.3g/s ± 15%%", noisyID, x.rate, rateOf(noisyID), want)
+				t.Errorf("%s: throttled to %.3g/s, want 2 x its whole traffic %.3g/s = %.3g/s ± 15%%", noisyID, x.rate, whole, want)
 			}
 		case cappedID():
 			if x.source != string(limiter.SourceSpendCap) {
@@ -389,7 +411,7 @@ func (r *rig) checkDecisions(t *testing.T, kv jetstream.KeyValue) {
 	if want := []string{cappedID(), noisyID}; !slices.Equal(live, want) {
 		t.Errorf("decisions bucket keys %v, want %v", live, want)
 	}
-	t.Logf("decisions: %d puts in the audit trail; live keys %v", len(rows), live)
+	t.Logf("decisions: %d puts in the audit trail (%s throttled to 2 x %.3g/s = %.3g/s); live keys %v", len(rows), noisyID, whole, want, live)
 }
 
 // checkBilling exports [liveFrom, liveTo) with `tenantguard export billing`
