@@ -27,9 +27,18 @@ type UsageRow struct {
 // order of minute, tenant and kind. It stops at fn's first error and
 // returns it.
 func (s *Store) Rollups(ctx context.Context, from, to time.Time, fn func(UsageRow) error) error {
+	return s.rollups(ctx, nil, from, to, fn)
+}
+
+// rollups is Rollups, of only the tenants of only when it is not nil.
+func (s *Store) rollups(ctx context.Context, only []string, from, to time.Time, fn func(UsageRow) error) error {
+	ctx, filter, err := onlyTenants(ctx, only)
+	if err != nil || ctx == nil {
+		return err
+	}
 	rows, err := s.conn.Query(ctx, `SELECT tenant_id, kind, minute, sum(count), sum(quantity), toFloat64(sum(cost)),
        sum(errors), sum(latency_count), quantilesTDigestMerge(0.5, 0.95, 0.99)(latency)
-FROM `+s.Table("usage_1m")+` WHERE minute >= ? AND minute < ?
+FROM `+s.Table("usage_1m")+` WHERE minute >= ? AND minute < ?`+filter+`
 GROUP BY tenant_id, kind, minute ORDER BY minute, tenant_id, kind`, from.UTC(), to.UTC())
 	if err != nil {
 		return fmt.Errorf("query usage_1m: %w", err)
@@ -64,8 +73,18 @@ type HourlyCount struct {
 // in [from, to), in order of tenant and hour. Hours without events have no
 // row.
 func (s *Store) HourlyCounts(ctx context.Context, from, to time.Time, fn func(HourlyCount) error) error {
+	return s.hourlyCounts(ctx, nil, from, to, fn)
+}
+
+// hourlyCounts is HourlyCounts, of only the tenants of only when it is
+// not nil.
+func (s *Store) hourlyCounts(ctx context.Context, only []string, from, to time.Time, fn func(HourlyCount) error) error {
+	ctx, filter, err := onlyTenants(ctx, only)
+	if err != nil || ctx == nil {
+		return err
+	}
 	rows, err := s.conn.Query(ctx, `SELECT tenant_id, toStartOfHour(minute) AS h, sum(count)
-FROM `+s.Table("usage_1m")+` WHERE minute >= ? AND minute < ?
+FROM `+s.Table("usage_1m")+` WHERE minute >= ? AND minute < ?`+filter+`
 GROUP BY tenant_id, h ORDER BY tenant_id, h`, from.UTC(), to.UTC())
 	if err != nil {
 		return fmt.Errorf("query hourly usage: %w", err)
