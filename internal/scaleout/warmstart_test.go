@@ -11,6 +11,7 @@ import (
 
 	"github.com/tenantguard/tenantguard/anomaly"
 	"github.com/tenantguard/tenantguard/collector/event"
+	"github.com/tenantguard/tenantguard/collector/store"
 	"github.com/tenantguard/tenantguard/internal/testenv"
 	"github.com/tenantguard/tenantguard/internal/teststore"
 )
@@ -53,6 +54,35 @@ func TestWarmStartManyTenants(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("seeded %d tenants: %d hourly and %d minute rollups in %s", n, n*hours, n*minutes, time.Since(seedAt).Round(100*time.Millisecond))
+
+	// The two big reads alone, and ClickHouse's share of them (the same
+	// query counted on the server, nothing sent).
+	hourlyQ := "SELECT count() FROM (SELECT tenant_id, toStartOfHour(minute) AS h, sum(count) FROM " + db + ".usage_1m " +
+		"WHERE minute >= ? AND minute < ? GROUP BY tenant_id, h ORDER BY tenant_id, h)"
+	rollupQ := "SELECT count() FROM (SELECT tenant_id, kind, minute, sum(count), sum(quantity), toFloat64(sum(cost)), sum(errors), " +
+		"sum(latency_count), quantilesTDigestMerge(0.5, 0.95, 0.99)(latency) FROM " + db + ".usage_1m " +
+		"WHERE minute >= ? AND minute < ? GROUP BY tenant_id, kind, minute ORDER BY minute, tenant_id, kind)"
+	server := func(q string, from, to time.Time) time.Duration {
+		at := time.Now()
+		var c uint64
+		if err := st.Conn().QueryRow(ctx, q, from, to).Scan(&c); err != nil {
+			t.Fatal(err)
+		}
+		return time.Since(at)
+	}
+	readAt := time.Now()
+	if err := st.HourlyCounts(ctx, histFrom, recentFrom, func(store.HourlyCount) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	hourly := time.Since(readAt)
+	readAt = time.Now()
+	if err := st.Rollups(ctx, recentFrom, now.Truncate(time.Minute), func(store.UsageRow) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	rollups := time.Since(readAt)
+	t.Logf("reads of every tenant: hourly counts %s (ClickHouse %s), recent rollups %s (ClickHouse %s)",
+		hourly.Round(10*time.Millisecond), server(hourlyQ, histFrom, recentFrom).Round(10*time.Millisecond),
+		rollups.Round(10*time.Millisecond), server(rollupQ, recentFrom, now.Truncate(time.Minute)).Round(10*time.Millisecond))
 
 	d, err := anomaly.New(cfg, &anomaly.Recorder{})
 	if err != nil {
