@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -44,9 +45,40 @@ func (k Kept) String() string {
 // replicas is the count a config asks for; JetStream reads 0 as 1.
 func replicas(n int) int { return max(n, 1) }
 
+// AnswerWait bounds one look-up-and-create-or-update of a stream or
+// bucket; Stream and Bucket ask again, within their context, when it
+// passes unanswered. A cluster answers only one of several equal creates
+// of a stream in flight at once (replicas that start together create the
+// same streams and buckets): the others would wait for their whole
+// context. Asked again, they find the stream and update it, which is
+// answered.
+const AnswerWait = 2 * time.Second
+
+// askAgain runs do with AnswerWait per attempt until it is answered (an
+// error other than its deadline, or success) or ctx ends.
+func askAgain(ctx context.Context, do func(context.Context) error) error {
+	for {
+		actx, cancel := context.WithTimeout(ctx, AnswerWait)
+		err := do(actx)
+		cancel()
+		if err == nil || ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) {
+			return err
+		}
+	}
+}
+
 // Stream creates sc's stream, or updates it to sc, keeping an existing
 // stream's higher replica count. kept is nil unless it kept one.
 func Stream(ctx context.Context, js jetstream.JetStream, sc jetstream.StreamConfig) (kept *Kept, err error) {
+	err = askAgain(ctx, func(ctx context.Context) error {
+		var err error
+		kept, err = stream(ctx, js, sc)
+		return err
+	})
+	return kept, err
+}
+
+func stream(ctx context.Context, js jetstream.JetStream, sc jetstream.StreamConfig) (kept *Kept, err error) {
 	s, err := js.Stream(ctx, sc.Name)
 	switch {
 	case err == nil:
@@ -66,6 +98,15 @@ func Stream(ctx context.Context, js jetstream.JetStream, sc jetstream.StreamConf
 // Bucket creates kc's bucket, or updates it to kc, keeping an existing
 // bucket's higher replica count. kept is nil unless it kept one.
 func Bucket(ctx context.Context, js jetstream.JetStream, kc jetstream.KeyValueConfig) (kept *Kept, err error) {
+	err = askAgain(ctx, func(ctx context.Context) error {
+		var err error
+		kept, err = bucket(ctx, js, kc)
+		return err
+	})
+	return kept, err
+}
+
+func bucket(ctx context.Context, js jetstream.JetStream, kc jetstream.KeyValueConfig) (kept *Kept, err error) {
 	kv, err := js.KeyValue(ctx, kc.Bucket)
 	switch {
 	case err == nil:

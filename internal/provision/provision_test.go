@@ -78,3 +78,58 @@ func TestStreamKeepsHigherReplicas(t *testing.T) {
 		}
 	}
 }
+
+// TestConcurrentCreatesAllAnswered: replicas that start together create
+// the same R3 stream and bucket at once, each through another node. The
+// server answers only one of two equal creates in flight; every caller
+// still gets its stream and bucket well within the daemon's 10 s attempt.
+func TestConcurrentCreatesAllAnswered(t *testing.T) {
+	c := testenv.NATSClusterOf(t, 3)
+	const callers = 3
+	var jss []jetstream.JetStream
+	for i := range callers {
+		nc, err := nats.Connect(c.NodeURL(i % c.Nodes()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		js, err := jetstream.New(nc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		jss = append(jss, js)
+	}
+	for _, tc := range []struct {
+		name   string
+		create func(context.Context, jetstream.JetStream) error
+	}{
+		{"stream", func(ctx context.Context, js jetstream.JetStream) error {
+			_, err := Stream(ctx, js, jetstream.StreamConfig{Name: "S", Subjects: []string{"s.>"}, Replicas: 3})
+			return err
+		}},
+		{"bucket", func(ctx context.Context, js jetstream.JetStream) error {
+			_, err := Bucket(ctx, js, jetstream.KeyValueConfig{Bucket: "b", Replicas: 3, TTL: time.Minute})
+			return err
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			errs := make(chan error, callers)
+			start := time.Now()
+			for _, js := range jss {
+				go func() {
+					ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+					defer cancel()
+					errs <- tc.create(ctx, js)
+				}()
+			}
+			for range callers {
+				if err := <-errs; err != nil {
+					t.Errorf("%s after %s: %v", tc.name, time.Since(start).Round(time.Millisecond), err)
+				}
+			}
+			if took := time.Since(start); took > 8*time.Second {
+				t.Errorf("%d concurrent creates took %s, want each answered within a few seconds", callers, took.Round(time.Millisecond))
+			}
+		})
+	}
+}
