@@ -239,6 +239,9 @@ func (r *rig) start(t *testing.T, rep *replica) {
 	rep.started = time.Now()
 	proc := rep.proc
 	t.Cleanup(func() { // before StartProc's cleanup stops it
+		if lines := proc.Grep("level=WARN", "level=ERROR"); len(lines) > 0 {
+			t.Logf("%s (pid %d) logged %d warnings or errors, the first ones:\n%s", rep.name, proc.Pid(), len(lines), strings.Join(lines[:min(len(lines), 8)], "\n"))
+		}
 		if dir := os.Getenv("SCALEOUT_LOGS"); dir != "" && t.Failed() {
 			name := filepath.Join(dir, rep.name+"-"+strconv.Itoa(proc.Pid())+".log")
 			_ = os.WriteFile(name, []byte(strings.Join(proc.Grep(""), "\n")), 0o644)
