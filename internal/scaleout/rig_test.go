@@ -71,7 +71,10 @@ type replica struct {
 // replicas, waiting for each to be ready.
 func newRig(t *testing.T, n int, natsURL string, natsReplicas int) *rig {
 	t.Helper()
+	at := time.Now()
 	r := &rig{natsURL: natsURL, bin: testenv.Binary(t)}
+	built := time.Since(at)
+	at = time.Now()
 	r.cluster, r.db = testenv.ClickHouseShards(t)
 	teststore.OnCluster(t, r.cluster, r.db) // migrates both shards
 	r.ch = r.cluster.Shards[0].Conn(t, r.db)
@@ -85,7 +88,8 @@ func newRig(t *testing.T, n int, natsURL string, natsReplicas int) *rig {
 	r.liveFrom = now.Add(25 * time.Second).Truncate(time.Second)
 	began := time.Now()
 	rows := r.seed(t, now.Add(-3*time.Hour).Truncate(time.Hour), r.liveFrom)
-	t.Logf("seeded %d past events of %d tenants in %s", rows, numTenants, time.Since(began).Round(100*time.Millisecond))
+	t.Logf("binary built in %s, ClickHouse shards up and migrated in %s; seeded %d past events of %d tenants in %s",
+		built.Round(100*time.Millisecond), began.Sub(at).Round(100*time.Millisecond), rows, numTenants, time.Since(began).Round(100*time.Millisecond))
 
 	// The capped tenant starts at 65% of its cap and spends 0.1 x cap
 	// every 40 s: 70% about 20 s into the live traffic (before the kill),
@@ -104,9 +108,11 @@ func newRig(t *testing.T, n int, natsURL string, natsReplicas int) *rig {
 		r.replicas = append(r.replicas, rep)
 		r.start(t, rep)
 	}
+	at = time.Now()
 	for _, rep := range r.replicas { // they start in parallel
 		r.waitReady(t, rep)
 	}
+	t.Logf("%d replicas ready in %s", n, time.Since(at).Round(100*time.Millisecond))
 	return r
 }
 

@@ -39,6 +39,7 @@ func TestScaleOut(t *testing.T) {
 	}
 	began := time.Now()
 	ns := testenv.NATSClusterOf(t, 3)
+	t.Logf("3-node NATS cluster up in %s", time.Since(began).Round(100*time.Millisecond))
 	r := newRig(t, 3, ns.URL(), 3)
 	nc := testenv.Connect(t, ns.URL(), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
 	js, err := jetstream.New(nc)
