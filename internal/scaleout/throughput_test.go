@@ -2,6 +2,7 @@ package scaleout
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"os/exec"
 	"strconv"
@@ -71,8 +72,15 @@ func drain(t *testing.T, bin string, k, n int) float64 {
 		m := nats.NewMsg(event.Subject(e.TenantID, e.Kind))
 		m.Data = event.AppendJSON(nil, &e)
 		m.Header.Set(event.HeaderMsgID, e.ID)
-		if _, err := js.PublishMsgAsync(m); err != nil {
-			t.Fatal(err)
+		for {
+			_, err := js.PublishMsgAsync(m)
+			if err == nil {
+				break
+			}
+			if !errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
+				t.Fatal(err)
+			}
+			time.Sleep(10 * time.Millisecond) // 4096 acks outstanding: let some come back
 		}
 	}
 	select {
