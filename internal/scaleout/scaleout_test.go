@@ -65,10 +65,12 @@ func TestScaleOut(t *testing.T) {
 		}
 	}()
 
-	// Steady state: one owner per slot, the gauges agree.
+	// Steady state: one owner per slot, the gauges agree (a lease renewal
+	// that timed out on a loaded machine may still be moving a slot).
 	time.Sleep(10 * time.Second)
 	if problem := r.balanced(t, js, r.replicas); problem != "" {
-		t.Fatalf("steady state: %s", problem)
+		t.Logf("steady state: %s (waiting)", problem)
+		r.waitBalanced(t, js, r.replicas, 20*time.Second)
 	}
 
 	// The noisy tenant's spike, until its throttle decision is live.
