@@ -78,6 +78,12 @@ func NewDecisionsPublisher(ctx context.Context, nc *nats.Conn, dc decide.Config,
 	return pub, nil
 }
 
+// provisionAttempt bounds one attempt of ProvisionNATS at start. It
+// creates or updates six streams and buckets, each request asked again
+// after provision.AnswerWait unanswered; replicas that start together on
+// a loaded machine need more than 10 s for all six.
+const provisionAttempt = 30 * time.Second
+
 // ProvisionNATS creates or updates every stream and bucket tenantguard
 // uses, as cfg configures them: TENANTGUARD_USAGE, TENANTGUARD_DLQ and
 // TENANTGUARD_CORRECTIONS and the partition leases bucket

@@ -14,8 +14,8 @@ import (
 
 // TestReplicasProvisionTogether: three replicas started at once on a
 // fresh 3-node cluster all provision the R3 streams and buckets in one
-// attempt each (the daemon gives an attempt 10 s), as a deployment that
-// starts its replicas together does.
+// attempt each (provisionAttempt), as a deployment that starts its
+// replicas together does, and in seconds.
 func TestReplicasProvisionTogether(t *testing.T) {
 	c := testenv.NATSClusterOf(t, 3)
 	cfg := DefaultConfig()
@@ -42,7 +42,7 @@ func TestReplicasProvisionTogether(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			ctx, cancel := context.WithTimeout(context.Background(), provisionAttempt)
 			defer cancel()
 			_, errs[i] = ProvisionNATS(ctx, js, cfg)
 			took[i] = time.Since(start)
@@ -52,6 +52,9 @@ func TestReplicasProvisionTogether(t *testing.T) {
 	for i := range replicas {
 		if errs[i] != nil {
 			t.Errorf("replica %d: provisioning failed after %s: %v", i+1, took[i].Round(time.Millisecond), errs[i])
+		}
+		if took[i] > 15*time.Second {
+			t.Errorf("replica %d: provisioning took %s, want seconds", i+1, took[i].Round(time.Millisecond))
 		}
 	}
 	t.Logf("3 replicas provisioned the R3 streams and buckets together in %v", took)

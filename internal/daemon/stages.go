@@ -45,7 +45,7 @@ func (d *Daemon) startStages(ctx context.Context, ready *readiness) error {
 		return err
 	}
 	ready.waitingFor("the NATS streams and buckets")
-	if err := retryUntil(ctx, log, "daemon", "nats streams and buckets", 10*time.Second, func(ctx context.Context) error {
+	if err := retryUntil(ctx, log, "daemon", "nats streams and buckets", provisionAttempt, func(ctx context.Context) error {
 		kept, err := ProvisionNATS(ctx, d.js, cfg)
 		if err == nil {
 			for _, k := range kept {

@@ -82,7 +82,7 @@ func TestStreamKeepsHigherReplicas(t *testing.T) {
 // TestConcurrentCreatesAllAnswered: replicas that start together create
 // the same R3 stream and bucket at once, each through another node. The
 // server answers only one of two equal creates in flight; every caller
-// still gets its stream and bucket well within the daemon's 10 s attempt.
+// still gets its stream and bucket in seconds, not after its deadline.
 func TestConcurrentCreatesAllAnswered(t *testing.T) {
 	c := testenv.NATSClusterOf(t, 3)
 	const callers = 3
