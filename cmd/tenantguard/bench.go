@@ -30,11 +30,14 @@ func newBenchCmd(a *app) *cobra.Command {
 			}
 			cfg.Binary, cfg.Out = bin, a.stderr
 			cfg.CollectorEnv = append(cfg.CollectorEnv, "TENANTGUARD_COLLECTOR_DEDUP_HORIZON="+strconv.FormatBool(dedup))
-			stopProfile, err := startCPUProfile(cpuProfile)
-			if err != nil {
-				return err
+			if cpuProfile != "" {
+				f, err := os.Create(cpuProfile)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				cfg.CPUProfile = f
 			}
-			defer stopProfile()
 			res, err := ingestbench.Run(ctx, cfg)
 			if err != nil {
 				return err
@@ -46,9 +49,10 @@ func newBenchCmd(a *app) *cobra.Command {
 	ingest.Flags().IntVar(&cfg.Events, "events", 1_000_000, "events through the pipeline")
 	ingest.Flags().IntVar(&cfg.Tenants, "tenants", 10_000, "distinct tenants")
 	ingest.Flags().IntVar(&cfg.RawN, "raw", 0, "messages/rows for each raw ceiling (default = --events)")
-	ingest.Flags().StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the load generator and embedded NATS to this file")
+	ingest.Flags().StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the load generator and embedded NATS during the throughput phase to this file")
 	ingest.Flags().BoolVar(&dedup, "dedup-horizon", true, "run the collector with collector.dedup_horizon on or off, to measure its cost")
 	ingest.Flags().IntVar(&cfg.EmitBatch, "emit-batch", 1000, "events per fast batch of the load generator's emitter when the stream allows them; -1 publishes async only")
+	ingest.Flags().StringArrayVar(&cfg.CollectorEnv, "collector-env", nil, "KEY=VALUE added to the collector's environment, e.g. TENANTGUARD_COLLECTOR_BATCH_MIN_WAIT=200ms (repeatable)")
 	ingest.Flags().StringVar(&cfg.CollectorProfile, "collector-cpuprofile", "", "write a CPU profile of the collector process to this file")
 	cmd.AddCommand(ingest, newBenchFloodCmd(a))
 	return cmd

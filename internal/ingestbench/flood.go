@@ -130,7 +130,7 @@ func RunFlood(ctx context.Context, cfg FloodConfig) (*FloodResult, error) {
 	}
 	defer st.Close()
 	icfg := Config{Tenants: cfg.Tenants, EmitBatch: cfg.EmitBatch, Binary: cfg.Binary, CollectorEnv: cfg.CollectorEnv, Dir: cfg.Dir}
-	collector, err := startCollector(icfg, ns.ClientURL(), ch.Addr)
+	collector, _, err := startCollector(icfg, ns.ClientURL(), ch.Addr)
 	if err != nil {
 		return nil, err
 	}

@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"sort"
 	"strconv"
 	"strings"
@@ -44,6 +45,10 @@ type Config struct {
 	Tenants int    // distinct tenants (default 10,000)
 	RawN    int    // messages/rows for each raw ceiling (default = Events)
 	Binary  string // tenantguard binary to run as the collector
+	// CPUProfile, when set, receives a CPU profile of this process (the
+	// load generator, the emitter and the embedded NATS server) during the
+	// throughput phase only, the span the CPU figures cover.
+	CPUProfile io.Writer
 	// CollectorProfile, when set, is where the collector writes a CPU profile.
 	CollectorProfile string
 	// CollectorEnv is added to the collector's environment, for settings
@@ -79,6 +84,8 @@ type Result struct {
 	RawAckAllPerSec  float64
 	BareInsertPerSec float64
 	BareInsertBlock  int
+	// Work is what ClickHouse and the collector did in the throughput phase.
+	Work ServerWork
 }
 
 // Run executes the benchmark and prints progress to cfg.Out.
@@ -157,7 +164,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	defer st.Close()
 	logf("pipeline: %d events across %d tenants, loadgen -> JetStream -> collector -> ClickHouse", cfg.Events, cfg.Tenants)
-	collector, err := startCollector(cfg, ns.ClientURL(), ch.Addr)
+	collector, metricsURL, err := startCollector(cfg, ns.ClientURL(), ch.Addr)
 	if err != nil {
 		return nil, err
 	}
@@ -168,9 +175,21 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err := waitStream(ctx, nc); err != nil {
 		return nil, err
 	}
+	counters0, err := chCounters(ctx, st)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.CPUProfile != nil {
+		if err := pprof.StartCPUProfile(cfg.CPUProfile); err != nil {
+			return nil, err
+		}
+	}
 	cpu0 := [3]float64{procCPU(collector.Pid()), procCPU(ch.PID()), selfCPU()}
 	start := time.Now()
 	lat, fast, err := pipeline(ctx, cfg, nc, st, 0, cfg.Events, uint64(cfg.Events), logf)
+	if cfg.CPUProfile != nil {
+		pprof.StopCPUProfile()
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -179,6 +198,14 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	res.CPUCollector = procCPU(collector.Pid()) - cpu0[0]
 	res.CPUClickHouse = procCPU(ch.PID()) - cpu0[1]
 	res.CPULoadgenNATS = selfCPU() - cpu0[2]
+	counters1, err := chCounters(ctx, st)
+	if err != nil {
+		return nil, err
+	}
+	res.Work = serverWork(counters0, counters1)
+	if sum, n, err := scrapeHistogram(ctx, metricsURL, "tenantguard_collector_batch_rows"); err == nil && n > 0 {
+		res.Work.CollectorBatches, res.Work.CollectorRowsPerInsert = n, sum/n
+	}
 	res.EventsPerSec = float64(cfg.Events) / res.Seconds
 	res.Probes = len(lat)
 	res.P50, res.P99 = quantiles(lat)
@@ -204,6 +231,9 @@ func (r *Result) Print(w io.Writer) {
 	perEvent := func(sec float64) float64 { return sec / float64(r.Events) * 1e6 }
 	fmt.Fprintf(w, "  CPU during the run     collector %.1fs (%.1f µs/event)  ClickHouse %.1fs (%.1f µs/event)  loadgen+embedded NATS %.1fs (%.1f µs/event)\n",
 		r.CPUCollector, perEvent(r.CPUCollector), r.CPUClickHouse, perEvent(r.CPUClickHouse), r.CPULoadgenNATS, perEvent(r.CPULoadgenNATS))
+	w2 := r.Work
+	fmt.Fprintf(w, "  ClickHouse's work      %d inserts (the collector's: %.0f, %.0f rows each)  %d selects  %.0f MiB read  %d merges of %d rows in %.1fs  query threads' user CPU %.1fs\n",
+		w2.Inserts, w2.CollectorBatches, w2.CollectorRowsPerInsert, w2.Selects, float64(w2.ReadBytes)/(1<<20), w2.Merges, w2.MergedRows, w2.MergeSeconds, w2.QueryUserSeconds)
 	fmt.Fprintf(w, "raw ceilings, same run:\n")
 	fmt.Fprintf(w, "  JetStream async publish  %10.0f msgs/s   pipeline ratio %.2f\n", r.RawPublishPerSec, r.EventsPerSec/r.RawPublishPerSec)
 	path := "async publish"
@@ -515,21 +545,23 @@ func rawInsert(ctx context.Context, addr string, n, tenants int) (float64, error
 
 // startCollector starts `tenantguard run` against the servers, its
 // output in collector.log under cfg.Dir.
-func startCollector(cfg Config, natsURL, chAddr string) (*childproc.Proc, error) {
+func startCollector(cfg Config, natsURL, chAddr string) (proc *childproc.Proc, metricsURL string, err error) {
 	args := []string{"run"}
 	if cfg.CollectorProfile != "" {
 		args = append(args, "--cpuprofile", cfg.CollectorProfile)
 	}
 	cmd := exec.Command(cfg.Binary, args...)
 	cmd.Dir = cfg.Dir // no ./tenantguard.yaml there
+	metrics := "127.0.0.1:" + strconv.Itoa(freePort())
 	env := append([]string{
 		"TENANTGUARD_NATS_URL=" + natsURL,
 		"TENANTGUARD_CLICKHOUSE_ADDR=" + chAddr,
-		"TENANTGUARD_METRICS_LISTEN=127.0.0.1:" + strconv.Itoa(freePort()),
+		"TENANTGUARD_METRICS_LISTEN=" + metrics,
 		"TENANTGUARD_API_LISTEN=127.0.0.1:" + strconv.Itoa(freePort()),
 		"TENANTGUARD_LOG_LEVEL=warn",
 	}, cfg.CollectorEnv...)
-	return childproc.Start("collector", cmd, filepath.Join(cfg.Dir, "collector.log"), env...)
+	proc, err = childproc.Start("collector", cmd, filepath.Join(cfg.Dir, "collector.log"), env...)
+	return proc, "http://" + metrics + "/metrics", err
 }
 
 // waitTable waits until the collector has migrated the schema.
