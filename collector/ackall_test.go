@@ -250,6 +250,7 @@ func TestBatchesAdaptToLoad(t *testing.T) {
 	r := newRig(t, nil)
 	cfg := testConfig()
 	cfg.BatchMinWait, cfg.BatchMaxWait = 5*time.Millisecond, 20*time.Second
+	cfg.BatchMinInterval = 0 // each idle event follows the previous flush at once
 	_, reg := r.startWithRegistry(t, cfg)
 	waitRows(t, r.store, 0, time.Second)
 	for i := range 5 {
@@ -284,4 +285,48 @@ func TestBatchesAdaptToLoad(t *testing.T) {
 	if avg := rows / float64(batches); avg < 100 {
 		t.Fatalf("burst stored in batches of %.0f rows on average, want batches that grow with the load (>= 100)", avg)
 	}
+}
+
+// TestBatchMinIntervalSpacesFlushes: under a steady trickle, flushes come
+// at most once per batch_min_interval (a few large ClickHouse blocks, not
+// one per insert round trip), and an event after a quiet spell longer than
+// the interval is still stored within batch_min_wait plus an insert.
+func TestBatchMinIntervalSpacesFlushes(t *testing.T) {
+	r := newRig(t, nil)
+	cfg := testConfig()
+	cfg.BatchMinWait, cfg.BatchMaxWait, cfg.BatchMinInterval = 5*time.Millisecond, 5*time.Second, 400*time.Millisecond
+	_, reg := r.startWithRegistry(t, cfg)
+	waitRows(t, r.store, 0, time.Second)
+	const rounds, each = 100, 20 // 2000 events over about 2 s
+	start := time.Now()
+	for i := range rounds {
+		publish(t, r.js, "steady-", i*each, each, 50)
+		time.Sleep(20 * time.Millisecond)
+	}
+	spent := time.Since(start)
+	waitRows(t, r.store, rounds*each, 30*time.Second)
+	batches, rows := batchRowsHistogram(t, reg)
+	if rows != rounds*each {
+		t.Fatalf("got %.0f rows in batches, want %d", rows, rounds*each)
+	}
+	if most := uint64(spent/cfg.BatchMinInterval) + 2; batches > most {
+		t.Fatalf("got %d batches for %.0f events over %s, want at most %d (one per batch_min_interval %s)",
+			batches, rows, spent.Round(time.Millisecond), most, cfg.BatchMinInterval)
+	}
+	t.Logf("%d events over %s stored in %d batches", rounds*each, spent.Round(time.Millisecond), batches)
+
+	time.Sleep(2 * cfg.BatchMinInterval)
+	quiet := time.Now()
+	publish(t, r.js, "after-quiet-", 0, 1, 1)
+	for {
+		if n, _ := counts(t, r.store); n == rounds*each+1 {
+			break
+		}
+		if got := time.Since(quiet); got >= cfg.BatchMinInterval {
+			t.Fatalf("event after a quiet spell not stored %s after its publish, want within batch_min_wait plus an insert (batch_min_interval %s)",
+				got.Round(time.Millisecond), cfg.BatchMinInterval)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Logf("event after a quiet spell queryable %s after its publish was acked", time.Since(quiet).Round(time.Millisecond))
 }

@@ -190,16 +190,19 @@ type item struct {
 }
 
 // loop batches the slots' messages and flushes a batch when it is full
-// (batch_max_rows), when it has waited batch_min_wait and no message is
-// waiting (idle: small batches, stored fast), or at batch_max_wait. Under
-// load, messages arrive during each flush, so batches grow with the load up
-// to batch_max_rows.
+// (batch_max_rows), when it has waited batch_min_wait, or until
+// batch_min_interval after the previous flush ended if that is later, and
+// no message is waiting (idle: small batches, stored fast), or at
+// batch_max_wait. Under load, messages arrive during each flush and the
+// interval, so batches grow with the load up to batch_max_rows.
 func (c *Collector) loop(ctx context.Context, msgs <-chan item) error {
 	b := newBatch(c.cfg.BatchMaxRows)
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	var barrier chan struct{}
-	lingered := false // the batch is batch_min_wait old; the timer runs to batch_max_wait
+	lingered := false // the batch has waited its first wait; the timer runs to batch_max_wait
+	var wait time.Duration
+	var lastFlush time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -211,7 +214,8 @@ func (c *Collector) loop(ctx context.Context, msgs <-chan item) error {
 				break
 			}
 			if len(b.msgs) == 0 {
-				timer.Reset(c.cfg.BatchMinWait)
+				wait = c.firstWait(time.Since(lastFlush))
+				timer.Reset(wait)
 				lingered = false
 			}
 			c.add(b, it.msg, it.verifyUpTo)
@@ -222,15 +226,19 @@ func (c *Collector) loop(ctx context.Context, msgs <-chan item) error {
 		case <-timer.C:
 			if !lingered && len(msgs) > 0 {
 				lingered = true
-				timer.Reset(c.cfg.BatchMaxWait - c.cfg.BatchMinWait)
+				timer.Reset(c.cfg.BatchMaxWait - wait)
 				continue
 			}
 		}
+		flushed := len(b.msgs) > 0
 		if err := c.flush(ctx, b); err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
 			return err
+		}
+		if flushed {
+			lastFlush = time.Now()
 		}
 		b.reset()
 		if barrier != nil {
@@ -238,6 +246,14 @@ func (c *Collector) loop(ctx context.Context, msgs <-chan item) error {
 			barrier = nil
 		}
 	}
+}
+
+// firstWait is how long a batch whose first message arrives sinceFlush
+// after the previous flush ended waits before it may be flushed:
+// batch_min_wait, or the rest of batch_min_interval if that is longer, and
+// never past batch_max_wait.
+func (c *Collector) firstWait(sinceFlush time.Duration) time.Duration {
+	return min(max(c.cfg.BatchMinWait, c.cfg.BatchMinInterval-sinceFlush), c.cfg.BatchMaxWait)
 }
 
 // watchPending reports the owned consumers' backlog every few seconds.

@@ -31,6 +31,13 @@ type Config struct {
 	// arriving during each insert and batches grow towards BatchMaxRows.
 	// Default 5ms.
 	BatchMinWait time.Duration `mapstructure:"batch_min_wait"`
+	// BatchMinInterval is the least time from the end of one flush to the
+	// next, unless a batch fills up (batch_max_rows) or reaches
+	// batch_max_wait: under a steady load ClickHouse gets a block or two a
+	// second, each a part to write, merge and search, instead of one per
+	// insert round trip. A first event after a quiet spell still waits
+	// only batch_min_wait. 0 to 1m. Default 500ms.
+	BatchMinInterval time.Duration `mapstructure:"batch_min_interval"`
 	// BatchMaxWait flushes a non-empty batch after this long even while
 	// messages keep arriving. Default 500ms.
 	BatchMaxWait time.Duration `mapstructure:"batch_max_wait"`
@@ -82,19 +89,20 @@ const MaxLateness = 365 * 24 * time.Hour
 // DefaultConfig returns the defaults documented on Config.
 func DefaultConfig() Config {
 	return Config{
-		Durable:       "tenantguard-collector",
-		Partitions:    16,
-		LeaseTTL:      5 * time.Second,
-		BatchMaxRows:  50000,
-		BatchMinWait:  5 * time.Millisecond,
-		BatchMaxWait:  500 * time.Millisecond,
-		AckWait:       30 * time.Second,
-		MaxAckPending: 100000,
-		RetryMin:      200 * time.Millisecond,
-		RetryMax:      10 * time.Second,
-		StallTimeout:  2 * time.Minute,
-		Lateness:      event.DefaultLateness,
-		DedupHorizon:  true,
+		Durable:          "tenantguard-collector",
+		Partitions:       16,
+		LeaseTTL:         5 * time.Second,
+		BatchMaxRows:     50000,
+		BatchMinWait:     5 * time.Millisecond,
+		BatchMaxWait:     500 * time.Millisecond,
+		BatchMinInterval: 500 * time.Millisecond,
+		AckWait:          30 * time.Second,
+		MaxAckPending:    100000,
+		RetryMin:         200 * time.Millisecond,
+		RetryMax:         10 * time.Second,
+		StallTimeout:     2 * time.Minute,
+		Lateness:         event.DefaultLateness,
+		DedupHorizon:     true,
 		Stream: StreamConfig{
 			DuplicateWindow: 2 * time.Minute,
 			MaxAge:          72 * time.Hour,
@@ -119,6 +127,7 @@ func (c Config) Validate() error {
 	check(c.BatchMaxRows > 0 && c.BatchMaxRows <= 1_000_000, "batch_max_rows", "must be 1 to 1000000")
 	check(c.BatchMinWait > 0 && c.BatchMinWait <= c.BatchMaxWait, "batch_min_wait", "must be > 0 and <= batch_max_wait")
 	check(c.BatchMaxWait > 0 && c.BatchMaxWait <= time.Minute, "batch_max_wait", "must be > 0 and <= 1m")
+	check(c.BatchMinInterval >= 0 && c.BatchMinInterval <= time.Minute, "batch_min_interval", "must be 0 to 1m")
 	check(c.AckWait >= time.Second && c.AckWait <= 12*time.Hour, "ack_wait", "must be 1s to 12h")
 	check(c.MaxAckPending > c.BatchMaxRows && c.MaxAckPending <= 10_000_000, "max_ack_pending", "must be greater than batch_max_rows and at most 10000000")
 	check(c.RetryMin > 0 && c.RetryMax >= c.RetryMin, "retry_min", "must be > 0 and <= retry_max")
