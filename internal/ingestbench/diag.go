@@ -9,8 +9,11 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
+	"github.com/tenantguard/tenantguard/collector/event"
+	"github.com/tenantguard/tenantguard/collector/loadgen"
 	"github.com/tenantguard/tenantguard/collector/store"
 )
 
@@ -95,4 +98,75 @@ func scrapeHistogram(ctx context.Context, url, name string) (sum, count float64,
 		*dst = v
 	}
 	return sum, count, sc.Err()
+}
+
+// The bench's own queries: the latency probes' poll and the wait for the
+// last row.
+const (
+	probeQuery = "SELECT id FROM tenantguard.events WHERE tenant_id = 'probe' AND time >= now() - 600"
+	countQuery = "SELECT count() FROM tenantguard.events"
+)
+
+// benchPolls counts the bench's own queries during a phase.
+type benchPolls struct{ probes, counts atomic.Int64 }
+
+// priceBenchQueries estimates the ClickHouse CPU seconds of probes probe
+// polls and counts row counts: it runs up to 200 of each against the
+// table as the run left it and scales the server's CPU per query, less
+// its CPU over as long a spell without queries.
+func priceBenchQueries(ctx context.Context, st *store.Store, chPID int, probes, counts int64) (float64, error) {
+	price := func(q string, n int64) (float64, error) {
+		k := min(n, 200)
+		if k == 0 {
+			return 0, nil
+		}
+		cpu0, start := procCPU(chPID), time.Now()
+		for range k {
+			rows, err := st.Conn().Query(ctx, q)
+			if err != nil {
+				return 0, fmt.Errorf("price the bench's queries: %w", err)
+			}
+			for rows.Next() {
+			}
+			rows.Close()
+		}
+		busy, spent := procCPU(chPID)-cpu0, time.Since(start)
+		// What the server does meanwhile anyway (merges of the run's
+		// parts) is measured over as long a quiet spell and taken off.
+		cpu1 := procCPU(chPID)
+		select {
+		case <-time.After(spent):
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+		idle := procCPU(chPID) - cpu1
+		return max(busy-idle, 0) / float64(k) * float64(n), nil
+	}
+	p, err := price(probeQuery, probes)
+	if err != nil {
+		return 0, err
+	}
+	c, err := price(countQuery, counts)
+	return p + c, err
+}
+
+// discard is an emitter that drops every event.
+type discard struct{}
+
+func (discard) Emit(context.Context, event.Event) error { return nil }
+
+// generatorCPU is this process's CPU seconds to generate cfg.Events events
+// as the throughput phase does, handing each to an emitter that drops it.
+func generatorCPU(ctx context.Context, cfg Config) (float64, error) {
+	lc := loadgen.DefaultConfig()
+	lc.Tenants, lc.Count, lc.TenantPrefix, lc.Seed = cfg.Tenants, cfg.Events, "t", uint64(cfg.Events)
+	gen, err := loadgen.NewGenerator(lc)
+	if err != nil {
+		return 0, err
+	}
+	cpu0 := selfCPU()
+	if _, err := gen.Run(ctx, discard{}, nil); err != nil {
+		return 0, err
+	}
+	return selfCPU() - cpu0, nil
 }

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -147,7 +148,7 @@ func RunFlood(ctx context.Context, cfg FloodConfig) (*FloodResult, error) {
 		logf("calibration: %d events unpaced across %d tenants", cfg.Calibrate, cfg.Tenants)
 		total = uint64(cfg.Calibrate)
 		start := time.Now()
-		if _, _, err := pipeline(ctx, icfg, nc, st, 0, cfg.Calibrate, total, logf); err != nil {
+		if _, _, err := pipeline(ctx, icfg, nc, st, 0, cfg.Calibrate, total, &benchPolls{}, logf); err != nil {
 			return nil, err
 		}
 		res.Capacity, res.Measured = float64(cfg.Calibrate)/time.Since(start).Seconds(), true
@@ -208,7 +209,7 @@ func floodPhase(ctx context.Context, cfg FloodConfig, tenantRate float64, nc *na
 	var wg sync.WaitGroup
 	var seen map[string]time.Time
 	wg.Add(1)
-	go func() { defer wg.Done(); seen = pollProbes(pctx, st) }()
+	go func() { defer wg.Done(); seen = pollProbes(pctx, st, new(atomic.Int64)) }()
 
 	phaseCtx, endPhase := context.WithTimeout(ctx, cfg.Phase)
 	defer endPhase()

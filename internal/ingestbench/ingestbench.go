@@ -20,6 +20,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -86,6 +87,15 @@ type Result struct {
 	BareInsertBlock  int
 	// Work is what ClickHouse and the collector did in the throughput phase.
 	Work ServerWork
+	// The bench's own queries in the throughput phase (latency probes and
+	// the wait for the last row), and the ClickHouse CPU they are
+	// estimated to have cost, included in CPUClickHouse.
+	ProbePolls, CountPolls int64
+	// CPUGenerator is the load generator's own work for Events events
+	// (building them, no emitter), measured alone before the run; the
+	// same work is inside CPULoadgenNATS.
+	CPUGenerator    float64
+	CPUBenchQueries float64
 }
 
 // Run executes the benchmark and prints progress to cfg.Out.
@@ -175,6 +185,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err := waitStream(ctx, nc); err != nil {
 		return nil, err
 	}
+	if res.CPUGenerator, err = generatorCPU(ctx, cfg); err != nil {
+		return nil, err
+	}
 	counters0, err := chCounters(ctx, st)
 	if err != nil {
 		return nil, err
@@ -186,7 +199,8 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	cpu0 := [3]float64{procCPU(collector.Pid()), procCPU(ch.PID()), selfCPU()}
 	start := time.Now()
-	lat, fast, err := pipeline(ctx, cfg, nc, st, 0, cfg.Events, uint64(cfg.Events), logf)
+	var polls benchPolls
+	lat, fast, err := pipeline(ctx, cfg, nc, st, 0, cfg.Events, uint64(cfg.Events), &polls, logf)
 	if cfg.CPUProfile != nil {
 		pprof.StopCPUProfile()
 	}
@@ -203,6 +217,10 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		return nil, err
 	}
 	res.Work = serverWork(counters0, counters1)
+	res.ProbePolls, res.CountPolls = polls.probes.Load(), polls.counts.Load()
+	if res.CPUBenchQueries, err = priceBenchQueries(ctx, st, ch.PID(), res.ProbePolls, res.CountPolls); err != nil {
+		return nil, err
+	}
 	if sum, n, err := scrapeHistogram(ctx, metricsURL, "tenantguard_collector_batch_rows"); err == nil && n > 0 {
 		res.Work.CollectorBatches, res.Work.CollectorRowsPerInsert = n, sum/n
 	}
@@ -212,7 +230,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	res.PacedRate = min(100000, float64(int(res.EventsPerSec*0.6/1000))*1000)
 	paced := int(res.PacedRate * 10)
 	logf("latency phase: %d events paced at %.0f events/s", paced, res.PacedRate)
-	lat, _, err = pipeline(ctx, cfg, nc, st, res.PacedRate, paced, uint64(cfg.Events+paced), logf)
+	lat, _, err = pipeline(ctx, cfg, nc, st, res.PacedRate, paced, uint64(cfg.Events+paced), &benchPolls{}, logf)
 	if err != nil {
 		return nil, err
 	}
@@ -231,6 +249,10 @@ func (r *Result) Print(w io.Writer) {
 	perEvent := func(sec float64) float64 { return sec / float64(r.Events) * 1e6 }
 	fmt.Fprintf(w, "  CPU during the run     collector %.1fs (%.1f µs/event)  ClickHouse %.1fs (%.1f µs/event)  loadgen+embedded NATS %.1fs (%.1f µs/event)\n",
 		r.CPUCollector, perEvent(r.CPUCollector), r.CPUClickHouse, perEvent(r.CPUClickHouse), r.CPULoadgenNATS, perEvent(r.CPULoadgenNATS))
+	fmt.Fprintf(w, "  the load generator's own event building %.1fs (%.1f µs/event, measured alone before the run): in loadgen+embedded NATS above, not the pipeline's; without it %.1f µs/event\n",
+		r.CPUGenerator, perEvent(r.CPUGenerator), perEvent(max(r.CPULoadgenNATS-r.CPUGenerator, 0)))
+	fmt.Fprintf(w, "  the bench's own queries  %d probe polls, %d row counts: ClickHouse about %.1fs (%.1f µs/event, priced by repeating them after the run); ClickHouse without them %.1f µs/event\n",
+		r.ProbePolls, r.CountPolls, r.CPUBenchQueries, perEvent(r.CPUBenchQueries), perEvent(max(r.CPUClickHouse-r.CPUBenchQueries, 0)))
 	w2 := r.Work
 	fmt.Fprintf(w, "  ClickHouse's work      %d inserts (the collector's: %.0f, %.0f rows each)  %d selects  %.0f MiB read  %d merges of %d rows in %.1fs  query threads' user CPU %.1fs\n",
 		w2.Inserts, w2.CollectorBatches, w2.CollectorRowsPerInsert, w2.Selects, float64(w2.ReadBytes)/(1<<20), w2.Merges, w2.MergedRows, w2.MergeSeconds, w2.QueryUserSeconds)
@@ -598,7 +620,7 @@ func waitStream(ctx context.Context, nc *nats.Conn) error {
 // holds total rows, and returns the publish->queryable latency of probes:
 // one event in 500 goes to tenant "probe" with a recorded publish time. It
 // also says whether the emitter published through fast batches.
-func pipeline(ctx context.Context, cfg Config, nc *nats.Conn, st *store.Store, rate float64, count int, total uint64, logf func(string, ...any)) ([]time.Duration, bool, error) {
+func pipeline(ctx context.Context, cfg Config, nc *nats.Conn, st *store.Store, rate float64, count int, total uint64, polls *benchPolls, logf func(string, ...any)) ([]time.Duration, bool, error) {
 	lc := loadgen.DefaultConfig()
 	lc.Tenants, lc.Rate, lc.Count, lc.TenantPrefix, lc.Seed = cfg.Tenants, rate, count, "t", total
 	gen, err := loadgen.NewGenerator(lc)
@@ -621,7 +643,7 @@ func pipeline(ctx context.Context, cfg Config, nc *nats.Conn, st *store.Store, r
 	var wg sync.WaitGroup
 	var seen map[string]time.Time
 	wg.Add(1)
-	go func() { defer wg.Done(); seen = pollProbes(pctx, st) }()
+	go func() { defer wg.Done(); seen = pollProbes(pctx, st, &polls.probes) }()
 	start := time.Now()
 	if _, err := gen.Run(ctx, probes, func(p loadgen.Progress) {
 		logf("  sent %d  %.0f ev/s", p.Sent, p.Rate)
@@ -639,9 +661,10 @@ func pipeline(ctx context.Context, cfg Config, nc *nats.Conn, st *store.Store, r
 	logf("  %d events confirmed by JetStream after %.1fs (emitter: %s); waiting for ClickHouse", count, time.Since(start).Seconds(), path)
 	for {
 		var n uint64
-		if err := st.Conn().QueryRow(ctx, "SELECT count() FROM tenantguard.events").Scan(&n); err != nil {
+		if err := st.Conn().QueryRow(ctx, countQuery).Scan(&n); err != nil {
 			return nil, false, err
 		}
+		polls.counts.Add(1)
 		if n >= total {
 			break
 		}
@@ -693,10 +716,12 @@ func (p *probeEmitter) Emit(ctx context.Context, e event.Event) error {
 }
 
 // pollProbes records when each probe first becomes queryable.
-func pollProbes(ctx context.Context, st *store.Store) map[string]time.Time {
+// n counts the polls.
+func pollProbes(ctx context.Context, st *store.Store, n *atomic.Int64) map[string]time.Time {
 	seen := map[string]time.Time{}
 	for ctx.Err() == nil {
-		rows, err := st.Conn().Query(ctx, "SELECT id FROM tenantguard.events WHERE tenant_id = 'probe' AND time >= now() - 600")
+		n.Add(1)
+		rows, err := st.Conn().Query(ctx, probeQuery)
 		if err == nil {
 			now := time.Now()
 			for rows.Next() {
