@@ -159,7 +159,7 @@ func (discard) Emit(context.Context, event.Event) error { return nil }
 // as the throughput phase does, handing each to an emitter that drops it.
 func generatorCPU(ctx context.Context, cfg Config) (float64, error) {
 	lc := loadgen.DefaultConfig()
-	lc.Tenants, lc.Count, lc.TenantPrefix, lc.Seed = cfg.Tenants, cfg.Events, "t", uint64(cfg.Events)
+	lc.Tenants, lc.Rate, lc.Count, lc.TenantPrefix, lc.Seed = cfg.Tenants, 0, cfg.Events, "t", uint64(cfg.Events)
 	gen, err := loadgen.NewGenerator(lc)
 	if err != nil {
 		return 0, err
