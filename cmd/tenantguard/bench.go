@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"syscall"
 	"time"
@@ -29,6 +30,12 @@ func newBenchCmd(a *app) *cobra.Command {
 				return err
 			}
 			cfg.Binary, cfg.Out = bin, a.stderr
+			if cfg.CollectorProfile != "" {
+				// The collector runs in the bench's scratch directory.
+				if cfg.CollectorProfile, err = filepath.Abs(cfg.CollectorProfile); err != nil {
+					return err
+				}
+			}
 			cfg.CollectorEnv = append(cfg.CollectorEnv, "TENANTGUARD_COLLECTOR_DEDUP_HORIZON="+strconv.FormatBool(dedup))
 			if cpuProfile != "" {
 				f, err := os.Create(cpuProfile)
