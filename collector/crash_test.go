@@ -92,6 +92,9 @@ func TestCollectorCrashesLoseAndDuplicateNothing(t *testing.T) {
 			if from > 0 {
 				publish(t, r.js, "c-", from-500, 500, tenants) // retries of the previous chunk
 			}
+			// Paced, so that the stream lasts past the third kill however
+			// fast JetStream takes the chunks.
+			time.Sleep(150 * time.Millisecond)
 		}
 	}()
 	kills, midStream, interrupted := 0, 0, 0
