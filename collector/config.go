@@ -24,7 +24,7 @@ type Config struct {
 	LeaseTTL time.Duration `mapstructure:"lease_ttl"`
 	// BatchMaxRows flushes a batch at this many events: the largest block
 	// written to ClickHouse, and the bound on the collector's memory (about
-	// 1 KiB per buffered event). Default 20000, which keeps the collector
+	// 1 KiB per buffered event). Default 15000, which keeps the collector
 	// under 256 MiB at saturation.
 	BatchMaxRows int `mapstructure:"batch_max_rows"`
 	// BatchMinWait flushes a batch once it is this old and no message is
@@ -93,7 +93,7 @@ func DefaultConfig() Config {
 		Durable:          "tenantguard-collector",
 		Partitions:       16,
 		LeaseTTL:         5 * time.Second,
-		BatchMaxRows:     20000,
+		BatchMaxRows:     15000,
 		BatchMinWait:     5 * time.Millisecond,
 		BatchMaxWait:     500 * time.Millisecond,
 		BatchMinInterval: 500 * time.Millisecond,
