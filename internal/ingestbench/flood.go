@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -19,8 +17,6 @@ import (
 	"github.com/tenantguard/tenantguard/collector/event"
 	"github.com/tenantguard/tenantguard/collector/loadgen"
 	"github.com/tenantguard/tenantguard/collector/store"
-	"github.com/tenantguard/tenantguard/internal/chserver"
-	"github.com/tenantguard/tenantguard/internal/natsserver"
 )
 
 // floodTenant is the tenant that floods.
@@ -100,31 +96,14 @@ func RunFlood(ctx context.Context, cfg FloodConfig) (*FloodResult, error) {
 	if cfg.ProbeEvery <= 0 {
 		cfg.ProbeEvery = 100
 	}
-	if cfg.Dir == "" {
-		d, err := os.MkdirTemp("", "tenantguard-bench-")
-		if err != nil {
-			return nil, err
-		}
-		defer os.RemoveAll(d)
-		cfg.Dir = d
+	srv, err := startServers(cfg.Dir)
+	if err != nil {
+		return nil, err
 	}
+	defer srv.stop()
+	cfg.Dir = srv.dir
+	ns, ch, nc := srv.ns, srv.ch, srv.nc
 	logf := func(format string, args ...any) { fmt.Fprintf(cfg.Out, format+"\n", args...) }
-
-	ns, err := natsserver.Start(natsserver.Options{StoreDir: filepath.Join(cfg.Dir, "nats"), MaxStore: 16 << 30})
-	if err != nil {
-		return nil, err
-	}
-	defer ns.Shutdown()
-	ch, err := chserver.Start(filepath.Join(cfg.Dir, "clickhouse"), freePort(), freePort())
-	if err != nil {
-		return nil, err
-	}
-	defer ch.Stop()
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		return nil, err
-	}
-	defer nc.Close()
 	st, err := openStore(ctx, ch.Addr, "tenantguard")
 	if err != nil {
 		return nil, err

@@ -36,8 +36,6 @@ import (
 	"github.com/tenantguard/tenantguard/collector/pricing"
 	"github.com/tenantguard/tenantguard/collector/store"
 	"github.com/tenantguard/tenantguard/internal/childproc"
-	"github.com/tenantguard/tenantguard/internal/chserver"
-	"github.com/tenantguard/tenantguard/internal/natsserver"
 )
 
 // Config sizes the run.
@@ -109,31 +107,14 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if cfg.RawN <= 0 {
 		cfg.RawN = cfg.Events
 	}
-	if cfg.Dir == "" {
-		d, err := os.MkdirTemp("", "tenantguard-bench-")
-		if err != nil {
-			return nil, err
-		}
-		defer os.RemoveAll(d)
-		cfg.Dir = d
+	srv, err := startServers(cfg.Dir)
+	if err != nil {
+		return nil, err
 	}
+	defer srv.stop()
+	cfg.Dir = srv.dir
+	ns, ch, nc := srv.ns, srv.ch, srv.nc
 	logf := func(format string, args ...any) { fmt.Fprintf(cfg.Out, format+"\n", args...) }
-
-	ns, err := natsserver.Start(natsserver.Options{StoreDir: filepath.Join(cfg.Dir, "nats"), MaxStore: 16 << 30})
-	if err != nil {
-		return nil, err
-	}
-	defer ns.Shutdown()
-	ch, err := chserver.Start(filepath.Join(cfg.Dir, "clickhouse"), freePort(), freePort())
-	if err != nil {
-		return nil, err
-	}
-	defer ch.Stop()
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		return nil, err
-	}
-	defer nc.Close()
 	res := &Result{Events: cfg.Events}
 
 	logf("raw JetStream async publish of %d messages...", cfg.RawN)
