@@ -23,7 +23,7 @@ import (
 // ShardingKeys returns the sharding key of each table's Distributed layer,
 // by table.
 // A tenant's rows share a shard: its events and corrections feed the
-// usage_1m rows beside them through the views, and a ReplacingMergeTree
+// usage_1m and usage_1h rows beside them through the views, and a ReplacingMergeTree
 // key (anomalies, pg_findings) never spans shards, so FINAL on the
 // Distributed table is exact. billing_exports shards by export, so one
 // export is one insert into one shard and is recorded whole.
@@ -31,6 +31,7 @@ func ShardingKeys() map[string]string {
 	return map[string]string{
 		"events":          "cityHash64(tenant_id)",
 		"usage_1m":        "cityHash64(tenant_id)",
+		"usage_1h":        "cityHash64(tenant_id)",
 		"anomalies":       "cityHash64(tenant_id)",
 		"decisions":       "cityHash64(tenant_id)",
 		"corrections":     "cityHash64(tenant_id)",

@@ -94,7 +94,7 @@ func TestClusterMigrateCreatesBothLayers(t *testing.T) {
 	wantLocal := map[string]string{
 		"events": "MergeTree", "usage_1m": "SummingMergeTree", "anomalies": "ReplacingMergeTree",
 		"decisions": "MergeTree", "pg_findings": "ReplacingMergeTree", "corrections": "MergeTree",
-		"billing_exports": "MergeTree",
+		"billing_exports": "MergeTree", "usage_1h": "SummingMergeTree",
 	}
 	for i, conn := range shardConnsOf(t, c) {
 		engines := map[string]string{}
@@ -125,7 +125,7 @@ func TestClusterMigrateCreatesBothLayers(t *testing.T) {
 				t.Errorf("shard %d: %s columns: got %s, want those of %s_local: %s", i+1, table, dist, table, local)
 			}
 		}
-		for _, mv := range []string{"usage_1m_mv", "usage_1m_corrections_mv"} {
+		for _, mv := range []string{"usage_1m_mv", "usage_1m_corrections_mv", "usage_1h_mv", "usage_1h_corrections_mv"} {
 			if engines[mv] != "MaterializedView" {
 				t.Errorf("shard %d: %s: got engine %q, want MaterializedView", i+1, mv, engines[mv])
 			}
@@ -142,8 +142,8 @@ func TestClusterMigrateCreatesBothLayers(t *testing.T) {
 			st.Database()).Scan(&deps); err != nil {
 			t.Fatal(err)
 		}
-		if deps != 2 {
-			t.Errorf("shard %d: got %d views over local tables, want 2", i+1, deps)
+		if deps != 4 {
+			t.Errorf("shard %d: got %d views over local tables, want 4", i+1, deps)
 		}
 	}
 }
@@ -369,7 +369,7 @@ func TestClusterFinalAndRetention(t *testing.T) {
 	if err := st.WaitMutations(wctx, 50*time.Millisecond); err != nil {
 		t.Fatal(err)
 	}
-	for _, table := range []string{"events", "usage_1m", "anomalies"} {
+	for _, table := range []string{"events", "usage_1m", "usage_1h", "anomalies"} {
 		var n uint64
 		if err := st.Conn().QueryRow(ctx, "SELECT count() FROM "+st.Table(table)+" WHERE tenant_id = 't3'").Scan(&n); err != nil {
 			t.Fatal(err)

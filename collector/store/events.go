@@ -285,7 +285,7 @@ func (s *Store) eventPartitionsBefore(ctx context.Context, node shard, limit str
 }
 
 // DeleteTenant removes every row of tenant from events, corrections,
-// usage_1m, anomalies and decisions. It is an asynchronous ClickHouse
+// usage_1m, usage_1h, anomalies and decisions. It is an asynchronous ClickHouse
 // mutation per table (per shard's local table in a cluster): rows
 // disappear when it completes (see system.mutations, and WaitMutations).
 // The billing_exports records of what was invoiced stay.
@@ -294,7 +294,7 @@ func (s *Store) DeleteTenant(ctx context.Context, tenant string) error {
 		return fmt.Errorf("delete tenant: invalid tenant id %q", tenant)
 	}
 	for _, node := range s.nodes() {
-		for _, t := range []string{"events", "corrections", "usage_1m", "anomalies", "decisions"} {
+		for _, t := range []string{"events", "corrections", "usage_1m", "usage_1h", "anomalies", "decisions"} {
 			if err := node.conn.Exec(ctx, "ALTER TABLE "+s.local(t)+" DELETE WHERE tenant_id = ?", tenant); err != nil {
 				return fmt.Errorf("delete tenant from %s on %s: %w", t, node.addr, err)
 			}

@@ -69,9 +69,11 @@ type HourlyCount struct {
 	Count    uint64
 }
 
-// HourlyCounts calls fn for each tenant's hourly event count with minute
-// in [from, to), in order of tenant and hour. Hours without events have no
-// row.
+// HourlyCounts calls fn for each tenant's hourly event count with hour in
+// [from, to), in order of tenant and hour. It reads usage_1h, which counts
+// whole hours: from and to are meant to be whole hours, and an hour that
+// starts before to is counted whole. Hours without events (or whose events
+// were all voided) have no row.
 func (s *Store) HourlyCounts(ctx context.Context, from, to time.Time, fn func(HourlyCount) error) error {
 	return s.hourlyCounts(ctx, nil, from, to, fn)
 }
@@ -83,9 +85,9 @@ func (s *Store) hourlyCounts(ctx context.Context, only []string, from, to time.T
 	if err != nil || ctx == nil {
 		return err
 	}
-	rows, err := s.conn.Query(ctx, `SELECT tenant_id, toStartOfHour(minute) AS h, sum(count)
-FROM `+s.Table("usage_1m")+` WHERE minute >= ? AND minute < ?`+filter+`
-GROUP BY tenant_id, h ORDER BY tenant_id, h`, from.UTC(), to.UTC())
+	rows, err := s.conn.Query(ctx, `SELECT tenant_id, hour, sum(count) AS n
+FROM `+s.Table("usage_1h")+` WHERE hour >= ? AND hour < ?`+filter+`
+GROUP BY tenant_id, hour HAVING n != 0 ORDER BY tenant_id, hour`, from.UTC(), to.UTC())
 	if err != nil {
 		return fmt.Errorf("query hourly usage: %w", err)
 	}
