@@ -20,9 +20,10 @@ var warmTenants = flag.Int("scaleout.warm", 0, "TestWarmStartManyTenants: number
 
 // TestWarmStartManyTenants measures the warm start of -scaleout.warm
 // tenants over two ClickHouse shards, each with the default warm_start
-// history of hourly rows (504 h) and recent minute rollups (3 h): the
-// start-up warm start of every tenant, then the handover of the tenants
-// of 6 slots of 17 (one replica's share of three). It runs only with the
+// history of hourly rows (504 h, in usage_1m and usage_1h) and recent
+// minute rollups (3 h): the start-up warm start of every tenant, then
+// the handover of the tenants of 6 slots of 17 (one replica's share of
+// three). It runs only with the
 // flag; see docs/scale-out.md ("Tested").
 func TestWarmStartManyTenants(t *testing.T) {
 	n := *warmTenants
@@ -53,11 +54,20 @@ func TestWarmStartManyTenants(t *testing.T) {
 	if err := st.Conn().Exec(ins, q, uint64(n), uint32(recentFrom.Unix()), uint64(n), uint32(60), uint64(5), uint64(4), uint64(n*minutes)); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("seeded %d tenants: %d hourly and %d minute rollups in %s", n, n*hours, n*minutes, time.Since(seedAt).Round(100*time.Millisecond))
+	// usage_1h holds what its views would have made of the same events:
+	// each tenant's minutes summed into hours (the migration's backfill).
+	if err := st.Conn().Exec(ins, "INSERT INTO "+db+".usage_1h (tenant_id, hour, count) "+
+		"SELECT tenant_id, toStartOfHour(minute) AS hour, sum(count) FROM "+db+".usage_1m GROUP BY tenant_id, hour"); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("seeded %d tenants: %d hourly and %d minute rollups, and their usage_1h, in %s", n, n*hours, n*minutes, time.Since(seedAt).Round(100*time.Millisecond))
 
 	// The two big reads alone, and ClickHouse's share of them (the same
-	// query counted on the server, nothing sent).
-	hourlyQ := "SELECT count() FROM (SELECT tenant_id, toStartOfHour(minute) AS h, sum(count) FROM " + db + ".usage_1m " +
+	// query counted on the server, nothing sent); and the hourly counts
+	// grouped from usage_1m, as they were read before usage_1h.
+	hourlyQ := "SELECT count() FROM (SELECT tenant_id, hour, sum(count) AS n FROM " + db + ".usage_1h " +
+		"WHERE hour >= ? AND hour < ? GROUP BY tenant_id, hour HAVING n != 0 ORDER BY tenant_id, hour)"
+	minuteHourlyQ := "SELECT count() FROM (SELECT tenant_id, toStartOfHour(minute) AS h, sum(count) FROM " + db + ".usage_1m " +
 		"WHERE minute >= ? AND minute < ? GROUP BY tenant_id, h ORDER BY tenant_id, h)"
 	rollupQ := "SELECT count() FROM (SELECT tenant_id, kind, minute, sum(count), sum(quantity), toFloat64(sum(cost)), sum(errors), " +
 		"sum(latency_count), quantilesTDigestMerge(0.5, 0.95, 0.99)(latency) FROM " + db + ".usage_1m " +
@@ -80,8 +90,9 @@ func TestWarmStartManyTenants(t *testing.T) {
 		t.Fatal(err)
 	}
 	rollups := time.Since(readAt)
-	t.Logf("reads of every tenant: hourly counts %s (ClickHouse %s), recent rollups %s (ClickHouse %s)",
+	t.Logf("reads of every tenant: hourly counts %s (ClickHouse %s; grouped from usage_1m %s), recent rollups %s (ClickHouse %s)",
 		hourly.Round(10*time.Millisecond), server(hourlyQ, histFrom, recentFrom).Round(10*time.Millisecond),
+		server(minuteHourlyQ, histFrom, recentFrom).Round(10*time.Millisecond),
 		rollups.Round(10*time.Millisecond), server(rollupQ, recentFrom, now.Truncate(time.Minute)).Round(10*time.Millisecond))
 
 	d, err := anomaly.New(cfg, &anomaly.Recorder{})
