@@ -87,15 +87,18 @@ func (f *fleet) store(d *anomaly.Detector, rs ...anomaly.Rollup) {
 	if err != nil {
 		f.t.Fatal(err)
 	}
+	var hourly []store.HourlyCount
 	for _, r := range rs {
 		if err := b.Append(r.TenantID, r.Kind, r.Minute, r.Count, r.Quantity, decimal.NewFromFloat(r.Cost), r.Errors, uint64(0)); err != nil {
 			b.Abort()
 			f.t.Fatal(err)
 		}
+		hourly = append(hourly, store.HourlyCount{TenantID: r.TenantID, Hour: r.Minute, Count: r.Count})
 	}
 	if err := b.Send(); err != nil {
 		f.t.Fatal(err)
 	}
+	teststore.Hourly(f.t, f.st, hourly)
 	if d == nil {
 		return
 	}

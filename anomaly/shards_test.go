@@ -32,6 +32,7 @@ func TestWarmStartAndReplayReadEveryShard(t *testing.T) {
 		t.Fatal(err)
 	}
 	cost := decimal.NewFromFloat(95.0 / float64(minutes)) // 95 this month
+	var hourly []store.HourlyCount
 	for ti := 0; ti < tenants; ti++ {
 		for m := start; m.Before(end); m = m.Add(time.Minute) {
 			n := uint64(100)
@@ -42,11 +43,13 @@ func TestWarmStartAndReplayReadEveryShard(t *testing.T) {
 				batch.Abort()
 				t.Fatal(err)
 			}
+			hourly = append(hourly, store.HourlyCount{TenantID: fmt.Sprintf("t%d", ti), Hour: m, Count: n})
 		}
 	}
 	if err := batch.Send(); err != nil {
 		t.Fatal(err)
 	}
+	teststore.Hourly(t, st, hourly)
 	at := now.Add(-time.Hour)
 	var firing []store.AnomalyRow
 	for ti := 0; ti < tenants; ti++ {

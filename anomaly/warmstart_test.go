@@ -30,6 +30,7 @@ func TestWarmStartFromClickHouse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	var hourly []store.HourlyCount
 	for m := start; m.Before(now.Truncate(time.Minute)); m = m.Add(time.Minute) {
 		n := uint64(100) // 6000/h, flat: the profile index is 1
 		if m.Hour() >= 9 && m.Hour() < 17 {
@@ -40,10 +41,12 @@ func TestWarmStartFromClickHouse(t *testing.T) {
 			batch.Abort()
 			t.Fatal(err)
 		}
+		hourly = append(hourly, store.HourlyCount{TenantID: "acme", Hour: m, Count: n})
 	}
 	if err := batch.Send(); err != nil {
 		t.Fatal(err)
 	}
+	teststore.Hourly(t, st, hourly)
 	at := now.Add(-time.Hour)
 	if err := st.InsertAnomalies(ctx, []store.AnomalyRow{{Fingerprint: "f", TenantID: "acme", Metric: MetricSpendCap,
 		Status: "firing", Severity: "warning", Observed: 91, Baseline: 100, Ratio: 0.91, StartsAt: at,

@@ -107,15 +107,18 @@ func traffic(t *testing.T, st *store.Store, r *testReplica, tenant string, from,
 	if err != nil {
 		t.Fatal(err)
 	}
+	var hourly []store.HourlyCount
 	for m := from; m.Before(to); m = m.Add(time.Minute) {
 		if err := b.Append(tenant, "api_request", m, n, float64(n), decimal.Zero, uint64(0), uint64(0)); err != nil {
 			b.Abort()
 			t.Fatal(err)
 		}
+		hourly = append(hourly, store.HourlyCount{TenantID: tenant, Hour: m, Count: n})
 	}
 	if err := b.Send(); err != nil {
 		t.Fatal(err)
 	}
+	teststore.Hourly(t, st, hourly)
 	if r == nil {
 		return
 	}

@@ -68,3 +68,35 @@ func ClusterConfig(c *testenv.ClickHouseCluster, db string) store.Config {
 	cfg.Cluster, cfg.Shards = c.Name, c.Addrs()
 	return cfg
 }
+
+// Hourly adds counts to usage_1h, each to the hour it falls in, as the
+// views of usage_1h do for the events behind them: for tests that store
+// usage_1m rows directly and warm-start from them.
+func Hourly(t testing.TB, st *store.Store, counts []store.HourlyCount) {
+	t.Helper()
+	if len(counts) == 0 {
+		return
+	}
+	type key struct {
+		tenant string
+		hour   int64
+	}
+	sums := map[key]uint64{}
+	for _, c := range counts {
+		sums[key{c.TenantID, c.Hour.Unix() / 3600 * 3600}] += c.Count
+	}
+	ctx := context.Background()
+	b, err := st.Conn().PrepareBatch(ctx, "INSERT INTO "+st.Table("usage_1h")+" (tenant_id, hour, count)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, n := range sums {
+		if err := b.Append(k.tenant, time.Unix(k.hour, 0).UTC(), n); err != nil {
+			b.Abort()
+			t.Fatal(err)
+		}
+	}
+	if err := b.Send(); err != nil {
+		t.Fatal(err)
+	}
+}
