@@ -63,6 +63,7 @@ type Collector struct {
 	lastProgress atomic.Int64 // unix nanoseconds
 	owner        *partition.Owner
 	handover     Handover
+	active       atomic.Pointer[slots] // the slots Run consumes; nil when it does not run
 }
 
 // Handover is told which tenants this replica owns whenever that changes:
@@ -141,6 +142,8 @@ func (c *Collector) Run(ctx context.Context) error {
 	defer wg.Wait()
 	defer cancel()
 	s := newSlots(c, ctx)
+	c.active.Store(s)
+	defer c.active.Store(nil)
 	ownerErr := make(chan error, 1)
 	wg.Add(2)
 	go func() {

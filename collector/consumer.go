@@ -124,7 +124,8 @@ func (c *Collector) slotConsumer(ctx context.Context, slot int) (jetstream.Consu
 // and an AckAll ack of a newer message would ack them unstored: lost.
 //
 // It waits for the previous owner's pin to go (for at most lease_ttl + 1s,
-// the pin's lifetime), then raises the verify bound to the last delivered
+// the pin's lifetime; after that it fails, and the slot's lease is given
+// back), then raises the verify bound to the last delivered
 // sequence, since a reset counts the redeliveries as first deliveries, and
 // resets the consumer to its ack floor.
 func (c *Collector) takeOver(ctx context.Context, cons jetstream.Consumer, cc jetstream.ConsumerConfig, verify uint64) (uint64, error) {
@@ -138,8 +139,14 @@ func (c *Collector) takeOver(ctx context.Context, cons jetstream.Consumer, cc je
 		if info.NumAckPending == 0 {
 			return verify, nil
 		}
-		if !pinned(info) || time.Now().After(deadline) {
+		if !pinned(info) {
 			break
+		}
+		if time.Now().After(deadline) {
+			// The previous owner still pulls: a reset now would hand it
+			// redeliveries it does not check against ClickHouse. Give the
+			// lease back; a later claim tries again.
+			return 0, fmt.Errorf("consumer %s: still pinned by another client after %v", cc.Durable, c.cfg.LeaseTTL+time.Second)
 		}
 		select {
 		case <-ctx.Done():

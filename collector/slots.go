@@ -248,14 +248,14 @@ func (c *Collector) Owned() []int { return c.owner.Held() }
 // ReplicaID is this replica's id in the partitions bucket.
 func (c *Collector) ReplicaID() string { return c.owner.ID() }
 
-// Owns reports whether this replica holds the lease of the tenant's
-// partition.
+// Owns reports whether this replica consumes the tenant's partition now:
+// the same answer its Handover was last given.
 func (c *Collector) Owns(tenantID string) bool {
-	p := event.Partition(tenantID, c.cfg.Partitions)
-	for _, slot := range c.owner.Held() {
-		if slot == p {
-			return true
-		}
+	s := c.active.Load()
+	if s == nil {
+		return false
 	}
-	return false
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.running[event.Partition(tenantID, c.cfg.Partitions)] != nil
 }
