@@ -53,7 +53,10 @@ func TestReplicasProvisionTogether(t *testing.T) {
 		if errs[i] != nil {
 			t.Errorf("replica %d: provisioning failed after %s: %v", i+1, took[i].Round(time.Millisecond), errs[i])
 		}
-		if took[i] > 15*time.Second {
+		// Unanswered creates used to wait out three 10 s timeouts (about
+		// 35 s); asked again every 2 s they finish in 2 to 12 s here, more
+		// on a loaded machine.
+		if took[i] > 25*time.Second {
 			t.Errorf("replica %d: provisioning took %s, want seconds", i+1, took[i].Round(time.Millisecond))
 		}
 	}
