@@ -102,7 +102,7 @@ func RunFlood(ctx context.Context, cfg FloodConfig) (*FloodResult, error) {
 	}
 	defer srv.stop()
 	cfg.Dir = srv.dir
-	ns, ch, nc := srv.ns, srv.ch, srv.nc
+	ch, nc := srv.ch, srv.nc
 	logf := func(format string, args ...any) { fmt.Fprintf(cfg.Out, format+"\n", args...) }
 	st, err := openStore(ctx, ch.Addr, "tenantguard")
 	if err != nil {
@@ -110,17 +110,11 @@ func RunFlood(ctx context.Context, cfg FloodConfig) (*FloodResult, error) {
 	}
 	defer st.Close()
 	icfg := Config{Tenants: cfg.Tenants, EmitBatch: cfg.EmitBatch, Binary: cfg.Binary, CollectorEnv: cfg.CollectorEnv, Dir: cfg.Dir}
-	collector, _, err := startCollector(icfg, ns.ClientURL(), ch.Addr)
+	collector, _, err := startCollector(ctx, icfg, srv, st)
 	if err != nil {
 		return nil, err
 	}
 	defer collector.Stop()
-	if err := waitTable(ctx, st); err != nil {
-		return nil, fmt.Errorf("%w; collector output:\n%s", err, collector.Tail())
-	}
-	if err := waitStream(ctx, nc); err != nil {
-		return nil, err
-	}
 	res := &FloodResult{Tenants: cfg.Tenants, Capacity: cfg.Capacity, Phase: cfg.Phase}
 	var total uint64
 	if res.Capacity <= 0 {

@@ -113,7 +113,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	defer srv.stop()
 	cfg.Dir = srv.dir
-	ns, ch, nc := srv.ns, srv.ch, srv.nc
+	ch, nc := srv.ch, srv.nc
 	logf := func(format string, args ...any) { fmt.Fprintf(cfg.Out, format+"\n", args...) }
 	res := &Result{Events: cfg.Events}
 
@@ -155,17 +155,11 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	defer st.Close()
 	logf("pipeline: %d events across %d tenants, loadgen -> JetStream -> collector -> ClickHouse", cfg.Events, cfg.Tenants)
-	collector, metricsURL, err := startCollector(cfg, ns.ClientURL(), ch.Addr)
+	collector, metricsURL, err := startCollector(ctx, cfg, srv, st)
 	if err != nil {
 		return nil, err
 	}
 	defer collector.Stop()
-	if err := waitTable(ctx, st); err != nil {
-		return nil, fmt.Errorf("%w; collector output:\n%s", err, collector.Tail())
-	}
-	if err := waitStream(ctx, nc); err != nil {
-		return nil, err
-	}
 	if res.CPUGenerator, err = generatorCPU(ctx, cfg); err != nil {
 		return nil, err
 	}
@@ -546,9 +540,28 @@ func rawInsert(ctx context.Context, addr string, n, tenants int) (float64, error
 	return float64(n) / time.Since(start).Seconds(), nil
 }
 
-// startCollector starts `tenantguard run` against the servers, its
+// startCollector starts `tenantguard run` against the servers and waits
+// until it has created the events table and the usage stream; on an error
+// the process is stopped.
+func startCollector(ctx context.Context, cfg Config, srv *servers, st *store.Store) (*childproc.Proc, string, error) {
+	proc, metricsURL, err := spawnCollector(cfg, srv.ns.ClientURL(), srv.ch.Addr)
+	if err != nil {
+		return nil, "", err
+	}
+	if err := waitTable(ctx, st); err != nil {
+		proc.Stop()
+		return nil, "", fmt.Errorf("%w; collector output:\n%s", err, proc.Tail())
+	}
+	if err := waitStream(ctx, srv.nc); err != nil {
+		proc.Stop()
+		return nil, "", err
+	}
+	return proc, metricsURL, nil
+}
+
+// spawnCollector starts `tenantguard run` against the servers, its
 // output in collector.log under cfg.Dir.
-func startCollector(cfg Config, natsURL, chAddr string) (proc *childproc.Proc, metricsURL string, err error) {
+func spawnCollector(cfg Config, natsURL, chAddr string) (proc *childproc.Proc, metricsURL string, err error) {
 	args := []string{"run"}
 	if cfg.CollectorProfile != "" {
 		args = append(args, "--cpuprofile", cfg.CollectorProfile)
